@@ -1,0 +1,6 @@
+//! The pure core: every decision autobump makes, as functions of their inputs.
+//!
+//! Nothing under `core` does I/O or reads the clock; `now` is always a parameter.
+//! That is what lets the planner be checked on random histories.
+
+pub mod schedule;

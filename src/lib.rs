@@ -1,0 +1,24 @@
+//! `autobump`: a GitOps continuous-deployment controller.
+//!
+//! ```text
+//!  registries ──tags──▶ select ──▶ rewrite manifests ──▶ autobump PR (≤ 1/hour, in window)
+//!                                                               │ checks green, gate clear,
+//!                                                               ▼ diff verified, not held
+//!  alerts (Prometheus/Alertmanager) ◀── bake window ◀── deployed ◀── merge (expected head SHA)
+//!         │ firing during bake                     │ quiet for the whole bake
+//!         ▼                                        ▼
+//!  auto-hold + rollback to last known-good    promote to known-good
+//! ```
+//!
+//! Every reconcile of a policy is: observe → immutable snapshot → plan (a pure function
+//! of snapshot, policy and `now`) → execute the plan's effects, each an idempotent ensure.
+//!
+//! Modules:
+//! * [`policy`]: the versioned policy API (`autobump.dev/v1alpha1`), loading and
+//!   validation with `FILE:LINE:COL` errors (pure apart from reading files).
+//! * [`core`]: pure decisions ([`core::schedule`], …).
+//! * [`clock`]: the only place that reads time.
+
+pub mod clock;
+pub mod core;
+pub mod policy;

@@ -1,0 +1,710 @@
+//! Loading policies from files and directories, with every problem reported as
+//! `FILE:LINE:COL: field.path: message` (reads files; the checks themselves are pure).
+//!
+//! A document is checked section by section and list element by list element, so
+//! one run reports every broken section of every policy, not just the first. Checks
+//! that span fields (exactly one of `prefix`/`name`) and policies (duplicate names,
+//! two policies rewriting the same images in the same branch) come after.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path as FsPath, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::v1alpha1::{self, AutobumpSpec, FreezeSpec, ImagePolicy, NotifySpec, TagPolicy};
+use super::values::{DnsLabel, Duration};
+use super::yaml::{self, Node, Path, Pos, one_of};
+use crate::core::schedule::Window;
+
+/// The `apiVersion`/`kind` pairs this build reads.
+pub const SUPPORTED: &[(&str, &str)] = &[(v1alpha1::API_VERSION, v1alpha1::KIND)];
+
+/// One problem in a policy file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line of the offending node.
+    pub line: usize,
+    /// 1-based column of the offending node.
+    pub column: usize,
+    /// The field path, e.g. `spec.images[0].tags` (empty for the whole document).
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file.display(), self.line, self.column)?;
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Where a policy was read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The file.
+    pub file: PathBuf,
+    /// Where `metadata.name` is.
+    pub name_pos: Pos,
+    /// Where each `spec.images[i]` is.
+    pub image_pos: Vec<Pos>,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.name_pos.line)
+    }
+}
+
+/// `metadata` of a policy file.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Metadata {
+    /// The policy's name; unique across all policy files.
+    pub name: DnsLabel,
+    /// The namespace, in-cluster. Optional in files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<DnsLabel>,
+    /// Labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A loaded, valid policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// Its metadata.
+    pub metadata: Metadata,
+    /// Its spec.
+    pub spec: AutobumpSpec,
+    /// Where it came from.
+    pub origin: Origin,
+}
+
+impl Policy {
+    /// The policy's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        self.metadata.name.as_str()
+    }
+
+    /// The policy as a custom resource (no status), e.g. to apply it to a cluster.
+    #[must_use]
+    pub fn to_resource(&self) -> v1alpha1::Autobump {
+        let mut cr = v1alpha1::Autobump::new(self.name(), self.spec.clone());
+        cr.metadata.namespace = self.metadata.namespace.as_ref().map(ToString::to_string);
+        if !self.metadata.labels.is_empty() {
+            cr.metadata.labels = Some(self.metadata.labels.clone());
+        }
+        if !self.metadata.annotations.is_empty() {
+            cr.metadata.annotations = Some(self.metadata.annotations.clone());
+        }
+        cr
+    }
+}
+
+/// Everything read from a set of paths.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// The valid policies, in file order.
+    pub policies: Vec<Policy>,
+    /// Every problem found, in file order.
+    pub diagnostics: Vec<Diagnostic>,
+    /// The files read.
+    pub files: Vec<PathBuf>,
+}
+
+/// Reading the paths failed (as opposed to a policy being invalid).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A path given does not exist.
+    #[error("{0}: no such file or directory")]
+    NotFound(PathBuf),
+    /// A file or directory could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A directory held no `*.yaml`/`*.yml` file.
+    #[error("{0}: no policy files (*.yaml, *.yml) found")]
+    NoPolicyFiles(PathBuf),
+}
+
+/// Loads every policy in `paths` (files, or directories searched recursively for
+/// `*.yaml` and `*.yml`, skipping hidden entries), then checks them against each other.
+pub fn load_paths(paths: &[PathBuf]) -> Result<Loaded, LoadError> {
+    let mut files = Vec::new();
+    for path in paths {
+        let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => LoadError::NotFound(path.clone()),
+            _ => LoadError::Io {
+                path: path.clone(),
+                source: e,
+            },
+        })?;
+        if meta.is_dir() {
+            let before = files.len();
+            collect_dir(path, &mut files)?;
+            if files.len() == before {
+                return Err(LoadError::NoPolicyFiles(path.clone()));
+            }
+        } else {
+            files.push(path.clone());
+        }
+    }
+    let mut loaded = Loaded::default();
+    for file in files {
+        let text = std::fs::read_to_string(&file).map_err(|e| LoadError::Io {
+            path: file.clone(),
+            source: e,
+        })?;
+        let (policies, diagnostics) = load_str(&file, &text);
+        loaded.policies.extend(policies);
+        loaded.diagnostics.extend(diagnostics);
+        loaded.files.push(file);
+    }
+    let cross = cross_check(&loaded.policies);
+    let rejected: Vec<usize> = cross.iter().map(|(i, _)| *i).collect();
+    loaded.diagnostics.extend(cross.into_iter().map(|(_, d)| d));
+    let mut i = 0;
+    loaded.policies.retain(|_| {
+        i += 1;
+        !rejected.contains(&(i - 1))
+    });
+    Ok(loaded)
+}
+
+fn collect_dir(dir: &FsPath, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
+    let io = |source| LoadError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io)?;
+    entries.sort_by_key(std::fs::DirEntry::file_name);
+    for entry in entries {
+        let path = entry.path();
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if entry.file_type().map_err(io)?.is_dir() {
+            collect_dir(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Loads the policies in one file's text. Returns the valid policies and the problems
+/// of the others.
+#[must_use]
+pub fn load_str(file: &FsPath, text: &str) -> (Vec<Policy>, Vec<Diagnostic>) {
+    let diag = |e: &yaml::Error, doc: Option<&Node>| {
+        let path = e.path.clone().unwrap_or_default();
+        let pos = e
+            .pos
+            .or_else(|| doc.map(|d| d.locate(&path).pos))
+            .unwrap_or(Pos { line: 1, col: 1 });
+        Diagnostic {
+            file: file.to_path_buf(),
+            line: pos.line,
+            column: pos.col,
+            path: path.to_string(),
+            message: e.message.clone(),
+        }
+    };
+    let docs = match yaml::parse_documents(text) {
+        Ok(docs) => docs,
+        Err(e) => return (Vec::new(), vec![diag(&e, None)]),
+    };
+    let mut policies = Vec::new();
+    let mut diagnostics = Vec::new();
+    for doc in &docs {
+        match load_document(doc) {
+            Ok((metadata, spec)) => policies.push(Policy {
+                origin: Origin {
+                    file: file.to_path_buf(),
+                    name_pos: doc.locate(&Path::parse("metadata.name")).pos,
+                    image_pos: (0..spec.images.len())
+                        .map(|i| {
+                            doc.locate(&Path::root().key("spec").key("images").index(i))
+                                .pos
+                        })
+                        .collect(),
+                },
+                metadata,
+                spec,
+            }),
+            Err(errors) => diagnostics.extend(errors.iter().map(|e| diag(e, Some(doc)))),
+        }
+    }
+    (policies, diagnostics)
+}
+
+fn err_at(node: &Node, path: Path, message: impl Into<String>) -> yaml::Error {
+    yaml::Error::at(node.pos, path, message)
+}
+
+fn supported_list() -> String {
+    SUPPORTED
+        .iter()
+        .map(|(a, k)| format!("{a} {k}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn load_document(doc: &Node) -> Result<(Metadata, AutobumpSpec), Vec<yaml::Error>> {
+    let root = Path::root();
+    if doc.as_map().is_none() {
+        return Err(vec![err_at(
+            doc,
+            root,
+            format!("expected a policy mapping, found {}", doc.kind()),
+        )]);
+    }
+    let field = |name: &str| -> Result<&str, yaml::Error> {
+        let node = doc.get(name).ok_or_else(|| {
+            err_at(
+                doc,
+                root.key(name),
+                format!("missing field `{name}` (supported: {})", supported_list()),
+            )
+        })?;
+        node.as_str().ok_or_else(|| {
+            err_at(
+                node,
+                root.key(name),
+                format!("expected a string, found {}", node.kind()),
+            )
+        })
+    };
+    let api_version = field("apiVersion").map_err(|e| vec![e])?;
+    let kind = field("kind").map_err(|e| vec![e])?;
+    if !SUPPORTED.iter().any(|(a, _)| *a == api_version) {
+        return Err(vec![err_at(
+            doc.get("apiVersion").unwrap_or(doc),
+            root.key("apiVersion"),
+            format!(
+                "unsupported apiVersion \"{api_version}\" (supported: {})",
+                supported_list()
+            ),
+        )]);
+    }
+    if !SUPPORTED
+        .iter()
+        .any(|(a, k)| *a == api_version && *k == kind)
+    {
+        return Err(vec![err_at(
+            doc.get("kind").unwrap_or(doc),
+            root.key("kind"),
+            format!(
+                "unsupported kind \"{kind}\" for {api_version} (supported: {})",
+                supported_list()
+            ),
+        )]);
+    }
+    // Only v1alpha1 exists; a new version adds a module and a branch here.
+    load_v1alpha1(doc)
+}
+
+fn load_v1alpha1(doc: &Node) -> Result<(Metadata, AutobumpSpec), Vec<yaml::Error>> {
+    let root = Path::root();
+    let mut errors = Vec::new();
+    for (key, _) in doc.as_map().unwrap_or_default() {
+        match key.as_str() {
+            Some("apiVersion" | "kind" | "metadata" | "spec") => {}
+            Some("status") => errors.push(err_at(
+                key,
+                root.key("status"),
+                "status is written by autobump, not by policy files; remove it",
+            )),
+            other => errors.push(err_at(
+                key,
+                root.key(other.unwrap_or_default()),
+                format!(
+                    "unknown field `{}`, expected {}",
+                    other.unwrap_or_default(),
+                    one_of(&["apiVersion", "kind", "metadata", "spec"])
+                ),
+            )),
+        }
+    }
+    let metadata = match doc.get("metadata") {
+        None => {
+            errors.push(err_at(
+                doc,
+                root.key("metadata"),
+                "missing field `metadata`",
+            ));
+            None
+        }
+        Some(node) => yaml::from_node::<Metadata>(node, &root.key("metadata"))
+            .map_err(|e| errors.push(e))
+            .ok(),
+    };
+    let spec_path = root.key("spec");
+    let spec = match doc.get("spec") {
+        None => {
+            errors.push(err_at(doc, spec_path.clone(), "missing field `spec`"));
+            None
+        }
+        Some(node) => {
+            let section_errors = check_sections(node, &spec_path);
+            if section_errors.is_empty() {
+                yaml::from_node::<AutobumpSpec>(node, &spec_path)
+                    .map_err(|e| errors.push(e))
+                    .ok()
+            } else {
+                errors.extend(section_errors);
+                None
+            }
+        }
+    };
+    if let Some(spec) = &spec {
+        let spec_node = doc.get("spec").unwrap_or(doc);
+        for (path, message) in validate_spec(spec) {
+            let full = spec_path.clone().join(&path);
+            errors.push(err_at(spec_node.locate(&path), full, message));
+        }
+    }
+    match (metadata, spec) {
+        (Some(m), Some(s)) if errors.is_empty() => Ok((m, s)),
+        _ => Err(errors),
+    }
+}
+
+/// The fields of `spec`, each checked on its own so every broken section is reported.
+const SPEC_FIELDS: &[&str] = &[
+    "images",
+    "source",
+    "pullRequest",
+    "directPush",
+    "schedule",
+    "merge",
+    "gate",
+    "rollout",
+    "rollback",
+    "notify",
+];
+
+fn check_sections(spec: &Node, path: &Path) -> Vec<yaml::Error> {
+    let Some(entries) = spec.as_map() else {
+        if spec.is_null() {
+            return vec![err_at(spec, path.clone(), "missing field `images`")];
+        }
+        return vec![err_at(
+            spec,
+            path.clone(),
+            format!("expected a mapping, found {}", spec.kind()),
+        )];
+    };
+    let mut errors = Vec::new();
+    for required in ["images", "source"] {
+        if spec.get(required).is_none() {
+            errors.push(err_at(
+                spec,
+                path.clone(),
+                format!("missing field `{required}`"),
+            ));
+        }
+    }
+    for (key, value) in entries {
+        let name = key.as_str().unwrap_or_default();
+        let p = path.key(name);
+        let r = match name {
+            "images" => check_list::<ImagePolicy>(value, &p),
+            "source" => check::<v1alpha1::SourceSpec>(value, &p),
+            "pullRequest" => check::<Option<v1alpha1::PullRequestSpec>>(value, &p),
+            "directPush" => check::<Option<v1alpha1::DirectPushSpec>>(value, &p),
+            "schedule" => check_schedule(value, &p),
+            "merge" => check::<v1alpha1::MergeSpec>(value, &p),
+            "gate" => check::<Option<v1alpha1::GateSpec>>(value, &p),
+            "rollout" => check::<Option<v1alpha1::RolloutSpec>>(value, &p),
+            "rollback" => check::<v1alpha1::RollbackSpec>(value, &p),
+            "notify" => check_list::<NotifySpec>(value, &p),
+            _ => vec![err_at(
+                key,
+                p,
+                format!("unknown field `{name}`, expected {}", one_of(SPEC_FIELDS)),
+            )],
+        };
+        errors.extend(r);
+    }
+    errors
+}
+
+fn check<'a, T: Deserialize<'a>>(node: &'a Node, path: &Path) -> Vec<yaml::Error> {
+    yaml::from_node::<T>(node, path).err().into_iter().collect()
+}
+
+fn check_list<'a, T: Deserialize<'a>>(node: &'a Node, path: &Path) -> Vec<yaml::Error> {
+    match &node.value {
+        yaml::Value::Seq(items) => items
+            .iter()
+            .enumerate()
+            .flat_map(|(i, item)| check::<T>(item, &path.index(i)))
+            .collect(),
+        _ => check::<Vec<T>>(node, path),
+    }
+}
+
+/// `schedule` is checked field by field: a list of windows often has several typos.
+fn check_schedule(node: &Node, path: &Path) -> Vec<yaml::Error> {
+    let Some(entries) = node.as_map() else {
+        return check::<v1alpha1::ScheduleSpec>(node, path);
+    };
+    let mut errors = Vec::new();
+    for (key, value) in entries {
+        let name = key.as_str().unwrap_or_default();
+        let p = path.key(name);
+        errors.extend(match name {
+            "timezone" => check::<super::values::Timezone>(value, &p),
+            "windows" => check_list::<Window>(value, &p),
+            "minInterval" => check::<Duration>(value, &p),
+            "freezes" => check_list::<FreezeSpec>(value, &p),
+            _ => vec![err_at(
+                key,
+                p,
+                format!(
+                    "unknown field `{name}`, expected {}",
+                    one_of(&["timezone", "windows", "minInterval", "freezes"])
+                ),
+            )],
+        });
+    }
+    errors
+}
+
+/// Checks that span fields of one spec. Paths are relative to `spec`.
+fn validate_spec(spec: &AutobumpSpec) -> Vec<(Path, String)> {
+    let mut out = validate_images(&spec.images);
+    validate_delivery_and_schedule(spec, &mut out);
+    validate_gate_and_rollback(spec, &mut out);
+    out
+}
+
+fn validate_images(images_spec: &[ImagePolicy]) -> Vec<(Path, String)> {
+    let mut out = Vec::new();
+    let images = Path::root().key("images");
+    if images_spec.is_empty() {
+        out.push((images.clone(), "at least one image is required".into()));
+    }
+    for (i, image) in images_spec.iter().enumerate() {
+        let p = images.index(i);
+        match (&image.prefix, &image.name) {
+            (Some(_), Some(_)) => out.push((
+                p.key("name"),
+                "give either `prefix` (every image under it) or `name` (one image), not both".into(),
+            )),
+            (None, None) => out.push((
+                p.clone(),
+                "missing `prefix` (every image under it) or `name` (one image)".into(),
+            )),
+            (None, Some(_)) if image.consistent => out.push((
+                p.key("consistent"),
+                "`consistent` moves every image under a `prefix` to one tag; it needs `prefix`, not `name`".into(),
+            )),
+            _ => {}
+        }
+        if let TagPolicy::Regex(re) = &image.tags
+            && let Some(group) = &re.extract
+            && !re
+                .pattern
+                .regex()
+                .capture_names()
+                .flatten()
+                .any(|n| n == group)
+        {
+            out.push((
+                p.key("tags").key("regex").key("extract"),
+                format!(
+                    "the pattern has no capture group named \"{group}\" (write `(?P<{group}>...)`)"
+                ),
+            ));
+        }
+        for (j, earlier) in images_spec[..i].iter().enumerate() {
+            if let Some(what) = overlap(image, earlier) {
+                out.push((
+                    p.clone(),
+                    format!("{what} is already covered by spec.images[{j}]"),
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn validate_delivery_and_schedule(spec: &AutobumpSpec, out: &mut Vec<(Path, String)>) {
+    let root = Path::root();
+    if spec.pull_request.is_some() && spec.direct_push.is_some() {
+        out.push((
+            root.key("directPush"),
+            "`pullRequest` and `directPush` are mutually exclusive".into(),
+        ));
+    }
+    if spec.source.include.is_empty() {
+        out.push((
+            root.key("source").key("include"),
+            "at least one glob is required (omit the field for the default **/*.yaml, **/*.yml)"
+                .into(),
+        ));
+    }
+    let schedule = root.key("schedule");
+    if spec.schedule.min_interval.is_zero() {
+        out.push((
+            schedule.key("minInterval"),
+            "must be longer than 0s (it bounds how often production changes)".into(),
+        ));
+    }
+    for (i, freeze) in spec.schedule.freezes.iter().enumerate() {
+        let f = crate::core::schedule::Freeze {
+            from: freeze.from.clone(),
+            to: freeze.to.clone(),
+            reason: freeze.reason.clone(),
+        };
+        if let Err(why) = f.validate_in(spec.schedule.timezone.0) {
+            out.push((schedule.key("freezes").index(i).key("to"), why));
+        }
+        if freeze.reason.trim().is_empty() {
+            out.push((
+                schedule.key("freezes").index(i).key("reason"),
+                "say why (it is shown to whoever wonders why nothing deploys)".into(),
+            ));
+        }
+    }
+}
+
+fn validate_gate_and_rollback(spec: &AutobumpSpec, out: &mut Vec<(Path, String)>) {
+    let root = Path::root();
+    if let Some(gate) = &spec.gate {
+        let g = root.key("gate");
+        match (&gate.prometheus, &gate.alertmanager) {
+            (Some(_), Some(_)) => out.push((
+                g.key("alertmanager"),
+                "give either `prometheus` or `alertmanager`, not both".into(),
+            )),
+            (None, None) => out.push((
+                g.clone(),
+                "missing `prometheus` or `alertmanager` (where to read firing alerts)".into(),
+            )),
+            _ => {}
+        }
+        if gate.bake.is_zero() {
+            out.push((
+                g.key("bake"),
+                "must be longer than 0s (a version must stay quiet for a while to be known-good)"
+                    .into(),
+            ));
+        }
+    }
+    let has_workloads = spec
+        .rollout
+        .as_ref()
+        .is_some_and(|r| !r.workloads.is_empty());
+    if spec.rollback.patch_cluster && !has_workloads {
+        out.push((
+            root.key("rollback").key("patchCluster"),
+            "needs `rollout.workloads` (which workloads to patch)".into(),
+        ));
+    }
+    if let Some(retest) = &spec.merge.retest
+        && retest.comment.trim().is_empty()
+    {
+        out.push((
+            root.key("merge").key("retest").key("comment"),
+            "must not be empty".into(),
+        ));
+    }
+}
+
+/// Whether two image entries select some image in common; describes the first.
+fn overlap(a: &ImagePolicy, b: &ImagePolicy) -> Option<String> {
+    match (&a.prefix, &a.name, &b.prefix, &b.name) {
+        (Some(pa), _, Some(pb), _) if pa.covers(pb.as_str()) || pb.covers(pa.as_str()) => {
+            Some(format!("image prefix \"{pa}\""))
+        }
+        (Some(pa), _, _, Some(nb)) if pa.covers(nb.as_str()) => {
+            Some(format!("image prefix \"{pa}\""))
+        }
+        (_, Some(na), Some(pb), _) if pb.covers(na.as_str()) => Some(format!("image \"{na}\"")),
+        (_, Some(na), _, Some(nb)) if na == nb => Some(format!("image \"{na}\"")),
+        _ => None,
+    }
+}
+
+/// Checks between policies: unique names, and no two policies rewriting the same
+/// images in the same repository and branch (they would fight over every bump).
+/// Returns the index of the rejected (later) policy with each diagnostic.
+fn cross_check(policies: &[Policy]) -> Vec<(usize, Diagnostic)> {
+    let mut out = Vec::new();
+    let mut names: HashMap<(Option<&str>, &str), &Policy> = HashMap::new();
+    for (i, p) in policies.iter().enumerate() {
+        let key = (
+            p.metadata.namespace.as_ref().map(DnsLabel::as_str),
+            p.name(),
+        );
+        if let Some(first) = names.get(&key) {
+            out.push((
+                i,
+                Diagnostic {
+                    file: p.origin.file.clone(),
+                    line: p.origin.name_pos.line,
+                    column: p.origin.name_pos.col,
+                    path: "metadata.name".into(),
+                    message: format!(
+                        "duplicate policy name \"{}\" (first defined at {})",
+                        p.name(),
+                        first.origin
+                    ),
+                },
+            ));
+            continue;
+        }
+        names.insert(key, p);
+        'images: for (j, image) in p.spec.images.iter().enumerate() {
+            for earlier in &policies[..i] {
+                if earlier.spec.source.repo.identity() != p.spec.source.repo.identity()
+                    || earlier.spec.source.branch != p.spec.source.branch
+                {
+                    continue;
+                }
+                for other in &earlier.spec.images {
+                    if let Some(what) = overlap(image, other) {
+                        let pos = p.origin.image_pos[j];
+                        out.push((
+                            i,
+                            Diagnostic {
+                                file: p.origin.file.clone(),
+                                line: pos.line,
+                                column: pos.col,
+                                path: format!("spec.images[{j}]"),
+                                message: format!(
+                                    "{what} is also rewritten by policy \"{}\" ({}) in the same repository and branch",
+                                    earlier.name(),
+                                    earlier.origin
+                                ),
+                            },
+                        ));
+                        break 'images;
+                    }
+                }
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,598 @@
+//! `autobump.dev/v1alpha1`, kind `Autobump`: the policy API (pure types).
+//!
+//! One object per deployed thing. The same types are read from files
+//! (`policies/*.yaml`) and from custom resources. Unknown fields are errors
+//! everywhere; defaults are documented on each field and show in the CRD.
+
+use chrono::{DateTime, Utc};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::values::{
+    AlertMatchers, BranchName, DnsLabel, Duration, EnvName, Glob, HttpUrl, ImageName, ImagePrefix,
+    Label, LabelSelector, Pattern, RepoUrl, SemverRange, Timezone,
+};
+use crate::core::schedule::{FreezeBound, Window};
+
+/// The API group.
+pub const GROUP: &str = "autobump.dev";
+/// This module's version.
+pub const VERSION: &str = "v1alpha1";
+/// `apiVersion` as written in files.
+pub const API_VERSION: &str = "autobump.dev/v1alpha1";
+/// The kind.
+pub const KIND: &str = "Autobump";
+
+/// What autobump keeps current, where it writes, when it may deploy, and how it
+/// decides that a rollout hurt.
+// `printcolumn(type_ = …)` repeated once per column trips clippy's duplicate-attribute
+// lint inside the derive's input; the repetition is the macro's documented syntax.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "autobump.dev",
+    version = "v1alpha1",
+    kind = "Autobump",
+    namespaced,
+    status = "AutobumpStatus",
+    shortname = "ab",
+    category = "gitops",
+    doc = "An autobump policy: which images to keep current in which GitOps repository, when bumps may merge, and the alert gate that rolls them back.",
+    printcolumn(
+        name = "Current",
+        type_ = "string",
+        json_path = ".status.current.summary",
+        description = "The version deployed now"
+    ),
+    printcolumn(
+        name = "Known-good",
+        type_ = "string",
+        json_path = ".status.lastKnownGood.summary",
+        description = "The last version that baked without alerts"
+    ),
+    printcolumn(
+        name = "Held",
+        type_ = "string",
+        json_path = ".status.hold.by",
+        description = "Who or what holds further bumps"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AutobumpSpec {
+    /// The images to watch. At least one.
+    pub images: Vec<ImagePolicy>,
+    /// The GitOps repository whose manifests are rewritten.
+    pub source: SourceSpec,
+    /// Deliver bumps as a pull request (the default when neither `pullRequest` nor
+    /// `directPush` is given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<PullRequestSpec>,
+    /// Deliver bumps by pushing straight to `source.branch` (for repositories without
+    /// pull requests). Mutually exclusive with `pullRequest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct_push: Option<DirectPushSpec>,
+    /// When bumps may happen. Default: any time, at most once an hour.
+    #[serde(default)]
+    pub schedule: ScheduleSpec,
+    /// How autobump merges its pull requests.
+    #[serde(default)]
+    pub merge: MergeSpec,
+    /// The alert gate. Without it, nothing can roll back automatically and every
+    /// deployed version is promoted to known-good after `rollout.deployDelay`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateSpec>,
+    /// Where the images run in the cluster, to observe rollouts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutSpec>,
+    /// What to do when the gate fires during a bake.
+    #[serde(default)]
+    pub rollback: RollbackSpec,
+    /// Where to tell people about bumps, merges, holds and rollbacks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<NotifySpec>,
+}
+
+/// One image, or every image under a prefix, and how its tags are chosen.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ImagePolicy {
+    /// Every image whose repository starts with this prefix (ending in `/`), found
+    /// among the references in the repository. Exactly one of `prefix` and `name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<ImagePrefix>,
+    /// One image repository. Exactly one of `prefix` and `name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<ImageName>,
+    /// How tags are read and ordered.
+    pub tags: TagPolicy,
+    /// All images under `prefix` move together to one tag that exists for each of
+    /// them. Default false. Needs `prefix`.
+    #[serde(default)]
+    pub consistent: bool,
+    /// Write `tag@sha256:…` so the deployed image cannot change under the tag.
+    /// Default false.
+    #[serde(default)]
+    pub pin_digest: bool,
+    /// Tags never proposed, as globs, on top of the built-in exclusions for
+    /// signatures and attestations (`*.sig`, `*.att`, `*.sbom`, `sha256-*`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_tags: Vec<Glob>,
+}
+
+/// A tag policy: exactly one of `semver`, `dateSha` or `regex`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum TagPolicy {
+    /// Semantic versions (`1.4.2`, `v1.4.2`).
+    Semver(SemverPolicy),
+    /// Prow-style `vYYYYMMDD-<hex>[-variant]` tags: the newest date wins, each
+    /// variant suffix is its own series.
+    DateSha(DateShaPolicy),
+    /// Tags matching a pattern, ordered by a captured part.
+    Regex(RegexPolicy),
+}
+
+/// Options of the `semver` tag policy.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SemverPolicy {
+    /// Only versions in this range (Cargo syntax: `>=1.2, <2`, `^1.4`, `~1.4`).
+    /// Default: any version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<SemverRange>,
+    /// Consider pre-releases (`1.5.0-rc.1`). Default false.
+    #[serde(default)]
+    pub prerelease: bool,
+}
+
+/// Options of the `dateSha` tag policy (none yet).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DateShaPolicy {}
+
+/// Options of the `regex` tag policy.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RegexPolicy {
+    /// Tags that do not match are ignored.
+    pub pattern: Pattern,
+    /// The named capture group whose value orders tags. Default: the whole tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extract: Option<String>,
+    /// How extracted values are compared. Default `numerical`.
+    #[serde(default)]
+    pub order: Order,
+}
+
+/// How extracted tag parts are ordered.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum Order {
+    /// As numbers; tags whose part is not a number are ignored.
+    #[default]
+    Numerical,
+    /// As strings, byte by byte.
+    Alphabetical,
+}
+
+/// The repository that is rewritten.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SourceSpec {
+    /// The repository URL.
+    pub repo: RepoUrl,
+    /// The branch deployments come from. Default `main`.
+    #[serde(default = "default_branch")]
+    pub branch: BranchName,
+    /// Files to rewrite, as globs relative to the repository root.
+    /// Default `["**/*.yaml", "**/*.yml"]`.
+    #[serde(default = "default_include")]
+    pub include: Vec<Glob>,
+    /// Files never rewritten, even when included.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<Glob>,
+    /// `structured` (default): only YAML values that are image references; `text`:
+    /// every reference to a watched image in the included files, comments too
+    /// (Prow's autobumper behaviour).
+    #[serde(default)]
+    pub mode: RewriteMode,
+}
+
+fn default_branch() -> BranchName {
+    "main".parse().expect("valid branch")
+}
+
+fn default_include() -> Vec<Glob> {
+    vec![
+        "**/*.yaml".parse().expect("valid glob"),
+        "**/*.yml".parse().expect("valid glob"),
+    ]
+}
+
+/// How references are found in files.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum RewriteMode {
+    /// YAML-aware: image values only, comments untouched.
+    #[default]
+    Structured,
+    /// Every matching reference in any included file.
+    Text,
+}
+
+/// Bumps as pull requests.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PullRequestSpec {
+    /// The head branch of the autobump PR. Default `autobump-<policy name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<BranchName>,
+    /// Labels put on the PR.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<Label>,
+    /// The account that authors autobump PRs; only its PRs are merged. Default: the
+    /// account autobump authenticates as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bot_login: Option<String>,
+}
+
+/// Bumps pushed straight to the deployment branch.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DirectPushSpec {}
+
+/// When bumps may happen.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ScheduleSpec {
+    /// The IANA timezone windows and freezes are written in. Default `UTC`.
+    #[serde(default)]
+    pub timezone: Timezone,
+    /// Weekly windows such as `Mon-Fri 09:00-17:00`. Default: none, meaning any time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<Window>,
+    /// The least time between two bumps. Default `1h`.
+    #[serde(default = "default_min_interval")]
+    pub min_interval: Duration,
+    /// Periods with no bumps at all, overriding windows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub freezes: Vec<FreezeSpec>,
+}
+
+impl Default for ScheduleSpec {
+    fn default() -> Self {
+        Self {
+            timezone: Timezone::default(),
+            windows: Vec::new(),
+            min_interval: default_min_interval(),
+            freezes: Vec::new(),
+        }
+    }
+}
+
+fn default_min_interval() -> Duration {
+    Duration::from_secs(3600)
+}
+
+/// A period without bumps. A date `to` is inclusive (frozen through that day).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FreezeSpec {
+    /// First day or instant of the freeze.
+    pub from: FreezeBound,
+    /// Last day (inclusive) or instant (exclusive) of the freeze.
+    pub to: FreezeBound,
+    /// Why; shown in status and notifications.
+    pub reason: String,
+}
+
+/// How autobump merges its pull requests.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MergeSpec {
+    /// `squash` (default), `merge` or `rebase`.
+    #[serde(default)]
+    pub method: MergeMethod,
+    /// Check or status names that must succeed. Default `[]`: every check run and
+    /// commit status on the head must succeed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_checks: Vec<String>,
+    /// Comment to re-run failed checks, and how often. Default: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retest: Option<RetestSpec>,
+}
+
+/// A pull-request merge method.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum MergeMethod {
+    /// One commit on the base branch.
+    #[default]
+    Squash,
+    /// A merge commit.
+    Merge,
+    /// The PR's commits replayed.
+    Rebase,
+}
+
+/// Re-running failed checks by comment.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RetestSpec {
+    /// The comment posted. Default `/retest`.
+    #[serde(default = "default_retest_comment")]
+    pub comment: String,
+    /// At most this many times per head commit. Default 3.
+    #[serde(default = "default_retest_max")]
+    pub max: u32,
+}
+
+fn default_retest_comment() -> String {
+    "/retest".into()
+}
+
+fn default_retest_max() -> u32 {
+    3
+}
+
+/// The alert gate: the service counts as healthy while no selected alert fires.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GateSpec {
+    /// Read firing alerts from this Prometheus. Exactly one of `prometheus` and
+    /// `alertmanager`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<HttpUrl>,
+    /// Read firing alerts from this Alertmanager (silenced and inhibited alerts do
+    /// not count). Exactly one of `prometheus` and `alertmanager`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alertmanager: Option<HttpUrl>,
+    /// Which alerts count, as label matchers. Default `{}`: every alert.
+    #[serde(default)]
+    pub alerts: AlertMatchers,
+    /// How long a deployed version must stay quiet to become known-good.
+    /// Default `1h`.
+    #[serde(default = "default_bake")]
+    pub bake: Duration,
+    /// Count pending alerts (not yet past their `for:`) as firing. Default false.
+    #[serde(default)]
+    pub include_pending: bool,
+}
+
+fn default_bake() -> Duration {
+    Duration::from_secs(3600)
+}
+
+/// Where the images run.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RolloutSpec {
+    /// Workloads whose rollout is observed (in-cluster mode). Default: none; a
+    /// version then counts as deployed when its commit reaches `source.branch`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workloads: Vec<WorkloadSpec>,
+    /// Extra time after a version counts as deployed before its bake starts (e.g.
+    /// the GitOps sync delay). Default `0s`.
+    #[serde(default, skip_serializing_if = "Duration::is_zero")]
+    pub deploy_delay: Duration,
+}
+
+/// A set of workloads.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WorkloadSpec {
+    /// `Deployment`, `StatefulSet` or `DaemonSet`.
+    pub kind: WorkloadKind,
+    /// The namespace.
+    pub namespace: DnsLabel,
+    /// A label selector.
+    pub selector: LabelSelector,
+}
+
+/// A workload kind.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum WorkloadKind {
+    /// apps/v1 Deployment.
+    Deployment,
+    /// apps/v1 `StatefulSet`.
+    StatefulSet,
+    /// apps/v1 `DaemonSet`.
+    DaemonSet,
+}
+
+/// What a rollback does.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RollbackSpec {
+    /// Open (and merge) a rollback pull request. Default true.
+    #[serde(default = "yes")]
+    pub pull_request: bool,
+    /// Also patch the workloads in `rollout.workloads` directly. Default false.
+    #[serde(default)]
+    pub patch_cluster: bool,
+    /// Checks a rollback PR needs. Default `[]`: none (a rollback is never blocked
+    /// by red checks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_checks: Vec<String>,
+}
+
+impl Default for RollbackSpec {
+    fn default() -> Self {
+        Self {
+            pull_request: true,
+            patch_cluster: false,
+            required_checks: Vec::new(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One notification target: exactly one of `slack` and `webhook`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum NotifySpec {
+    /// A Slack incoming webhook.
+    Slack(NotifyTarget),
+    /// A generic JSON webhook.
+    Webhook(NotifyTarget),
+}
+
+/// Where a notification goes and which events it gets.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NotifyTarget {
+    /// The webhook URL, read from a secret (it is a credential).
+    pub url: SecretRef,
+    /// The events sent. Default: all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<NotifyEvent>,
+}
+
+/// A secret value: exactly one of `env`, `file` and `secretKeyRef`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum SecretRef {
+    /// An environment variable of the autobump process.
+    Env(EnvName),
+    /// A file (e.g. a mounted secret).
+    File(String),
+    /// A key of a Secret in the policy's namespace (in-cluster mode).
+    SecretKeyRef(SecretKeySelector),
+}
+
+/// A key in a Kubernetes Secret.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SecretKeySelector {
+    /// The Secret's name.
+    pub name: DnsLabel,
+    /// The key.
+    pub key: String,
+}
+
+/// Events people can be notified of.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum NotifyEvent {
+    /// A bump PR was opened or refreshed.
+    Opened,
+    /// A bump merged.
+    Merged,
+    /// A version became known-good.
+    Promoted,
+    /// The policy was held.
+    Held,
+    /// A hold was lifted.
+    Unheld,
+    /// A rollback happened.
+    RolledBack,
+}
+
+// -------------------------------------------------------------------------------------
+// Status (written by the controller)
+
+/// What autobump knows about the policy; written by the controller only.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AutobumpStatus {
+    /// `Ready`, `Held`, `Baking`, `RolledBack`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The hold in force, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<Hold>,
+    /// The versions deployed now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<Release>,
+    /// The last versions that baked without alerts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_known_good: Option<Release>,
+    /// Recent decisions, newest last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HistoryEntry>,
+    /// The spec generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// A status condition (Kubernetes conventions).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// `Ready`, `Held`, `Baking` or `RolledBack`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// A PascalCase reason.
+    pub reason: String,
+    /// Human-readable detail.
+    #[serde(default)]
+    pub message: String,
+    /// When `status` last changed.
+    pub last_transition_time: DateTime<Utc>,
+    /// The generation the condition was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// A set of image versions deployed together.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Release {
+    /// One line for tables: the tag if all images share it, else a count.
+    pub summary: String,
+    /// Each image and its version.
+    pub images: Vec<ImageVersion>,
+    /// When this became the case.
+    pub since: DateTime<Utc>,
+    /// The commit of `source.branch` that carried it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+}
+
+/// An image at a version.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageVersion {
+    /// The repository.
+    pub image: String,
+    /// The tag.
+    pub tag: String,
+    /// The digest, when pinned or known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+}
+
+/// A hold on further bumps.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Hold {
+    /// Who: a login (`user:alice`), or an alert (`alert:HookDown`).
+    pub by: String,
+    /// When.
+    pub since: DateTime<Utc>,
+    /// Why, as given.
+    pub reason: String,
+}
+
+/// One decision in the policy's history.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// A PascalCase reason (`BumpOpened`, `Merged`, `Promoted`, `Held`, `RolledBack`…).
+    pub reason: String,
+    /// What happened.
+    pub message: String,
+}

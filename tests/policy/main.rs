@@ -1,0 +1,283 @@
+//! The policy API end to end: the example policies load, every broken policy in
+//! `tests/testdata/invalid/` produces exactly its recorded errors, the checked-in CRD
+//! matches the types, and `autobump check` / `autobump crd` behave as documented.
+//!
+//! Set `AUTOBUMP_BLESS=1` to rewrite the `.err` files from the current output (then
+//! review the diff: each line is a promise to users).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use autobump::policy::{self, v1alpha1::TagPolicy};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn rel(p: &Path) -> PathBuf {
+    p.strip_prefix(root()).unwrap_or(p).to_path_buf()
+}
+
+fn autobump(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_autobump"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("run autobump");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn example_policies_are_valid() {
+    let loaded = policy::load_paths(&[root().join("policies")]).unwrap();
+    assert!(
+        loaded.diagnostics.is_empty(),
+        "{}",
+        loaded
+            .diagnostics
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(loaded.files.len() >= 3);
+    let by_name = |n: &str| {
+        loaded
+            .policies
+            .iter()
+            .find(|p| p.name() == n)
+            .unwrap_or_else(|| panic!("policy {n} not loaded"))
+    };
+
+    let prow = by_name("prow");
+    let image = &prow.spec.images[0];
+    assert!(matches!(image.tags, TagPolicy::DateSha(_)));
+    assert!(image.consistent);
+    assert_eq!(image.prefix.as_ref().unwrap().as_str(), "gcr.io/k8s-prow/");
+    assert_eq!(
+        prow.spec.schedule.timezone.to_string(),
+        "America/Los_Angeles"
+    );
+    assert_eq!(prow.spec.gate.as_ref().unwrap().alerts.matchers.len(), 2);
+
+    let payments = by_name("payments-api");
+    assert!(payments.spec.images.iter().all(|i| i.pin_digest));
+    assert!(matches!(payments.spec.images[0].tags, TagPolicy::Semver(_)));
+    assert!(payments.spec.gate.as_ref().unwrap().alertmanager.is_some());
+
+    let docs = by_name("docs-site");
+    assert!(docs.spec.direct_push.is_some() && docs.spec.pull_request.is_none());
+    // Defaults: UTC, no windows, branch from the file, merge method squash.
+    assert_eq!(docs.spec.schedule.timezone.to_string(), "UTC");
+    assert!(docs.spec.schedule.windows.is_empty());
+}
+
+/// Policies also arrive as custom resources (JSON from the API server): the types
+/// must read back what they write.
+#[test]
+fn example_policies_round_trip_through_json() {
+    let loaded = policy::load_paths(&[root().join("policies")]).unwrap();
+    for p in &loaded.policies {
+        let cr = p.to_resource();
+        let json = serde_json::to_string(&cr).unwrap();
+        let back: policy::Autobump = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.spec, p.spec, "{}", p.name());
+    }
+}
+
+fn invalid_cases() -> Vec<PathBuf> {
+    let dir = root().join("tests/testdata/invalid");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir() || p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    cases.sort();
+    cases
+}
+
+#[test]
+fn every_invalid_policy_produces_its_recorded_errors() {
+    let cases = invalid_cases();
+    assert!(cases.len() >= 20, "only {} invalid cases", cases.len());
+    let bless = std::env::var_os("AUTOBUMP_BLESS").is_some();
+    let mut failures = Vec::new();
+    for case in cases {
+        let arg = rel(&case);
+        let loaded = policy::load_paths(std::slice::from_ref(&arg)).unwrap();
+        assert!(
+            !loaded.diagnostics.is_empty(),
+            "{} loaded without errors",
+            arg.display()
+        );
+        let got: String = loaded
+            .diagnostics
+            .iter()
+            .fold(String::new(), |acc, d| acc + &d.to_string() + "\n");
+        let expected_file = case.with_extension("err");
+        if bless {
+            std::fs::write(&expected_file, &got).unwrap();
+            continue;
+        }
+        let expected = std::fs::read_to_string(&expected_file)
+            .unwrap_or_else(|_| panic!("{} is missing", expected_file.display()));
+        if got != expected {
+            failures.push(format!(
+                "{}:\n--- expected\n{expected}--- got\n{got}",
+                arg.display()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn every_error_line_has_file_line_col_and_field_path() {
+    for case in invalid_cases() {
+        let text = std::fs::read_to_string(case.with_extension("err")).unwrap();
+        for line in text.lines() {
+            let mut parts = line.splitn(5, ':');
+            let file = parts.next().unwrap();
+            let line_no: usize = parts.next().unwrap().parse().expect(line);
+            let col: usize = parts.next().unwrap().parse().expect(line);
+            assert!(file.starts_with("tests/testdata/invalid/"), "{line}");
+            assert!(line_no >= 1 && col >= 1, "{line}");
+        }
+    }
+}
+
+#[test]
+fn check_exits_0_on_valid_policies_with_a_summary() {
+    let (code, out, err) = autobump(&["check", "policies/"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1, "{out}");
+    assert!(lines[0].starts_with("ok: 3 policies in 3 files"), "{out}");
+}
+
+#[test]
+fn check_exits_1_and_prints_every_error() {
+    let (code, out, _) = autobump(&["check", "tests/testdata/invalid/several-errors.yaml"]);
+    assert_eq!(code, 1);
+    let expected =
+        std::fs::read_to_string(root().join("tests/testdata/invalid/several-errors.err")).unwrap();
+    assert!(out.starts_with(&expected), "{out}");
+    assert!(expected.lines().count() >= 4, "several errors expected");
+    assert!(
+        out.lines().last().unwrap().starts_with("invalid: "),
+        "{out}"
+    );
+
+    // All files are checked, not just the first broken one.
+    let (code, out, _) = autobump(&[
+        "check",
+        "tests/testdata/invalid/bad-duration.yaml",
+        "tests/testdata/invalid/bad-glob.yaml",
+        "policies/",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("bad-duration.yaml:") && out.contains("bad-glob.yaml:"),
+        "{out}"
+    );
+    assert!(out.contains("3 policies valid"), "{out}");
+}
+
+#[test]
+fn check_output_json_lists_errors() {
+    let (code, out, _) = autobump(&[
+        "check",
+        "--output",
+        "json",
+        "tests/testdata/invalid/bad-duration.yaml",
+    ]);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ok"], false);
+    let e = &v["errors"][0];
+    assert_eq!(e["file"], "tests/testdata/invalid/bad-duration.yaml");
+    assert_eq!(e["path"], "spec.schedule.minInterval");
+    assert!(e["line"].as_u64().unwrap() > 1 && e["column"].as_u64().unwrap() > 1);
+    assert!(e["message"].as_str().unwrap().contains("1hour"));
+
+    let (code, out, _) = autobump(&["check", "-o", "json", "policies"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (v["ok"].as_bool(), v["policies"].as_u64()),
+        (Some(true), Some(3))
+    );
+}
+
+#[test]
+fn check_exits_2_on_usage_and_io_errors() {
+    let (code, _, err) = autobump(&["check", "no/such/dir"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("no/such/dir: no such file or directory"),
+        "{err}"
+    );
+    let (code, _, _) = autobump(&["check"]);
+    assert_eq!(code, 2, "no PATH is a usage error");
+    let (code, _, _) = autobump(&["check", "--output", "xml", "policies"]);
+    assert_eq!(code, 2);
+    let empty = tempfile::tempdir().unwrap();
+    let (code, _, err) = autobump(&["check", empty.path().to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no policy files"), "{err}");
+}
+
+#[test]
+fn help_lists_only_working_commands() {
+    let (code, out, _) = autobump(&["--help"]);
+    assert_eq!(code, 0);
+    let commands: Vec<&str> = out
+        .split("Commands:")
+        .nth(1)
+        .unwrap()
+        .split("Options:")
+        .next()
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(commands, ["check", "crd", "help"]);
+}
+
+#[test]
+fn checked_in_crd_matches_the_types() {
+    let generated = policy::crd_yaml();
+    let checked_in = std::fs::read_to_string(root().join("manifests/crd.yaml")).unwrap();
+    assert!(
+        generated == checked_in,
+        "manifests/crd.yaml is stale: run `cargo run -- crd > manifests/crd.yaml`"
+    );
+    let (code, out, _) = autobump(&["crd"]);
+    assert_eq!(code, 0);
+    assert_eq!(out, checked_in);
+}
+
+#[test]
+fn crd_has_status_subresource_printer_columns_and_a_structural_schema() {
+    let crd: serde_json::Value = yaml_serde::from_str(&policy::crd_yaml()).unwrap();
+    let version = &crd["spec"]["versions"][0];
+    assert_eq!(crd["spec"]["group"], "autobump.dev");
+    assert_eq!(version["name"], "v1alpha1");
+    assert!(version["subresources"]["status"].is_object());
+    let columns: Vec<&str> = version["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(columns, ["Current", "Known-good", "Held", "Age"]);
+    let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    assert_eq!(spec["required"], serde_json::json!(["images", "source"]));
+    // Structural schemas may not use $ref; every node needs a type or x-kubernetes marker.
+    let text = serde_json::to_string(&crd).unwrap();
+    assert!(!text.contains("$ref"), "CRD schema must be inlined");
+}
