@@ -571,13 +571,15 @@ fn validate_delivery_and_schedule(spec: &AutobumpSpec, out: &mut Vec<(Path, Stri
             "must be longer than 0s (it bounds how often production changes)".into(),
         ));
     }
-    for (i, freeze) in spec.schedule.freezes.iter().enumerate() {
-        let f = crate::core::schedule::Freeze {
-            from: freeze.from.clone(),
-            to: freeze.to.clone(),
-            reason: freeze.reason.clone(),
-        };
-        if let Err(why) = f.validate_in(spec.schedule.timezone.0) {
+    let built = spec.schedule.to_schedule();
+    for (i, (freeze, f)) in spec
+        .schedule
+        .freezes
+        .iter()
+        .zip(built.freezes())
+        .enumerate()
+    {
+        if let Err(why) = f.validate_in(built.timezone()) {
             out.push((schedule.key("freezes").index(i).key("to"), why));
         }
         if freeze.reason.trim().is_empty() {

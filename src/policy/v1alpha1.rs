@@ -276,6 +276,26 @@ impl Default for ScheduleSpec {
     }
 }
 
+impl ScheduleSpec {
+    /// The pure schedule this spec describes.
+    #[must_use]
+    pub fn to_schedule(&self) -> crate::core::schedule::Schedule {
+        crate::core::schedule::Schedule::new(
+            self.timezone.0,
+            self.windows.clone(),
+            self.freezes
+                .iter()
+                .map(|f| crate::core::schedule::Freeze {
+                    from: f.from.clone(),
+                    to: f.to.clone(),
+                    reason: f.reason.clone(),
+                })
+                .collect(),
+            self.min_interval.delta(),
+        )
+    }
+}
+
 fn default_min_interval() -> Duration {
     Duration::from_secs(3600)
 }

@@ -76,6 +76,32 @@ fn example_policies_are_valid() {
     assert!(docs.spec.schedule.windows.is_empty());
 }
 
+/// The example's schedule, as the planner will see it: Pacific working hours, the
+/// holiday freeze inclusive of its last day, one bump an hour.
+#[test]
+fn example_schedule_is_the_pure_schedule() {
+    use chrono::{DateTime, Utc};
+    let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+    let loaded = policy::load_paths(&[root().join("policies/prow.yaml")]).unwrap();
+    let schedule = loaded.policies[0].spec.schedule.to_schedule();
+    // Friday 2026-11-20 16:59 PST is open; 17:00 PST is closed until Monday 09:00 PST.
+    assert!(schedule.is_open(at("2026-11-21T00:59:00Z")));
+    assert!(!schedule.is_open(at("2026-11-21T01:00:00Z")));
+    assert_eq!(
+        schedule.next_open(at("2026-11-21T01:00:00Z"), None),
+        Some(at("2026-11-23T17:00:00Z"))
+    );
+    // The freeze runs through Monday 2027-01-04, so Tuesday 09:00 PST is next.
+    assert_eq!(
+        schedule.next_open(at("2026-12-18T20:00:00Z"), Some(at("2026-12-18T19:30:00Z"))),
+        Some(at("2026-12-18T20:30:00Z"))
+    );
+    assert_eq!(
+        schedule.next_open(at("2026-12-21T17:00:00Z"), None),
+        Some(at("2027-01-05T17:00:00Z"))
+    );
+}
+
 /// Policies also arrive as custom resources (JSON from the API server): the types
 /// must read back what they write.
 #[test]
