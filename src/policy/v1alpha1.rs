@@ -555,8 +555,8 @@ pub struct Condition {
     pub status: String,
     /// A PascalCase reason.
     pub reason: String,
-    /// Human-readable detail.
-    #[serde(default)]
+    /// Human-readable detail (may be empty). Required rather than defaulted: the
+    /// v1.20 API server rejects an empty-string default in a CRD schema.
     pub message: String,
     /// When `status` last changed.
     pub last_transition_time: DateTime<Utc>,
