@@ -3,4 +3,6 @@
 //! Nothing under `core` does I/O or reads the clock; `now` is always a parameter.
 //! That is what lets the planner be checked on random histories.
 
+pub mod reference;
 pub mod schedule;
+pub mod tags;
