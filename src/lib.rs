@@ -21,4 +21,14 @@
 
 pub mod clock;
 pub mod core;
+pub mod http;
 pub mod policy;
+pub mod registry;
+
+/// Installs rustls' `ring` crypto provider for the process, once. Every binary and
+/// test that builds an HTTPS client (reqwest, kube) calls this first: the dependency
+/// graph is ring-only, and rustls refuses to guess a provider.
+pub fn install_crypto_provider() {
+    // Err means a provider is already installed, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -55,6 +55,7 @@ enum Output {
 const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
+    autobump::install_crypto_provider();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

@@ -4,5 +4,7 @@
 //! That is what lets the planner be checked on random histories.
 
 pub mod reference;
+pub mod rewrite;
 pub mod schedule;
+pub mod select;
 pub mod tags;

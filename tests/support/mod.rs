@@ -64,6 +64,7 @@ pub async fn wait_until<T>(
 /// environment says), short timeouts.
 #[must_use]
 pub fn http_client() -> reqwest::Client {
+    autobump::install_crypto_provider();
     reqwest::Client::builder()
         .no_proxy()
         .connect_timeout(Duration::from_secs(2))

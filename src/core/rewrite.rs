@@ -1,0 +1,1 @@
+//! Rewriting image references (being written).

@@ -1,0 +1,702 @@
+//! Which version each watched image should move to (pure).
+//!
+//! Input: one image policy, the tags each image is at in the repository (its
+//! *current* references, grouped into series by [`crate::core::tags`]), the tags the
+//! registry has, the versions recorded as bad, and build times where they are needed.
+//! Output: one [`Decision`] per image and series: bump to a tag, up to date, or the
+//! reason nothing was chosen.
+//!
+//! Rules:
+//! * only series that occur among the current references move (each dateSha variant
+//!   suffix is its own series and gets its own newest tag);
+//! * candidates are the registry's tags in the same series, minus signature and
+//!   attestation tags, the policy's `excludeTags`, versions recorded as bad, and
+//!   (semver) versions outside the range or pre-releases unless asked for;
+//! * the newest candidate wins; for `dateSha`, the newest date wins and the build time
+//!   breaks ties between tags of one date ([`build_times_needed`] says which ones the
+//!   caller must look up);
+//! * a candidate must be strictly newer than the current version: nothing ever moves
+//!   backwards or sideways;
+//! * `consistent`: all images of a series move to one tag, the newest that exists for
+//!   every one of them and is newer than the newest current version among them.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+
+use super::tags::{self, Key, Series};
+use crate::policy::v1alpha1::{ImagePolicy, TagPolicy};
+
+/// What is known about one image.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageState {
+    /// The tags the repository's references use now (any number; floating tags are
+    /// ignored).
+    pub current: Vec<String>,
+    /// The tags the registry has.
+    pub available: Vec<String>,
+}
+
+/// Everything [`select`] decides from.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    /// The image policy (tag policy, exclusions, `consistent`).
+    pub policy: &'a ImagePolicy,
+    /// Each image (by canonical repository) and its state.
+    pub images: &'a BTreeMap<String, ImageState>,
+    /// Versions recorded as bad, as `(image, tag)`.
+    pub bad: &'a BTreeSet<(String, String)>,
+    /// Known build times of `(image, tag)`.
+    pub build_times: &'a HashMap<(String, String), DateTime<Utc>>,
+}
+
+/// The decision for one image and series.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The image (canonical repository).
+    pub image: String,
+    /// The series.
+    pub series: Series,
+    /// The current version in this series (the newest, if references disagree).
+    pub current: String,
+    /// What to do.
+    pub outcome: Outcome,
+}
+
+/// What to do with one image and series.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Move to this tag.
+    Bump(String),
+    /// The current version is the newest acceptable one.
+    UpToDate,
+    /// Nothing can be chosen, and why.
+    NoCandidate(String),
+}
+
+/// A tag with what orders it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Ranked {
+    tag: String,
+    key: Key,
+    built: Option<DateTime<Utc>>,
+}
+
+impl Ranked {
+    fn cmp_newness(&self, other: &Self) -> Ordering {
+        self.key
+            .cmp(&other.key)
+            // Same date: the later build is newer; an unknown build time sorts first so
+            // that an unknown never beats a known newer one.
+            .then_with(|| self.built.cmp(&other.built))
+            // Fully tied (no build times): deterministic, by tag text.
+            .then_with(|| self.tag.cmp(&other.tag))
+    }
+
+    fn is_newer_than(&self, other: &Self) -> bool {
+        match self.key.cmp(&other.key) {
+            Ordering::Greater => true,
+            Ordering::Less => false,
+            // Same key: newer only with evidence (a later build time), never by tag text.
+            Ordering::Equal => match (self.built, other.built) {
+                (Some(a), Some(b)) => a > b,
+                _ => false,
+            },
+        }
+    }
+}
+
+fn rank(inputs: &Inputs<'_>, image: &str, tag: &str) -> Option<Ranked> {
+    Some(Ranked {
+        tag: tag.to_owned(),
+        key: tags::key(&inputs.policy.tags, tag)?,
+        built: inputs
+            .build_times
+            .get(&(image.to_owned(), tag.to_owned()))
+            .copied(),
+    })
+}
+
+/// Whether the policy accepts `tag` as a candidate at all (independent of series).
+fn acceptable(inputs: &Inputs<'_>, image: &str, tag: &str) -> bool {
+    if inputs.policy.exclude_tags.iter().any(|g| g.is_match(tag))
+        || inputs.bad.contains(&(image.to_owned(), tag.to_owned()))
+    {
+        return false;
+    }
+    match &inputs.policy.tags {
+        TagPolicy::Semver(semver) => {
+            let Some(version) = tags::parse_semver(tag) else {
+                return false;
+            };
+            if !version.pre.is_empty() && !semver.prerelease {
+                return false;
+            }
+            match &semver.range {
+                None => true,
+                Some(range) => {
+                    let req = range.req();
+                    // `VersionReq` only admits pre-releases of the exact version it
+                    // names; when pre-releases are asked for, judge one by its release.
+                    req.matches(&version)
+                        || (semver.prerelease && {
+                            let mut release = version.clone();
+                            release.pre = semver::Prerelease::EMPTY;
+                            req.matches(&release)
+                        })
+                }
+            }
+        }
+        TagPolicy::DateSha(_) | TagPolicy::Regex(_) => true,
+    }
+}
+
+/// The series present among an image's current references, each with its newest
+/// current version.
+fn current_series(
+    inputs: &Inputs<'_>,
+    image: &str,
+    state: &ImageState,
+) -> BTreeMap<Series, Ranked> {
+    let mut out: BTreeMap<Series, Ranked> = BTreeMap::new();
+    for tag in &state.current {
+        let (Some(series), Some(ranked)) = (
+            tags::series(&inputs.policy.tags, tag),
+            rank(inputs, image, tag),
+        ) else {
+            continue;
+        };
+        match out.get(&series) {
+            Some(existing) if existing.cmp_newness(&ranked) != Ordering::Less => {}
+            _ => {
+                out.insert(series, ranked);
+            }
+        }
+    }
+    out
+}
+
+/// The acceptable registry tags of `image` in `series`, newest first.
+fn candidates(
+    inputs: &Inputs<'_>,
+    image: &str,
+    state: &ImageState,
+    series: &Series,
+) -> Vec<Ranked> {
+    let mut out: Vec<Ranked> = state
+        .available
+        .iter()
+        .filter(|t| tags::series(&inputs.policy.tags, t).as_ref() == Some(series))
+        .filter(|t| acceptable(inputs, image, t))
+        .filter_map(|t| rank(inputs, image, t))
+        .collect();
+    out.sort_by(|a, b| b.cmp_newness(a));
+    out
+}
+
+/// The `(image, tag)` pairs whose build time [`select`] needs: for `dateSha`, the
+/// tags sharing the newest date of a series (candidates and the current version), when
+/// more than one tag has that date. Look them up and pass them in `build_times`.
+#[must_use]
+pub fn build_times_needed(inputs: &Inputs<'_>) -> Vec<(String, String)> {
+    if !matches!(inputs.policy.tags, TagPolicy::DateSha(_)) {
+        return Vec::new();
+    }
+    let mut out = BTreeSet::new();
+    for (image, state) in inputs.images {
+        for (series, current) in current_series(inputs, image, state) {
+            let mut all = candidates(inputs, image, state, &series);
+            all.push(current);
+            let Some(top) = all.iter().map(|r| r.key.clone()).max() else {
+                continue;
+            };
+            let tied: Vec<&Ranked> = all.iter().filter(|r| r.key == top).collect();
+            if tied.len() > 1 {
+                out.extend(
+                    tied.iter()
+                        .filter(|r| r.built.is_none())
+                        .map(|r| (image.clone(), r.tag.clone())),
+                );
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// Decides, for every image and series, the version to move to.
+#[must_use]
+pub fn select(inputs: &Inputs<'_>) -> Vec<Decision> {
+    if inputs.policy.consistent {
+        select_consistent(inputs)
+    } else {
+        inputs
+            .images
+            .iter()
+            .flat_map(|(image, state)| {
+                current_series(inputs, image, state)
+                    .into_iter()
+                    .map(move |(series, current)| {
+                        let best = candidates(inputs, image, state, &series).into_iter().next();
+                        let outcome = match best {
+                            Some(b) if b.is_newer_than(&current) => Outcome::Bump(b.tag),
+                            Some(_) => Outcome::UpToDate,
+                            None => Outcome::NoCandidate(no_candidate_reason(inputs, &series)),
+                        };
+                        Decision {
+                            image: image.clone(),
+                            series,
+                            current: current.tag,
+                            outcome,
+                        }
+                    })
+            })
+            .collect()
+    }
+}
+
+fn no_candidate_reason(inputs: &Inputs<'_>, series: &Series) -> String {
+    let what = match (&inputs.policy.tags, series) {
+        (TagPolicy::DateSha(_), s) => format!("dateSha tags in series {}", s.label()),
+        (TagPolicy::Semver(p), _) => match &p.range {
+            Some(r) => format!("semver tags in range \"{r}\""),
+            None => "semver tags".to_owned(),
+        },
+        (TagPolicy::Regex(p), _) => format!("tags matching \"{}\"", p.pattern),
+    };
+    format!("the registry has no acceptable {what} (after exclusions and bad versions)")
+}
+
+fn select_consistent(inputs: &Inputs<'_>) -> Vec<Decision> {
+    // Group images by series: each series moves as one.
+    let mut groups: BTreeMap<Series, Vec<(&String, &ImageState, Ranked)>> = BTreeMap::new();
+    for (image, state) in inputs.images {
+        for (series, current) in current_series(inputs, image, state) {
+            groups
+                .entry(series)
+                .or_default()
+                .push((image, state, current));
+        }
+    }
+    let mut out = Vec::new();
+    for (series, members) in groups {
+        let per_image: Vec<Vec<Ranked>> = members
+            .iter()
+            .map(|(image, state, _)| candidates(inputs, image, state, &series))
+            .collect();
+        // The floor: nothing may move below the newest current version of the group.
+        let floor = members
+            .iter()
+            .map(|(_, _, c)| c)
+            .max_by(|a, b| a.cmp_newness(b))
+            .cloned();
+        // Newest first, the tags every image has (ranked as the first image ranks them).
+        let common: Vec<&Ranked> = per_image
+            .first()
+            .map(|first| {
+                first
+                    .iter()
+                    .filter(|r| {
+                        per_image[1..]
+                            .iter()
+                            .all(|c| c.iter().any(|o| o.tag == r.tag))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let chosen = common.iter().find(|r| {
+            floor
+                .as_ref()
+                .is_none_or(|f| r.is_newer_than(f) || r.tag == f.tag)
+        });
+        for (image, _, current) in &members {
+            let outcome = match chosen {
+                Some(r) if r.tag == current.tag => Outcome::UpToDate,
+                Some(r)
+                    if r.is_newer_than(current)
+                        || floor.as_ref().is_some_and(|f| f.tag == r.tag) =>
+                {
+                    Outcome::Bump(r.tag.clone())
+                }
+                _ => consistent_shortfall(inputs, &series, &members, &per_image, floor.as_ref()),
+            };
+            out.push(Decision {
+                image: (*image).clone(),
+                series: series.clone(),
+                current: current.tag.clone(),
+                outcome,
+            });
+        }
+    }
+    out
+}
+
+/// Why a consistent group cannot move: up to date, or which image lacks the newest tag.
+fn consistent_shortfall(
+    inputs: &Inputs<'_>,
+    series: &Series,
+    members: &[(&String, &ImageState, Ranked)],
+    per_image: &[Vec<Ranked>],
+    floor: Option<&Ranked>,
+) -> Outcome {
+    let newest = per_image
+        .iter()
+        .filter_map(|c| c.first())
+        .filter(|r| floor.is_none_or(|f| r.is_newer_than(f)))
+        .max_by(|a, b| a.cmp_newness(b));
+    match newest {
+        None if per_image.iter().any(|c| !c.is_empty()) => Outcome::UpToDate,
+        None => Outcome::NoCandidate(no_candidate_reason(inputs, series)),
+        Some(newest) => {
+            let lacking: Vec<&str> = members
+                .iter()
+                .zip(per_image)
+                .filter(|(_, c)| !c.iter().any(|r| r.tag == newest.tag))
+                .map(|((image, _, _), _)| image.as_str())
+                .collect();
+            Outcome::NoCandidate(format!(
+                "no tag newer than {} exists for every image of series {}: the newest, {}, is missing for {}",
+                floor.map_or("the current version", |f| f.tag.as_str()),
+                series.label(),
+                newest.tag,
+                lacking.join(", ")
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::v1alpha1::{DateShaPolicy, Order, RegexPolicy, SemverPolicy};
+
+    /// A fixture: `World::new(policy).image(name, current, available)…`.
+    struct World {
+        policy: ImagePolicy,
+        images: BTreeMap<String, ImageState>,
+        bad: BTreeSet<(String, String)>,
+        built: HashMap<(String, String), DateTime<Utc>>,
+    }
+
+    impl World {
+        fn new(tags: TagPolicy) -> Self {
+            Self {
+                policy: ImagePolicy {
+                    prefix: Some("gcr.io/k8s-prow/".parse().unwrap()),
+                    name: None,
+                    tags,
+                    consistent: false,
+                    pin_digest: false,
+                    exclude_tags: Vec::new(),
+                },
+                images: BTreeMap::new(),
+                bad: BTreeSet::new(),
+                built: HashMap::new(),
+            }
+        }
+        fn semver(range: Option<&str>, prerelease: bool) -> Self {
+            Self::new(TagPolicy::Semver(SemverPolicy {
+                range: range.map(|r| r.parse().unwrap()),
+                prerelease,
+            }))
+        }
+        fn date_sha() -> Self {
+            Self::new(TagPolicy::DateSha(DateShaPolicy {}))
+        }
+        fn consistent(mut self) -> Self {
+            self.policy.consistent = true;
+            self
+        }
+        fn exclude(mut self, glob: &str) -> Self {
+            self.policy.exclude_tags.push(glob.parse().unwrap());
+            self
+        }
+        fn image(mut self, name: &str, current: &[&str], available: &[&str]) -> Self {
+            self.images.insert(
+                name.into(),
+                ImageState {
+                    current: current.iter().map(ToString::to_string).collect(),
+                    available: available.iter().map(ToString::to_string).collect(),
+                },
+            );
+            self
+        }
+        fn bad(mut self, image: &str, tag: &str) -> Self {
+            self.bad.insert((image.into(), tag.into()));
+            self
+        }
+        fn built(mut self, image: &str, tag: &str, at: &str) -> Self {
+            self.built
+                .insert((image.into(), tag.into()), at.parse().unwrap());
+            self
+        }
+        fn inputs(&self) -> Inputs<'_> {
+            Inputs {
+                policy: &self.policy,
+                images: &self.images,
+                bad: &self.bad,
+                build_times: &self.built,
+            }
+        }
+        /// `(image, series label, current, outcome)` rows.
+        fn decide(&self) -> Vec<(String, String, String, String)> {
+            select(&self.inputs())
+                .into_iter()
+                .map(|d| {
+                    let outcome = match d.outcome {
+                        Outcome::Bump(t) => format!("bump {t}"),
+                        Outcome::UpToDate => "up to date".into(),
+                        Outcome::NoCandidate(why) => format!("none: {why}"),
+                    };
+                    (d.image, d.series.label(), d.current, outcome)
+                })
+                .collect()
+        }
+        fn outcomes(&self) -> Vec<String> {
+            self.decide().into_iter().map(|r| r.3).collect()
+        }
+    }
+
+    #[test]
+    fn semver_table() {
+        let cases: &[(World, &[&str])] = &[
+            (
+                World::semver(None, false).image(
+                    "a",
+                    &["1.2.3"],
+                    &["1.2.3", "1.3.0", "1.10.0", "latest"],
+                ),
+                &["bump 1.10.0"],
+            ),
+            (
+                World::semver(None, false).image("a", &["v1.2.3"], &["v1.2.3", "v1.2.4"]),
+                &["bump v1.2.4"],
+            ),
+            (
+                World::semver(Some(">=1.0.0, <2.0.0"), false).image(
+                    "a",
+                    &["1.2.3"],
+                    &["1.3.0", "2.0.0"],
+                ),
+                &["bump 1.3.0"],
+            ),
+            (
+                World::semver(None, false).image("a", &["1.2.3"], &["1.3.0-rc.1", "1.2.3"]),
+                &["up to date"],
+            ),
+            (
+                World::semver(None, true).image("a", &["1.2.3"], &["1.3.0-rc.1", "1.2.3"]),
+                &["bump 1.3.0-rc.1"],
+            ),
+            (
+                World::semver(Some("^1"), true).image("a", &["1.2.3"], &["1.3.0-rc.1"]),
+                &["bump 1.3.0-rc.1"],
+            ),
+            // Never older or equal.
+            (
+                World::semver(None, false).image("a", &["2.0.0"], &["1.9.0", "2.0.0"]),
+                &["up to date"],
+            ),
+            // Floating tags are not a series: nothing moves.
+            (
+                World::semver(None, false).image("a", &["latest"], &["1.0.0"]),
+                &[],
+            ),
+            // Signature tags and exclusions.
+            (
+                World::semver(None, false).exclude("*.99").image(
+                    "a",
+                    &["1.0.0"],
+                    &["1.0.99", "sha256-abc.sig", "1.0.5"],
+                ),
+                &["bump 1.0.5"],
+            ),
+        ];
+        for (i, (world, want)) in cases.iter().enumerate() {
+            assert_eq!(world.outcomes(), *want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn bad_versions_are_never_proposed() {
+        let w = World::semver(None, false)
+            .image("a", &["1.0.0"], &["1.0.0", "1.1.0", "1.2.0"])
+            .bad("a", "1.2.0");
+        assert_eq!(w.outcomes(), ["bump 1.1.0"]);
+        let w = World::semver(None, false)
+            .image("a", &["1.0.0"], &["1.2.0"])
+            .bad("a", "1.2.0");
+        assert_eq!(
+            w.outcomes(),
+            [
+                "none: the registry has no acceptable semver tags (after exclusions and bad versions)"
+            ]
+        );
+    }
+
+    #[test]
+    fn date_sha_variants_are_separate_series() {
+        let w = World::date_sha().image(
+            "gcr.io/k8s-prow/hook",
+            &[
+                "v20240101-aaaaaaa",
+                "v20240101-aaaaaaa-master",
+                "latest-master",
+            ],
+            &[
+                "v20240101-aaaaaaa",
+                "v20240105-bbbbbbb",
+                "v20240103-ccccccc-master",
+                "v20240109-ddddddd-canary",
+                "latest",
+            ],
+        );
+        assert_eq!(
+            w.decide(),
+            [
+                (
+                    "gcr.io/k8s-prow/hook".into(),
+                    "(no suffix)".into(),
+                    "v20240101-aaaaaaa".into(),
+                    "bump v20240105-bbbbbbb".into()
+                ),
+                (
+                    "gcr.io/k8s-prow/hook".into(),
+                    "-master".into(),
+                    "v20240101-aaaaaaa-master".into(),
+                    "bump v20240103-ccccccc-master".into()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn date_sha_ties_are_broken_by_build_time() {
+        let w = World::date_sha().image(
+            "x",
+            &["v20240101-aaaaaaa"],
+            &["v20240102-bbbbbbb", "v20240102-ccccccc"],
+        );
+        let mut needed = build_times_needed(&w.inputs());
+        needed.sort();
+        assert_eq!(
+            needed,
+            [
+                ("x".to_owned(), "v20240102-bbbbbbb".to_owned()),
+                ("x".to_owned(), "v20240102-ccccccc".to_owned())
+            ]
+        );
+        let w = w
+            .built("x", "v20240102-bbbbbbb", "2024-01-02T18:00:00Z")
+            .built("x", "v20240102-ccccccc", "2024-01-02T09:00:00Z");
+        assert!(build_times_needed(&w.inputs()).is_empty());
+        assert_eq!(w.outcomes(), ["bump v20240102-bbbbbbb"]);
+
+        // A same-day tag is newer than the current one only with evidence.
+        let w = World::date_sha().image("x", &["v20240102-aaaaaaa"], &["v20240102-bbbbbbb"]);
+        assert_eq!(w.outcomes(), ["up to date"]);
+        let w = w
+            .built("x", "v20240102-aaaaaaa", "2024-01-02T08:00:00Z")
+            .built("x", "v20240102-bbbbbbb", "2024-01-02T10:00:00Z");
+        assert_eq!(w.outcomes(), ["bump v20240102-bbbbbbb"]);
+    }
+
+    #[test]
+    fn regex_orders_by_the_extracted_group() {
+        let mut w = World::new(TagPolicy::Regex(RegexPolicy {
+            pattern: r"^build-(?P<n>\d+)$".parse().unwrap(),
+            extract: Some("n".into()),
+            order: Order::Numerical,
+        }));
+        w = w.image(
+            "docs",
+            &["build-9"],
+            &["build-9", "build-10", "build-2", "nightly"],
+        );
+        assert_eq!(w.outcomes(), ["bump build-10"]);
+        let mut w = World::new(TagPolicy::Regex(RegexPolicy {
+            pattern: r"^(?P<v>[a-z]+)-stable$".parse().unwrap(),
+            extract: Some("v".into()),
+            order: Order::Alphabetical,
+        }));
+        w = w.image(
+            "app",
+            &["bionic-stable"],
+            &["focal-stable", "jammy-stable", "bionic"],
+        );
+        assert_eq!(w.outcomes(), ["bump jammy-stable"]);
+    }
+
+    #[test]
+    fn consistent_prefix_moves_to_the_newest_common_tag() {
+        let w = World::date_sha()
+            .consistent()
+            .image(
+                "p/hook",
+                &["v20240101-aaaaaaa"],
+                &["v20240103-ccccccc", "v20240105-eeeeeee"],
+            )
+            .image("p/tide", &["v20240101-aaaaaaa"], &["v20240103-ccccccc"]);
+        assert_eq!(
+            w.outcomes(),
+            ["bump v20240103-ccccccc", "bump v20240103-ccccccc"]
+        );
+
+        // No common newer tag: the reason names the image that lacks the newest.
+        let w = World::date_sha()
+            .consistent()
+            .image("p/hook", &["v20240101-aaaaaaa"], &["v20240105-eeeeeee"])
+            .image("p/tide", &["v20240101-aaaaaaa"], &["v20240101-aaaaaaa"]);
+        let outcomes = w.outcomes();
+        assert_eq!(outcomes.len(), 2);
+        for o in outcomes {
+            assert_eq!(
+                o,
+                "none: no tag newer than v20240101-aaaaaaa exists for every image of series (no suffix): the newest, v20240105-eeeeeee, is missing for p/tide"
+            );
+        }
+
+        // An image behind the others catches up; nothing moves below the newest current.
+        let w = World::date_sha()
+            .consistent()
+            .image(
+                "p/hook",
+                &["v20240103-ccccccc"],
+                &["v20240101-aaaaaaa", "v20240103-ccccccc"],
+            )
+            .image(
+                "p/tide",
+                &["v20240101-aaaaaaa"],
+                &["v20240101-aaaaaaa", "v20240103-ccccccc"],
+            );
+        assert_eq!(w.outcomes(), ["up to date", "bump v20240103-ccccccc"]);
+
+        // All up to date.
+        let w = World::date_sha()
+            .consistent()
+            .image("p/hook", &["v20240103-ccccccc"], &["v20240103-ccccccc"])
+            .image("p/tide", &["v20240103-ccccccc"], &["v20240103-ccccccc"]);
+        assert_eq!(w.outcomes(), ["up to date", "up to date"]);
+    }
+
+    #[test]
+    fn consistent_never_proposes_a_bad_version_for_any_image() {
+        let w = World::date_sha()
+            .consistent()
+            .image(
+                "p/hook",
+                &["v20240101-aaaaaaa"],
+                &["v20240103-ccccccc", "v20240102-bbbbbbb"],
+            )
+            .image(
+                "p/tide",
+                &["v20240101-aaaaaaa"],
+                &["v20240103-ccccccc", "v20240102-bbbbbbb"],
+            )
+            .bad("p/tide", "v20240103-ccccccc");
+        assert_eq!(
+            w.outcomes(),
+            ["bump v20240102-bbbbbbb", "bump v20240102-bbbbbbb"]
+        );
+    }
+}

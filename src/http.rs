@@ -1,0 +1,237 @@
+//! HTTP endpoints (does I/O). Today: the registry push-notification webhook, which
+//! turns a push into "re-check this image now".
+//!
+//! A notification only *triggers* a re-check: the decision is always made from a
+//! fresh registry read, so a forged or replayed notification can cost a request but
+//! never change what gets deployed.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::post;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+/// The largest notification body accepted (distribution batches a few events).
+const MAX_BODY: usize = 1 << 20;
+
+/// "Re-check this image now": the registry host and repository path of a push.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Recheck {
+    /// The registry as clients address it (`127.0.0.1:5000`, `ghcr.io`).
+    pub registry: String,
+    /// The repository path inside it (`team/app`).
+    pub repository: String,
+    /// The tag pushed, when the push named one.
+    pub tag: Option<String>,
+}
+
+impl Recheck {
+    /// `registry/repository`, comparable with
+    /// [`crate::core::reference::ImageRef::canonical_repository`].
+    #[must_use]
+    pub fn canonical_repository(&self) -> String {
+        format!("{}/{}", self.registry, self.repository)
+    }
+}
+
+/// Why a notification body was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NotificationError {
+    /// Not the distribution events envelope.
+    #[error("not a registry notification envelope: {0}")]
+    Malformed(String),
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    events: Vec<Event>,
+}
+
+#[derive(Deserialize)]
+struct Event {
+    action: String,
+    target: Target,
+    #[serde(default)]
+    request: Option<Request>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Target {
+    #[serde(default)]
+    media_type: String,
+    repository: String,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    tag: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Request {
+    #[serde(default)]
+    host: Option<String>,
+}
+
+const MANIFEST_TYPES: &[&str] = &[
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+
+/// Reads a distribution notification envelope (`{"events": [...]}`) and returns one
+/// [`Recheck`] per distinct manifest push. Pulls, deletes, mounts and blob pushes are
+/// ignored.
+pub fn parse_registry_notification(body: &[u8]) -> Result<Vec<Recheck>, NotificationError> {
+    let envelope: Envelope =
+        serde_json::from_slice(body).map_err(|e| NotificationError::Malformed(e.to_string()))?;
+    let mut out: Vec<Recheck> = envelope
+        .events
+        .into_iter()
+        .filter(|e| e.action == "push")
+        .filter(|e| {
+            e.target.tag.is_some() || MANIFEST_TYPES.contains(&e.target.media_type.as_str())
+        })
+        .filter_map(|e| {
+            // The URL says where clients reach the registry; the request's Host header
+            // is the fallback.
+            let registry = e
+                .target
+                .url
+                .as_deref()
+                .and_then(|u| url::Url::parse(u).ok())
+                .and_then(|u| {
+                    u.host_str().map(|h| {
+                        u.port()
+                            .map_or_else(|| h.to_owned(), |p| format!("{h}:{p}"))
+                    })
+                })
+                .or_else(|| e.request.and_then(|r| r.host))?;
+            Some(Recheck {
+                registry,
+                repository: e.target.repository,
+                tag: e.target.tag,
+            })
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+#[derive(Clone)]
+struct RegistryHook {
+    token: Option<String>,
+    tx: mpsc::Sender<Recheck>,
+}
+
+/// The router for `POST /webhooks/registry`. With a `token`, requests must carry
+/// `Authorization: Bearer <token>` (distribution sends it from the endpoint's
+/// `headers:`). Each manifest push becomes a [`Recheck`] on `tx`; when the receiver
+/// is full the notification is answered 503 so the registry retries it later.
+pub fn registry_webhook(token: Option<String>, tx: mpsc::Sender<Recheck>) -> Router {
+    Router::new()
+        .route("/webhooks/registry", post(receive_registry))
+        .with_state(RegistryHook { token, tx })
+}
+
+async fn receive_registry(
+    State(hook): State<RegistryHook>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, &'static str) {
+    if let Some(token) = &hook.token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+            return (StatusCode::UNAUTHORIZED, "bad or missing bearer token\n");
+        }
+    }
+    if body.len() > MAX_BODY {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "notification too large\n");
+    }
+    let rechecks = match parse_registry_notification(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "refused a registry notification");
+            return (
+                StatusCode::BAD_REQUEST,
+                "not a registry notification envelope\n",
+            );
+        }
+    };
+    for recheck in rechecks {
+        tracing::debug!(registry = %recheck.registry, repository = %recheck.repository, "registry push");
+        if hook.tx.try_send(recheck).is_err() {
+            return (StatusCode::SERVICE_UNAVAILABLE, "busy, retry later\n");
+        }
+    }
+    (StatusCode::OK, "ok\n")
+}
+
+/// Compares secrets without leaking where they differ through timing.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(action: &str, media_type: &str, tag: Option<&str>) -> serde_json::Value {
+        serde_json::json!({
+            "id": "1", "timestamp": "2026-11-21T10:00:00Z", "action": action,
+            "target": {
+                "mediaType": media_type, "size": 10, "digest": "sha256:00", "length": 10,
+                "repository": "team/app",
+                "url": "http://127.0.0.1:5000/v2/team/app/manifests/sha256:00",
+                "tag": tag
+            },
+            "request": {"id": "r", "addr": "127.0.0.1:1", "host": "127.0.0.1:5000", "method": "PUT", "useragent": "x"},
+            "actor": {}, "source": {"addr": "host:5000", "instanceID": "i"}
+        })
+    }
+
+    #[test]
+    fn manifest_pushes_become_rechecks_once() {
+        let body = serde_json::json!({"events": [
+            event("push", "application/vnd.oci.image.manifest.v1+json", Some("v1")),
+            event("push", "application/vnd.oci.image.manifest.v1+json", Some("v1")),
+            event("push", "application/vnd.oci.image.layer.v1.tar+gzip", None),
+            event("pull", "application/vnd.oci.image.manifest.v1+json", Some("v1")),
+            event("delete", "application/vnd.oci.image.manifest.v1+json", Some("v0")),
+        ]});
+        let got = parse_registry_notification(body.to_string().as_bytes()).unwrap();
+        assert_eq!(
+            got,
+            [Recheck {
+                registry: "127.0.0.1:5000".into(),
+                repository: "team/app".into(),
+                tag: Some("v1".into()),
+            }]
+        );
+        assert_eq!(got[0].canonical_repository(), "127.0.0.1:5000/team/app");
+    }
+
+    #[test]
+    fn malformed_bodies_are_refused() {
+        assert!(parse_registry_notification(b"{}").is_err());
+        assert!(parse_registry_notification(b"not json").is_err());
+        assert_eq!(
+            parse_registry_notification(br#"{"events": []}"#),
+            Ok(vec![])
+        );
+    }
+
+    #[test]
+    fn constant_time_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}
