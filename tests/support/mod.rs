@@ -23,6 +23,8 @@ pub mod image;
 pub mod process;
 pub mod prometheus;
 pub mod registry;
+pub mod scripted;
+pub mod token;
 
 use std::time::Duration;
 
