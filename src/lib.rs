@@ -18,12 +18,15 @@
 //!   validation with `FILE:LINE:COL` errors (pure apart from reading files).
 //! * [`core`]: pure decisions ([`core::schedule`], …).
 //! * [`clock`]: the only place that reads time.
+//! * [`files`]: listing, reading and atomically writing the files of a checked-out tree.
 
 pub mod clock;
 pub mod core;
+pub mod files;
 pub mod http;
 pub mod policy;
 pub mod registry;
+pub mod resolve;
 
 /// Installs rustls' `ring` crypto provider for the process, once. Every binary and
 /// test that builds an HTTPS client (reqwest, kube) calls this first: the dependency

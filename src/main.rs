@@ -8,6 +8,9 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use autobump::clock::SystemClock;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -39,6 +42,24 @@ enum Command {
         #[arg(long, short, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Ask the registries which version each image of a policy would move to.
+    ///
+    /// Reads the current versions from the references in --repo-dir, lists each
+    /// image's tags and prints, per image and series, the chosen version (with its
+    /// digest when the policy pins digests) or why nothing was chosen.
+    ///
+    /// Exit status: 0 when every image was resolved, 1 when a registry could not be
+    /// read or no reference to the policy's images was found, 2 on usage or I/O errors.
+    Resolve(ResolveArgs),
+    /// Rewrite image references under DIR to new versions.
+    ///
+    /// Only the tag and digest of references whose current tag is in the same series
+    /// as the new tag change (floating tags such as latest never do); every other byte
+    /// stays. Prints one line per change, FILE:LINE: old -> new (FILE relative to DIR);
+    /// with --dry-run prints a unified diff instead and writes nothing.
+    ///
+    /// Exit status: 0 on success (also when nothing changed), 2 on usage or I/O errors.
+    Rewrite(RewriteArgs),
     /// Print the CustomResourceDefinition of the Autobump kind (YAML).
     Crd,
 }
@@ -73,7 +94,150 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print_out(&policy::crd_yaml())?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Rewrite(args) => rewrite(&args),
+        Command::Resolve(args) => resolve(&args),
     }
+}
+
+/// Loads a file that must hold exactly one valid policy.
+fn load_one_policy(file: &std::path::Path) -> anyhow::Result<policy::Policy> {
+    let loaded = policy::load_paths(&[file.to_path_buf()])?;
+    if !loaded.diagnostics.is_empty() {
+        let problems: Vec<String> = loaded.diagnostics.iter().map(ToString::to_string).collect();
+        anyhow::bail!("invalid policy:\n{}", problems.join("\n"));
+    }
+    let mut policies = loaded.policies;
+    if policies.len() != 1 {
+        anyhow::bail!(
+            "{}: expected exactly one policy, found {}",
+            file.display(),
+            policies.len()
+        );
+    }
+    Ok(policies.remove(0))
+}
+
+/// Options of `autobump resolve`.
+#[derive(Debug, clap::Args)]
+struct ResolveArgs {
+    /// The policy file (exactly one policy).
+    #[arg(long, value_name = "FILE")]
+    policy: PathBuf,
+    /// A checkout of the policy's repository: where the current versions are read.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    repo_dir: PathBuf,
+    /// How to print the result.
+    #[arg(long, short, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    /// Registry credentials in Docker's config.json format. Default:
+    /// $DOCKER_CONFIG/config.json, else ~/.docker/config.json, when present.
+    #[arg(long, value_name = "FILE")]
+    docker_config: Option<PathBuf>,
+    /// Talk plain HTTP to this registry host (repeatable). Loopback hosts
+    /// (localhost, 127.0.0.1) always use plain HTTP.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    insecure_registries: Vec<String>,
+    /// Extra CA certificates (PEM) to trust for registries.
+    #[arg(long, value_name = "FILE")]
+    ca_bundle: Option<PathBuf>,
+}
+
+fn default_docker_config() -> Option<PathBuf> {
+    let candidate = match std::env::var_os("DOCKER_CONFIG") {
+        Some(dir) => PathBuf::from(dir).join("config.json"),
+        None => PathBuf::from(std::env::var_os("HOME")?).join(".docker/config.json"),
+    };
+    candidate.is_file().then_some(candidate)
+}
+
+fn resolve(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
+    use autobump::registry::{Credentials, RegistryClient, RegistryConfig};
+    use autobump::resolve::{Resolved, Resolver};
+
+    let policy = load_one_policy(&args.policy)?;
+    let source = &policy.spec.source;
+    let scanned = autobump::files::scan_tree(
+        &args.repo_dir,
+        &source.include,
+        &source.exclude,
+        source.mode,
+    )?;
+    let references: Vec<_> = scanned
+        .into_iter()
+        .flat_map(|(_, found)| found.into_iter().map(|f| f.reference))
+        .collect();
+
+    let credentials = match args.docker_config.clone().or_else(default_docker_config) {
+        Some(path) => Credentials::from_docker_config_file(&path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+        None => Credentials::anonymous(),
+    };
+    let mut defaults = RegistryConfig::default().credentials(credentials);
+    if let Some(ca) = &args.ca_bundle {
+        defaults = defaults.ca_bundle(ca);
+    }
+    let mut client = RegistryClient::new(defaults.clone(), Arc::new(SystemClock))?;
+    for host in &args.insecure_registries {
+        client = client.with_registry(host, defaults.clone().insecure())?;
+    }
+    let resolver = Resolver::new(client);
+    // No store yet: nothing is recorded as bad.
+    let bad = std::collections::BTreeSet::new();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let results: Vec<_> = runtime.block_on(async {
+        let mut all = Vec::new();
+        for image in &policy.spec.images {
+            all.extend(resolver.resolve(image, &references, &bad).await);
+        }
+        all
+    });
+
+    let failed = results
+        .iter()
+        .any(|r| matches!(r.outcome, Resolved::RegistryError { .. }));
+    let mut text = String::new();
+    match args.output {
+        Output::Json => {
+            text = serde_json::to_string_pretty(&results)?;
+            text.push('\n');
+        }
+        Output::Text => {
+            for r in &results {
+                let what = match &r.outcome {
+                    Resolved::Bump {
+                        tag,
+                        digest: Some(d),
+                    } => format!("-> {tag}@{d}"),
+                    Resolved::Bump { tag, digest: None } => format!("-> {tag}"),
+                    Resolved::UpToDate => "up to date".to_owned(),
+                    Resolved::NoCandidate { reason } => format!("nothing chosen: {reason}"),
+                    Resolved::RegistryError { error, .. } => format!("registry error: {error}"),
+                };
+                writeln!(text, "{} [{}] {}: {what}", r.image, r.series, r.current)?;
+            }
+        }
+    }
+    if results.is_empty() {
+        eprintln!(
+            "autobump: no references to the policy's images under {} (include: {})",
+            args.repo_dir.display(),
+            source
+                .include
+                .iter()
+                .map(autobump::policy::values::Glob::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return Ok(ExitCode::from(1));
+    }
+    print_out(&text)?;
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 #[derive(Serialize)]
@@ -148,4 +312,117 @@ fn print_out(text: &str) -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         r => Ok(r?),
     }
+}
+
+/// Arguments of `autobump rewrite`.
+#[derive(Debug, clap::Args)]
+struct RewriteArgs {
+    /// The checked-out repository; globs are relative to it.
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
+    /// Move IMAGE (a repository, or a prefix ending in /) to TAG, and DIGEST if given.
+    /// Repeat for more images, and for one image once per tag series (e.g. once per
+    /// dateSha variant suffix).
+    #[arg(long = "set", value_name = "IMAGE=TAG[@DIGEST]", required = true)]
+    set: Vec<String>,
+    /// structured: YAML image values only, comments untouched (default); text: every
+    /// reference in the included files, comments too (Prow's autobumper).
+    #[arg(long, value_parser = ["structured", "text"])]
+    mode: Option<String>,
+    /// Files to rewrite (repeatable; default **/*.yaml and **/*.yml, in both modes).
+    #[arg(long, value_name = "GLOB")]
+    include: Vec<String>,
+    /// Files never rewritten (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
+    /// Print a unified diff of what would change; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Take the tag series rule of each image, and source.include, source.exclude and
+    /// source.mode, from this policy file (one policy); --mode, --include and --exclude
+    /// given here replace the policy's. Without it the series rule is inferred from
+    /// each new tag's shape (date-sha, semver, otherwise same shape).
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+}
+
+fn rewrite(args: &RewriteArgs) -> anyhow::Result<ExitCode> {
+    use autobump::core::rewrite::{Plan, Target, unified_diff};
+    use autobump::policy::v1alpha1::RewriteMode;
+    use autobump::policy::values::Glob;
+
+    let globs = |texts: &[String]| -> anyhow::Result<Vec<Glob>> {
+        texts
+            .iter()
+            .map(|t| t.parse::<Glob>().map_err(anyhow::Error::msg))
+            .collect()
+    };
+    let mut targets = args
+        .set
+        .iter()
+        .map(|s| s.parse::<Target>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut mode = RewriteMode::Structured;
+    let mut include = globs(&["**/*.yaml".into(), "**/*.yml".into()])?;
+    let mut exclude = Vec::new();
+    if let Some(file) = &args.policy {
+        let p = load_one_policy(file)?;
+        targets = targets
+            .into_iter()
+            .map(|t| t.with_policy(&p.spec.images))
+            .collect::<Result<_, _>>()?;
+        mode = p.spec.source.mode;
+        include.clone_from(&p.spec.source.include);
+        exclude.clone_from(&p.spec.source.exclude);
+    }
+    match args.mode.as_deref() {
+        Some("text") => mode = RewriteMode::Text,
+        Some(_) => mode = RewriteMode::Structured,
+        None => {}
+    }
+    if !args.include.is_empty() {
+        include = globs(&args.include)?;
+    }
+    if !args.exclude.is_empty() {
+        exclude = globs(&args.exclude)?;
+    }
+    let plan = Plan::new(&targets)?;
+    let tree = autobump::files::rewrite_tree(&args.dir, &include, &exclude, mode, &plan)?;
+    for notice in &tree.notices {
+        eprintln!("autobump: warning: {notice}");
+    }
+    let mut text = String::new();
+    if args.dry_run {
+        for f in &tree.files {
+            text.push_str(&unified_diff(&f.path, &f.before, &f.after));
+        }
+    } else {
+        tree.write(&args.dir)?;
+        for c in tree.changes() {
+            writeln!(text, "{}:{}: {} -> {}", c.file, c.line, c.old, c.new)?;
+        }
+    }
+    print_out(&text)?;
+    let changes = tree.changes().count();
+    let scanned = plural(tree.scanned, "file");
+    if changes == 0 {
+        eprintln!("no changes ({scanned} scanned)");
+    } else {
+        let files = plural(tree.files.len(), "file");
+        let verb = if args.dry_run {
+            "would change"
+        } else {
+            "changed"
+        };
+        let note = if args.dry_run {
+            "; dry run, nothing written"
+        } else {
+            ""
+        };
+        eprintln!(
+            "{verb} {} in {files} ({scanned} scanned{note})",
+            plural(changes, "reference")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

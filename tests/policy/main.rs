@@ -271,7 +271,7 @@ fn help_lists_only_working_commands() {
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    assert_eq!(commands, ["check", "crd", "help"]);
+    assert_eq!(commands, ["check", "resolve", "rewrite", "crd", "help"]);
 }
 
 #[test]

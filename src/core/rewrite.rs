@@ -1,1 +1,0 @@
-//! Rewriting image references (being written).

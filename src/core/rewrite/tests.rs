@@ -1,0 +1,372 @@
+use super::*;
+
+const A: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const B: &str = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+fn targets(sets: &[&str]) -> Vec<Target> {
+    sets.iter().map(|s| s.parse().unwrap()).collect()
+}
+
+fn structured(text: &str, sets: &[&str]) -> String {
+    rewrite_text("f.yaml", text, RewriteMode::Structured, &targets(sets)).0
+}
+
+#[test]
+fn scan_finds_each_kind_with_positions() {
+    let text = "\
+# é gcr.io/a/b:v1 in a comment
+kind: Deployment # ✓
+spec:
+  containers:
+    - image: \"gcr.io/a/b:v1\"
+images:
+  - name: app
+    newName: gcr.io/a/k
+    newTag: v2
+values:
+  image: {registry: gcr.io, repository: a/h, tag: v3}
+args: [--image=gcr.io/a/m:v4] # autobump: p
+";
+    let found = scan(text, RewriteMode::Structured);
+    let got: Vec<(RefKind, String, usize, usize, &str)> = found
+        .iter()
+        .map(|f| {
+            (
+                f.kind,
+                f.reference.to_string(),
+                f.line,
+                f.column,
+                &text[f.tag_span.clone().unwrap()],
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (RefKind::ImageValue, "gcr.io/a/b:v1".into(), 5, 26, "v1"),
+            (RefKind::Kustomize, "gcr.io/a/k:v2".into(), 9, 13, "v2"),
+            (RefKind::HelmValues, "gcr.io/a/h:v3".into(), 11, 51, "v3"),
+            (RefKind::Marker, "gcr.io/a/m:v4".into(), 12, 27, "v4"),
+        ]
+    );
+    assert_eq!(&text[found[0].span.clone()], "gcr.io/a/b:v1");
+    assert_eq!(&text[found[3].span.clone()], "gcr.io/a/m:v4");
+
+    let text_mode = scan(text, RewriteMode::Text);
+    let refs: Vec<String> = text_mode.iter().map(|f| f.reference.to_string()).collect();
+    assert_eq!(refs, ["gcr.io/a/b:v1", "gcr.io/a/b:v1", "gcr.io/a/m:v4"]);
+    assert!(text_mode.iter().all(|f| f.kind == RefKind::Text));
+}
+
+#[test]
+fn non_ascii_before_a_reference_does_not_shift_spans() {
+    let text = "a: \"日本語 ✓ 🚀\"\nb: 'é'\nimage: 'gcr.io/a/b:v1' # ü\n";
+    let out = structured(text, &["gcr.io/a/b=v2"]);
+    assert_eq!(out, text.replace("b:v1", "b:v2"));
+}
+
+#[test]
+fn rewrites_byte_exactly() {
+    let d = |t: &str| t.replace("{A}", A).replace("{B}", B);
+    // (input, targets, expected output)
+    let cases: &[(&str, &[&str], &str)] = &[
+        (
+            "image: gcr.io/a/b:v1.0.0",
+            &["gcr.io/a/b=v1.1.0"],
+            "image: gcr.io/a/b:v1.1.0",
+        ),
+        (
+            "image:   'gcr.io/a/b:v1.0.0'   # c\r\n",
+            &["gcr.io/a/b=v1.1.0"],
+            "image:   'gcr.io/a/b:v1.1.0'   # c\r\n",
+        ),
+        // A comment that mentions the image is left alone.
+        (
+            "# gcr.io/a/b:v1.0.0\nimage: gcr.io/a/b:v1.0.0\n",
+            &["gcr.io/a/b=v1.1.0"],
+            "# gcr.io/a/b:v1.0.0\nimage: gcr.io/a/b:v1.1.0\n",
+        ),
+        // Stale digest removed; new digest written; digest added.
+        (
+            "image: gcr.io/a/b:v1.0.0@{A}\n",
+            &["gcr.io/a/b=v1.1.0"],
+            "image: gcr.io/a/b:v1.1.0\n",
+        ),
+        (
+            "image: gcr.io/a/b:v1.0.0@{A}\n",
+            &["gcr.io/a/b=v1.1.0@{B}"],
+            "image: gcr.io/a/b:v1.1.0@{B}\n",
+        ),
+        (
+            "image: gcr.io/a/b:v1.0.0\n",
+            &["gcr.io/a/b=v1.1.0@{B}"],
+            "image: gcr.io/a/b:v1.1.0@{B}\n",
+        ),
+        // Helm: quoting guard for a bare tag YAML would read as a number.
+        (
+            "image:\n  repository: gcr.io/a/b\n  tag: build-1\n",
+            &["gcr.io/a/b=build-2"],
+            "image:\n  repository: gcr.io/a/b\n  tag: build-2\n",
+        ),
+        (
+            "image:\n  repository: gcr.io/a/b\n  tag: 1.9\n",
+            &["gcr.io/a/b=1.10"],
+            "image:\n  repository: gcr.io/a/b\n  tag: \"1.10\"\n",
+        ),
+        // Helm: digest fields.
+        (
+            "image: {repository: gcr.io/a/b, tag: v1.0.0, digest: \"{A}\"}\n",
+            &["gcr.io/a/b=v1.1.0"],
+            "image: {repository: gcr.io/a/b, tag: v1.1.0, digest: \"\"}\n",
+        ),
+        (
+            "image: {repository: gcr.io/a/b, tag: v1.0.0, digest: {A}}\n",
+            &["gcr.io/a/b=v1.1.0"],
+            "image: {repository: gcr.io/a/b, tag: v1.1.0, digest: \"\"}\n",
+        ),
+        (
+            "image: {repository: gcr.io/a/b, tag: v1.0.0, digest: ''}\n",
+            &["gcr.io/a/b=v1.1.0@{B}"],
+            "image: {repository: gcr.io/a/b, tag: v1.1.0, digest: '{B}'}\n",
+        ),
+        (
+            "image: {repository: gcr.io/a/b, tag: v1.0.0, digest: null}\n",
+            &["gcr.io/a/b=v1.1.0@{B}"],
+            "image: {repository: gcr.io/a/b, tag: v1.1.0, digest: {B}}\n",
+        ),
+        // Helm: no digest field, so the target's digest has nowhere to go.
+        (
+            "image: {repository: gcr.io/a/b, tag: v1.0.0}\n",
+            &["gcr.io/a/b=v1.1.0@{B}"],
+            "image: {repository: gcr.io/a/b, tag: v1.1.0}\n",
+        ),
+        // Kustomize: the tag is edited in newTag; name alone is the image.
+        (
+            "images:\n- name: gcr.io/a/b\n  newTag: v1.0.0\n- name: x\n  newName: gcr.io/a/b\n  newTag: 'v1.0.0'\n",
+            &["gcr.io/a/b=v1.1.0"],
+            "images:\n- name: gcr.io/a/b\n  newTag: v1.1.0\n- name: x\n  newName: gcr.io/a/b\n  newTag: 'v1.1.0'\n",
+        ),
+        // A complex key is never an image value.
+        (
+            "? {image: gcr.io/a/b:v1.0.0}\n: image\n",
+            &["gcr.io/a/b=v1.1.0"],
+            "? {image: gcr.io/a/b:v1.0.0}\n: image\n",
+        ),
+        // An image key whose value is a sequence or an alias is not a reference.
+        (
+            "image: [gcr.io/a/b:v1.0.0]\nx: &r gcr.io/a/b:v1.0.0\nimage2: *r\n",
+            &["gcr.io/a/b=v1.1.0"],
+            "image: [gcr.io/a/b:v1.0.0]\nx: &r gcr.io/a/b:v1.0.0\nimage2: *r\n",
+        ),
+        // A marker inside a block scalar is text, not a comment.
+        (
+            "script: |\n  x=gcr.io/a/b:v1.0.0 # autobump: p\nv: gcr.io/a/b:v1.0.0 # autobump: p\n",
+            &["gcr.io/a/b=v1.1.0"],
+            "script: |\n  x=gcr.io/a/b:v1.0.0 # autobump: p\nv: gcr.io/a/b:v1.1.0 # autobump: p\n",
+        ),
+    ];
+    for (input, sets, want) in cases {
+        let sets: Vec<String> = sets.iter().map(|s| d(s)).collect();
+        let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+        assert_eq!(structured(&d(input), &sets), d(want), "{input}");
+    }
+}
+
+#[test]
+fn changes_and_notices() {
+    let text = format!(
+        "a:\n  image: gcr.io/a/b:v1.0.0@{A}\n  escaped: x\n  image: \"gcr.io/a/b:v1.0.\\x30\"\n"
+    );
+    let plan = Plan::new(&targets(&["gcr.io/a/b=v1.1.0"])).unwrap();
+    let r = plan.rewrite("dir/f.yaml", &text, RewriteMode::Structured);
+    assert_eq!(
+        r.changes,
+        [Change {
+            file: "dir/f.yaml".into(),
+            line: 2,
+            old: format!("gcr.io/a/b:v1.0.0@{A}"),
+            new: "gcr.io/a/b:v1.1.0".into(),
+        }]
+    );
+    assert_eq!(r.notices.len(), 1, "{:?}", r.notices);
+    assert_eq!(r.notices[0].line, 4);
+    assert!(r.notices[0].message.contains("cannot be edited in place"));
+
+    // A file that stops being YAML: references before the error are rewritten.
+    let text = "image: gcr.io/a/b:v1.0.0\nkey: [unclosed\nimage: gcr.io/a/b:v1.0.0\n";
+    let r = plan.rewrite("t.yaml", text, RewriteMode::Structured);
+    assert_eq!(r.changes.len(), 1);
+    assert!(
+        r.notices[0].message.contains("not valid YAML"),
+        "{:?}",
+        r.notices
+    );
+
+    // Nothing watched in the file: it is not even parsed.
+    let r = plan.rewrite("t.yaml", "key: [unclosed", RewriteMode::Structured);
+    assert!(r.notices.is_empty() && r.changes.is_empty());
+    assert!(matches!(r.text, Cow::Borrowed(_)));
+}
+
+#[test]
+fn yaml_non_strings() {
+    for s in [
+        "1", "1.10", "1e3", "1_000", "0x1f", "0o17", ".5", "true", "yes", "null", "~", "",
+    ] {
+        assert!(yaml_reads_as_non_string(s), "{s}");
+    }
+    for s in [
+        "1.2.3",
+        "v1",
+        "1.2-x",
+        "build-1",
+        "e1",
+        "0xg",
+        "sha256:aa",
+        "1e",
+    ] {
+        assert!(!yaml_reads_as_non_string(s), "{s}");
+    }
+}
+
+#[test]
+fn unified_diff_has_git_headers() {
+    let diff = unified_diff("x/f.yaml", "a\nb\n", "a\nc\n");
+    assert_eq!(
+        diff,
+        "--- a/x/f.yaml\n+++ b/x/f.yaml\n@@ -1,2 +1,2 @@\n a\n-b\n+c\n"
+    );
+    assert_eq!(unified_diff("f", "same", "same"), "");
+}
+
+/// Random YAML-ish files, deterministic per seed.
+fn random_file(rng: &mut fastrand::Rng) -> String {
+    const REPOS: &[&str] = &[
+        "gcr.io/acme/app",
+        "ghcr.io/acme/app",
+        "nginx",
+        "docker.io/library/nginx",
+        "localhost:5000/team/app",
+        "gcr.io/acme/other",
+    ];
+    const TAGS: &[&str] = &[
+        "v20240101-aaaaaaa",
+        "v20240101-aaaaaaa-master",
+        "1.2.3",
+        "latest",
+        "latest-master",
+    ];
+    const FILLER: &[&str] = &[
+        "# a comment: gcr.io/acme/app:v20240101-aaaaaaa",
+        "name: \"ünïcödé ✓\"",
+        "replicas: 3",
+        "labels: {app: x, 'tier': \"web\"}",
+        "---",
+        "script: |\n  echo gcr.io/acme/app:1.2.3\n  done",
+        "folded: >-\n  some text\n  nginx:1.2.3",
+        "empty:",
+        "list: [a, b, \"c\"]",
+    ];
+    let eol = if rng.bool() { "\r\n" } else { "\n" };
+    let mut out = String::new();
+    for i in 0..rng.usize(1..25) {
+        let repo = REPOS[rng.usize(..REPOS.len())];
+        let tag = TAGS[rng.usize(..TAGS.len())];
+        let reference = if repo == "gcr.io/acme/other" {
+            format!("{repo}:{tag}@{A}")
+        } else {
+            format!("{repo}:{tag}")
+        };
+        let quoted = match rng.u8(..3) {
+            0 => reference.clone(),
+            1 => format!("'{reference}'"),
+            _ => format!("\"{reference}\""),
+        };
+        let key = match rng.u8(..3) {
+            0 => "image",
+            1 => "'image'",
+            _ => "\"image\"",
+        };
+        let comment = if rng.bool() { "  # trailing é" } else { "" };
+        let line = match rng.u8(..8) {
+            0 => format!("c{i}:\n  - {key}: {quoted}{comment}"),
+            1 => format!("f{i}: {{{key}: {quoted}, x: 1}}{comment}"),
+            2 => format!("h{i}:\n  image:\n    repository: {repo}\n    tag: {tag}{comment}"),
+            3 => format!("k{i}:\n  images:\n    - name: {repo}\n      newTag: \"{tag}\""),
+            4 => format!("m{i}: --flag={reference} # autobump: p"),
+            5 => format!("# {reference}"),
+            6 => FILLER[rng.usize(..FILLER.len())].to_owned(),
+            _ => format!("d{i}:\n  {key}: {quoted}{comment}"),
+        };
+        // Keys stay unique per document; `---` starts a new one.
+        out.push_str(&line.replace('\n', eol));
+        out.push_str(eol);
+    }
+    if rng.bool() {
+        out.truncate(out.len() - eol.len());
+    }
+    out
+}
+
+#[test]
+fn rewriting_there_and_back_restores_every_byte() {
+    let forward = targets(&[
+        "gcr.io/acme/app=v20240202-bbbbbbb",
+        "gcr.io/acme/app=v20240202-bbbbbbb-master",
+        "nginx=1.3.0",
+        "localhost:5000/team/=v20240303-ccccccc",
+        &format!("gcr.io/acme/other=v20240202-bbbbbbb@{B}"),
+        &format!("gcr.io/acme/other=v20240202-bbbbbbb-master@{B}"),
+        &format!("gcr.io/acme/other=1.3.0@{B}"),
+    ]);
+    let back = targets(&[
+        "gcr.io/acme/app=v20240101-aaaaaaa",
+        "gcr.io/acme/app=v20240101-aaaaaaa-master",
+        "nginx=1.2.3",
+        "localhost:5000/team/=v20240101-aaaaaaa",
+        &format!("gcr.io/acme/other=v20240101-aaaaaaa@{A}"),
+        &format!("gcr.io/acme/other=v20240101-aaaaaaa-master@{A}"),
+        &format!("gcr.io/acme/other=1.2.3@{A}"),
+    ]);
+    let (forward, back) = (Plan::new(&forward).unwrap(), Plan::new(&back).unwrap());
+    let mut changed_files = 0;
+    for seed in 0..400 {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let original = random_file(&mut rng);
+        for mode in [RewriteMode::Structured, RewriteMode::Text] {
+            let there = forward.rewrite("f.yaml", &original, mode);
+            let again = back.rewrite("f.yaml", &there.text, mode);
+            assert_eq!(
+                again.text, original,
+                "seed {seed} {mode:?}: round trip differs\n--- there:\n{}",
+                there.text
+            );
+            assert_eq!(there.changes.len(), again.changes.len(), "seed {seed}");
+            // Only tag and digest bytes changed: the same number of lines, and each
+            // changed line still holds the same repository text.
+            assert_eq!(there.text.lines().count(), original.lines().count());
+            if !there.changes.is_empty() {
+                changed_files += 1;
+            }
+            // Structured rewriting never breaks (or fixes) the YAML.
+            if mode == RewriteMode::Structured {
+                let errors = |t: &str| {
+                    saphyr_parser::Parser::new_from_str(t)
+                        .filter(Result::is_err)
+                        .count()
+                };
+                assert_eq!(errors(&original), errors(&there.text), "seed {seed}");
+                // Comments are never touched in structured mode.
+                for (a, b) in original.lines().zip(there.text.lines()) {
+                    if a.trim_start().starts_with('#') {
+                        assert_eq!(a, b, "seed {seed}");
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        changed_files > 300,
+        "the generator rarely hits: {changed_files}"
+    );
+}
