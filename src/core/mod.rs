@@ -3,6 +3,9 @@
 //! Nothing under `core` does I/O or reads the clock; `now` is always a parameter.
 //! That is what lets the planner be checked on random histories.
 
+pub mod commands;
+pub mod gate;
+pub mod merge;
 pub mod reference;
 pub mod rewrite;
 pub mod schedule;
