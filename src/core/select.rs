@@ -388,6 +388,7 @@ mod tests {
                     consistent: false,
                     pin_digest: false,
                     exclude_tags: Vec::new(),
+                    source_repo: None,
                 },
                 images: BTreeMap::new(),
                 bad: BTreeSet::new(),

@@ -119,6 +119,11 @@ pub struct ImagePolicy {
     /// Default false.
     #[serde(default)]
     pub pin_digest: bool,
+    /// The source code repository the images are built from (e.g.
+    /// `https://github.com/kubernetes/test-infra`): PR bodies link the compare view
+    /// between the old and new commit when tags carry a commit hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_repo: Option<HttpUrl>,
     /// Tags never proposed, as globs, on top of the built-in exclusions for
     /// signatures and attestations (`*.sig`, `*.att`, `*.sbom`, `sha256-*`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -1,0 +1,251 @@
+//! The text of autobump pull requests and commits, built only from plan data (pure).
+//!
+//! No timestamps, no randomness, no environment: the same bump always produces the
+//! same title, body and commit message, so a re-run finds nothing to edit and pushes
+//! nothing (convention 10). A hidden marker in the body names the policy, so
+//! autobump recognises its PRs even if someone renames the branch.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use super::tags::parse_date_sha;
+
+/// One image moving from one version to another.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Row {
+    /// The image repository as written in the manifests.
+    pub image: String,
+    /// The version it is at (`tag` or `tag@digest`).
+    pub from: String,
+    /// The version it moves to.
+    pub to: String,
+}
+
+/// What a bump PR is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bump<'a> {
+    /// The policy's name.
+    pub policy: &'a str,
+    /// The moves, in any order (they are sorted).
+    pub rows: Vec<Row>,
+    /// Source repositories by image, for compare links.
+    pub source_repos: BTreeMap<String, String>,
+    /// The labels the PR carries.
+    pub labels: &'a [String],
+}
+
+/// The marker that identifies a policy's PRs.
+#[must_use]
+pub fn marker(policy: &str) -> String {
+    format!("<!-- autobump:policy={policy} -->")
+}
+
+/// Whether a PR body carries `policy`'s marker.
+#[must_use]
+pub fn has_marker(body: &str, policy: &str) -> bool {
+    body.contains(&marker(policy))
+}
+
+fn tag_of(version: &str) -> &str {
+    version.split('@').next().unwrap_or(version)
+}
+
+fn sorted(rows: &[Row]) -> Vec<Row> {
+    let mut rows = rows.to_vec();
+    rows.sort();
+    rows.dedup();
+    rows
+}
+
+/// The PR title: the one image and its move, or the count and the common new tag.
+#[must_use]
+pub fn title(bump: &Bump<'_>) -> String {
+    let rows = sorted(&bump.rows);
+    let mut targets: Vec<&str> = rows.iter().map(|r| tag_of(&r.to)).collect();
+    targets.sort_unstable();
+    targets.dedup();
+    match (rows.as_slice(), targets.as_slice()) {
+        ([one], _) => format!(
+            "autobump({}): {} {} → {}",
+            bump.policy,
+            one.image,
+            tag_of(&one.from),
+            tag_of(&one.to)
+        ),
+        (_, [tag]) => format!("autobump({}): {} images → {tag}", bump.policy, rows.len()),
+        _ => format!(
+            "autobump({}): {} images to {} versions",
+            bump.policy,
+            rows.len(),
+            targets.len()
+        ),
+    }
+}
+
+/// A compare link between the commits two date-sha tags carry, when the image's
+/// source repository is known.
+fn compare_link(bump: &Bump<'_>, row: &Row) -> Option<String> {
+    let repo = bump.source_repos.get(&row.image)?;
+    let from = parse_date_sha(tag_of(&row.from))?;
+    let to = parse_date_sha(tag_of(&row.to))?;
+    (from.hex != to.hex).then(|| {
+        format!(
+            "{}/compare/{}...{}",
+            repo.trim_end_matches('/'),
+            from.hex,
+            to.hex
+        )
+    })
+}
+
+/// The PR body: a table of moves, compare links, the labels and the marker.
+#[must_use]
+pub fn body(bump: &Bump<'_>) -> String {
+    let rows = sorted(&bump.rows);
+    let mut out = format!(
+        "Automated image bump for policy `{}`.\n\n| Image | From | To | Changes |\n|---|---|---|---|\n",
+        bump.policy
+    );
+    for row in &rows {
+        let changes =
+            compare_link(bump, row).map_or_else(String::new, |l| format!("[compare]({l})"));
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            out,
+            "| `{}` | `{}` | `{}` | {changes} |",
+            row.image, row.from, row.to
+        );
+    }
+    if !bump.labels.is_empty() {
+        let _ = write!(out, "\nLabels: {}\n", bump.labels.join(", "));
+    }
+    out.push_str(
+        "\nautobump merges this PR itself once its checks pass inside the policy's \
+         schedule window and no alert fires. Comment `/hold` to pause the policy, \
+         `/unhold` to resume.\n\n",
+    );
+    out.push_str(&marker(bump.policy));
+    out.push('\n');
+    out
+}
+
+/// The commit message: a summary line (the title), the moves, and trailers
+/// (`Autobump-Policy`, one `Autobump-Image: old -> new` per image).
+#[must_use]
+pub fn commit_message(bump: &Bump<'_>) -> String {
+    let rows = sorted(&bump.rows);
+    let mut out = title(bump);
+    out.push_str("\n\n");
+    for row in &rows {
+        let _ = writeln!(out, "{}: {} -> {}", row.image, row.from, row.to);
+    }
+    let _ = write!(out, "\nAutobump-Policy: {}\n", bump.policy);
+    for row in &rows {
+        let _ = writeln!(
+            out,
+            "Autobump-Image: {}:{} -> {}:{}",
+            row.image, row.from, row.image, row.to
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(image: &str, from: &str, to: &str) -> Row {
+        Row {
+            image: image.into(),
+            from: from.into(),
+            to: to.into(),
+        }
+    }
+
+    fn prow(rows: Vec<Row>) -> Bump<'static> {
+        static LABELS: std::sync::LazyLock<Vec<String>> =
+            std::sync::LazyLock::new(|| vec!["skip-review".to_owned()]);
+        Bump {
+            policy: "prow",
+            rows,
+            source_repos: [(
+                "gcr.io/k8s-prow/hook".to_owned(),
+                "https://github.com/kubernetes/test-infra".to_owned(),
+            )]
+            .into(),
+            labels: &LABELS,
+        }
+    }
+
+    #[test]
+    fn titles() {
+        let one = prow(vec![row(
+            "gcr.io/k8s-prow/hook",
+            "v20240101-aaaaaaa",
+            "v20240105-bbbbbbb",
+        )]);
+        assert_eq!(
+            title(&one),
+            "autobump(prow): gcr.io/k8s-prow/hook v20240101-aaaaaaa → v20240105-bbbbbbb"
+        );
+        let same = prow(vec![
+            row("gcr.io/k8s-prow/tide", "v1", "v20240105-bbbbbbb"),
+            row("gcr.io/k8s-prow/hook", "v1", "v20240105-bbbbbbb"),
+        ]);
+        assert_eq!(title(&same), "autobump(prow): 2 images → v20240105-bbbbbbb");
+        let mixed = prow(vec![
+            row(
+                "gcr.io/k8s-prow/hook",
+                "v20240101-aaaaaaa",
+                "v20240105-bbbbbbb",
+            ),
+            row(
+                "gcr.io/k8s-prow/hook",
+                "v20240101-aaaaaaa-master",
+                "v20240105-bbbbbbb-master",
+            ),
+        ]);
+        assert_eq!(title(&mixed), "autobump(prow): 2 images to 2 versions");
+    }
+
+    #[test]
+    fn body_is_deterministic_and_links_compares() {
+        let a = prow(vec![
+            row(
+                "gcr.io/k8s-prow/tide",
+                "v20240101-aaaaaaa",
+                "v20240105-bbbbbbb",
+            ),
+            row(
+                "gcr.io/k8s-prow/hook",
+                "v20240101-aaaaaaa",
+                "v20240105-bbbbbbb",
+            ),
+        ]);
+        let mut reversed = a.clone();
+        reversed.rows.reverse();
+        assert_eq!(body(&a), body(&reversed), "row order must not matter");
+        let text = body(&a);
+        assert!(text.contains(
+            "| `gcr.io/k8s-prow/hook` | `v20240101-aaaaaaa` | `v20240105-bbbbbbb` | [compare](https://github.com/kubernetes/test-infra/compare/aaaaaaa...bbbbbbb) |"
+        ), "{text}");
+        assert!(
+            text.contains(
+                "| `gcr.io/k8s-prow/tide` | `v20240101-aaaaaaa` | `v20240105-bbbbbbb` |  |"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("Labels: skip-review"));
+        assert!(has_marker(&text, "prow"));
+        assert!(!has_marker(&text, "pro"));
+    }
+
+    #[test]
+    fn commit_message_has_trailers() {
+        let b = prow(vec![row("ghcr.io/acme/api", "1.0.0", "1.1.0@sha256:abc")]);
+        assert_eq!(
+            commit_message(&b),
+            "autobump(prow): ghcr.io/acme/api 1.0.0 → 1.1.0\n\nghcr.io/acme/api: 1.0.0 -> 1.1.0@sha256:abc\n\nAutobump-Policy: prow\nAutobump-Image: ghcr.io/acme/api:1.0.0 -> ghcr.io/acme/api:1.1.0@sha256:abc\n"
+        );
+    }
+}
