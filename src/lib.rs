@@ -18,6 +18,8 @@
 //!   validation with `FILE:LINE:COL` errors (pure apart from reading files).
 //! * [`core`]: pure decisions ([`core::schedule`], …).
 //! * [`clock`]: the only place that reads time.
+//! * [`store`]: durable per-policy state (holds, versions, history) in a JSON file
+//!   written atomically under a lock.
 //! * [`files`]: listing, reading and atomically writing the files of a checked-out tree.
 
 pub mod clock;
@@ -27,6 +29,7 @@ pub mod http;
 pub mod policy;
 pub mod registry;
 pub mod resolve;
+pub mod store;
 
 /// Installs rustls' `ring` crypto provider for the process, once. Every binary and
 /// test that builds an HTTPS client (reqwest, kube) calls this first: the dependency

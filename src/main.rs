@@ -60,8 +60,40 @@ enum Command {
     ///
     /// Exit status: 0 on success (also when nothing changed), 2 on usage or I/O errors.
     Rewrite(RewriteArgs),
+    /// Hold a policy: no bump merges until the hold is lifted (rollbacks still do).
+    ///
+    /// The hold records who, when, why and from where, and survives restarts.
+    Hold {
+        /// The policy's name.
+        name: String,
+        /// Why (shown in status, PR comments and notifications).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Lift a policy's hold (also one autobump placed itself after an alert).
+    Unhold {
+        /// The policy's name.
+        name: String,
+        #[command(flatten)]
+        state: StateArgs,
+    },
     /// Print the CustomResourceDefinition of the Autobump kind (YAML).
     Crd,
+}
+
+/// Where the standalone state lives.
+#[derive(Debug, clap::Args)]
+struct StateArgs {
+    /// The state file of standalone mode.
+    #[arg(
+        long = "state",
+        value_name = "PATH",
+        env = "AUTOBUMP_STATE",
+        default_value = "autobump-state.json"
+    )]
+    path: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -96,7 +128,71 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Rewrite(args) => rewrite(&args),
         Command::Resolve(args) => resolve(&args),
+        Command::Hold {
+            name,
+            reason,
+            state,
+        } => hold(&name, &reason, &state),
+        Command::Unhold { name, state } => unhold(&name, &state),
     }
+}
+
+/// Who is running the command, for the hold's record.
+fn operator() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned());
+    format!("cli:{user}")
+}
+
+fn hold(name: &str, reason: &str, state: &StateArgs) -> anyhow::Result<ExitCode> {
+    use autobump::clock::Clock as _;
+    use autobump::store::{FileStore, Store as _};
+    if reason.trim().is_empty() {
+        anyhow::bail!("--reason must say why (it is shown to whoever wonders why nothing deploys)");
+    }
+    let now = SystemClock.now();
+    let by = operator();
+    let mut existing = None;
+    FileStore::new(&state.path).update(name, &mut |s| {
+        if let Some(h) = &s.hold {
+            existing = Some(h.clone());
+            return;
+        }
+        s.hold = Some(autobump::policy::v1alpha1::Hold {
+            by: by.clone(),
+            since: now,
+            reason: reason.to_owned(),
+            via: Some("cli".to_owned()),
+            automatic: false,
+        });
+        s.record(now, "Held", format!("held by {by}: {reason}"));
+    })?;
+    match existing {
+        Some(h) => println!(
+            "{name} is already held by {} since {} ({}); nothing changed",
+            h.by, h.since, h.reason
+        ),
+        None => println!("{name} held by {by}: {reason}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn unhold(name: &str, state: &StateArgs) -> anyhow::Result<ExitCode> {
+    use autobump::clock::Clock as _;
+    use autobump::store::{FileStore, Store as _};
+    let now = SystemClock.now();
+    let by = operator();
+    let mut lifted = None;
+    FileStore::new(&state.path).update(name, &mut |s| {
+        if let Some(h) = s.hold.take() {
+            s.record(now, "Unheld", format!("hold by {} lifted by {by}", h.by));
+            lifted = Some(h);
+        }
+    })?;
+    match lifted {
+        Some(h) => println!("{name}: lifted the hold by {} ({})", h.by, h.reason),
+        None => println!("{name} is not held; nothing changed"),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Loads a file that must hold exactly one valid policy.

@@ -444,6 +444,8 @@ mod tests {
                         by: "user:alice".into(),
                         since: at,
                         reason: "release".into(),
+                        via: None,
+                        automatic: false,
                     });
                 }),
                 "Held",

@@ -608,6 +608,13 @@ pub struct Hold {
     pub since: DateTime<Utc>,
     /// Why, as given.
     pub reason: String,
+    /// Where it came from: a comment URL, `cli`, or the alert source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    /// Placed by autobump itself (alerts, a tampered PR): only a person with write
+    /// permission may lift it.
+    #[serde(default)]
+    pub automatic: bool,
 }
 
 /// One decision in the policy's history.

@@ -271,7 +271,49 @@ fn help_lists_only_working_commands() {
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    assert_eq!(commands, ["check", "resolve", "rewrite", "crd", "help"]);
+    assert_eq!(
+        commands,
+        [
+            "check", "resolve", "rewrite", "hold", "unhold", "crd", "help"
+        ]
+    );
+}
+
+#[test]
+fn hold_and_unhold_record_who_why_and_survive_in_the_state_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let state = state.to_str().unwrap();
+    let (code, out, _) = autobump(&["hold", "prow", "--reason", "DB migration", "--state", state]);
+    assert_eq!(code, 0);
+    assert!(out.contains("prow held by cli:"), "{out}");
+    let (code, out, _) = autobump(&["hold", "prow", "--reason", "again", "--state", state]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("already held") && out.contains("DB migration"),
+        "{out}"
+    );
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state).unwrap()).unwrap();
+    let hold = &saved["policies"]["prow"]["hold"];
+    assert_eq!(hold["reason"], "DB migration");
+    assert_eq!(hold["via"], "cli");
+    assert!(hold["since"].as_str().unwrap().ends_with('Z'));
+    let (code, out, _) = autobump(&["unhold", "prow", "--state", state]);
+    assert_eq!(code, 0);
+    assert!(out.contains("lifted the hold"), "{out}");
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state).unwrap()).unwrap();
+    assert!(saved["policies"]["prow"]["hold"].is_null());
+    assert_eq!(
+        saved["policies"]["prow"]["history"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let (code, _, err) = autobump(&["hold", "prow", "--reason", " ", "--state", state]);
+    assert_eq!(code, 2, "{err}");
 }
 
 #[test]
