@@ -9,6 +9,7 @@ pub mod merge;
 pub mod pr;
 pub mod reference;
 pub mod rewrite;
+pub mod rollout;
 pub mod schedule;
 pub mod select;
 pub mod tags;

@@ -1,0 +1,430 @@
+//! Bake, known-good, and when to roll back (pure).
+//!
+//! After a version is deployed it **bakes** for `gate.bake`, starting `deployDelay`
+//! after it counted as deployed (its commit reached the base branch, or — in-cluster —
+//! its rollout completed):
+//! * the gate Clear for the whole bake → the version is **promoted** to last
+//!   known-good;
+//! * the gate Firing during the bake → **roll back** to the last known-good versions
+//!   (and hold the policy automatically);
+//! * the gate Unknown during the bake → no promotion: the bake restarts when the gate
+//!   is readable again (the quiet period must be *observed*, not assumed), and the
+//!   decision says so;
+//! * a rollout that failed (`ProgressDeadlineExceeded`) is a bad version like a firing
+//!   alert.
+//!
+//! A version that already is the last known-good does not bake again. Without a known-
+//! good version there is nothing to roll back to: the policy is held instead.
+//!
+//! Reconciles observe the gate at instants, so "clear for the whole bake" means: every
+//! observation for at least `bake`, starting with the first after the deploy delay,
+//! was Clear. The caller keeps [`BakeProgress`]
+//! between reconciles (in the store), and this module updates it.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::gate::GateVerdict;
+use crate::policy::v1alpha1::Release;
+
+/// What is known about the deployed version's rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RolloutState {
+    /// Not complete yet (standalone: the deploy delay has not passed).
+    Progressing,
+    /// Every workload runs the new version.
+    Complete,
+    /// The rollout failed (e.g. `ProgressDeadlineExceeded`).
+    Failed,
+}
+
+/// The bake of one deployed version, kept between reconciles.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BakeProgress {
+    /// The version being baked (its summary, to notice a new deployment).
+    pub version: String,
+    /// Since when every observation was Clear (`None` while the gate is not Clear).
+    pub clear_since: Option<DateTime<Utc>>,
+    /// How often the bake restarted because the gate was Unknown.
+    pub restarts: u32,
+}
+
+/// Everything the decision reads.
+#[derive(Debug, Clone, Copy)]
+pub struct RolloutInputs<'a> {
+    /// The version deployed now and when it counted as deployed.
+    pub deployed: Option<(&'a Release, DateTime<Utc>)>,
+    /// The rollout's state (standalone: `Complete` once the commit is on the base branch).
+    pub rollout: RolloutState,
+    /// The last known-good versions.
+    pub last_known_good: Option<&'a Release>,
+    /// The bake so far.
+    pub progress: Option<&'a BakeProgress>,
+    /// `gate.bake`.
+    pub bake: TimeDelta,
+    /// `rollout.deployDelay`.
+    pub deploy_delay: TimeDelta,
+    /// The gate now.
+    pub gate: &'a GateVerdict,
+    /// Now.
+    pub now: DateTime<Utc>,
+}
+
+/// What to do about the deployed version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RolloutDecision {
+    /// Nothing deployed, or it is the known-good version already.
+    Idle,
+    /// Waiting for the rollout or the deploy delay; the bake has not started.
+    Deploying,
+    /// Baking: keep this progress; `remaining` until promotion if it stays Clear.
+    Baking {
+        /// The progress to store.
+        progress: BakeProgress,
+        /// Time left (the full bake while the gate is Unknown).
+        remaining: TimeDelta,
+        /// The gate is Unknown: the bake is on pause and will restart.
+        paused: Option<String>,
+    },
+    /// Clear for the whole bake: this becomes the last known-good.
+    Promote,
+    /// Roll back to the last known-good, and hold.
+    Rollback {
+        /// Why (the firing alerts, or the failed rollout).
+        reason: String,
+    },
+    /// Bad, but there is no known-good version to go back to: hold only.
+    HoldWithoutRollback {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl RolloutDecision {
+    /// A PascalCase reason, for Events and status.
+    #[must_use]
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Idle => "Idle",
+            Self::Deploying => "Deploying",
+            Self::Baking {
+                paused: Some(_), ..
+            } => "BakePaused",
+            Self::Baking { .. } => "Baking",
+            Self::Promote => "Promoted",
+            Self::Rollback { .. } => "RollingBack",
+            Self::HoldWithoutRollback { .. } => "NoKnownGood",
+        }
+    }
+}
+
+/// Decides what to do about the deployed version. See the module docs.
+#[must_use]
+pub fn decide(inputs: &RolloutInputs<'_>) -> RolloutDecision {
+    let Some((release, deployed_at)) = inputs.deployed else {
+        return RolloutDecision::Idle;
+    };
+    if inputs
+        .last_known_good
+        .is_some_and(|good| same_versions(good, release))
+    {
+        return RolloutDecision::Idle;
+    }
+    let bad = |reason: String| match inputs.last_known_good {
+        Some(_) => RolloutDecision::Rollback { reason },
+        None => RolloutDecision::HoldWithoutRollback { reason },
+    };
+    match inputs.rollout {
+        RolloutState::Failed => {
+            return bad(format!("the rollout of {} failed", release.summary));
+        }
+        RolloutState::Progressing => {
+            // A version still rolling out can already hurt: firing alerts count.
+            if let GateVerdict::Firing(alerts) = inputs.gate {
+                return bad(firing_reason(&release.summary, alerts));
+            }
+            return RolloutDecision::Deploying;
+        }
+        RolloutState::Complete => {}
+    }
+    let bake_start = deployed_at + inputs.deploy_delay;
+    // (The bake's clock starts at the first Clear observation at or after `bake_start`.)
+    if inputs.now < bake_start {
+        if let GateVerdict::Firing(alerts) = inputs.gate {
+            return bad(firing_reason(&release.summary, alerts));
+        }
+        return RolloutDecision::Deploying;
+    }
+    // Progress of another version does not count.
+    let previous = inputs
+        .progress
+        .filter(|p| p.version == release.summary)
+        .cloned();
+    match inputs.gate {
+        GateVerdict::Firing(alerts) => bad(firing_reason(&release.summary, alerts)),
+        GateVerdict::Unknown(why) => RolloutDecision::Baking {
+            progress: BakeProgress {
+                version: release.summary.clone(),
+                clear_since: None,
+                restarts: previous.as_ref().map_or(0, |p| p.restarts)
+                    + u32::from(previous.as_ref().is_some_and(|p| p.clear_since.is_some())),
+            },
+            remaining: inputs.bake,
+            paused: Some(why.clone()),
+        },
+        GateVerdict::Clear => {
+            // The quiet period starts at the first Clear observation: time nobody
+            // observed (the controller down, the gate Unknown) does not count.
+            let clear_since = previous
+                .as_ref()
+                .and_then(|p| p.clear_since)
+                .unwrap_or(inputs.now);
+            let baked = inputs.now - clear_since;
+            if baked >= inputs.bake {
+                RolloutDecision::Promote
+            } else {
+                RolloutDecision::Baking {
+                    progress: BakeProgress {
+                        version: release.summary.clone(),
+                        clear_since: Some(clear_since),
+                        restarts: previous.map_or(0, |p| p.restarts),
+                    },
+                    remaining: inputs.bake - baked,
+                    paused: None,
+                }
+            }
+        }
+    }
+}
+
+fn firing_reason(version: &str, alerts: &[String]) -> String {
+    format!(
+        "alerts fired after {version} was deployed: {}",
+        alerts.join(", ")
+    )
+}
+
+/// Whether two releases name the same image versions (order and times aside).
+#[must_use]
+pub fn same_versions(a: &Release, b: &Release) -> bool {
+    let key = |r: &Release| {
+        let mut v: Vec<(String, String)> = r
+            .images
+            .iter()
+            .map(|i| (i.image.clone(), i.tag.clone()))
+            .collect();
+        v.sort();
+        v
+    };
+    key(a) == key(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::v1alpha1::ImageVersion;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn release(tag: &str) -> Release {
+        Release {
+            summary: tag.into(),
+            images: vec![ImageVersion {
+                image: "gcr.io/k8s-prow/hook".into(),
+                tag: tag.into(),
+                digest: None,
+            }],
+            since: at("2026-11-21T10:00:00Z"),
+            commit: None,
+        }
+    }
+
+    struct World {
+        deployed: Release,
+        deployed_at: DateTime<Utc>,
+        rollout: RolloutState,
+        good: Option<Release>,
+        progress: Option<BakeProgress>,
+        gate: GateVerdict,
+    }
+
+    impl World {
+        fn new() -> Self {
+            Self {
+                deployed: release("v2"),
+                deployed_at: at("2026-11-21T10:00:00Z"),
+                rollout: RolloutState::Complete,
+                good: Some(release("v1")),
+                progress: None,
+                gate: GateVerdict::Clear,
+            }
+        }
+        fn at(&self, now: &str) -> RolloutDecision {
+            decide(&RolloutInputs {
+                deployed: Some((&self.deployed, self.deployed_at)),
+                rollout: self.rollout,
+                last_known_good: self.good.as_ref(),
+                progress: self.progress.as_ref(),
+                bake: TimeDelta::hours(1),
+                deploy_delay: TimeDelta::minutes(5),
+                gate: &self.gate,
+                now: at(now),
+            })
+        }
+        /// Runs a decision and keeps its progress, like the controller does.
+        fn step(&mut self, now: &str, gate: GateVerdict) -> RolloutDecision {
+            self.gate = gate;
+            let d = self.at(now);
+            if let RolloutDecision::Baking { progress, .. } = &d {
+                self.progress = Some(progress.clone());
+            }
+            d
+        }
+    }
+
+    #[test]
+    fn clear_for_the_whole_bake_promotes() {
+        let mut w = World::new();
+        assert_eq!(
+            w.step("2026-11-21T10:02:00Z", GateVerdict::Clear),
+            RolloutDecision::Deploying
+        );
+        let RolloutDecision::Baking { remaining, .. } =
+            w.step("2026-11-21T10:35:00Z", GateVerdict::Clear)
+        else {
+            panic!("expected baking");
+        };
+        assert_eq!(
+            remaining,
+            TimeDelta::hours(1),
+            "the bake starts at the first observation"
+        );
+        let RolloutDecision::Baking { remaining, .. } =
+            w.step("2026-11-21T11:05:00Z", GateVerdict::Clear)
+        else {
+            panic!("expected baking");
+        };
+        assert_eq!(remaining, TimeDelta::minutes(30));
+        assert_eq!(
+            w.step("2026-11-21T11:35:00Z", GateVerdict::Clear),
+            RolloutDecision::Promote
+        );
+    }
+
+    #[test]
+    fn firing_during_the_bake_rolls_back() {
+        let mut w = World::new();
+        w.step("2026-11-21T10:10:00Z", GateVerdict::Clear);
+        assert_eq!(
+            w.step(
+                "2026-11-21T10:20:00Z",
+                GateVerdict::Firing(vec!["HookDown".into()])
+            ),
+            RolloutDecision::Rollback {
+                reason: "alerts fired after v2 was deployed: HookDown".into()
+            }
+        );
+        // Also while still rolling out, and during the deploy delay.
+        let mut w = World::new();
+        w.rollout = RolloutState::Progressing;
+        assert!(matches!(
+            w.step(
+                "2026-11-21T10:01:00Z",
+                GateVerdict::Firing(vec!["X".into()])
+            ),
+            RolloutDecision::Rollback { .. }
+        ));
+        let mut w = World::new();
+        assert!(matches!(
+            w.step(
+                "2026-11-21T10:01:00Z",
+                GateVerdict::Firing(vec!["X".into()])
+            ),
+            RolloutDecision::Rollback { .. }
+        ));
+    }
+
+    #[test]
+    fn unknown_pauses_and_restarts_the_bake() {
+        let mut w = World::new();
+        w.step("2026-11-21T10:05:00Z", GateVerdict::Clear);
+        let d = w.step(
+            "2026-11-21T10:50:00Z",
+            GateVerdict::Unknown("timeout".into()),
+        );
+        assert_eq!(d.reason(), "BakePaused");
+        // Readable again at 11:10: an hour of Clear is counted from there, not 10:05.
+        assert!(matches!(
+            w.step("2026-11-21T11:10:00Z", GateVerdict::Clear),
+            RolloutDecision::Baking { .. }
+        ));
+        assert!(matches!(
+            w.step("2026-11-21T12:05:00Z", GateVerdict::Clear),
+            RolloutDecision::Baking { .. }
+        ));
+        assert_eq!(
+            w.step("2026-11-21T12:10:00Z", GateVerdict::Clear),
+            RolloutDecision::Promote
+        );
+        assert_eq!(w.progress.as_ref().unwrap().restarts, 1);
+    }
+
+    #[test]
+    fn never_promotes_while_unknown_or_firing() {
+        let mut w = World::new();
+        w.step("2026-11-21T10:05:00Z", GateVerdict::Clear);
+        assert_ne!(
+            w.step("2026-11-21T13:00:00Z", GateVerdict::Unknown("down".into())),
+            RolloutDecision::Promote
+        );
+    }
+
+    #[test]
+    fn failed_rollout_and_no_known_good() {
+        let mut w = World::new();
+        w.rollout = RolloutState::Failed;
+        assert_eq!(
+            w.at("2026-11-21T10:30:00Z"),
+            RolloutDecision::Rollback {
+                reason: "the rollout of v2 failed".into()
+            }
+        );
+        w.good = None;
+        assert_eq!(w.at("2026-11-21T10:30:00Z").reason(), "NoKnownGood");
+    }
+
+    #[test]
+    fn known_good_and_nothing_deployed_are_idle() {
+        let mut w = World::new();
+        w.good = Some(release("v2"));
+        assert_eq!(w.at("2026-11-21T12:00:00Z"), RolloutDecision::Idle);
+        let d = decide(&RolloutInputs {
+            deployed: None,
+            rollout: RolloutState::Complete,
+            last_known_good: None,
+            progress: None,
+            bake: TimeDelta::hours(1),
+            deploy_delay: TimeDelta::zero(),
+            gate: &GateVerdict::Firing(vec!["X".into()]),
+            now: at("2026-11-21T12:00:00Z"),
+        });
+        assert_eq!(d, RolloutDecision::Idle);
+    }
+
+    #[test]
+    fn progress_of_an_older_version_does_not_count() {
+        let mut w = World::new();
+        w.progress = Some(BakeProgress {
+            version: "v1".into(),
+            clear_since: Some(at("2026-11-21T08:00:00Z")),
+            restarts: 0,
+        });
+        assert!(matches!(
+            w.at("2026-11-21T10:10:00Z"),
+            RolloutDecision::Baking { .. }
+        ));
+    }
+}
