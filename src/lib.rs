@@ -20,11 +20,14 @@
 //! * [`clock`]: the only place that reads time.
 //! * [`store`]: durable per-policy state (holds, versions, history) in a JSON file
 //!   written atomically under a lock.
+//! * [`forge`]: the `Forge` trait and its GitHub implementation (octocrab; token or App
+//!   auth, retries, rate limits, conditional requests) and the webhook helpers.
 //! * [`files`]: listing, reading and atomically writing the files of a checked-out tree.
 
 pub mod clock;
 pub mod core;
 pub mod files;
+pub mod forge;
 pub mod http;
 pub mod policy;
 pub mod registry;

@@ -28,31 +28,38 @@ pub enum Permission {
 }
 
 impl Permission {
-    /// Reads GitHub's permission names (`admin`, `maintain`, `write`, `triage`, `read`,
-    /// `none`; `push`/`pull` are older spellings).
+    /// Lower-case name, as GitHub spells it.
     #[must_use]
-    pub fn parse(s: &str) -> Self {
-        match s {
-            "admin" => Self::Admin,
-            "maintain" => Self::Maintain,
-            "write" | "push" => Self::Write,
-            "triage" => Self::Triage,
-            "read" | "pull" => Self::Read,
-            _ => Self::None,
-        }
-    }
-}
-
-impl fmt::Display for Permission {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+    pub fn as_str(self) -> &'static str {
+        match self {
             Self::None => "none",
             Self::Read => "read",
             Self::Triage => "triage",
             Self::Write => "write",
             Self::Maintain => "maintain",
             Self::Admin => "admin",
+        }
+    }
+
+    /// Reads GitHub's permission names (`admin`, `maintain`, `write`, `triage`, `read`,
+    /// `none`; `push`/`pull` are older spellings); `None` for other names (custom roles).
+    #[must_use]
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "none" => Self::None,
+            "read" | "pull" => Self::Read,
+            "triage" => Self::Triage,
+            "write" | "push" => Self::Write,
+            "maintain" => Self::Maintain,
+            "admin" => Self::Admin,
+            _ => return None,
         })
+    }
+}
+
+impl fmt::Display for Permission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -208,7 +215,7 @@ mod tests {
             authorize(&Command::Unhold, "a", Permission::Maintain, Some(true), lax),
             Authorization::Allowed
         );
-        assert_eq!(Permission::parse("push"), Permission::Write);
-        assert_eq!(Permission::parse("bogus"), Permission::None);
+        assert_eq!(Permission::parse("push"), Some(Permission::Write));
+        assert_eq!(Permission::parse("bogus"), None);
     }
 }

@@ -368,7 +368,7 @@ mod tests {
             .unwrap();
         store
             .update("other", &mut |s| {
-                s.last_bump = Some(at("2026-11-21T09:00:00Z"))
+                s.last_bump = Some(at("2026-11-21T09:00:00Z"));
             })
             .unwrap();
 

@@ -18,6 +18,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod github;
+pub mod github_fake;
 pub mod http;
 pub mod image;
 pub mod process;

@@ -1,0 +1,486 @@
+//! The forge adapter (does I/O: HTTPS to the GitHub REST API; the webhook helpers in
+//! [`webhook`] are pure).
+//!
+//! [`Forge`] is the narrow interface the executor and the observe step use: the bot's
+//! open PR, creating and editing it, labels, comments, changed files, commit statuses
+//! and check runs, mergeability, merging at an expected head SHA, and a user's
+//! permission. [`GitHub`] implements it with octocrab:
+//!
+//! * **Auth**: a token, or a GitHub App (app id + PEM private key → installation token,
+//!   minted again when it is within [`GitHubConfig::token_refresh_margin`] of expiry by
+//!   the injected [`Clock`](crate::clock::Clock)).
+//! * **Politeness**: a timeout on every attempt; 5xx, timeouts and connection errors
+//!   back off exponentially with jitter; primary (`x-ratelimit-remaining: 0` +
+//!   `x-ratelimit-reset`) and secondary (403/429 with `Retry-After`) rate limits wait as
+//!   GitHub says, up to [`RetryPolicy::max_rate_limit_wait`]. Requests that are not
+//!   safe to repeat (creating a PR or a comment) are not re-sent after a 5xx or a
+//!   timeout: the error is retryable and the next reconcile finds what was created.
+//! * **Cost**: conditional GETs — the `ETag`s of earlier answers are sent as
+//!   `If-None-Match`, and a 304 (free of rate-limit cost) returns the cached body.
+//!   [`ForgeStats`] counts every request by [`RequestKind`] and exposes the remaining
+//!   rate-limit budget.
+
+mod error;
+mod github;
+mod stats;
+pub mod webhook;
+mod wire;
+
+use std::fmt;
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+
+pub use error::ForgeError;
+pub use github::{GitHub, GitHubAuth, GitHubConfig, RetryPolicy};
+pub use stats::{ForgeStats, ForgeStatsSnapshot, RequestKind};
+
+/// A GitHub repository, `owner/name`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RepoName {
+    /// The user or organisation.
+    pub owner: String,
+    /// The repository's name.
+    pub name: String,
+}
+
+impl RepoName {
+    /// `owner/name`.
+    #[must_use]
+    pub fn new(owner: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            owner: owner.into(),
+            name: name.into(),
+        }
+    }
+
+    /// Parses `owner/name`, or a GitHub URL (`https://github.com/owner/name(.git)`,
+    /// `git@github.com:owner/name.git`). `None` if it is neither.
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        let text = text.trim().trim_end_matches('/');
+        let text = text.strip_suffix(".git").unwrap_or(text);
+        let path = if let Some((_, rest)) = text.split_once("://") {
+            rest.split_once('/')?.1
+        } else if let Some((_, rest)) = text.split_once(':') {
+            rest
+        } else {
+            text
+        };
+        let (owner, name) = path.split_once('/')?;
+        let valid = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        };
+        (valid(owner) && valid(name)).then(|| Self::new(owner, name))
+    }
+}
+
+impl fmt::Display for RepoName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.owner, self.name)
+    }
+}
+
+/// A pull request, as far as autobump cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullRequest {
+    pub number: u64,
+    pub title: String,
+    /// The description (`""` when GitHub has none).
+    pub body: String,
+    /// The author's login (`example-bot`, `my-app[bot]`).
+    pub author: String,
+    /// Whether it is open (else closed or merged).
+    pub open: bool,
+    pub draft: bool,
+    /// The head branch (without `refs/heads/`).
+    pub head_branch: String,
+    /// The head commit.
+    pub head_sha: String,
+    /// The branch it merges into.
+    pub base_branch: String,
+    /// Label names, in GitHub's order.
+    pub labels: Vec<String>,
+    /// The web page of the PR.
+    pub html_url: String,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What to open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPullRequest {
+    pub title: String,
+    pub body: String,
+    /// The head branch (in the same repository).
+    pub head_branch: String,
+    /// The branch to merge into.
+    pub base_branch: String,
+    pub draft: bool,
+}
+
+/// Changes to a PR's text; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PullRequestEdit {
+    pub title: Option<String>,
+    pub body: Option<String>,
+}
+
+/// A comment on an issue or PR (the conversation, not review comments).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Comment {
+    pub id: u64,
+    pub body: String,
+    /// The author's login.
+    pub author: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub html_url: String,
+}
+
+/// How a file changed in a PR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileStatus {
+    Added,
+    Removed,
+    Modified,
+    Renamed,
+    Copied,
+    Changed,
+    Unchanged,
+    /// A status this client does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+/// One file of a PR's diff.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangedFile {
+    /// Path after the change.
+    pub filename: String,
+    /// Path before a rename or copy.
+    pub previous_filename: Option<String>,
+    pub status: FileStatus,
+    pub additions: u64,
+    pub deletions: u64,
+    /// The unified diff hunk text; `None` for binary files and very large diffs
+    /// (GitHub omits it), which a caller verifying the diff must treat as unverifiable.
+    pub patch: Option<String>,
+}
+
+/// A commit status or combined status state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusState {
+    Success,
+    Pending,
+    Failure,
+    Error,
+    /// A state this client does not know (treated as not successful by callers).
+    #[serde(other)]
+    Unknown,
+}
+
+/// One context of the combined status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitStatus {
+    /// The status's name (`ci/prow/unit`).
+    pub context: String,
+    pub state: StatusState,
+    pub description: Option<String>,
+    pub target_url: Option<String>,
+}
+
+/// `GET /commits/{sha}/status`: the latest status of each context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CombinedStatus {
+    /// The commit the statuses are for.
+    pub sha: String,
+    /// GitHub's summary: `pending` also when there are no statuses at all.
+    pub state: StatusState,
+    pub statuses: Vec<CommitStatus>,
+}
+
+/// Where a check run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckStatus {
+    Queued,
+    InProgress,
+    Completed,
+    Waiting,
+    Requested,
+    Pending,
+    #[serde(other)]
+    Unknown,
+}
+
+/// How a completed check run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckConclusion {
+    Success,
+    Failure,
+    Neutral,
+    Cancelled,
+    Skipped,
+    TimedOut,
+    ActionRequired,
+    Stale,
+    StartupFailure,
+    #[serde(other)]
+    Unknown,
+}
+
+/// One check run on a commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckRun {
+    pub id: u64,
+    pub name: String,
+    pub head_sha: String,
+    pub status: CheckStatus,
+    /// `None` until completed.
+    pub conclusion: Option<CheckConclusion>,
+    pub details_url: Option<String>,
+}
+
+/// GitHub's `mergeable_state` of a PR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MergeableState {
+    /// Mergeable, checks green.
+    Clean,
+    /// Mergeable, some non-required check failing.
+    Unstable,
+    /// Mergeable, with pre-receive hooks.
+    HasHooks,
+    /// Branch protection blocks it (reviews, required checks).
+    Blocked,
+    /// The head is behind the base and protection requires it up to date.
+    Behind,
+    /// Conflicts.
+    Dirty,
+    Draft,
+    /// GitHub is still computing it (ask again shortly).
+    Unknown,
+    #[serde(other)]
+    Other,
+}
+
+/// What `GET /pulls/{n}` says about merging.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mergeability {
+    /// The head commit these fields describe: merge at this SHA.
+    pub head_sha: String,
+    /// `None` while GitHub computes it in the background.
+    pub mergeable: Option<bool>,
+    pub state: MergeableState,
+    pub open: bool,
+    pub merged: bool,
+}
+
+/// How to merge a PR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MergeMethod {
+    /// One commit on the base branch.
+    #[default]
+    Squash,
+    /// A merge commit.
+    Merge,
+    /// The PR's commits replayed.
+    Rebase,
+}
+
+impl MergeMethod {
+    /// GitHub's name for it.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Squash => "squash",
+            Self::Merge => "merge",
+            Self::Rebase => "rebase",
+        }
+    }
+}
+
+impl From<crate::policy::v1alpha1::MergeMethod> for MergeMethod {
+    fn from(method: crate::policy::v1alpha1::MergeMethod) -> Self {
+        use crate::policy::v1alpha1::MergeMethod as Api;
+        match method {
+            Api::Squash => Self::Squash,
+            Api::Merge => Self::Merge,
+            Api::Rebase => Self::Rebase,
+        }
+    }
+}
+
+/// A successful merge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Merged {
+    /// The commit on the base branch (the merge or squash commit).
+    pub sha: String,
+}
+
+pub use crate::core::commands::Permission;
+
+/// What autobump's controller needs from a code forge. Every method is one logical
+/// read or write; paginated reads return all pages. Reads may be answered from the
+/// conditional-request cache (the data is then what GitHub last sent, confirmed
+/// unchanged by a 304).
+pub trait Forge: Send + Sync {
+    /// The open PR whose head is `head_branch` in `repo` itself and whose author is
+    /// `author` (a PR from anyone else on that branch is ignored). If there are
+    /// several, the lowest-numbered one.
+    fn find_open_pr(
+        &self,
+        repo: &RepoName,
+        head_branch: &str,
+        author: &str,
+    ) -> impl Future<Output = Result<Option<PullRequest>, ForgeError>> + Send;
+
+    /// Opens a PR.
+    fn create_pr(
+        &self,
+        repo: &RepoName,
+        pr: &NewPullRequest,
+    ) -> impl Future<Output = Result<PullRequest, ForgeError>> + Send;
+
+    /// Changes a PR's title and/or body.
+    fn update_pr(
+        &self,
+        repo: &RepoName,
+        number: u64,
+        edit: &PullRequestEdit,
+    ) -> impl Future<Output = Result<PullRequest, ForgeError>> + Send;
+
+    /// Adds labels (existing ones stay); returns all labels now on the PR.
+    fn add_labels(
+        &self,
+        repo: &RepoName,
+        number: u64,
+        labels: &[String],
+    ) -> impl Future<Output = Result<Vec<String>, ForgeError>> + Send;
+
+    /// Removes a label; removing a label that is not there is not an error.
+    fn remove_label(
+        &self,
+        repo: &RepoName,
+        number: u64,
+        label: &str,
+    ) -> impl Future<Output = Result<(), ForgeError>> + Send;
+
+    /// The conversation comments, oldest first; with `since`, only those updated at
+    /// or after it.
+    fn list_comments(
+        &self,
+        repo: &RepoName,
+        number: u64,
+        since: Option<DateTime<Utc>>,
+    ) -> impl Future<Output = Result<Vec<Comment>, ForgeError>> + Send;
+
+    /// Posts a comment.
+    fn post_comment(
+        &self,
+        repo: &RepoName,
+        number: u64,
+        body: &str,
+    ) -> impl Future<Output = Result<Comment, ForgeError>> + Send;
+
+    /// The files the PR changes, all pages.
+    fn pr_files(
+        &self,
+        repo: &RepoName,
+        number: u64,
+    ) -> impl Future<Output = Result<Vec<ChangedFile>, ForgeError>> + Send;
+
+    /// The combined commit status of `sha` (all contexts, all pages).
+    fn combined_status(
+        &self,
+        repo: &RepoName,
+        sha: &str,
+    ) -> impl Future<Output = Result<CombinedStatus, ForgeError>> + Send;
+
+    /// The check runs of `sha` (latest run of each name, as GitHub filters by default).
+    fn check_runs(
+        &self,
+        repo: &RepoName,
+        sha: &str,
+    ) -> impl Future<Output = Result<Vec<CheckRun>, ForgeError>> + Send;
+
+    /// Whether the PR can be merged, and at which head.
+    fn mergeability(
+        &self,
+        repo: &RepoName,
+        number: u64,
+    ) -> impl Future<Output = Result<Mergeability, ForgeError>> + Send;
+
+    /// Merges the PR if and only if its head is still `expected_head_sha`
+    /// ([`ForgeError::HeadMoved`] otherwise; [`ForgeError::NotMergeable`] when GitHub
+    /// refuses for another reason).
+    fn merge(
+        &self,
+        repo: &RepoName,
+        number: u64,
+        method: MergeMethod,
+        expected_head_sha: &str,
+    ) -> impl Future<Output = Result<Merged, ForgeError>> + Send;
+
+    /// `user`'s role on `repo`; [`Permission::None`] for a user GitHub does not know.
+    fn permission(
+        &self,
+        repo: &RepoName,
+        user: &str,
+    ) -> impl Future<Output = Result<Permission, ForgeError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_names_parse_from_slugs_and_urls() {
+        let repo = RepoName::new("example", "infra");
+        let want = Some(repo.clone());
+        for text in [
+            "example/infra",
+            "https://github.com/example/infra.git",
+            "https://github.com/example/infra",
+            "https://github.com/example/infra/",
+            "git@github.com:example/infra.git",
+        ] {
+            assert_eq!(RepoName::parse(text), want, "{text}");
+        }
+        for bad in [
+            "example",
+            "/infra",
+            "example/",
+            "https://github.com/example",
+            "a b/c",
+        ] {
+            assert_eq!(RepoName::parse(bad), None, "{bad}");
+        }
+        assert_eq!(repo.to_string(), "example/infra");
+    }
+
+    #[test]
+    fn permissions_are_ordered_and_parse() {
+        assert!(Permission::Admin > Permission::Maintain);
+        assert!(Permission::Maintain > Permission::Write);
+        assert!(Permission::Write > Permission::Triage);
+        assert!(Permission::Triage > Permission::Read);
+        assert!(Permission::Read > Permission::None);
+        for p in [
+            Permission::None,
+            Permission::Read,
+            Permission::Triage,
+            Permission::Write,
+            Permission::Maintain,
+            Permission::Admin,
+        ] {
+            assert_eq!(Permission::parse(p.as_str()), Some(p));
+        }
+        assert_eq!(Permission::parse("custom-role"), None);
+    }
+}
