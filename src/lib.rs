@@ -20,6 +20,8 @@
 //! * [`clock`]: the only place that reads time.
 //! * [`store`]: durable per-policy state (holds, versions, history) in a JSON file
 //!   written atomically under a lock.
+//! * [`repo`]: the GitOps repository over git2: cached clones, bump commits built
+//!   without a checkout, pull-request and direct pushes (does I/O).
 //! * [`forge`]: the `Forge` trait and its GitHub implementation (octocrab; token or App
 //!   auth, retries, rate limits, conditional requests) and the webhook helpers.
 //! * [`files`]: listing, reading and atomically writing the files of a checked-out tree.
@@ -31,6 +33,7 @@ pub mod forge;
 pub mod http;
 pub mod policy;
 pub mod registry;
+pub mod repo;
 pub mod resolve;
 pub mod store;
 

@@ -1,0 +1,233 @@
+//! Building the bump commit inside the object database (does I/O: reads and writes
+//! git objects in the cache; no working tree), and its message (pure).
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+use git2::build::TreeUpdateBuilder;
+use git2::{FileMode, ObjectType, Oid, Repository, Signature, Tree};
+
+use super::{BumpCommit, BumpRequest, GitConfig};
+use crate::core::reference::ImageRef;
+use crate::core::rewrite::{Change, Notice};
+
+/// A file the globs select: its path, blob and mode.
+struct Selected {
+    path: String,
+    blob: Oid,
+    mode: i32,
+}
+
+/// The rewritten tree and what changed.
+pub(super) struct Rewrite {
+    /// The new tree (the base tree when nothing changed).
+    pub(super) tree: Oid,
+    pub(super) changes: Vec<Change>,
+    pub(super) notices: Vec<Notice>,
+}
+
+const MODE_LINK: i32 = 0o120_000;
+const MODE_EXECUTABLE: i32 = 0o100_755;
+const MODE_GROUP_WRITABLE: i32 = 0o100_664;
+
+/// Every regular file under `tree` that `request`'s globs select. Entries whose names
+/// are not UTF-8 cannot be matched by the globs and are not entered; links and
+/// submodules are never rewritten.
+fn select(
+    repo: &Repository,
+    tree: &Tree<'_>,
+    prefix: &str,
+    request: &BumpRequest,
+    out: &mut Vec<Selected>,
+) -> Result<(), git2::Error> {
+    for entry in tree {
+        let Ok(name) = std::str::from_utf8(entry.name_bytes()) else {
+            continue;
+        };
+        let path = format!("{prefix}{name}");
+        match entry.kind() {
+            Some(ObjectType::Tree) => {
+                let sub = repo.find_tree(entry.id())?;
+                select(repo, &sub, &format!("{path}/"), request, out)?;
+            }
+            Some(ObjectType::Blob)
+                if entry.filemode() != MODE_LINK
+                    && request.include.iter().any(|g| g.is_match(&path))
+                    && !request.exclude.iter().any(|g| g.is_match(&path)) =>
+            {
+                out.push(Selected {
+                    path,
+                    blob: entry.id(),
+                    mode: entry.filemode(),
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Applies the request's plan to the selected files of `base` and writes the new
+/// blobs and trees.
+pub(super) fn rewrite_tree(
+    repo: &Repository,
+    base: &Tree<'_>,
+    request: &BumpRequest,
+) -> Result<Rewrite, git2::Error> {
+    let mut files = Vec::new();
+    select(repo, base, "", request, &mut files)?;
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut changes = Vec::new();
+    let mut notices = Vec::new();
+    let mut update = TreeUpdateBuilder::new();
+    for file in &files {
+        let original = repo.find_blob(file.blob)?;
+        let text = match std::str::from_utf8(original.content()) {
+            Ok(t) if !t.contains('\0') => t,
+            _ => {
+                notices.push(Notice {
+                    file: file.path.clone(),
+                    line: 1,
+                    message: "skipped: not UTF-8 text".into(),
+                });
+                continue;
+            }
+        };
+        let r = request.plan.rewrite(&file.path, text, request.mode);
+        notices.extend(r.notices);
+        if r.changes.is_empty() || r.text.as_ref() == text {
+            continue;
+        }
+        let id = repo.blob(r.text.as_bytes())?;
+        let mode = match file.mode {
+            MODE_EXECUTABLE => FileMode::BlobExecutable,
+            MODE_GROUP_WRITABLE => FileMode::BlobGroupWritable,
+            _ => FileMode::Blob,
+        };
+        update.upsert(file.path.as_str(), id, mode);
+        changes.extend(r.changes);
+    }
+    let tree = if changes.is_empty() {
+        base.id()
+    } else {
+        update.create_updated(repo, base)?
+    };
+    Ok(Rewrite {
+        tree,
+        changes,
+        notices,
+    })
+}
+
+/// Builds the bump commit on `base` (`None` when the plan changes nothing), and the
+/// rewrite's notices.
+pub(super) fn make_commit(
+    repo: &Repository,
+    config: &GitConfig,
+    request: &BumpRequest,
+    base: Oid,
+    time: DateTime<Utc>,
+) -> Result<(Option<BumpCommit>, Vec<Notice>), git2::Error> {
+    let parent = repo.find_commit(base)?;
+    let base_tree = parent.tree()?;
+    let rewrite = rewrite_tree(repo, &base_tree, request)?;
+    if rewrite.changes.is_empty() {
+        return Ok((None, rewrite.notices));
+    }
+    let message = commit_message(&request.policy, &rewrite.changes);
+    let when = git2::Time::new(time.timestamp(), 0);
+    let author = Signature::new(&config.author.name, &config.author.email, &when)?;
+    let committer = Signature::new(&config.committer.name, &config.committer.email, &when)?;
+    let tree = repo.find_tree(rewrite.tree)?;
+    let id = repo.commit(None, &author, &committer, &message, &tree, &[&parent])?;
+    tracing::info!(
+        commit = %id,
+        base = %base,
+        changes = rewrite.changes.len(),
+        "bump commit built"
+    );
+    Ok((
+        Some(BumpCommit {
+            id: id.to_string(),
+            parent: base.to_string(),
+            tree: rewrite.tree.to_string(),
+            message,
+            changes: rewrite.changes,
+        }),
+        rewrite.notices,
+    ))
+}
+
+/// The commit message for a bump: built only from the policy name and the changes
+/// (no time, no randomness; the order of `changes` does not matter), so the same
+/// bump always gets the same message.
+///
+/// ```text
+/// Bump prow to v20240102-def456
+///
+/// 3 image references in 2 files:
+/// - config/prow/cluster/deck.yaml
+/// - config/prow/cluster/hook.yaml
+///
+/// Autobump-Policy: prow
+/// Autobump-Image: gcr.io/k8s-prow/deck:v20240101-abc123 -> gcr.io/k8s-prow/deck:v20240102-def456
+/// Autobump-Image: gcr.io/k8s-prow/hook:v20240101-abc123 -> gcr.io/k8s-prow/hook:v20240102-def456
+/// ```
+///
+/// The subject names the new version when there is one (tag, and digest if pinned),
+/// else up to three versions and how many more. The trailers list each distinct
+/// `old -> new` reference pair once, sorted.
+#[must_use]
+pub fn commit_message(policy: &str, changes: &[Change]) -> String {
+    let versions: BTreeSet<String> = changes
+        .iter()
+        .map(|c| match ImageRef::parse(&c.new) {
+            Some(r) => match (r.tag, r.digest) {
+                (Some(t), Some(d)) => format!("{t}@{d}"),
+                (Some(t), None) => t,
+                (None, Some(d)) => d,
+                (None, None) => c.new.clone(),
+            },
+            None => c.new.clone(),
+        })
+        .collect();
+    let versions: Vec<&str> = versions.iter().map(String::as_str).collect();
+    let subject = match versions.as_slice() {
+        [] => format!("Bump {policy}"),
+        [one] => format!("Bump {policy} to {one}"),
+        [a, b] => format!("Bump {policy} to {a} and {b}"),
+        [a, b, c] => format!("Bump {policy} to {a}, {b} and {c}"),
+        [a, b, c, rest @ ..] => format!(
+            "Bump {policy} to {a}, {b}, {c} and {} more versions",
+            rest.len()
+        ),
+    };
+    let files: BTreeSet<&str> = changes.iter().map(|c| c.file.as_str()).collect();
+    let pairs: BTreeSet<(&str, &str)> = changes
+        .iter()
+        .map(|c| (c.old.as_str(), c.new.as_str()))
+        .collect();
+    let mut m = String::new();
+    let refs = if changes.len() == 1 {
+        "reference"
+    } else {
+        "references"
+    };
+    let in_files = if files.len() == 1 { "file" } else { "files" };
+    let _ = writeln!(m, "{subject}\n");
+    let _ = writeln!(
+        m,
+        "{} image {refs} in {} {in_files}:",
+        changes.len(),
+        files.len()
+    );
+    for f in &files {
+        let _ = writeln!(m, "- {f}");
+    }
+    let _ = writeln!(m, "\nAutobump-Policy: {policy}");
+    for (old, new) in pairs {
+        let _ = writeln!(m, "Autobump-Image: {old} -> {new}");
+    }
+    m
+}

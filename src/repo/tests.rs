@@ -1,0 +1,242 @@
+//! Unit tests of the parts that need no remote: messages, cache paths, and the tree
+//! rewrite against a repository built in a temporary directory with libgit2.
+
+use std::sync::Arc;
+
+use chrono::TimeZone as _;
+use git2::build::TreeUpdateBuilder;
+use git2::{FileMode, Repository, Signature};
+
+use super::bump::{make_commit, rewrite_tree};
+use super::*;
+use crate::core::rewrite::Target;
+
+fn change(file: &str, line: usize, old: &str, new: &str) -> Change {
+    Change {
+        file: file.into(),
+        line,
+        old: old.into(),
+        new: new.into(),
+    }
+}
+
+#[test]
+fn commit_message_is_built_from_the_changes_only() {
+    let changes = vec![
+        change(
+            "config/hook.yaml",
+            7,
+            "gcr.io/k8s-prow/hook:v20240101-abc123",
+            "gcr.io/k8s-prow/hook:v20240102-def456",
+        ),
+        change(
+            "config/deck.yaml",
+            3,
+            "gcr.io/k8s-prow/deck:v20240101-abc123",
+            "gcr.io/k8s-prow/deck:v20240102-def456",
+        ),
+        change(
+            "config/deck.yaml",
+            9,
+            "gcr.io/k8s-prow/deck:v20240101-abc123",
+            "gcr.io/k8s-prow/deck:v20240102-def456",
+        ),
+    ];
+    let message = commit_message("prow", &changes);
+    assert_eq!(
+        message,
+        "Bump prow to v20240102-def456\n\
+         \n\
+         3 image references in 2 files:\n\
+         - config/deck.yaml\n\
+         - config/hook.yaml\n\
+         \n\
+         Autobump-Policy: prow\n\
+         Autobump-Image: gcr.io/k8s-prow/deck:v20240101-abc123 -> gcr.io/k8s-prow/deck:v20240102-def456\n\
+         Autobump-Image: gcr.io/k8s-prow/hook:v20240101-abc123 -> gcr.io/k8s-prow/hook:v20240102-def456\n"
+    );
+    let mut reversed = changes.clone();
+    reversed.reverse();
+    assert_eq!(commit_message("prow", &reversed), message);
+}
+
+#[test]
+fn commit_message_subjects() {
+    let one = [change("a.yaml", 1, "app:v1", "app:v2")];
+    assert!(commit_message("p", &one).starts_with("Bump p to v2\n"));
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let pinned = [change("a.yaml", 1, "app:v1", &format!("app:v2@{digest}"))];
+    assert!(commit_message("p", &pinned).starts_with(&format!("Bump p to v2@{digest}\n")));
+    let many: Vec<Change> = (1..=5)
+        .map(|i| change("a.yaml", i, "app:v1", &format!("app{i}:v{i}")))
+        .collect();
+    let m = commit_message("p", &many);
+    assert!(
+        m.starts_with(
+            "Bump p to v1, v2, v3 and 2 more versions\n\n5 image references in 1 file:\n"
+        ),
+        "{m}"
+    );
+}
+
+fn engine(dir: &std::path::Path) -> GitRepo {
+    GitRepo::new(GitConfig::new(
+        dir,
+        Person {
+            name: "bot".into(),
+            email: "bot@example.com".into(),
+        },
+    ))
+}
+
+#[test]
+fn one_cache_directory_per_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = engine(dir.path());
+    let a: RepoUrl = "https://github.com/example/infra.git".parse().unwrap();
+    let b: RepoUrl = "https://github.com/example/other.git".parse().unwrap();
+    let pa = repo.cache_path(&a);
+    assert_eq!(pa, repo.cache_path(&a));
+    assert_ne!(pa, repo.cache_path(&b));
+    assert_eq!(pa.parent().unwrap(), dir.path());
+    let name = pa.file_name().unwrap().to_str().unwrap();
+    assert!(name.ends_with("-infra.git"), "{name}");
+    assert_eq!(name.len(), 32 + "-infra.git".len());
+    let scp: RepoUrl = "git@github.com:example/infra.git".parse().unwrap();
+    assert!(
+        repo.cache_path(&scp)
+            .to_str()
+            .unwrap()
+            .ends_with("-infra.git")
+    );
+}
+
+fn request(plan: &str, include: &[&str], exclude: &[&str]) -> BumpRequest {
+    BumpRequest {
+        source: Source {
+            url: "file:///nonexistent".parse().unwrap(),
+            branch: "main".parse().unwrap(),
+            auth: Auth::None,
+        },
+        policy: "prow".into(),
+        plan: Plan::new(&[Target::parse(plan).unwrap()]).unwrap(),
+        include: include.iter().map(|g| g.parse().unwrap()).collect(),
+        exclude: exclude.iter().map(|g| g.parse().unwrap()).collect(),
+        mode: RewriteMode::Structured,
+        delivery: Delivery::DirectPush,
+    }
+}
+
+/// A bare repository with one commit holding `files` (path, bytes, mode).
+fn repo_with(dir: &std::path::Path, files: &[(&str, &[u8], FileMode)]) -> (Repository, git2::Oid) {
+    let repo = Repository::init_bare(dir).unwrap();
+    let empty = repo.treebuilder(None).unwrap().write().unwrap();
+    let mut update = TreeUpdateBuilder::new();
+    for (path, bytes, mode) in files {
+        let id = repo.blob(bytes).unwrap();
+        update.upsert(*path, id, *mode);
+    }
+    let tree = {
+        let empty = repo.find_tree(empty).unwrap();
+        update.create_updated(&repo, &empty).unwrap()
+    };
+    let sig = Signature::new("t", "t@example.com", &git2::Time::new(0, 0)).unwrap();
+    let commit = {
+        let tree = repo.find_tree(tree).unwrap();
+        repo.commit(None, &sig, &sig, "init", &tree, &[]).unwrap()
+    };
+    (repo, commit)
+}
+
+#[test]
+fn rewrites_selected_blobs_and_keeps_everything_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let deploy = b"spec:\n  image: gcr.io/x/app:v1 # keep\n";
+    let (repo, base) = repo_with(
+        dir.path(),
+        &[
+            ("deploy/app.yaml", deploy, FileMode::Blob),
+            ("deploy/run.yaml", deploy, FileMode::BlobExecutable),
+            ("deploy/legacy/old.yaml", deploy, FileMode::Blob),
+            (
+                "deploy/bin.yaml",
+                b"image: gcr.io/x/app:v1\0",
+                FileMode::Blob,
+            ),
+            ("deploy/link.yaml", b"app.yaml", FileMode::Link),
+            ("README.md", b"image: gcr.io/x/app:v1\n", FileMode::Blob),
+        ],
+    );
+    let req = request("gcr.io/x/app=v2", &["deploy/**"], &["deploy/legacy/**"]);
+    let base_tree = repo.find_commit(base).unwrap().tree().unwrap();
+    let r = rewrite_tree(&repo, &base_tree, &req).unwrap();
+    let files: Vec<(&str, usize)> = r
+        .changes
+        .iter()
+        .map(|c| (c.file.as_str(), c.line))
+        .collect();
+    assert_eq!(files, [("deploy/app.yaml", 2), ("deploy/run.yaml", 2)]);
+    assert_eq!(r.notices.len(), 1, "{:?}", r.notices);
+    assert_eq!(r.notices[0].file, "deploy/bin.yaml");
+    let tree = repo.find_tree(r.tree).unwrap();
+    let blob = |path: &str| {
+        let e = tree.get_path(std::path::Path::new(path)).unwrap();
+        (
+            repo.find_blob(e.id()).unwrap().content().to_vec(),
+            e.filemode(),
+        )
+    };
+    let want = b"spec:\n  image: gcr.io/x/app:v2 # keep\n".to_vec();
+    assert_eq!(blob("deploy/app.yaml"), (want.clone(), 0o100_644));
+    assert_eq!(blob("deploy/run.yaml"), (want, 0o100_755));
+    for unchanged in [
+        "deploy/legacy/old.yaml",
+        "deploy/bin.yaml",
+        "deploy/link.yaml",
+        "README.md",
+    ] {
+        let p = std::path::Path::new(unchanged);
+        assert_eq!(
+            tree.get_path(p).unwrap().id(),
+            base_tree.get_path(p).unwrap().id(),
+            "{unchanged}"
+        );
+    }
+}
+
+#[test]
+fn same_plan_base_and_time_make_the_same_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, base) = repo_with(
+        dir.path(),
+        &[("a.yaml", b"image: gcr.io/x/app:v1\n", FileMode::Blob)],
+    );
+    let config = GitConfig::new(
+        dir.path(),
+        Person {
+            name: "bot".into(),
+            email: "bot@example.com".into(),
+        },
+    );
+    let req = Arc::new(request("gcr.io/x/app=v2", &["**"], &[]));
+    let t = Utc.with_ymd_and_hms(2026, 3, 8, 9, 0, 0).unwrap();
+    let (a, _) = make_commit(&repo, &config, &req, base, t).unwrap();
+    let (b, _) = make_commit(&repo, &config, &req, base, t).unwrap();
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a, b);
+    let (c, _) = make_commit(&repo, &config, &req, base, t + chrono::Duration::seconds(1)).unwrap();
+    assert_ne!(c.unwrap().id, a.id, "the time is part of the commit");
+    let commit = repo
+        .find_commit(git2::Oid::from_str(&a.id).unwrap())
+        .unwrap();
+    assert_eq!(commit.time().seconds(), t.timestamp());
+    assert_eq!(commit.parent_id(0).unwrap(), base);
+
+    let noop = Arc::new(request("gcr.io/x/app=v1", &["**"], &[]));
+    assert!(
+        make_commit(&repo, &config, &noop, base, t)
+            .unwrap()
+            .0
+            .is_none()
+    );
+}
