@@ -6,6 +6,7 @@
 pub mod commands;
 pub mod gate;
 pub mod merge;
+pub mod plan;
 pub mod pr;
 pub mod reference;
 pub mod rewrite;

@@ -1,7 +1,8 @@
-//! The text of autobump pull requests and commits, built only from plan data (pure).
+//! The text of autobump pull requests, built only from plan data (pure); commit
+//! messages are built from the rewrite's changes by [`crate::repo::commit_message`].
 //!
 //! No timestamps, no randomness, no environment: the same bump always produces the
-//! same title, body and commit message, so a re-run finds nothing to edit and pushes
+//! same title and body, so a re-run finds nothing to edit and pushes
 //! nothing (convention 10). A hidden marker in the body names the policy, so
 //! autobump recognises its PRs even if someone renames the branch.
 
@@ -129,27 +130,6 @@ pub fn body(bump: &Bump<'_>) -> String {
     out
 }
 
-/// The commit message: a summary line (the title), the moves, and trailers
-/// (`Autobump-Policy`, one `Autobump-Image: old -> new` per image).
-#[must_use]
-pub fn commit_message(bump: &Bump<'_>) -> String {
-    let rows = sorted(&bump.rows);
-    let mut out = title(bump);
-    out.push_str("\n\n");
-    for row in &rows {
-        let _ = writeln!(out, "{}: {} -> {}", row.image, row.from, row.to);
-    }
-    let _ = write!(out, "\nAutobump-Policy: {}\n", bump.policy);
-    for row in &rows {
-        let _ = writeln!(
-            out,
-            "Autobump-Image: {}:{} -> {}:{}",
-            row.image, row.from, row.image, row.to
-        );
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,14 +218,5 @@ mod tests {
         assert!(text.contains("Labels: skip-review"));
         assert!(has_marker(&text, "prow"));
         assert!(!has_marker(&text, "pro"));
-    }
-
-    #[test]
-    fn commit_message_has_trailers() {
-        let b = prow(vec![row("ghcr.io/acme/api", "1.0.0", "1.1.0@sha256:abc")]);
-        assert_eq!(
-            commit_message(&b),
-            "autobump(prow): ghcr.io/acme/api 1.0.0 → 1.1.0\n\nghcr.io/acme/api: 1.0.0 -> 1.1.0@sha256:abc\n\nAutobump-Policy: prow\nAutobump-Image: ghcr.io/acme/api:1.0.0 -> ghcr.io/acme/api:1.1.0@sha256:abc\n"
-        );
     }
 }

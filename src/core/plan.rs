@@ -1,0 +1,556 @@
+//! The planner for one policy's pull-request flow (pure): a function of the snapshot,
+//! the policy and `now`, returning the effects to ensure, in order.
+//!
+//! One reconcile:
+//! 1. new `/hold` and `/unhold` comments are authorised and applied to the policy's
+//!    hold (which lives in the store, not on a PR); unauthorised ones get a reply;
+//! 2. the `do-not-merge/hold` label on the open PR follows the hold;
+//! 3. a bump that is not on the PR branch yet is pushed and the PR opened or
+//!    refreshed in place — only inside a schedule window and at most once per
+//!    `minInterval`; a PR whose title or body drifted from the plan is edited;
+//! 4. the merge engine ([`super::merge`]) decides about the open PR: merge at the
+//!    head SHA whose checks were read, wait (maybe posting a retest), or hold the
+//!    policy when the PR is not exactly the planned bump.
+//!
+//! Nothing here does I/O or reads the clock; every effect is an idempotent "ensure",
+//! and re-running on an unchanged world plans nothing that writes.
+
+use chrono::{DateTime, Utc};
+
+use super::commands::{self, Authorization, Command, Permission, Requirements};
+use super::gate::GateVerdict;
+use super::merge::{self, Decision, DiffVerdict, MergeInputs, PrView};
+use super::pr::{self, Bump, Row};
+use super::schedule::Verdict;
+use crate::policy::v1alpha1::{AutobumpSpec, Hold, MergeMethod};
+
+/// The label that mirrors a hold on the open PR.
+pub const HOLD_LABEL: &str = "do-not-merge/hold";
+
+/// A new comment carrying a command, with what is known of its author.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandSeen {
+    /// The comment's id (for de-duplication).
+    pub id: u64,
+    /// Its author.
+    pub author: String,
+    /// The author's permission on the repository.
+    pub permission: Permission,
+    /// The command.
+    pub command: Command,
+    /// Where it was written (a URL).
+    pub url: String,
+}
+
+/// The bump the registries call for, as rewritten on the current base.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedBump {
+    /// The moves.
+    pub rows: Vec<Row>,
+    /// Source repositories by image, for compare links.
+    pub source_repos: std::collections::BTreeMap<String, String>,
+}
+
+/// The open autobump PR, as observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrSnapshot {
+    /// What the merge engine reads.
+    pub view: PrView,
+    /// Its title.
+    pub title: String,
+    /// Its body.
+    pub body: String,
+    /// Whether its head already carries the planned bump's tree.
+    pub has_planned_tree: bool,
+    /// Its diff against the base, compared with the planned contents.
+    pub diff: DiffVerdict,
+}
+
+/// Everything one reconcile of a policy decides from.
+#[derive(Debug, Clone)]
+pub struct Snapshot<'a> {
+    /// The policy's name.
+    pub policy: &'a str,
+    /// Its spec.
+    pub spec: &'a AutobumpSpec,
+    /// The hold in force before this reconcile.
+    pub hold: Option<&'a Hold>,
+    /// When the last bump was pushed.
+    pub last_bump: Option<DateTime<Utc>>,
+    /// The bump to make, if any version is newer.
+    pub bump: Option<PlannedBump>,
+    /// The open autobump PR, if any.
+    pub pr: Option<PrSnapshot>,
+    /// New command comments, oldest first.
+    pub commands: Vec<CommandSeen>,
+    /// The bot's login.
+    pub bot_login: &'a str,
+    /// The alert gate now.
+    pub gate: GateVerdict,
+}
+
+/// One thing to ensure.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Remember that a comment was handled.
+    MarkSeen(u64),
+    /// Put the policy on hold.
+    SetHold(Hold),
+    /// Lift the hold.
+    ClearHold {
+        /// Who lifted it.
+        by: String,
+    },
+    /// Reply on the PR.
+    Comment(String),
+    /// Ensure these labels are on the PR.
+    AddLabels(Vec<String>),
+    /// Ensure this label is not on the PR.
+    RemoveLabel(String),
+    /// Ensure the PR branch carries the planned bump commit (push only if its tree
+    /// differs).
+    PushBranch,
+    /// Open the PR.
+    CreatePr {
+        /// Title.
+        title: String,
+        /// Body.
+        body: String,
+        /// Labels.
+        labels: Vec<String>,
+    },
+    /// Edit the PR's title and body.
+    UpdatePr {
+        /// Title.
+        title: String,
+        /// Body.
+        body: String,
+    },
+    /// Remember that a bump was pushed now (for `minInterval`).
+    RecordBump,
+    /// Merge the PR at exactly this head.
+    Merge {
+        /// The head SHA whose checks were read.
+        sha: String,
+        /// The method.
+        method: MergeMethod,
+    },
+    /// Nothing merges now, and why (for status and events; writes nothing remote).
+    Waiting(String),
+}
+
+impl Effect {
+    /// Whether the effect writes to the forge, the repository or the store.
+    #[must_use]
+    pub fn writes(&self) -> bool {
+        !matches!(self, Self::Waiting(_))
+    }
+}
+
+/// Plans one reconcile. See the module docs.
+#[must_use]
+pub fn plan(s: &Snapshot<'_>, now: DateTime<Utc>) -> Vec<Effect> {
+    let mut effects = Vec::new();
+    let hold = apply_commands(s, now, &mut effects);
+    let pr = s.pr.as_ref();
+    sync_hold_label(pr, hold.as_ref(), &mut effects);
+    let labels: Vec<String> = s
+        .spec
+        .pull_request
+        .as_ref()
+        .map(|p| p.labels.iter().map(ToString::to_string).collect())
+        .unwrap_or_default();
+    let schedule = s.spec.schedule.to_schedule();
+
+    // Bumps: only in a window, at most once per minInterval.
+    let mut bumped_now = false;
+    if let Some(bump) = &s.bump {
+        let text = Bump {
+            policy: s.policy,
+            rows: bump.rows.clone(),
+            source_repos: bump.source_repos.clone(),
+            labels: &labels,
+        };
+        let (title, body) = (pr::title(&text), pr::body(&text));
+        let needs_push = pr.is_none_or(|p| !p.has_planned_tree);
+        if needs_push {
+            match schedule.evaluate(now, s.last_bump) {
+                Verdict::Open => {
+                    effects.push(Effect::PushBranch);
+                    effects.push(match pr {
+                        None => Effect::CreatePr {
+                            title,
+                            body,
+                            labels: with_hold_label(labels.clone(), hold.is_some()),
+                        },
+                        Some(_) => Effect::UpdatePr { title, body },
+                    });
+                    effects.push(Effect::RecordBump);
+                    bumped_now = true;
+                }
+                Verdict::Closed { reason, next_open } => {
+                    effects.push(Effect::Waiting(format!(
+                        "bump waits: {reason}{}",
+                        next_open.map_or_else(String::new, |t| format!(" (next opening {t})"))
+                    )));
+                }
+            }
+        } else if let Some(p) = pr
+            && (p.title != title || p.body != body)
+        {
+            effects.push(Effect::UpdatePr { title, body });
+        }
+    }
+
+    // Merges: the PR as it is now (never one just pushed: its checks are not read).
+    if let Some(p) = pr.filter(|_| !bumped_now) {
+        let window = schedule.evaluate(now, None);
+        let decision = merge::decide(&MergeInputs {
+            pr: &p.view,
+            bot_login: s.bot_login,
+            hold: hold.as_ref(),
+            required_checks: &s.spec.merge.required_checks,
+            retest: s.spec.merge.retest.as_ref(),
+            window: &window,
+            gate: &s.gate,
+            diff: &p.diff,
+        });
+        match decision {
+            Decision::Merge { sha } => effects.push(Effect::Merge {
+                sha,
+                method: s.spec.merge.method,
+            }),
+            Decision::Wait { reason, retest } => {
+                if let Some(comment) = retest {
+                    effects.push(Effect::Comment(comment));
+                }
+                effects.push(Effect::Waiting(reason.to_string()));
+            }
+            Decision::Hold(why) => {
+                if hold.is_none() {
+                    effects.push(Effect::SetHold(Hold {
+                        by: "autobump".into(),
+                        since: now,
+                        reason: why.clone(),
+                        via: Some(format!("PR #{}", p.view.number)),
+                        automatic: true,
+                    }));
+                    effects.push(Effect::AddLabels(vec![HOLD_LABEL.into()]));
+                    effects.push(Effect::Comment(format!(
+                        "autobump will not merge this PR and has put policy `{}` on hold: {why}. \
+                         A person with write permission can lift the hold with `/unhold` after checking.",
+                        s.policy
+                    )));
+                }
+            }
+        }
+    }
+    effects
+}
+
+fn with_hold_label(mut labels: Vec<String>, held: bool) -> Vec<String> {
+    if held && !labels.iter().any(|l| l == HOLD_LABEL) {
+        labels.push(HOLD_LABEL.into());
+    }
+    labels
+}
+
+/// Applies the new commands in order; returns the hold in force afterwards.
+fn apply_commands(s: &Snapshot<'_>, now: DateTime<Utc>, effects: &mut Vec<Effect>) -> Option<Hold> {
+    let mut hold = s.hold.cloned();
+    for c in &s.commands {
+        effects.push(Effect::MarkSeen(c.id));
+        let automatic = hold.as_ref().map(|h| h.automatic);
+        match commands::authorize(
+            &c.command,
+            &c.author,
+            c.permission,
+            automatic,
+            Requirements::default(),
+        ) {
+            Authorization::Denied(reply) => effects.push(Effect::Comment(reply)),
+            Authorization::Allowed => match &c.command {
+                Command::Hold(reason) if hold.is_none() => {
+                    let h = Hold {
+                        by: format!("user:{}", c.author),
+                        since: now,
+                        reason: reason.clone().unwrap_or_else(|| "held with /hold".into()),
+                        via: Some(c.url.clone()),
+                        automatic: false,
+                    };
+                    effects.push(Effect::SetHold(h.clone()));
+                    hold = Some(h);
+                }
+                Command::Unhold if hold.is_some() => {
+                    effects.push(Effect::ClearHold {
+                        by: format!("user:{}", c.author),
+                    });
+                    hold = None;
+                }
+                // Holding a held policy, or lifting no hold, changes nothing.
+                Command::Hold(_) | Command::Unhold => {}
+            },
+        }
+    }
+    hold
+}
+
+fn sync_hold_label(pr: Option<&PrSnapshot>, hold: Option<&Hold>, effects: &mut Vec<Effect>) {
+    let Some(pr) = pr else { return };
+    let labelled = pr.view.labels.iter().any(|l| l == HOLD_LABEL);
+    match (hold.is_some(), labelled) {
+        (true, false) => effects.push(Effect::AddLabels(vec![HOLD_LABEL.into()])),
+        (false, true) => effects.push(Effect::RemoveLabel(HOLD_LABEL.into())),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::merge::{Check, CheckState};
+
+    fn spec(windows: &str) -> AutobumpSpec {
+        let text = format!(
+            "images: [{{prefix: gcr.io/k8s-prow/, tags: {{dateSha: {{}}}}}}]\nsource: {{repo: https://github.com/acme/infra.git}}\npullRequest: {{labels: [skip-review]}}\nschedule: {{timezone: UTC, minInterval: 1h{windows}}}\n"
+        );
+        let docs = crate::policy::yaml::parse_documents(&text).unwrap();
+        crate::policy::yaml::from_node(&docs[0], &crate::policy::yaml::Path::root()).unwrap()
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn bump(to: &str) -> PlannedBump {
+        PlannedBump {
+            rows: vec![Row {
+                image: "gcr.io/k8s-prow/hook".into(),
+                from: "v20240101-aaaaaaa".into(),
+                to: to.into(),
+            }],
+            source_repos: std::collections::BTreeMap::default(),
+        }
+    }
+
+    fn open_pr(spec: &AutobumpSpec, to: &str, checks: CheckState) -> PrSnapshot {
+        let labels: Vec<String> = vec!["skip-review".into()];
+        let text = Bump {
+            policy: "prow",
+            rows: bump(to).rows,
+            source_repos: std::collections::BTreeMap::default(),
+            labels: &labels,
+        };
+        let _ = spec;
+        PrSnapshot {
+            view: PrView {
+                number: 3,
+                author: "bot".into(),
+                head_sha: "h1".into(),
+                labels: labels.clone(),
+                mergeable: Some(true),
+                checks_sha: "h1".into(),
+                checks: vec![Check {
+                    name: "unit".into(),
+                    state: checks,
+                }],
+                retests_posted: 0,
+            },
+            title: pr::title(&text),
+            body: pr::body(&text),
+            has_planned_tree: true,
+            diff: DiffVerdict::Matches,
+        }
+    }
+
+    fn snapshot<'a>(spec: &'a AutobumpSpec, hold: Option<&'a Hold>) -> Snapshot<'a> {
+        Snapshot {
+            policy: "prow",
+            spec,
+            hold,
+            last_bump: None,
+            bump: None,
+            pr: None,
+            commands: Vec::new(),
+            bot_login: "bot",
+            gate: GateVerdict::Clear,
+        }
+    }
+
+    fn kinds(effects: &[Effect]) -> Vec<String> {
+        effects
+            .iter()
+            .map(|e| match e {
+                Effect::Waiting(why) => format!("Waiting({why})"),
+                Effect::Merge { sha, .. } => format!("Merge({sha})"),
+                Effect::AddLabels(l) => format!("AddLabels({})", l.join(",")),
+                Effect::RemoveLabel(l) => format!("RemoveLabel({l})"),
+                other => format!("{other:?}")
+                    .split([' ', '(', '{'])
+                    .next()
+                    .unwrap()
+                    .to_owned(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn opens_a_pr_inside_the_window_only() {
+        let s = spec(", windows: [\"Mon-Fri 09:00-17:00\"]");
+        let mut snap = snapshot(&s, None);
+        snap.bump = Some(bump("v20240105-bbbbbbb"));
+        // Monday 2026-11-23 10:00 UTC: open.
+        let e = plan(&snap, at("2026-11-23T10:00:00Z"));
+        assert_eq!(kinds(&e), ["PushBranch", "CreatePr", "RecordBump"]);
+        let Effect::CreatePr { labels, .. } = &e[1] else {
+            panic!()
+        };
+        assert_eq!(labels, &["skip-review"]);
+        // Saturday: nothing is pushed.
+        let e = plan(&snap, at("2026-11-21T10:00:00Z"));
+        assert_eq!(kinds(&e).len(), 1);
+        assert!(
+            kinds(&e)[0].starts_with("Waiting(bump waits: outside"),
+            "{e:?}"
+        );
+        // Within minInterval of the last bump: nothing either.
+        snap.last_bump = Some(at("2026-11-23T09:30:00Z"));
+        assert!(kinds(&plan(&snap, at("2026-11-23T10:00:00Z")))[0].starts_with("Waiting"));
+    }
+
+    #[test]
+    fn a_newer_version_refreshes_the_same_pr_and_nothing_new_writes_nothing() {
+        let s = spec("");
+        let mut snap = snapshot(&s, None);
+        snap.bump = Some(bump("v20240106-ccccccc"));
+        let mut stale = open_pr(&s, "v20240105-bbbbbbb", CheckState::Success);
+        stale.has_planned_tree = false;
+        snap.pr = Some(stale);
+        assert_eq!(
+            kinds(&plan(&snap, at("2026-11-23T10:00:00Z"))),
+            ["PushBranch", "UpdatePr", "RecordBump"]
+        );
+
+        // The PR carries the plan and its checks are running: nothing writes.
+        snap.bump = Some(bump("v20240105-bbbbbbb"));
+        snap.pr = Some(open_pr(&s, "v20240105-bbbbbbb", CheckState::Pending));
+        let e = plan(&snap, at("2026-11-23T10:00:00Z"));
+        assert!(e.iter().all(|e| !e.writes()), "{e:?}");
+    }
+
+    #[test]
+    fn green_pr_merges_at_the_read_sha() {
+        let s = spec("");
+        let mut snap = snapshot(&s, None);
+        snap.bump = Some(bump("v20240105-bbbbbbb"));
+        snap.pr = Some(open_pr(&s, "v20240105-bbbbbbb", CheckState::Success));
+        assert_eq!(
+            kinds(&plan(&snap, at("2026-11-23T10:00:00Z"))),
+            ["Merge(h1)"]
+        );
+    }
+
+    #[test]
+    fn hold_comments_are_authorised_and_mirrored_by_the_label() {
+        let s = spec("");
+        let mut snap = snapshot(&s, None);
+        snap.pr = Some(open_pr(&s, "v20240105-bbbbbbb", CheckState::Success));
+        snap.commands = vec![
+            CommandSeen {
+                id: 1,
+                author: "mallory".into(),
+                permission: Permission::Read,
+                command: Command::Hold(None),
+                url: "u1".into(),
+            },
+            CommandSeen {
+                id: 2,
+                author: "alice".into(),
+                permission: Permission::Triage,
+                command: Command::Hold(Some("migration".into())),
+                url: "u2".into(),
+            },
+        ];
+        let e = plan(&snap, at("2026-11-23T10:00:00Z"));
+        assert_eq!(
+            kinds(&e),
+            [
+                "MarkSeen",
+                "Comment",
+                "MarkSeen",
+                "SetHold",
+                "AddLabels(do-not-merge/hold)",
+                "Waiting(the policy is held by user:alice)"
+            ]
+        );
+        let Effect::SetHold(h) = &e[3] else { panic!() };
+        assert_eq!(
+            (h.reason.as_str(), h.via.as_deref(), h.automatic),
+            ("migration", Some("u2"), false)
+        );
+
+        // Lifted by someone with write: the label goes and the PR merges.
+        let held = h.clone();
+        let mut snap = snapshot(&s, Some(&held));
+        let mut labelled = open_pr(&s, "v20240105-bbbbbbb", CheckState::Success);
+        labelled.view.labels.push(HOLD_LABEL.into());
+        snap.pr = Some(labelled);
+        snap.commands = vec![CommandSeen {
+            id: 3,
+            author: "bob".into(),
+            permission: Permission::Write,
+            command: Command::Unhold,
+            url: "u3".into(),
+        }];
+        assert_eq!(
+            kinds(&plan(&snap, at("2026-11-23T10:00:00Z"))),
+            [
+                "MarkSeen",
+                "ClearHold",
+                "RemoveLabel(do-not-merge/hold)",
+                "Waiting(the PR is labelled do-not-merge/hold)"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_tampered_pr_holds_the_policy_once() {
+        let s = spec("");
+        let mut snap = snapshot(&s, None);
+        let mut tampered = open_pr(&s, "v20240105-bbbbbbb", CheckState::Success);
+        tampered.diff = DiffVerdict::Differs("Makefile is changed but not part of the bump".into());
+        snap.pr = Some(tampered.clone());
+        let e = plan(&snap, at("2026-11-23T10:00:00Z"));
+        assert_eq!(
+            kinds(&e),
+            ["SetHold", "AddLabels(do-not-merge/hold)", "Comment"]
+        );
+        let Effect::SetHold(h) = &e[0] else { panic!() };
+        assert!(h.automatic);
+        // Next reconcile: already held; no second comment, never a merge.
+        let held = h.clone();
+        let mut snap = snapshot(&s, Some(&held));
+        tampered.view.labels.push(HOLD_LABEL.into());
+        snap.pr = Some(tampered);
+        let e = plan(&snap, at("2026-11-23T10:05:00Z"));
+        assert!(e.iter().all(|e| !e.writes()), "{e:?}");
+    }
+
+    #[test]
+    fn gate_firing_or_unknown_never_merges() {
+        let s = spec("");
+        for gate in [
+            GateVerdict::Firing(vec!["HookDown".into()]),
+            GateVerdict::Unknown("timeout".into()),
+        ] {
+            let mut snap = snapshot(&s, None);
+            snap.pr = Some(open_pr(&s, "v20240105-bbbbbbb", CheckState::Success));
+            snap.gate = gate;
+            let e = plan(&snap, at("2026-11-23T10:00:00Z"));
+            assert!(
+                !e.iter().any(|e| matches!(e, Effect::Merge { .. })),
+                "{e:?}"
+            );
+        }
+    }
+}
