@@ -10,7 +10,9 @@ use git2::{FileMode, ObjectType, Oid, Repository, Signature, Tree};
 
 use super::{BumpCommit, BumpRequest, GitConfig};
 use crate::core::reference::ImageRef;
-use crate::core::rewrite::{Change, Notice};
+use crate::core::rewrite::{Change, Found, Notice};
+use crate::policy::v1alpha1::RewriteMode;
+use crate::policy::values::Glob;
 
 /// A file the globs select: its path, blob and mode.
 struct Selected {
@@ -38,9 +40,10 @@ fn select(
     repo: &Repository,
     tree: &Tree<'_>,
     prefix: &str,
-    request: &BumpRequest,
+    globs: (&[Glob], &[Glob]),
     out: &mut Vec<Selected>,
 ) -> Result<(), git2::Error> {
+    let (include, exclude) = globs;
     for entry in tree {
         let Ok(name) = std::str::from_utf8(entry.name_bytes()) else {
             continue;
@@ -49,12 +52,12 @@ fn select(
         match entry.kind() {
             Some(ObjectType::Tree) => {
                 let sub = repo.find_tree(entry.id())?;
-                select(repo, &sub, &format!("{path}/"), request, out)?;
+                select(repo, &sub, &format!("{path}/"), globs, out)?;
             }
             Some(ObjectType::Blob)
                 if entry.filemode() != MODE_LINK
-                    && request.include.iter().any(|g| g.is_match(&path))
-                    && !request.exclude.iter().any(|g| g.is_match(&path)) =>
+                    && include.iter().any(|g| g.is_match(&path))
+                    && !exclude.iter().any(|g| g.is_match(&path)) =>
             {
                 out.push(Selected {
                     path,
@@ -68,6 +71,32 @@ fn select(
     Ok(())
 }
 
+/// The image references in the files of `tree` the globs select (UTF-8 text files
+/// only), by path.
+pub(super) fn scan_tree(
+    repo: &Repository,
+    tree: &Tree<'_>,
+    include: &[Glob],
+    exclude: &[Glob],
+    mode: RewriteMode,
+) -> Result<Vec<(String, Vec<Found>)>, git2::Error> {
+    let mut files = Vec::new();
+    select(repo, tree, "", (include, exclude), &mut files)?;
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut out = Vec::new();
+    for file in files {
+        let blob = repo.find_blob(file.blob)?;
+        let Ok(text) = std::str::from_utf8(blob.content()) else {
+            continue;
+        };
+        let found = crate::core::rewrite::scan(text, mode);
+        if !found.is_empty() {
+            out.push((file.path, found));
+        }
+    }
+    Ok(out)
+}
+
 /// Applies the request's plan to the selected files of `base` and writes the new
 /// blobs and trees.
 pub(super) fn rewrite_tree(
@@ -76,7 +105,13 @@ pub(super) fn rewrite_tree(
     request: &BumpRequest,
 ) -> Result<Rewrite, git2::Error> {
     let mut files = Vec::new();
-    select(repo, base, "", request, &mut files)?;
+    select(
+        repo,
+        base,
+        "",
+        (&request.include, &request.exclude),
+        &mut files,
+    )?;
     files.sort_by(|a, b| a.path.cmp(&b.path));
     let mut changes = Vec::new();
     let mut notices = Vec::new();

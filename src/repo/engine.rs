@@ -19,7 +19,8 @@ use super::{
     BumpCommit, ChangedFile, Delivery, Fetched, GitConfig, PreparedBump, Pushed, RepoError, Source,
     lock_guard,
 };
-use crate::policy::values::{BranchName, RepoUrl};
+use crate::policy::v1alpha1::RewriteMode;
+use crate::policy::values::{BranchName, Glob, RepoUrl};
 
 /// The configuration and the in-process locks, one per cache directory.
 #[derive(Debug)]
@@ -109,6 +110,29 @@ impl Engine {
             Ok(Fetched {
                 head: head.to_string(),
                 cloned,
+            })
+        })
+    }
+
+    pub(super) fn scan(
+        &self,
+        source: &Source,
+        include: &[Glob],
+        exclude: &[Glob],
+        mode: RewriteMode,
+    ) -> Result<super::Scanned, RepoError> {
+        let url = redact_url(source.url.as_str());
+        self.with_cache(&source.url, |repo, _| {
+            let heads = remote::fetch(repo, &self.config, source, &[source.branch.as_str()])?;
+            let head = base_head(&heads, source)?;
+            let files = repo
+                .find_commit(head)
+                .and_then(|c| c.tree())
+                .and_then(|tree| super::bump::scan_tree(repo, &tree, include, exclude, mode))
+                .map_err(|e| classify(&e, Phase::Local, &url, false))?;
+            Ok(super::Scanned {
+                head: head.to_string(),
+                files,
             })
         })
     }

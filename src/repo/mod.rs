@@ -289,6 +289,16 @@ pub trait Repo: Send + Sync {
         base: &str,
         head: &str,
     ) -> impl Future<Output = Result<Vec<ChangedFile>, RepoError>> + Send;
+
+    /// Fetches the base branch and reads the image references in its files that the
+    /// globs select (no checkout): where the current versions come from.
+    fn scan(
+        &self,
+        source: &Source,
+        include: &[Glob],
+        exclude: &[Glob],
+        mode: RewriteMode,
+    ) -> impl Future<Output = Result<Scanned, RepoError>> + Send;
 }
 
 /// [`Repo`] over libgit2, with a local cache per repository.
@@ -371,6 +381,24 @@ impl Repo for GitRepo {
         self.blocking(move |e| e.push(&bump)).instrument(span).await
     }
 
+    async fn scan(
+        &self,
+        source: &Source,
+        include: &[Glob],
+        exclude: &[Glob],
+        mode: RewriteMode,
+    ) -> Result<Scanned, RepoError> {
+        let span = tracing::info_span!(
+            "git_scan",
+            repo = %redact_url(source.url.as_str()),
+            branch = %source.branch,
+        );
+        let (source, include, exclude) = (source.clone(), include.to_vec(), exclude.to_vec());
+        self.blocking(move |e| e.scan(&source, &include, &exclude, mode))
+            .instrument(span)
+            .await
+    }
+
     async fn changed_files(
         &self,
         source: &Source,
@@ -390,6 +418,15 @@ impl Repo for GitRepo {
             .instrument(span)
             .await
     }
+}
+
+/// The references found on the base branch.
+#[derive(Debug, Clone)]
+pub struct Scanned {
+    /// The base head they were read at.
+    pub head: String,
+    /// Per file (repo-relative path), the references in it.
+    pub files: Vec<(String, Vec<crate::core::rewrite::Found>)>,
 }
 
 /// Locks one cache directory against concurrent use from this process.

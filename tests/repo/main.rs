@@ -754,3 +754,43 @@ fn the_git_used_by_the_tests_is_installed() {
     let version = git(Path::new("/"), &["--version"]);
     assert!(version.starts_with("git version"), "{version}");
 }
+
+#[tokio::test]
+async fn scan_reads_the_references_of_the_base_branch_through_the_globs() {
+    let f = Fixture::new();
+    let include: Vec<autobump::policy::values::Glob> = vec!["config/**/*.yaml".parse().unwrap()];
+    let exclude: Vec<autobump::policy::values::Glob> = vec!["config/**/legacy/**".parse().unwrap()];
+    let scanned = f
+        .repo
+        .scan(&f.source, &include, &exclude, RewriteMode::Structured)
+        .await
+        .unwrap();
+    assert_eq!(Some(scanned.head.clone()), f.origin_ref("main"));
+    let paths: Vec<&str> = scanned.files.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(paths, ["config/prow/deck.yaml", "config/prow/hook.yaml"]);
+    assert!(
+        scanned
+            .files
+            .iter()
+            .flat_map(|(_, found)| found)
+            .all(|f| f.reference.repository.starts_with("gcr.io/k8s-prow/")),
+        "{scanned:?}"
+    );
+    // A new commit on the base is seen by the next scan.
+    let next = commit_to(
+        &f.origin,
+        "main",
+        &[(
+            "config/prow/new.yaml",
+            "image: gcr.io/k8s-prow/new:v20260101-abcdef0\n",
+        )],
+        "new",
+    );
+    let again = f
+        .repo
+        .scan(&f.source, &include, &exclude, RewriteMode::Structured)
+        .await
+        .unwrap();
+    assert_eq!(again.head, next);
+    assert_eq!(again.files.len(), 3);
+}
