@@ -1,5 +1,6 @@
 //! HTTP endpoints (does I/O). Today: the registry push-notification webhook, which
-//! turns a push into "re-check this image now".
+//! turns a push into "re-check this image now", and the Alertmanager webhook, which
+//! turns a firing alert into "reconcile the policies it concerns now".
 //!
 //! A notification only *triggers* a re-check: the decision is always made from a
 //! fresh registry read, so a forged or replayed notification can cost a request but
@@ -12,6 +13,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::post;
 use serde::Deserialize;
 use tokio::sync::mpsc;
+
+use crate::alerts::{AlertTrigger, parse_alertmanager_webhook};
 
 /// The largest notification body accepted (distribution batches a few events).
 const MAX_BODY: usize = 1 << 20;
@@ -170,6 +173,66 @@ async fn receive_registry(
         if hook.tx.try_send(recheck).is_err() {
             return (StatusCode::SERVICE_UNAVAILABLE, "busy, retry later\n");
         }
+    }
+    (StatusCode::OK, "ok\n")
+}
+
+#[derive(Clone)]
+struct AlertmanagerHook {
+    token: Option<String>,
+    tx: mpsc::Sender<AlertTrigger>,
+}
+
+/// The router for `POST /webhooks/alertmanager`, Alertmanager's webhook receiver
+/// (payload version 4). With a `token`, requests must carry
+/// `Authorization: Bearer <token>` (Alertmanager sends it from the receiver's
+/// `http_config: authorization: credentials:`); run without a token only on a
+/// trusted network. Each payload becomes an [`AlertTrigger`] on `tx`; when the
+/// receiver is full the webhook is answered 503 and Alertmanager retries it.
+///
+/// A trigger only makes the controller reconcile the affected policies sooner: the
+/// decision comes from a fresh gate read ([`crate::alerts::read_gate`]), so a forged
+/// or stale webhook alone cannot hold or roll anything back.
+pub fn alertmanager_webhook(token: Option<String>, tx: mpsc::Sender<AlertTrigger>) -> Router {
+    Router::new()
+        .route("/webhooks/alertmanager", post(receive_alertmanager))
+        .with_state(AlertmanagerHook { token, tx })
+}
+
+async fn receive_alertmanager(
+    State(hook): State<AlertmanagerHook>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, &'static str) {
+    if let Some(token) = &hook.token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+            return (StatusCode::UNAUTHORIZED, "bad or missing bearer token\n");
+        }
+    }
+    if body.len() > MAX_BODY {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "webhook too large\n");
+    }
+    let trigger = match parse_alertmanager_webhook(&body) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %e, "refused an Alertmanager webhook");
+            return (
+                StatusCode::BAD_REQUEST,
+                "not an Alertmanager webhook payload\n",
+            );
+        }
+    };
+    tracing::debug!(
+        status = ?trigger.status,
+        firing = ?trigger.firing_names(),
+        "Alertmanager webhook"
+    );
+    if hook.tx.try_send(trigger).is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "busy, retry later\n");
     }
     (StatusCode::OK, "ok\n")
 }

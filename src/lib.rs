@@ -20,13 +20,19 @@
 //! * [`clock`]: the only place that reads time.
 //! * [`store`]: durable per-policy state (holds, versions, history) in a JSON file
 //!   written atomically under a lock.
+//! * [`files`]: listing, reading and atomically writing the files of a checked-out tree.
 //! * [`repo`]: the GitOps repository over git2: cached clones, bump commits built
 //!   without a checkout, pull-request and direct pushes (does I/O).
+//! * [`alerts`]: the alert gate's sources — Prometheus (`/api/v1/alerts`) and
+//!   Alertmanager (`/api/v2/alerts`, silenced and inhibited alerts left out) — read into
+//!   a Clear / Firing / Unknown verdict, and the Alertmanager webhook payload as a
+//!   reconcile trigger (does I/O).
 //! * [`forge`]: the `Forge` trait and its GitHub implementation (octocrab; token or App
 //!   auth, retries, rate limits, conditional requests) and the webhook helpers.
-//! * [`files`]: listing, reading and atomically writing the files of a checked-out tree.
 
+pub mod alerts;
 pub mod clock;
+pub mod controller;
 pub mod core;
 pub mod files;
 pub mod forge;

@@ -68,6 +68,7 @@ pub enum Resolved {
 /// Resolves images against a registry, caching what does not change under a tag.
 pub struct Resolver<R> {
     registry: R,
+    listed: Mutex<HashMap<String, BTreeSet<String>>>,
     digests: Mutex<HashMap<(String, String), String>>,
     build_times: Mutex<HashMap<(String, String), DateTime<Utc>>>,
 }
@@ -84,6 +85,7 @@ impl<R: Registry> Resolver<R> {
     pub fn new(registry: R) -> Self {
         Self {
             registry,
+            listed: Mutex::new(HashMap::new()),
             digests: Mutex::new(HashMap::new()),
             build_times: Mutex::new(HashMap::new()),
         }
@@ -92,6 +94,14 @@ impl<R: Registry> Resolver<R> {
     /// The registry (for its statistics).
     pub fn registry(&self) -> &R {
         &self.registry
+    }
+
+    /// Whether the last tag list read for `canonical` had `tag` (`false` when the
+    /// image was never listed).
+    pub fn registry_has(&self, canonical: &str, tag: &str) -> bool {
+        lock(&self.listed)
+            .get(canonical)
+            .is_some_and(|tags| tags.contains(tag))
     }
 
     /// Forgets cached digests and build times of `canonical` (after a push to it).
@@ -115,6 +125,8 @@ impl<R: Registry> Resolver<R> {
         for ((canonical, c), tags) in covered.iter().zip(listed) {
             match tags {
                 Ok(available) => {
+                    lock(&self.listed)
+                        .insert(canonical.clone(), available.iter().cloned().collect());
                     images.insert(
                         canonical.clone(),
                         ImageState {

@@ -172,7 +172,9 @@ pub fn plan(s: &Snapshot<'_>, now: DateTime<Utc>) -> Vec<Effect> {
             labels: &labels,
         };
         let (title, body) = (pr::title(&text), pr::body(&text));
-        let needs_push = pr.is_none_or(|p| !p.has_planned_tree);
+        // A PR carrying other changes is held below, never silently overwritten.
+        let tampered = pr.is_some_and(|p| matches!(p.diff, DiffVerdict::Differs(_)));
+        let needs_push = !tampered && pr.is_none_or(|p| !p.has_planned_tree);
         if needs_push {
             match schedule.evaluate(now, s.last_bump) {
                 Verdict::Open => {

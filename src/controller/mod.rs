@@ -1,0 +1,632 @@
+//! One reconcile of one policy's pull-request flow: observe → snapshot → plan →
+//! execute (does I/O through the adapters; every decision is [`crate::core::plan`]'s).
+//!
+//! Observe reads, in this order: the policy's state (store), the references on the
+//! base branch (repo), the versions the registries offer (resolver), the bump commit
+//! those versions would make (repo, nothing pushed), the open autobump PR with its
+//! checks, mergeability, diff and new comments (forge), and takes the gate verdict
+//! from the caller. Execute performs the plan's effects in order; each is an ensure,
+//! so a crash between two effects is repaired by the next reconcile.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+
+use crate::core::commands;
+use crate::core::gate::GateVerdict;
+use crate::core::merge::{Check, CheckState, DiffVerdict, PrView};
+use crate::core::plan::{self, CommandSeen, Effect, PlannedBump, PrSnapshot, Snapshot};
+use crate::core::pr::Row;
+use crate::core::reference::ImageRef;
+use crate::core::rewrite::{ImageSelector, Plan, SeriesRule, Target};
+use crate::forge::{
+    CheckConclusion, CheckStatus, Forge, ForgeError, MergeMethod, NewPullRequest, PullRequest,
+    PullRequestEdit, RepoName, StatusState,
+};
+use crate::policy::Policy;
+use crate::registry::Registry;
+use crate::repo::{BumpRequest, Delivery, PreparedBump, Repo, RepoError, Source};
+use crate::resolve::{Resolved, Resolver};
+use crate::store::{Store, StoreError};
+
+/// What a reconcile needs.
+pub struct Deps<'a, R, G, F, S> {
+    /// Registry resolution (with its caches).
+    pub resolver: &'a Resolver<R>,
+    /// The GitOps repository.
+    pub repo: &'a G,
+    /// The forge hosting it.
+    pub forge: &'a F,
+    /// Durable state.
+    pub store: &'a S,
+    /// Where the repository is and how to reach it.
+    pub source: Source,
+    /// The repository on the forge.
+    pub forge_repo: RepoName,
+    /// The account autobump's PRs come from.
+    pub bot_login: String,
+}
+
+/// A reconcile failed; the next one retries (every effect is an ensure).
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// The repository could not be read or written.
+    #[error("repository: {0}")]
+    Repo(#[from] RepoError),
+    /// The forge refused or failed.
+    #[error("forge: {0}")]
+    Forge(#[from] ForgeError),
+    /// The state could not be read or written.
+    #[error("state: {0}")]
+    Store(#[from] StoreError),
+    /// The policy cannot be run in this flow.
+    #[error("policy: {0}")]
+    Policy(String),
+}
+
+impl ReconcileError {
+    /// Whether a later reconcile may succeed without a person.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Repo(e) => e.is_retryable(),
+            Self::Forge(e) => e.is_retryable(),
+            Self::Store(e) => e.is_retryable(),
+            Self::Policy(_) => false,
+        }
+    }
+
+    /// The error kind, for metrics.
+    #[must_use]
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Repo(e) => e.metric_label(),
+            Self::Forge(e) => e.metric_label(),
+            Self::Store(e) => e.metric_label(),
+            Self::Policy(_) => "policy",
+        }
+    }
+}
+
+/// What one reconcile saw and did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// The effects planned, in order (executed unless an error stopped the run).
+    pub effects: Vec<Effect>,
+    /// Registry results that could not be used, and why.
+    pub registry_problems: Vec<String>,
+    /// The PR number, if one is open (or was opened).
+    pub pr: Option<u64>,
+}
+
+/// Everything observed, kept for the execute step.
+pub struct Observed {
+    snapshot_parts: Parts,
+    prepared: Option<PreparedBump>,
+    pr: Option<PullRequest>,
+    registry_problems: Vec<String>,
+}
+
+struct Parts {
+    hold: Option<crate::policy::v1alpha1::Hold>,
+    last_bump: Option<DateTime<Utc>>,
+    bump: Option<PlannedBump>,
+    pr: Option<PrSnapshot>,
+    commands: Vec<CommandSeen>,
+}
+
+fn pr_branch(policy: &Policy) -> Result<crate::policy::values::BranchName, ReconcileError> {
+    if policy.spec.direct_push.is_some() {
+        return Err(ReconcileError::Policy(
+            "directPush policies are reconciled by the direct-push flow".into(),
+        ));
+    }
+    let configured = policy
+        .spec
+        .pull_request
+        .as_ref()
+        .and_then(|p| p.branch.clone());
+    match configured {
+        Some(b) => Ok(b),
+        None => format!("autobump-{}", policy.name())
+            .parse()
+            .map_err(ReconcileError::Policy),
+    }
+}
+
+/// Reads the world for `policy`.
+pub async fn observe<R: Registry, G: Repo, F: Forge, S: Store>(
+    policy: &Policy,
+    deps: &Deps<'_, R, G, F, S>,
+    now: DateTime<Utc>,
+) -> Result<Observed, ReconcileError> {
+    let name = policy.name();
+    let spec = &policy.spec;
+    let branch = pr_branch(policy)?;
+    let state = deps.store.load(name)?;
+    let source = &spec.source;
+
+    let scanned = deps
+        .repo
+        .scan(&deps.source, &source.include, &source.exclude, source.mode)
+        .await?;
+    let references: Vec<ImageRef> = scanned
+        .files
+        .iter()
+        .flat_map(|(_, found)| found.iter().map(|f| f.reference.clone()))
+        .collect();
+
+    let bad = state.bad_pairs();
+    let mut targets = Vec::new();
+    let mut registry_problems = Vec::new();
+    let mut source_repos = BTreeMap::new();
+    for image in &spec.images {
+        for r in deps.resolver.resolve(image, &references, &bad).await {
+            match r.outcome {
+                Resolved::Bump { tag, digest } => {
+                    if let Some(repo) = &image.source_repo {
+                        source_repos.insert(r.image.clone(), repo.to_string());
+                    }
+                    targets.push(Target {
+                        image: ImageSelector::Repository(r.image.clone()),
+                        tag,
+                        digest,
+                        rule: SeriesRule::Policy(image.tags.clone()),
+                    });
+                }
+                Resolved::RegistryError { error, .. } => registry_problems.push(error),
+                Resolved::NoCandidate { reason } => {
+                    registry_problems.push(format!("{} [{}]: {reason}", r.image, r.series));
+                }
+                Resolved::UpToDate => {}
+            }
+        }
+    }
+
+    let prepared = if targets.is_empty() {
+        None
+    } else {
+        let plan = Plan::new(&targets).map_err(|e| ReconcileError::Policy(e.to_string()))?;
+        Some(
+            deps.repo
+                .prepare_bump(
+                    BumpRequest {
+                        source: deps.source.clone(),
+                        policy: name.to_owned(),
+                        plan,
+                        include: source.include.clone(),
+                        exclude: source.exclude.clone(),
+                        mode: source.mode,
+                        delivery: Delivery::PullRequest {
+                            branch: branch.clone(),
+                        },
+                    },
+                    now,
+                )
+                .await?,
+        )
+        .filter(|p| p.commit.is_some())
+    };
+    let bump = prepared.as_ref().map(|p| PlannedBump {
+        rows: rows_of(p),
+        source_repos,
+    });
+
+    let pr = deps
+        .forge
+        .find_open_pr(&deps.forge_repo, branch.as_str(), &deps.bot_login)
+        .await?;
+    let (pr_snapshot, commands) = match &pr {
+        None => (None, Vec::new()),
+        Some(pr) => {
+            let snapshot =
+                observe_pr(policy, deps, pr, prepared.as_ref(), &scanned.head, &branch).await?;
+            let commands = observe_commands(deps, pr, &state.seen_comments).await?;
+            (Some(snapshot), commands)
+        }
+    };
+    Ok(Observed {
+        snapshot_parts: Parts {
+            hold: state.hold,
+            last_bump: state.last_bump,
+            bump,
+            pr: pr_snapshot,
+            commands,
+        },
+        prepared,
+        pr,
+        registry_problems,
+    })
+}
+
+/// The image moves of a prepared bump, one row per image and version pair.
+fn rows_of(prepared: &PreparedBump) -> Vec<Row> {
+    let mut rows = BTreeSet::new();
+    for change in prepared.commit.iter().flat_map(|c| &c.changes) {
+        let (Some(old), Some(new)) = (ImageRef::parse(&change.old), ImageRef::parse(&change.new))
+        else {
+            continue;
+        };
+        let version = |r: &ImageRef| {
+            let mut v = r.tag.clone().unwrap_or_default();
+            if let Some(d) = &r.digest {
+                v.push('@');
+                v.push_str(d);
+            }
+            v
+        };
+        rows.insert(Row {
+            image: old.repository.clone(),
+            from: version(&old),
+            to: version(&new),
+        });
+    }
+    rows.into_iter().collect()
+}
+
+async fn observe_pr<R: Registry, G: Repo, F: Forge, S: Store>(
+    policy: &Policy,
+    deps: &Deps<'_, R, G, F, S>,
+    pr: &PullRequest,
+    prepared: Option<&PreparedBump>,
+    base_head: &str,
+    branch: &crate::policy::values::BranchName,
+) -> Result<PrSnapshot, ReconcileError> {
+    let mergeability = deps.forge.mergeability(&deps.forge_repo, pr.number).await?;
+    let head = mergeability.head_sha.clone();
+    let status = deps.forge.combined_status(&deps.forge_repo, &head).await?;
+    let runs = deps.forge.check_runs(&deps.forge_repo, &head).await?;
+    let mut checks: Vec<Check> = status
+        .statuses
+        .iter()
+        .map(|s| Check {
+            name: s.context.clone(),
+            state: match s.state {
+                StatusState::Success => CheckState::Success,
+                StatusState::Pending => CheckState::Pending,
+                _ => CheckState::Failure,
+            },
+        })
+        .collect();
+    checks.extend(runs.iter().map(|r| Check {
+        name: r.name.clone(),
+        state: match (r.status, r.conclusion) {
+            (
+                CheckStatus::Completed,
+                Some(
+                    CheckConclusion::Success | CheckConclusion::Neutral | CheckConclusion::Skipped,
+                ),
+            ) => CheckState::Success,
+            (CheckStatus::Completed, _) => CheckState::Failure,
+            _ => CheckState::Pending,
+        },
+    }));
+    let has_planned_tree =
+        prepared.is_some_and(|p| p.up_to_date && p.branch_head.as_deref() == Some(head.as_str()));
+    let diff = if has_planned_tree {
+        DiffVerdict::Matches
+    } else {
+        let files = deps
+            .repo
+            .changed_files(&deps.source, Some(branch), base_head, &head)
+            .await?;
+        verify_reference_only(&files, policy, deps.resolver)
+    };
+    Ok(PrSnapshot {
+        view: PrView {
+            number: pr.number,
+            author: pr.author.clone(),
+            head_sha: head.clone(),
+            labels: pr.labels.clone(),
+            mergeable: mergeability.mergeable,
+            checks_sha: head,
+            checks,
+            retests_posted: 0,
+        },
+        title: pr.title.clone(),
+        body: pr.body.clone(),
+        has_planned_tree,
+        diff,
+    })
+}
+
+/// A PR that does not carry the planned tree may be an older bump (fine: it is
+/// refreshed in the next window) or carry other changes (never merged). It passes when
+/// every file it changes differs from its base only inside references to the policy's
+/// images, each moved within its series to a tag the registry listed.
+fn verify_reference_only<R: Registry>(
+    files: &[crate::repo::ChangedFile],
+    policy: &Policy,
+    resolver: &Resolver<R>,
+) -> DiffVerdict {
+    if files.is_empty() {
+        return DiffVerdict::Differs("the PR changes nothing".into());
+    }
+    let mode = policy.spec.source.mode;
+    for f in files {
+        let (Some(old), Some(new)) = (f.old_text(), f.new_text()) else {
+            return DiffVerdict::Differs(format!("{} is added, deleted or not text", f.path));
+        };
+        // The versions the PR moves to, as targets: applied to the base they must
+        // give exactly the PR's file.
+        let mut targets = Vec::new();
+        for found in crate::core::rewrite::scan(new, mode) {
+            let r = &found.reference;
+            let Some(image) = policy.spec.images.iter().find(|i| covers(i, r)) else {
+                continue;
+            };
+            let Some(tag) = r.tag.clone() else { continue };
+            if !resolver.registry_has(&r.canonical_repository(), &tag) {
+                continue;
+            }
+            let target = Target {
+                image: ImageSelector::Repository(r.repository.clone()),
+                tag,
+                digest: r.digest.clone(),
+                rule: SeriesRule::Policy(image.tags.clone()),
+            };
+            if !targets.contains(&target) {
+                targets.push(target);
+            }
+        }
+        let Ok(plan) = Plan::new(&targets) else {
+            return DiffVerdict::Differs(format!("{} moves one image to several versions", f.path));
+        };
+        if plan.rewrite(&f.path, old, mode).text.as_ref() != new {
+            return DiffVerdict::Differs(format!(
+                "{} changes more than image versions the registry has",
+                f.path
+            ));
+        }
+    }
+    DiffVerdict::Matches
+}
+
+fn covers(image: &crate::policy::v1alpha1::ImagePolicy, r: &ImageRef) -> bool {
+    let canonical = r.canonical_repository();
+    let as_canonical = |s: &str| ImageRef::parse(s).map(|i| i.canonical_repository());
+    image
+        .name
+        .as_ref()
+        .is_some_and(|n| as_canonical(n.as_str()).as_deref() == Some(canonical.as_str()))
+        || image.prefix.as_ref().is_some_and(|p| {
+            as_canonical(&format!("{}x", p.as_str()))
+                .and_then(|c| c.strip_suffix('x').map(str::to_owned))
+                .is_some_and(|prefix| canonical.starts_with(&prefix))
+        })
+}
+
+async fn observe_commands<R: Registry, G: Repo, F: Forge, S: Store>(
+    deps: &Deps<'_, R, G, F, S>,
+    pr: &PullRequest,
+    seen: &[u64],
+) -> Result<Vec<CommandSeen>, ReconcileError> {
+    let mut out = Vec::new();
+    for c in deps
+        .forge
+        .list_comments(&deps.forge_repo, pr.number, None)
+        .await?
+    {
+        if seen.contains(&c.id) || c.author.eq_ignore_ascii_case(&deps.bot_login) {
+            continue;
+        }
+        let Some(command) = commands::parse(&c.body) else {
+            continue;
+        };
+        let permission = deps.forge.permission(&deps.forge_repo, &c.author).await?;
+        out.push(CommandSeen {
+            id: c.id,
+            author: c.author,
+            permission,
+            command,
+            url: c.html_url,
+        });
+    }
+    Ok(out)
+}
+
+/// Observes, plans and executes one reconcile of `policy`.
+pub async fn reconcile<R: Registry, G: Repo, F: Forge, S: Store>(
+    policy: &Policy,
+    deps: &Deps<'_, R, G, F, S>,
+    gate: GateVerdict,
+    now: DateTime<Utc>,
+) -> Result<Report, ReconcileError> {
+    let observed = observe(policy, deps, now).await?;
+    execute(policy, deps, observed, gate, now).await
+}
+
+/// Plans from what was observed and performs the effects in order.
+pub async fn execute<R: Registry, G: Repo, F: Forge, S: Store>(
+    policy: &Policy,
+    deps: &Deps<'_, R, G, F, S>,
+    observed: Observed,
+    gate: GateVerdict,
+    now: DateTime<Utc>,
+) -> Result<Report, ReconcileError> {
+    let name = policy.name();
+    let parts = observed.snapshot_parts;
+    let snapshot = Snapshot {
+        policy: name,
+        spec: &policy.spec,
+        hold: parts.hold.as_ref(),
+        last_bump: parts.last_bump,
+        bump: parts.bump,
+        pr: parts.pr,
+        commands: parts.commands,
+        bot_login: &deps.bot_login,
+        gate,
+    };
+    let effects = plan::plan(&snapshot, now);
+    let mut pr_number = observed.pr.as_ref().map(|p| p.number);
+    let run = Run {
+        policy,
+        branch: pr_branch(policy)?,
+        prepared: observed.prepared.as_ref(),
+        bumped_rows: snapshot.bump.as_ref().map_or(0, |b| b.rows.len()),
+        now,
+    };
+    for effect in &effects {
+        apply(&run, deps, effect, &mut pr_number).await?;
+    }
+    Ok(Report {
+        effects,
+        registry_problems: observed.registry_problems,
+        pr: pr_number,
+    })
+}
+
+/// What one execution's effects share.
+struct Run<'a> {
+    policy: &'a Policy,
+    branch: crate::policy::values::BranchName,
+    prepared: Option<&'a PreparedBump>,
+    bumped_rows: usize,
+    now: DateTime<Utc>,
+}
+
+/// Performs one effect (an ensure: harmless when already true).
+async fn apply<R: Registry, G: Repo, F: Forge, S: Store>(
+    run: &Run<'_>,
+    deps: &Deps<'_, R, G, F, S>,
+    effect: &Effect,
+    pr_number: &mut Option<u64>,
+) -> Result<(), ReconcileError> {
+    let (policy, now, name) = (run.policy, run.now, run.policy.name());
+    let branch = &run.branch;
+    let current = *pr_number;
+    if record(run, deps.store, effect)? {
+        return Ok(());
+    }
+    match effect {
+        Effect::Comment(body) => {
+            if let Some(n) = current {
+                deps.forge.post_comment(&deps.forge_repo, n, body).await?;
+            }
+        }
+        Effect::AddLabels(labels) => {
+            if let Some(n) = current {
+                deps.forge.add_labels(&deps.forge_repo, n, labels).await?;
+            }
+        }
+        Effect::RemoveLabel(label) => {
+            if let Some(n) = current {
+                deps.forge.remove_label(&deps.forge_repo, n, label).await?;
+            }
+        }
+        Effect::PushBranch => {
+            if let Some(prepared) = run.prepared {
+                deps.repo.push(prepared).await?;
+            }
+        }
+        Effect::CreatePr {
+            title,
+            body,
+            labels,
+        } => {
+            let created = deps
+                .forge
+                .create_pr(
+                    &deps.forge_repo,
+                    &NewPullRequest {
+                        title: title.clone(),
+                        body: body.clone(),
+                        head_branch: branch.to_string(),
+                        base_branch: policy.spec.source.branch.to_string(),
+                        draft: false,
+                    },
+                )
+                .await?;
+            if !labels.is_empty() {
+                deps.forge
+                    .add_labels(&deps.forge_repo, created.number, labels)
+                    .await?;
+            }
+            *pr_number = Some(created.number);
+        }
+        Effect::UpdatePr { title, body } => {
+            if let Some(n) = current {
+                deps.forge
+                    .update_pr(
+                        &deps.forge_repo,
+                        n,
+                        &PullRequestEdit {
+                            title: Some(title.clone()),
+                            body: Some(body.clone()),
+                        },
+                    )
+                    .await?;
+            }
+        }
+        Effect::Merge { sha, method } => {
+            if let Some(n) = current {
+                match deps
+                    .forge
+                    .merge(&deps.forge_repo, n, MergeMethod::from(*method), sha)
+                    .await
+                {
+                    Ok(merged) => {
+                        deps.store.update(name, &mut |s| {
+                            s.record(
+                                now,
+                                "Merged",
+                                format!("PR #{n} merged at {sha} as {}", merged.sha),
+                            );
+                        })?;
+                    }
+                    // The head moved after its checks were read: not merged, and
+                    // the next reconcile reads the new head's checks.
+                    Err(ForgeError::HeadMoved { .. } | ForgeError::NotMergeable { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Effect::MarkSeen(_)
+        | Effect::SetHold(_)
+        | Effect::ClearHold { .. }
+        | Effect::RecordBump
+        | Effect::Waiting(_) => {}
+    }
+    Ok(())
+}
+
+/// Performs the effects that only change the policy's state; `true` when `effect`
+/// was one of them.
+fn record<S: Store>(run: &Run<'_>, store: &S, effect: &Effect) -> Result<bool, ReconcileError> {
+    let (now, name) = (run.now, run.policy.name());
+    match effect {
+        Effect::MarkSeen(id) => {
+            store.update(name, &mut |s| {
+                s.see_comment(*id);
+            })?;
+        }
+        Effect::SetHold(hold) => {
+            store.update(name, &mut |s| {
+                if s.hold.is_none() {
+                    s.hold = Some(hold.clone());
+                    s.record(now, "Held", format!("held by {}: {}", hold.by, hold.reason));
+                }
+            })?;
+        }
+        Effect::ClearHold { by } => {
+            store.update(name, &mut |s| {
+                if let Some(h) = s.hold.take() {
+                    s.record(now, "Unheld", format!("hold by {} lifted by {by}", h.by));
+                }
+            })?;
+        }
+        Effect::RecordBump => {
+            let rows = run.bumped_rows;
+            store.update(name, &mut |s| {
+                s.last_bump = Some(now);
+                s.record(
+                    now,
+                    "BumpPushed",
+                    format!("{rows} image versions pushed for review"),
+                );
+            })?;
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
