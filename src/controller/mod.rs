@@ -219,9 +219,11 @@ pub async fn observe<R: Registry, G: Repo, F: Forge, S: Store>(
     let (pr_snapshot, commands) = match &pr {
         None => (None, Vec::new()),
         Some(pr) => {
-            let snapshot =
+            let mut snapshot =
                 observe_pr(policy, deps, pr, prepared.as_ref(), &scanned.head, &branch).await?;
-            let commands = observe_commands(deps, pr, &state.seen_comments).await?;
+            let (commands, retests) =
+                observe_comments(policy, deps, pr, &state.seen_comments).await?;
+            snapshot.view.retests_posted = retests;
             (Some(snapshot), commands)
         }
     };
@@ -396,25 +398,36 @@ fn covers(image: &crate::policy::v1alpha1::ImagePolicy, r: &ImageRef) -> bool {
         })
 }
 
-async fn observe_commands<R: Registry, G: Repo, F: Forge, S: Store>(
+/// New command comments (oldest first), and how many retest comments the bot posted
+/// on the PR (retests are bounded per PR: `merge.retest.max` in all).
+async fn observe_comments<R: Registry, G: Repo, F: Forge, S: Store>(
+    policy: &Policy,
     deps: &Deps<'_, R, G, F, S>,
     pr: &PullRequest,
     seen: &[u64],
-) -> Result<Vec<CommandSeen>, ReconcileError> {
-    let mut out = Vec::new();
+) -> Result<(Vec<CommandSeen>, u32), ReconcileError> {
+    let retest = policy.spec.merge.retest.as_ref().map(|r| r.comment.trim());
+    let mut commands = Vec::new();
+    let mut retests = 0u32;
     for c in deps
         .forge
         .list_comments(&deps.forge_repo, pr.number, None)
         .await?
     {
-        if seen.contains(&c.id) || c.author.eq_ignore_ascii_case(&deps.bot_login) {
+        if c.author.eq_ignore_ascii_case(&deps.bot_login) {
+            if retest.is_some_and(|r| c.body.trim() == r) {
+                retests += 1;
+            }
+            continue;
+        }
+        if seen.contains(&c.id) {
             continue;
         }
         let Some(command) = commands::parse(&c.body) else {
             continue;
         };
         let permission = deps.forge.permission(&deps.forge_repo, &c.author).await?;
-        out.push(CommandSeen {
+        commands.push(CommandSeen {
             id: c.id,
             author: c.author,
             permission,
@@ -422,7 +435,7 @@ async fn observe_commands<R: Registry, G: Repo, F: Forge, S: Store>(
             url: c.html_url,
         });
     }
-    Ok(out)
+    Ok((commands, retests))
 }
 
 /// Observes, plans and executes one reconcile of `policy`.

@@ -183,7 +183,9 @@ pub fn label(urls: &Urls, name: &str) -> Value {
         "node_id": format!("LA_{}", id_of(&format!("label:{name}"))),
         "url": format!("{}/labels/{}", urls.repo_api(), name.replace('/', "%2F")),
         "name": name,
-        "description": null,
+        // GitHub's pull-request schemas type a label's description as a plain string
+        // (the labels endpoints allow null); "" satisfies both.
+        "description": "",
         "color": "ededed",
         "default": false
     })

@@ -1,0 +1,477 @@
+//! The pull-request flow end to end: a real docker-registry, real git (the GitHub
+//! fake's bare repository is the GitOps repo), the GitHub adapter through octocrab
+//! against the OpenAPI-validated fake, and the state store.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+use std::sync::Arc;
+
+use autobump::clock::SystemClock;
+use autobump::controller::{Deps, Report, execute, observe, reconcile};
+use autobump::core::gate::GateVerdict;
+use autobump::core::plan::{Effect, HOLD_LABEL};
+use autobump::forge::{GitHub, GitHubAuth, GitHubConfig, RepoName};
+use autobump::policy::{self, Policy};
+use autobump::registry::{RegistryClient, RegistryConfig};
+use autobump::repo::{Auth, GitConfig, GitRepo, Person, Source};
+use autobump::resolve::Resolver;
+use autobump::store::{MemoryStore, Store as _};
+use chrono::{DateTime, Utc};
+use support::github_fake::GithubFake;
+use support::registry::{ManifestKind, Registry};
+
+const OLD: &str = "v20261101-aaaaaaa";
+const NEW: &str = "v20261110-bbbbbbb";
+const NEWER: &str = "v20261112-ccccccc";
+
+fn at(s: &str) -> DateTime<Utc> {
+    s.parse().unwrap()
+}
+
+/// Monday 2026-11-23, 10:00 UTC: inside "Mon-Fri 09:00-17:00".
+const MONDAY: &str = "2026-11-23T10:00:00Z";
+
+struct World {
+    fake: GithubFake,
+    registry: Registry,
+    policy: Policy,
+    resolver: Resolver<RegistryClient>,
+    repo: GitRepo,
+    forge: GitHub,
+    store: MemoryStore,
+    _cache: tempfile::TempDir,
+}
+
+/// Tags `repo:to` with the manifest of `repo:from`.
+async fn retag(registry: &Registry, repo: &str, from: &str, to: &str) {
+    let accept = "application/vnd.oci.image.manifest.v1+json";
+    let body = registry
+        .request(
+            reqwest::Method::GET,
+            &format!("/v2/{repo}/manifests/{from}"),
+        )
+        .header("Accept", accept)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
+    registry.put_manifest(repo, to, accept, body).await;
+}
+
+impl World {
+    async fn new(extra_spec: &str) -> Self {
+        let fake = GithubFake::start().await;
+        let registry = Registry::start().await;
+        let host = registry.host();
+        for image in ["prow/hook", "prow/deck"] {
+            registry
+                .push_image(image, OLD, ManifestKind::OciManifest, None)
+                .await;
+            retag(&registry, image, OLD, NEW).await;
+        }
+        let hook = format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: hook}}\nspec:\n  template:\n    spec:\n      containers:\n        - name: hook\n          image: {host}/prow/hook:{OLD}  # keep this comment\n"
+        );
+        let deck = format!("image: \"{host}/prow/deck:{OLD}\"\nreplicas: 2\n");
+        fake.commit(
+            "main",
+            &[
+                ("config/prow/hook.yaml", Some(hook.as_str())),
+                ("config/prow/deck.yaml", Some(deck.as_str())),
+            ],
+            "Add prow",
+        );
+        let policy_text = format!(
+            "apiVersion: autobump.dev/v1alpha1\nkind: Autobump\nmetadata: {{name: prow}}\nspec:\n  images:\n    - prefix: {host}/prow/\n      tags: {{dateSha: {{}}}}\n      consistent: true\n  source:\n    repo: file://{}\n    include: [\"config/**/*.yaml\"]\n  pullRequest: {{labels: [skip-review], botLogin: autobump-bot}}\n  schedule:\n    timezone: UTC\n    windows: [\"Mon-Fri 09:00-17:00\"]\n    minInterval: 1h\n{extra_spec}",
+            fake.git_dir().display()
+        );
+        let (mut policies, diagnostics) =
+            policy::load_str(std::path::Path::new("prow.yaml"), &policy_text);
+        assert!(diagnostics.is_empty(), "{diagnostics:?}");
+        let cache = tempfile::tempdir().unwrap();
+        let forge = GitHub::new(
+            GitHubConfig::new(GitHubAuth::Token("test-token".into())).api_url(fake.api_url()),
+            Arc::new(SystemClock),
+        )
+        .unwrap();
+        Self {
+            policy: policies.remove(0),
+            resolver: Resolver::new(
+                RegistryClient::new(RegistryConfig::default(), Arc::new(SystemClock)).unwrap(),
+            ),
+            repo: GitRepo::new(GitConfig::new(
+                cache.path(),
+                Person {
+                    name: "autobump".into(),
+                    email: "autobump@example.com".into(),
+                },
+            )),
+            forge,
+            store: MemoryStore::default(),
+            fake,
+            registry,
+            _cache: cache,
+        }
+    }
+
+    fn deps(&self) -> Deps<'_, RegistryClient, GitRepo, GitHub, MemoryStore> {
+        Deps {
+            resolver: &self.resolver,
+            repo: &self.repo,
+            forge: &self.forge,
+            store: &self.store,
+            source: Source {
+                url: self.policy.spec.source.repo.clone(),
+                branch: self.policy.spec.source.branch.clone(),
+                auth: Auth::None,
+            },
+            forge_repo: RepoName::new("example", "infra"),
+            bot_login: "autobump-bot".into(),
+        }
+    }
+
+    async fn reconcile_with(&self, now: &str, gate: GateVerdict) -> Report {
+        let deps = Deps {
+            resolver: &self.resolver,
+            repo: &self.repo,
+            forge: &self.forge,
+            store: &self.store,
+            source: Source {
+                url: self.policy.spec.source.repo.clone(),
+                branch: self.policy.spec.source.branch.clone(),
+                auth: Auth::None,
+            },
+            forge_repo: RepoName::new("example", "infra"),
+            bot_login: "autobump-bot".into(),
+        };
+        reconcile(&self.policy, &deps, gate, at(now))
+            .await
+            .unwrap_or_else(|e| panic!("reconcile at {now}: {e}"))
+    }
+
+    async fn reconcile(&self, now: &str) -> Report {
+        self.reconcile_with(now, GateVerdict::Clear).await
+    }
+
+    fn file_on(&self, branch: &str, path: &str) -> String {
+        let repo = git2::Repository::open_bare(self.fake.git_dir()).unwrap();
+        let commit = repo
+            .find_reference(&format!("refs/heads/{branch}"))
+            .unwrap()
+            .peel_to_commit()
+            .unwrap();
+        let entry = commit
+            .tree()
+            .unwrap()
+            .get_path(std::path::Path::new(path))
+            .unwrap();
+        let blob = repo.find_blob(entry.id()).unwrap();
+        String::from_utf8(blob.content().to_vec()).unwrap()
+    }
+}
+
+fn kinds(report: &Report) -> Vec<&'static str> {
+    report
+        .effects
+        .iter()
+        .map(|e| match e {
+            Effect::MarkSeen(_) => "MarkSeen",
+            Effect::SetHold(_) => "SetHold",
+            Effect::ClearHold { .. } => "ClearHold",
+            Effect::Comment(_) => "Comment",
+            Effect::AddLabels(_) => "AddLabels",
+            Effect::RemoveLabel(_) => "RemoveLabel",
+            Effect::PushBranch => "PushBranch",
+            Effect::CreatePr { .. } => "CreatePr",
+            Effect::UpdatePr { .. } => "UpdatePr",
+            Effect::RecordBump => "RecordBump",
+            Effect::Merge { .. } => "Merge",
+            Effect::Waiting(_) => "Waiting",
+        })
+        .collect()
+}
+
+fn waiting(report: &Report) -> String {
+    report
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Waiting(w) => Some(w.clone()),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[tokio::test]
+async fn open_refresh_wait_for_checks_then_merge_at_the_read_sha() {
+    let w = World::new("").await;
+    let host = w.registry.host();
+
+    // 1. A newer version: the bump is pushed and the PR opened.
+    let r = w.reconcile(MONDAY).await;
+    assert_eq!(kinds(&r), ["PushBranch", "CreatePr", "RecordBump"], "{r:?}");
+    let pr = w.fake.pull(1);
+    assert_eq!(pr.author, "autobump-bot");
+    assert_eq!(pr.labels, ["skip-review"]);
+    assert_eq!(pr.title, format!("autobump(prow): 2 images → {NEW}"));
+    let hook = w.file_on("autobump-prow", "config/prow/hook.yaml");
+    assert!(
+        hook.contains(&format!(
+            "image: {host}/prow/hook:{NEW}  # keep this comment\n"
+        )),
+        "{hook}"
+    );
+    assert!(
+        w.file_on("autobump-prow", "config/prow/deck.yaml")
+            .starts_with(&format!("image: \"{host}/prow/deck:{NEW}\"\n"))
+    );
+
+    // 2. Nothing new, no checks yet: zero writes anywhere.
+    let writes = w.fake.writes();
+    let head = w.fake.branch_sha("autobump-prow").unwrap();
+    let r = w.reconcile("2026-11-23T10:05:00Z").await;
+    assert!(r.effects.iter().all(|e| !e.writes()), "{r:?}");
+    assert_eq!(waiting(&r), "no check has reported on the head yet");
+    assert_eq!(w.fake.writes(), writes);
+    assert_eq!(w.fake.branch_sha("autobump-prow").unwrap(), head);
+
+    // 3. A newer version within minInterval: it waits; after it, the same PR is
+    //    refreshed in place.
+    for image in ["prow/hook", "prow/deck"] {
+        retag(&w.registry, image, OLD, NEWER).await;
+    }
+    let r = w.reconcile("2026-11-23T10:30:00Z").await;
+    assert!(waiting(&r).contains("bump waits"), "{r:?}");
+    let r = w.reconcile("2026-11-23T11:01:00Z").await;
+    assert_eq!(kinds(&r), ["PushBranch", "UpdatePr", "RecordBump"], "{r:?}");
+    assert_eq!(r.pr, Some(1));
+    assert_eq!(
+        w.fake.pull(1).title,
+        format!("autobump(prow): 2 images → {NEWER}")
+    );
+    let head = w.fake.branch_sha("autobump-prow").unwrap();
+
+    // 4. Checks running, then green: merged at exactly the head whose checks were read.
+    w.fake.add_check_run(&head, "unit", "in_progress", None);
+    let r = w.reconcile("2026-11-23T11:05:00Z").await;
+    assert_eq!(waiting(&r), "checks running: unit");
+    w.fake.set_status(&head, "ci/e2e", "success");
+    w.fake
+        .add_check_run(&head, "unit", "completed", Some("success"));
+    let r = w.reconcile("2026-11-23T11:10:00Z").await;
+    assert_eq!(kinds(&r), ["Merge"], "{r:?}");
+    let Effect::Merge { sha, .. } = &r.effects[0] else {
+        panic!()
+    };
+    assert_eq!(sha, &head);
+    assert!(w.fake.pull(1).merged);
+    assert!(w.file_on("main", "config/prow/hook.yaml").contains(NEWER));
+    let history: Vec<String> = w
+        .store
+        .load("prow")
+        .unwrap()
+        .history
+        .iter()
+        .map(|h| h.reason.clone())
+        .collect();
+    assert_eq!(history, ["BumpPushed", "BumpPushed", "Merged"]);
+
+    // 5. Up to date now: nothing to do.
+    let r = w.reconcile("2026-11-23T12:30:00Z").await;
+    assert!(r.effects.is_empty(), "{r:?}");
+    w.fake.assert_responses_valid();
+}
+
+#[tokio::test]
+async fn outside_the_window_no_pr_and_no_merge() {
+    let w = World::new("").await;
+    // Saturday.
+    let r = w.reconcile("2026-11-21T10:00:00Z").await;
+    assert_eq!(kinds(&r), ["Waiting"]);
+    assert!(waiting(&r).starts_with("bump waits: outside"), "{r:?}");
+    assert_eq!(w.fake.writes(), 0);
+    assert!(w.fake.branch_sha("autobump-prow").is_none());
+
+    // Opened on Monday, green on Friday evening: it waits for Monday.
+    w.reconcile(MONDAY).await;
+    let head = w.fake.branch_sha("autobump-prow").unwrap();
+    w.fake
+        .add_check_run(&head, "unit", "completed", Some("success"));
+    let r = w.reconcile("2026-11-27T18:00:00Z").await;
+    assert!(
+        waiting(&r).starts_with("outside the schedule; next opening 2026-11-30 09:00:00 UTC"),
+        "{r:?}"
+    );
+    assert!(!w.fake.pull(1).merged);
+    w.fake.assert_responses_valid();
+}
+
+#[tokio::test]
+async fn hold_and_unhold_by_comment_with_permissions() {
+    let w = World::new("").await;
+    w.reconcile(MONDAY).await;
+    let head = w.fake.branch_sha("autobump-prow").unwrap();
+    w.fake
+        .add_check_run(&head, "unit", "completed", Some("success"));
+    w.fake.set_permission("trinity", "triage");
+    w.fake.set_permission("reader", "read");
+    w.fake.set_permission("wanda", "write");
+
+    // A triager holds: label added, no merge, the hold is recorded with who/why/where.
+    w.fake
+        .add_comment(1, "trinity", "/hold the database migration is running");
+    let r = w.reconcile("2026-11-23T10:10:00Z").await;
+    assert_eq!(
+        kinds(&r),
+        ["MarkSeen", "SetHold", "AddLabels", "Waiting"],
+        "{r:?}"
+    );
+    assert!(w.fake.pull(1).labels.contains(&HOLD_LABEL.to_owned()));
+    let hold = w.store.load("prow").unwrap().hold.unwrap();
+    assert_eq!(hold.by, "user:trinity");
+    assert_eq!(hold.reason, "the database migration is running");
+    assert!(
+        hold.via.unwrap().contains("issuecomment"),
+        "where it came from"
+    );
+    assert!(!w.fake.pull(1).merged);
+
+    // A reader cannot lift it: a polite reply, still held.
+    w.fake.add_comment(1, "reader", "/unhold");
+    let r = w.reconcile("2026-11-23T10:15:00Z").await;
+    assert_eq!(kinds(&r), ["MarkSeen", "Comment", "Waiting"], "{r:?}");
+    assert!(w.store.load("prow").unwrap().hold.is_some());
+
+    // The same comments are not acted on twice.
+    let r = w.reconcile("2026-11-23T10:16:00Z").await;
+    assert_eq!(kinds(&r), ["Waiting"], "{r:?}");
+
+    // A writer lifts it: label removed; merged on the next reconcile.
+    w.fake.add_comment(1, "wanda", "/hold cancel");
+    let r = w.reconcile("2026-11-23T10:20:00Z").await;
+    assert_eq!(
+        kinds(&r),
+        ["MarkSeen", "ClearHold", "RemoveLabel", "Waiting"],
+        "{r:?}"
+    );
+    let r = w.reconcile("2026-11-23T10:25:00Z").await;
+    assert_eq!(kinds(&r), ["Merge"], "{r:?}");
+    assert!(w.fake.pull(1).merged);
+    w.fake.assert_responses_valid();
+}
+
+#[tokio::test]
+async fn a_tampered_bot_pr_is_never_merged_and_holds_the_policy() {
+    let w = World::new("").await;
+    let host = w.registry.host();
+    w.reconcile(MONDAY).await;
+    // Someone pushes an extra change to the bot's branch.
+    let tampered = format!("image: \"{host}/prow/deck:{NEW}\"\nreplicas: 20\n");
+    let head = w.fake.commit(
+        "autobump-prow",
+        &[("config/prow/deck.yaml", Some(tampered.as_str()))],
+        "scale up",
+    );
+    w.fake
+        .add_check_run(&head, "unit", "completed", Some("success"));
+    let r = w.reconcile("2026-11-23T10:10:00Z").await;
+    assert_eq!(kinds(&r), ["SetHold", "AddLabels", "Comment"], "{r:?}");
+    let hold = w.store.load("prow").unwrap().hold.unwrap();
+    assert!(hold.automatic);
+    assert!(
+        hold.reason.contains("config/prow/deck.yaml"),
+        "{}",
+        hold.reason
+    );
+    // Even an hour later (when a refresh would be allowed) it is neither merged nor
+    // silently overwritten, and the comment is not repeated.
+    let r = w.reconcile("2026-11-23T11:30:00Z").await;
+    assert!(r.effects.iter().all(|e| !e.writes()), "{r:?}");
+    assert!(!w.fake.pull(1).merged);
+    assert_eq!(w.fake.branch_sha("autobump-prow").unwrap(), head);
+    w.fake.assert_responses_valid();
+}
+
+#[tokio::test]
+async fn a_firing_or_unknown_gate_never_merges() {
+    let w = World::new("").await;
+    w.reconcile(MONDAY).await;
+    let head = w.fake.branch_sha("autobump-prow").unwrap();
+    w.fake
+        .add_check_run(&head, "unit", "completed", Some("success"));
+    let r = w
+        .reconcile_with(
+            "2026-11-23T10:10:00Z",
+            GateVerdict::Firing(vec!["HookDown".into()]),
+        )
+        .await;
+    assert_eq!(waiting(&r), "alerts firing: HookDown");
+    let r = w
+        .reconcile_with(
+            "2026-11-23T10:15:00Z",
+            GateVerdict::Unknown("prometheus unreachable".into()),
+        )
+        .await;
+    assert_eq!(waiting(&r), "alert state unknown: prometheus unreachable");
+    assert!(!w.fake.pull(1).merged);
+    w.fake.assert_responses_valid();
+}
+
+#[tokio::test]
+async fn red_checks_ask_for_a_bounded_number_of_retests() {
+    let w = World::new("  merge: {retest: {comment: /retest, max: 2}}\n").await;
+    w.reconcile(MONDAY).await;
+    let head = w.fake.branch_sha("autobump-prow").unwrap();
+    w.fake
+        .add_check_run(&head, "unit", "completed", Some("failure"));
+    for (minute, want) in [
+        ("10", vec!["Comment", "Waiting"]),
+        ("11", vec!["Comment", "Waiting"]),
+        ("12", vec!["Waiting"]),
+    ] {
+        let r = w.reconcile(&format!("2026-11-23T10:{minute}:00Z")).await;
+        assert_eq!(kinds(&r), want, "{r:?}");
+        assert_eq!(waiting(&r), "checks failed: unit");
+    }
+    assert!(!w.fake.pull(1).merged);
+    w.fake.assert_responses_valid();
+}
+
+#[tokio::test]
+async fn a_head_pushed_after_its_checks_were_read_is_not_merged() {
+    let w = World::new("").await;
+    let host = w.registry.host();
+    w.reconcile(MONDAY).await;
+    let head = w.fake.branch_sha("autobump-prow").unwrap();
+    w.fake
+        .add_check_run(&head, "unit", "completed", Some("success"));
+
+    let now = at("2026-11-23T10:10:00Z");
+    let deps = w.deps();
+    let observed = observe(&w.policy, &deps, now).await.unwrap();
+    // Between the read and the merge, someone pushes to the branch.
+    let sneaky = format!("image: \"{host}/prow/deck:{NEW}\"\nreplicas: 3\n");
+    w.fake.commit(
+        "autobump-prow",
+        &[("config/prow/deck.yaml", Some(sneaky.as_str()))],
+        "sneak",
+    );
+    let r = execute(&w.policy, &deps, observed, GateVerdict::Clear, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        kinds(&r),
+        ["Merge"],
+        "the merge was attempted at the old head"
+    );
+    assert!(!w.fake.pull(1).merged, "GitHub refused it: the head moved");
+    // The next reconcile sees the change and holds instead.
+    let r = w.reconcile("2026-11-23T10:15:00Z").await;
+    assert_eq!(kinds(&r), ["SetHold", "AddLabels", "Comment"], "{r:?}");
+    w.fake.assert_responses_valid();
+}
