@@ -15,6 +15,9 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use crate::alerts::{AlertTrigger, parse_alertmanager_webhook};
+use crate::forge::webhook::{
+    DeliveryDeduplicator, MAX_WEBHOOK_BODY_BYTES, WebhookEvent, parse_webhook, verify_signature,
+};
 
 /// The largest notification body accepted (distribution batches a few events).
 const MAX_BODY: usize = 1 << 20;
@@ -146,14 +149,8 @@ async fn receive_registry(
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, &'static str) {
-    if let Some(token) = &hook.token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
-            return (StatusCode::UNAUTHORIZED, "bad or missing bearer token\n");
-        }
+    if !bearer_ok(hook.token.as_deref(), &headers) {
+        return (StatusCode::UNAUTHORIZED, "bad or missing bearer token\n");
     }
     if body.len() > MAX_BODY {
         return (StatusCode::PAYLOAD_TOO_LARGE, "notification too large\n");
@@ -204,14 +201,8 @@ async fn receive_alertmanager(
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, &'static str) {
-    if let Some(token) = &hook.token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
-            return (StatusCode::UNAUTHORIZED, "bad or missing bearer token\n");
-        }
+    if !bearer_ok(hook.token.as_deref(), &headers) {
+        return (StatusCode::UNAUTHORIZED, "bad or missing bearer token\n");
     }
     if body.len() > MAX_BODY {
         return (StatusCode::PAYLOAD_TOO_LARGE, "webhook too large\n");
@@ -232,6 +223,86 @@ async fn receive_alertmanager(
         "Alertmanager webhook"
     );
     if hook.tx.try_send(trigger).is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "busy, retry later\n");
+    }
+    (StatusCode::OK, "ok\n")
+}
+
+/// Whether the request carries `Authorization: Bearer <token>` (always true when no
+/// token is configured).
+fn bearer_ok(token: Option<&str>, headers: &HeaderMap) -> bool {
+    let Some(token) = token else { return true };
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
+}
+
+#[derive(Clone)]
+struct GitHubHook {
+    secret: std::sync::Arc<Vec<u8>>,
+    deliveries: std::sync::Arc<DeliveryDeduplicator>,
+    tx: mpsc::Sender<WebhookEvent>,
+}
+
+/// The router for `POST /webhooks/github`. Every delivery must be signed with the
+/// shared `secret` (`X-Hub-Signature-256`, checked in constant time) and at most
+/// [`MAX_WEBHOOK_BODY_BYTES`]; a redelivered `X-GitHub-Delivery` id is acknowledged
+/// and dropped. Comments on pull requests and pull-request events go to `tx` so the
+/// controller reconciles the affected policy at once; the reconcile reads the
+/// comments and the PR afresh, so a delivery only ever makes it sooner.
+pub fn github_webhook(secret: Vec<u8>, tx: mpsc::Sender<WebhookEvent>) -> Router {
+    Router::new()
+        .route("/webhooks/github", post(receive_github))
+        .with_state(GitHubHook {
+            secret: std::sync::Arc::new(secret),
+            deliveries: std::sync::Arc::new(DeliveryDeduplicator::default()),
+            tx,
+        })
+}
+
+async fn receive_github(
+    State(hook): State<GitHubHook>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, &'static str) {
+    if body.len() > MAX_WEBHOOK_BODY_BYTES {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "webhook too large\n");
+    }
+    let header_str = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let signature = header_str("x-hub-signature-256").unwrap_or_default();
+    if !verify_signature(&hook.secret, &body, signature) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            "bad or missing X-Hub-Signature-256\n",
+        );
+    }
+    let Some(event) = header_str("x-github-event") else {
+        return (StatusCode::BAD_REQUEST, "missing X-GitHub-Event\n");
+    };
+    if let Some(delivery) = header_str("x-github-delivery")
+        && !hook.deliveries.first_delivery(delivery)
+    {
+        return (StatusCode::OK, "duplicate delivery, ignored\n");
+    }
+    let parsed = match parse_webhook(event, &body) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, event, "refused a GitHub webhook");
+            return (StatusCode::BAD_REQUEST, "not a GitHub webhook payload\n");
+        }
+    };
+    let relevant = match &parsed {
+        WebhookEvent::Ping => return (StatusCode::OK, "pong\n"),
+        WebhookEvent::IssueComment(c) => c.is_pull_request,
+        WebhookEvent::PullRequest(_) => true,
+        WebhookEvent::Other { .. } => false,
+    };
+    if !relevant {
+        return (StatusCode::ACCEPTED, "ignored\n");
+    }
+    if hook.tx.try_send(parsed).is_err() {
         return (StatusCode::SERVICE_UNAVAILABLE, "busy, retry later\n");
     }
     (StatusCode::OK, "ok\n")

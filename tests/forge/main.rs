@@ -868,3 +868,123 @@ fn webhook_examples_verify_and_parse() {
         WebhookEvent::Ping
     );
 }
+
+/// `/webhooks/github`: signed deliveries of real example payloads reach the
+/// controller's channel; unsigned, forged, duplicated and irrelevant ones do not.
+// One delivery sequence against one server; splitting it would repeat the setup.
+#[allow(clippy::too_many_lines)]
+#[tokio::test]
+async fn the_github_webhook_route_verifies_deduplicates_and_forwards() {
+    use autobump::forge::webhook::{WebhookEvent, sign};
+    let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/webhooks/github", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            autobump::http::github_webhook(b"s3cret".to_vec(), tx),
+        )
+        .await
+        .unwrap();
+    });
+    let client = support::http_client();
+    let post =
+        |event: &'static str, delivery: &'static str, body: Vec<u8>, signature: Option<String>| {
+            let mut request = client
+                .post(&url)
+                .header("X-GitHub-Event", event)
+                .header("X-GitHub-Delivery", delivery)
+                .body(body);
+            if let Some(sig) = signature {
+                request = request.header("X-Hub-Signature-256", sig);
+            }
+            request.send()
+        };
+
+    let mut comment = webhook_examples("issue_comment")
+        .into_iter()
+        .find(|e| e["action"] == "created")
+        .expect("an issue_comment created example");
+    let number = comment["issue"]["number"].as_u64().unwrap();
+    comment["issue"]["pull_request"] =
+        json!({"url": format!("https://api.github.com/repos/x/y/pulls/{number}")});
+    comment["comment"]["body"] = json!("/hold please wait");
+    let body = serde_json::to_vec(&comment).unwrap();
+
+    // Unsigned or signed with another secret: refused, nothing forwarded.
+    assert_eq!(
+        post("issue_comment", "d1", body.clone(), None)
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let forged = sign(b"other", &body);
+    assert_eq!(
+        post("issue_comment", "d1", body.clone(), Some(forged))
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert!(rx.try_recv().is_err());
+
+    // Signed: forwarded once; the same delivery again is acknowledged and dropped.
+    let good = sign(b"s3cret", &body);
+    assert_eq!(
+        post("issue_comment", "d2", body.clone(), Some(good.clone()))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let Some(WebhookEvent::IssueComment(c)) = rx.recv().await else {
+        panic!("expected the comment event");
+    };
+    assert!(c.is_pull_request);
+    assert_eq!(c.number, number);
+    assert_eq!(c.body, "/hold please wait");
+    assert_eq!(
+        post("issue_comment", "d2", body.clone(), Some(good))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert!(
+        rx.try_recv().is_err(),
+        "a redelivery must not trigger twice"
+    );
+
+    // A comment on a plain issue is not autobump's business; ping answers pong.
+    let plain = webhook_examples("issue_comment")
+        .into_iter()
+        .find(|e| e["action"] == "created")
+        .unwrap();
+    let plain = serde_json::to_vec(&plain).unwrap();
+    let signed = sign(b"s3cret", &plain);
+    assert_eq!(
+        post("issue_comment", "d3", plain, Some(signed))
+            .await
+            .unwrap()
+            .status(),
+        202
+    );
+    let ping_body = serde_json::to_vec(&webhook_examples("ping")[0]).unwrap();
+    let signed = sign(b"s3cret", &ping_body);
+    let answer = post("ping", "d4", ping_body, Some(signed)).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.text().await.unwrap(), "pong\n");
+    assert!(rx.try_recv().is_err());
+
+    // Oversized bodies are refused before any parsing.
+    let big = vec![b' '; autobump::forge::webhook::MAX_WEBHOOK_BODY_BYTES + 1];
+    let signed = sign(b"s3cret", &big);
+    assert_eq!(
+        post("issue_comment", "d5", big, Some(signed))
+            .await
+            .unwrap()
+            .status(),
+        413
+    );
+}
