@@ -475,3 +475,37 @@ async fn a_head_pushed_after_its_checks_were_read_is_not_merged() {
     assert_eq!(kinds(&r), ["SetHold", "AddLabels", "Comment"], "{r:?}");
     w.fake.assert_responses_valid();
 }
+
+/// GitHub requests per reconcile, counted by the fake (printed; the conditional
+/// reads are asserted because a regression there costs users their rate limit).
+#[tokio::test]
+async fn github_requests_per_reconcile() {
+    let w = World::new("").await;
+    let before = (w.fake.total_requests(), w.fake.not_modified());
+    w.reconcile(MONDAY).await;
+    let opening = w.fake.total_requests() - before.0;
+    let head = w.fake.branch_sha("autobump-prow").unwrap();
+    w.fake.add_check_run(&head, "unit", "in_progress", None);
+    w.reconcile("2026-11-23T10:01:00Z").await; // warms the ETag cache
+    let before = (
+        w.fake.total_requests(),
+        w.fake.not_modified(),
+        w.fake.writes(),
+    );
+    w.reconcile("2026-11-23T10:02:00Z").await;
+    let quiet = w.fake.total_requests() - before.0;
+    let conditional = w.fake.not_modified() - before.1;
+    println!(
+        "GitHub requests: opening a PR {opening}; a quiet reconcile {quiet}, {conditional} of them answered 304 (free)"
+    );
+    assert_eq!(
+        w.fake.writes(),
+        before.2,
+        "a quiet reconcile writes nothing"
+    );
+    assert_eq!(
+        quiet, conditional,
+        "every read of a quiet reconcile is conditional"
+    );
+    w.fake.assert_responses_valid();
+}
