@@ -262,14 +262,12 @@ fn apply_commands(s: &Snapshot<'_>, now: DateTime<Utc>, effects: &mut Vec<Effect
     let mut hold = s.hold.cloned();
     for c in &s.commands {
         effects.push(Effect::MarkSeen(c.id));
+        let requirements = s.spec.pull_request.as_ref().map_or_else(
+            Requirements::default,
+            crate::policy::v1alpha1::PullRequestSpec::command_requirements,
+        );
         let automatic = hold.as_ref().map(|h| h.automatic);
-        match commands::authorize(
-            &c.command,
-            &c.author,
-            c.permission,
-            automatic,
-            Requirements::default(),
-        ) {
+        match commands::authorize(&c.command, &c.author, c.permission, automatic, requirements) {
             Authorization::Denied(reply) => effects.push(Effect::Comment(reply)),
             Authorization::Allowed => match &c.command {
                 Command::Hold(reason) if hold.is_none() => {
@@ -513,6 +511,27 @@ mod tests {
                 "Waiting(the PR is labelled do-not-merge/hold)"
             ]
         );
+    }
+
+    #[test]
+    fn hold_permissions_are_configurable() {
+        let mut s = spec("");
+        s.pull_request.as_mut().unwrap().hold_permission =
+            crate::policy::v1alpha1::RepoPermission::Write;
+        let mut snap = snapshot(&s, None);
+        snap.commands = vec![CommandSeen {
+            id: 1,
+            author: "trinity".into(),
+            permission: Permission::Triage,
+            command: Command::Hold(None),
+            url: "u".into(),
+        }];
+        let e = plan(&snap, at("2026-11-23T10:00:00Z"));
+        assert_eq!(kinds(&e), ["MarkSeen", "Comment"]);
+        let Effect::Comment(reply) = &e[1] else {
+            panic!()
+        };
+        assert!(reply.contains("at least `write`"), "{reply}");
     }
 
     #[test]

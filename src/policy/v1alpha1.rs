@@ -232,7 +232,7 @@ pub enum RewriteMode {
 }
 
 /// Bumps as pull requests.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PullRequestSpec {
     /// The head branch of the autobump PR. Default `autobump-<policy name>`.
@@ -245,6 +245,74 @@ pub struct PullRequestSpec {
     /// account autobump authenticates as.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bot_login: Option<String>,
+    /// The least repository permission needed to `/hold` the policy. Default `triage`.
+    #[serde(default = "default_hold_permission")]
+    pub hold_permission: RepoPermission,
+    /// The least repository permission needed to `/unhold` it. Default `write`; a hold
+    /// autobump placed itself always needs at least `write`.
+    #[serde(default = "default_unhold_permission")]
+    pub unhold_permission: RepoPermission,
+}
+
+/// A repository permission level (GitHub's roles), weakest first.
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum RepoPermission {
+    /// Read.
+    Read,
+    /// Triage.
+    Triage,
+    /// Write.
+    Write,
+    /// Maintain.
+    Maintain,
+    /// Admin.
+    Admin,
+}
+
+impl From<RepoPermission> for crate::core::commands::Permission {
+    fn from(p: RepoPermission) -> Self {
+        match p {
+            RepoPermission::Read => Self::Read,
+            RepoPermission::Triage => Self::Triage,
+            RepoPermission::Write => Self::Write,
+            RepoPermission::Maintain => Self::Maintain,
+            RepoPermission::Admin => Self::Admin,
+        }
+    }
+}
+
+fn default_hold_permission() -> RepoPermission {
+    RepoPermission::Triage
+}
+
+fn default_unhold_permission() -> RepoPermission {
+    RepoPermission::Write
+}
+
+impl PullRequestSpec {
+    /// Who may use `/hold` and `/unhold`.
+    #[must_use]
+    pub fn command_requirements(&self) -> crate::core::commands::Requirements {
+        crate::core::commands::Requirements {
+            hold: self.hold_permission.into(),
+            unhold: self.unhold_permission.into(),
+        }
+    }
+}
+
+impl Default for PullRequestSpec {
+    fn default() -> Self {
+        Self {
+            branch: None,
+            labels: Vec::new(),
+            bot_login: None,
+            hold_permission: default_hold_permission(),
+            unhold_permission: default_unhold_permission(),
+        }
+    }
 }
 
 /// Bumps pushed straight to the deployment branch.
