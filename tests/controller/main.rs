@@ -509,3 +509,27 @@ async fn github_requests_per_reconcile() {
     );
     w.fake.assert_responses_valid();
 }
+
+#[tokio::test]
+async fn a_secondary_rate_limit_is_waited_out_and_the_pr_still_opens() {
+    let w = World::new("").await;
+    w.fake.fail_next(
+        "pulls/create",
+        1,
+        support::github_fake::Failure::SecondaryRateLimit { retry_after: 1 },
+    );
+    let watch = autobump::clock::Stopwatch::start();
+    let r = w.reconcile(MONDAY).await;
+    assert_eq!(kinds(&r), ["PushBranch", "CreatePr", "RecordBump"], "{r:?}");
+    assert!(
+        watch.elapsed() >= std::time::Duration::from_millis(900),
+        "Retry-After was honoured"
+    );
+    assert_eq!(
+        w.fake.requests("pulls/create"),
+        2,
+        "refused once, then created"
+    );
+    assert!(w.fake.pull(1).open);
+    w.fake.assert_responses_valid();
+}
