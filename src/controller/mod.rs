@@ -156,32 +156,8 @@ pub async fn observe<R: Registry, G: Repo, F: Forge, S: Store>(
         .flat_map(|(_, found)| found.iter().map(|f| f.reference.clone()))
         .collect();
 
-    let bad = state.bad_pairs();
-    let mut targets = Vec::new();
-    let mut registry_problems = Vec::new();
-    let mut source_repos = BTreeMap::new();
-    for image in &spec.images {
-        for r in deps.resolver.resolve(image, &references, &bad).await {
-            match r.outcome {
-                Resolved::Bump { tag, digest } => {
-                    if let Some(repo) = &image.source_repo {
-                        source_repos.insert(r.image.clone(), repo.to_string());
-                    }
-                    targets.push(Target {
-                        image: ImageSelector::Repository(r.image.clone()),
-                        tag,
-                        digest,
-                        rule: SeriesRule::Policy(image.tags.clone()),
-                    });
-                }
-                Resolved::RegistryError { error, .. } => registry_problems.push(error),
-                Resolved::NoCandidate { reason } => {
-                    registry_problems.push(format!("{} [{}]: {reason}", r.image, r.series));
-                }
-                Resolved::UpToDate => {}
-            }
-        }
-    }
+    let (targets, source_repos, registry_problems) =
+        resolve_targets(policy, deps.resolver, &references, &state.bad_pairs()).await;
 
     let prepared = if targets.is_empty() {
         None
@@ -438,6 +414,142 @@ async fn observe_comments<R: Registry, G: Repo, F: Forge, S: Store>(
     Ok((commands, retests))
 }
 
+/// What a direct-push reconcile needs (no forge).
+pub struct DirectDeps<'a, R, G, S> {
+    /// Registry resolution.
+    pub resolver: &'a Resolver<R>,
+    /// The GitOps repository.
+    pub repo: &'a G,
+    /// Durable state.
+    pub store: &'a S,
+    /// Where the repository is and how to reach it.
+    pub source: Source,
+}
+
+/// The bump targets the registries call for, and what could not be resolved.
+async fn resolve_targets<R: Registry>(
+    policy: &Policy,
+    resolver: &Resolver<R>,
+    references: &[ImageRef],
+    bad: &BTreeSet<(String, String)>,
+) -> (Vec<Target>, BTreeMap<String, String>, Vec<String>) {
+    let mut targets = Vec::new();
+    let mut problems = Vec::new();
+    let mut source_repos = BTreeMap::new();
+    for image in &policy.spec.images {
+        for r in resolver.resolve(image, references, bad).await {
+            match r.outcome {
+                Resolved::Bump { tag, digest } => {
+                    if let Some(repo) = &image.source_repo {
+                        source_repos.insert(r.image.clone(), repo.to_string());
+                    }
+                    targets.push(Target {
+                        image: ImageSelector::Repository(r.image.clone()),
+                        tag,
+                        digest,
+                        rule: SeriesRule::Policy(image.tags.clone()),
+                    });
+                }
+                Resolved::RegistryError { error, .. } => problems.push(error),
+                Resolved::NoCandidate { reason } => {
+                    problems.push(format!("{} [{}]: {reason}", r.image, r.series));
+                }
+                Resolved::UpToDate => {}
+            }
+        }
+    }
+    (targets, source_repos, problems)
+}
+
+/// One reconcile of a direct-push policy: resolve, and push the bump commit to the
+/// base branch when it is not held, the schedule allows a bump and the gate is Clear
+/// (the push retries on a lost race, never forcing).
+pub async fn reconcile_direct<R: Registry, G: Repo, S: Store>(
+    policy: &Policy,
+    deps: &DirectDeps<'_, R, G, S>,
+    gate: &GateVerdict,
+    now: DateTime<Utc>,
+) -> Result<Report, ReconcileError> {
+    let name = policy.name();
+    let source = &policy.spec.source;
+    let state = deps.store.load(name)?;
+    let scanned = deps
+        .repo
+        .scan(&deps.source, &source.include, &source.exclude, source.mode)
+        .await?;
+    let references: Vec<ImageRef> = scanned
+        .files
+        .iter()
+        .flat_map(|(_, found)| found.iter().map(|f| f.reference.clone()))
+        .collect();
+    let (targets, _, registry_problems) =
+        resolve_targets(policy, deps.resolver, &references, &state.bad_pairs()).await;
+    let prepared = if targets.is_empty() {
+        None
+    } else {
+        let plan = Plan::new(&targets).map_err(|e| ReconcileError::Policy(e.to_string()))?;
+        deps.repo
+            .prepare_bump(
+                BumpRequest {
+                    source: deps.source.clone(),
+                    policy: name.to_owned(),
+                    plan,
+                    include: source.include.clone(),
+                    exclude: source.exclude.clone(),
+                    mode: source.mode,
+                    delivery: Delivery::DirectPush,
+                },
+                now,
+            )
+            .await?
+            .into()
+    };
+    let prepared = prepared.filter(|p: &PreparedBump| p.commit.is_some());
+    let effects = plan::plan_direct(
+        &policy.spec,
+        state.hold.as_ref(),
+        state.last_bump,
+        prepared.is_some(),
+        gate,
+        now,
+    );
+    for effect in &effects {
+        match effect {
+            Effect::PushDirect => {
+                if let Some(p) = &prepared {
+                    let pushed = deps.repo.push(p).await?;
+                    let rows = rows_of(p);
+                    deps.store.update(name, &mut |s| {
+                        let moves: Vec<String> = rows
+                            .iter()
+                            .map(|r| format!("{} {} -> {}", r.image, r.from, r.to))
+                            .collect();
+                        s.record(
+                            now,
+                            "Pushed",
+                            format!(
+                                "pushed {} to {}: {}",
+                                pushed.head.as_deref().unwrap_or("nothing new"),
+                                source.branch,
+                                moves.join(", ")
+                            ),
+                        );
+                    })?;
+                }
+            }
+            Effect::RecordBump => {
+                deps.store.update(name, &mut |s| s.last_bump = Some(now))?;
+            }
+            _ => {}
+        }
+    }
+    Ok(Report {
+        effects,
+        registry_problems,
+        pr: None,
+    })
+}
+
 /// Observes, plans and executes one reconcile of `policy`.
 pub async fn reconcile<R: Registry, G: Repo, F: Forge, S: Store>(
     policy: &Policy,
@@ -527,7 +639,7 @@ async fn apply<R: Registry, G: Repo, F: Forge, S: Store>(
                 deps.forge.remove_label(&deps.forge_repo, n, label).await?;
             }
         }
-        Effect::PushBranch => {
+        Effect::PushBranch | Effect::PushDirect => {
             if let Some(prepared) = run.prepared {
                 deps.repo.push(prepared).await?;
             }

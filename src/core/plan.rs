@@ -135,6 +135,8 @@ pub enum Effect {
         /// The method.
         method: MergeMethod,
     },
+    /// Push the bump commit straight to the base branch (direct-push policies).
+    PushDirect,
     /// Nothing merges now, and why (for status and events; writes nothing remote).
     Waiting(String),
 }
@@ -248,6 +250,40 @@ pub fn plan(s: &Snapshot<'_>, now: DateTime<Utc>) -> Vec<Effect> {
         }
     }
     effects
+}
+
+/// Plans one reconcile of a direct-push policy: the bump goes straight to the base
+/// branch, so it must pass everything a merge must: not held, inside a window and
+/// past `minInterval`, and the gate Clear (Firing and Unknown both wait).
+#[must_use]
+pub fn plan_direct(
+    spec: &AutobumpSpec,
+    hold: Option<&Hold>,
+    last_bump: Option<DateTime<Utc>>,
+    has_bump: bool,
+    gate: &GateVerdict,
+    now: DateTime<Utc>,
+) -> Vec<Effect> {
+    if !has_bump {
+        return Vec::new();
+    }
+    let wait = |why: String| vec![Effect::Waiting(why)];
+    if let Some(h) = hold {
+        return wait(format!("the policy is held by {}", h.by));
+    }
+    if let Verdict::Closed { reason, next_open } =
+        spec.schedule.to_schedule().evaluate(now, last_bump)
+    {
+        return wait(format!(
+            "bump waits: {reason}{}",
+            next_open.map_or_else(String::new, |t| format!(" (next opening {t})"))
+        ));
+    }
+    match gate {
+        GateVerdict::Clear => vec![Effect::PushDirect, Effect::RecordBump],
+        GateVerdict::Firing(alerts) => wait(format!("alerts firing: {}", alerts.join(", "))),
+        GateVerdict::Unknown(why) => wait(format!("alert state unknown: {why}")),
+    }
 }
 
 fn with_hold_label(mut labels: Vec<String>, held: bool) -> Vec<String> {
@@ -511,6 +547,66 @@ mod tests {
                 "Waiting(the PR is labelled do-not-merge/hold)"
             ]
         );
+    }
+
+    #[test]
+    fn direct_push_needs_everything_a_merge_needs() {
+        let s = spec(", windows: [\"Mon-Fri 09:00-17:00\"]");
+        let monday = at("2026-11-23T10:00:00Z");
+        let clear = GateVerdict::Clear;
+        assert_eq!(
+            kinds(&plan_direct(&s, None, None, true, &clear, monday)),
+            ["PushDirect", "RecordBump"]
+        );
+        assert!(plan_direct(&s, None, None, false, &clear, monday).is_empty());
+        let held = Hold {
+            by: "user:a".into(),
+            since: monday,
+            reason: "x".into(),
+            via: None,
+            automatic: false,
+        };
+        for (hold, last, gate, when, why) in [
+            (
+                Some(&held),
+                None,
+                clear.clone(),
+                monday,
+                "the policy is held by user:a",
+            ),
+            (
+                None,
+                None,
+                clear.clone(),
+                at("2026-11-21T10:00:00Z"),
+                "bump waits: outside",
+            ),
+            (
+                None,
+                Some(at("2026-11-23T09:30:00Z")),
+                clear.clone(),
+                monday,
+                "bump waits: ",
+            ),
+            (
+                None,
+                None,
+                GateVerdict::Firing(vec!["A".into()]),
+                monday,
+                "alerts firing: A",
+            ),
+            (
+                None,
+                None,
+                GateVerdict::Unknown("down".into()),
+                monday,
+                "alert state unknown: down",
+            ),
+        ] {
+            let e = plan_direct(&s, hold, last, true, &gate, when);
+            assert_eq!(e.len(), 1, "{e:?}");
+            assert!(kinds(&e)[0].starts_with(&format!("Waiting({why}")), "{e:?}");
+        }
     }
 
     #[test]

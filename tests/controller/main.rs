@@ -186,6 +186,7 @@ fn kinds(report: &Report) -> Vec<&'static str> {
             Effect::AddLabels(_) => "AddLabels",
             Effect::RemoveLabel(_) => "RemoveLabel",
             Effect::PushBranch => "PushBranch",
+            Effect::PushDirect => "PushDirect",
             Effect::CreatePr { .. } => "CreatePr",
             Effect::UpdatePr { .. } => "UpdatePr",
             Effect::RecordBump => "RecordBump",
@@ -532,4 +533,88 @@ async fn a_secondary_rate_limit_is_waited_out_and_the_pr_still_opens() {
     );
     assert!(w.fake.pull(1).open);
     w.fake.assert_responses_valid();
+}
+
+#[tokio::test]
+async fn direct_push_bumps_the_base_branch_when_not_held_and_the_gate_is_clear() {
+    use autobump::controller::{DirectDeps, reconcile_direct};
+    let w = World::new("").await;
+    let host = w.registry.host();
+    let text = format!(
+        "apiVersion: autobump.dev/v1alpha1\nkind: Autobump\nmetadata: {{name: direct}}\nspec:\n  images:\n    - prefix: {host}/prow/\n      tags: {{dateSha: {{}}}}\n  source:\n    repo: file://{}\n    include: [\"config/**/*.yaml\"]\n  directPush: {{}}\n  schedule: {{minInterval: 1h}}\n",
+        w.fake.git_dir().display()
+    );
+    let (mut policies, diagnostics) = policy::load_str(std::path::Path::new("direct.yaml"), &text);
+    assert!(diagnostics.is_empty(), "{diagnostics:?}");
+    let direct = policies.remove(0);
+    let deps = DirectDeps {
+        resolver: &w.resolver,
+        repo: &w.repo,
+        store: &w.store,
+        source: Source {
+            url: direct.spec.source.repo.clone(),
+            branch: direct.spec.source.branch.clone(),
+            auth: Auth::None,
+        },
+    };
+    let before = w.fake.branch_sha("main").unwrap();
+
+    // Held, or the gate not Clear: nothing is pushed.
+    w.store
+        .update("direct", &mut |s| {
+            s.hold = Some(autobump::policy::v1alpha1::Hold {
+                by: "cli:ops".into(),
+                since: at(MONDAY),
+                reason: "release".into(),
+                via: Some("cli".into()),
+                automatic: false,
+            });
+        })
+        .unwrap();
+    let r = reconcile_direct(&direct, &deps, &GateVerdict::Clear, at(MONDAY))
+        .await
+        .unwrap();
+    assert_eq!(waiting(&r), "the policy is held by cli:ops");
+    w.store.update("direct", &mut |s| s.hold = None).unwrap();
+    let r = reconcile_direct(
+        &direct,
+        &deps,
+        &GateVerdict::Unknown("down".into()),
+        at(MONDAY),
+    )
+    .await
+    .unwrap();
+    assert_eq!(waiting(&r), "alert state unknown: down");
+    assert_eq!(w.fake.branch_sha("main").unwrap(), before);
+
+    // Clear: pushed to main, exactly the version bump.
+    let r = reconcile_direct(&direct, &deps, &GateVerdict::Clear, at(MONDAY))
+        .await
+        .unwrap();
+    assert_eq!(kinds(&r), ["PushDirect", "RecordBump"], "{r:?}");
+    assert_ne!(w.fake.branch_sha("main").unwrap(), before);
+    assert!(
+        w.file_on("main", "config/prow/hook.yaml")
+            .contains(&format!("{host}/prow/hook:{NEW}  # keep this comment"))
+    );
+    let state = w.store.load("direct").unwrap();
+    assert_eq!(state.last_bump, Some(at(MONDAY)));
+    assert!(
+        state.history[0]
+            .message
+            .contains(&format!("{OLD} -> {NEW}")),
+        "{:?}",
+        state.history
+    );
+
+    // Up to date: nothing to do.
+    let r = reconcile_direct(
+        &direct,
+        &deps,
+        &GateVerdict::Clear,
+        at("2026-11-23T12:00:00Z"),
+    )
+    .await
+    .unwrap();
+    assert!(r.effects.is_empty(), "{r:?}");
 }
