@@ -60,6 +60,17 @@ enum Command {
     ///
     /// Exit status: 0 on success (also when nothing changed), 2 on usage or I/O errors.
     Rewrite(RewriteArgs),
+    /// Reconcile every policy on a tick (standalone: files, no cluster).
+    ///
+    /// Policies come from files and state lives in a local file.
+    /// Direct-push policies need only git and registry access; pull-request policies
+    /// also need GITHUB_TOKEN in the environment. An invalid policy file keeps the last
+    /// good version of its policies in force and never stops the others. SIGTERM or
+    /// Ctrl-C finishes the reconcile in flight and exits 0.
+    ///
+    /// Exit status with --once: 0 when every policy reconciled and every file loaded,
+    /// 1 otherwise; 2 on usage or I/O errors.
+    Run(RunArgs),
     /// Hold a policy: no bump merges until the hold is lifted (rollbacks still do).
     ///
     /// The hold records who, when, why and from where, and survives restarts.
@@ -81,6 +92,170 @@ enum Command {
     },
     /// Print the CustomResourceDefinition of the Autobump kind (YAML).
     Crd,
+}
+
+/// Options of `autobump run`.
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Policy files or directories.
+    #[arg(long, value_name = "DIR", default_value = "policies")]
+    policies: Vec<PathBuf>,
+    #[command(flatten)]
+    state: StateArgs,
+    /// Reconcile every policy once and exit.
+    #[arg(long)]
+    once: bool,
+    /// Time between ticks (e.g. 30s, 1m).
+    #[arg(long, default_value = "1m")]
+    interval: autobump::policy::values::Duration,
+    /// Where clones of the GitOps repositories are cached.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "AUTOBUMP_CACHE",
+        default_value = ".autobump-cache"
+    )]
+    cache_dir: PathBuf,
+    /// The GitHub API (GitHub Enterprise: https://HOST/api/v3).
+    #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com")]
+    github_api: String,
+    /// The bot account, for policies that name none.
+    #[arg(long, env = "AUTOBUMP_BOT_LOGIN")]
+    bot_login: Option<String>,
+    /// SSH private key for ssh:// and user@host: repositories.
+    #[arg(long, value_name = "FILE")]
+    ssh_key: Option<PathBuf>,
+    /// Commit author name.
+    #[arg(long, default_value = "autobump")]
+    git_name: String,
+    /// Commit author email.
+    #[arg(long, default_value = "autobump@localhost")]
+    git_email: String,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+fn run_standalone(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use autobump::controller::standalone::{Config, Standalone};
+    use autobump::repo::{GitConfig, GitRepo, Person};
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let repo = GitRepo::new(GitConfig::new(
+            &args.cache_dir,
+            Person {
+                name: args.git_name.clone(),
+                email: args.git_email.clone(),
+            },
+        ));
+        let mut driver = Standalone::new(
+            Config {
+                policies: args.policies.clone(),
+                state: args.state.path.clone(),
+                // A secret: from the environment only, never a flag (argv is public).
+                github_token: std::env::var("GITHUB_TOKEN").ok().filter(|t| !t.is_empty()),
+                github_api: args.github_api.clone(),
+                bot_login: args.bot_login.clone(),
+                ssh_key: args.ssh_key.clone(),
+            },
+            Arc::new(SystemClock),
+            args.registry.client()?,
+            repo,
+        )
+        .map_err(|e| anyhow::anyhow!(e))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let wake = Arc::new(tokio::sync::Notify::new());
+        {
+            let (stop, wake) = (Arc::clone(&stop), Arc::clone(&wake));
+            tokio::spawn(async move {
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .expect("installing the SIGTERM handler");
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                eprintln!("autobump: stopping after the reconcile in flight");
+                stop.store(true, Ordering::SeqCst);
+                wake.notify_one();
+            });
+        }
+        loop {
+            let tick = driver.tick(&stop).await?;
+            print_tick(&tick);
+            if args.once {
+                return Ok(if tick.ok() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                });
+            }
+            if stop.load(Ordering::SeqCst) {
+                return Ok(ExitCode::SUCCESS);
+            }
+            let pause = args
+                .interval
+                .delta()
+                .to_std()
+                .unwrap_or(std::time::Duration::from_secs(60));
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = wake.notified() => return Ok(ExitCode::SUCCESS),
+            }
+        }
+    })
+}
+
+/// One line per policy on stdout; file problems on stderr.
+fn print_tick(tick: &autobump::controller::standalone::Tick) {
+    use autobump::controller::standalone::PolicyOutcome;
+    use autobump::core::plan::Effect;
+    for d in &tick.diagnostics {
+        eprintln!("autobump: invalid policy (its last good version stays in force): {d}");
+    }
+    for (name, outcome) in &tick.outcomes {
+        let line = match outcome {
+            PolicyOutcome::Done(report) => {
+                let mut parts: Vec<String> = report
+                    .effects
+                    .iter()
+                    .map(|e| match e {
+                        Effect::Waiting(why) => format!("waiting: {why}"),
+                        other => format!("{other:?}")
+                            .split([' ', '(', '{'])
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    })
+                    .collect();
+                parts.extend(
+                    report
+                        .registry_problems
+                        .iter()
+                        .map(|p| format!("registry: {p}")),
+                );
+                if parts.is_empty() {
+                    "up to date".to_owned()
+                } else {
+                    parts.join("; ")
+                }
+            }
+            PolicyOutcome::Failed(e) => format!(
+                "failed ({}): {e}",
+                if e.is_retryable() {
+                    "will retry"
+                } else {
+                    "needs attention"
+                }
+            ),
+            PolicyOutcome::Skipped(why) => format!("skipped: {why}"),
+        };
+        println!("{name}: {line}");
+    }
 }
 
 /// Where the standalone state lives.
@@ -128,6 +303,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Rewrite(args) => rewrite(&args),
         Command::Resolve(args) => resolve(&args),
+        Command::Run(args) => run_standalone(&args),
         Command::Hold {
             name,
             reason,
@@ -139,7 +315,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Who is running the command, for the hold's record.
 fn operator() -> String {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned());
+    let user = ["USER", "LOGNAME", "USERNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| "unknown".to_owned());
     format!("cli:{user}")
 }
 
@@ -149,7 +328,7 @@ fn hold(name: &str, reason: &str, state: &StateArgs) -> anyhow::Result<ExitCode>
     if reason.trim().is_empty() {
         anyhow::bail!("--reason must say why (it is shown to whoever wonders why nothing deploys)");
     }
-    let now = SystemClock.now();
+    let now = chrono::SubsecRound::trunc_subsecs(SystemClock.now(), 0);
     let by = operator();
     let mut existing = None;
     FileStore::new(&state.path).update(name, &mut |s| {
@@ -179,7 +358,7 @@ fn hold(name: &str, reason: &str, state: &StateArgs) -> anyhow::Result<ExitCode>
 fn unhold(name: &str, state: &StateArgs) -> anyhow::Result<ExitCode> {
     use autobump::clock::Clock as _;
     use autobump::store::{FileStore, Store as _};
-    let now = SystemClock.now();
+    let now = chrono::SubsecRound::trunc_subsecs(SystemClock.now(), 0);
     let by = operator();
     let mut lifted = None;
     FileStore::new(&state.path).update(name, &mut |s| {
@@ -225,6 +404,13 @@ struct ResolveArgs {
     /// How to print the result.
     #[arg(long, short, value_enum, default_value_t = Output::Text)]
     output: Output,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+/// How to reach container registries.
+#[derive(Debug, clap::Args)]
+struct RegistryArgs {
     /// Registry credentials in Docker's config.json format. Default:
     /// $DOCKER_CONFIG/config.json, else ~/.docker/config.json, when present.
     #[arg(long, value_name = "FILE")]
@@ -238,6 +424,26 @@ struct ResolveArgs {
     ca_bundle: Option<PathBuf>,
 }
 
+impl RegistryArgs {
+    fn client(&self) -> anyhow::Result<autobump::registry::RegistryClient> {
+        use autobump::registry::{Credentials, RegistryClient, RegistryConfig};
+        let credentials = match self.docker_config.clone().or_else(default_docker_config) {
+            Some(path) => Credentials::from_docker_config_file(&path)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+            None => Credentials::anonymous(),
+        };
+        let mut defaults = RegistryConfig::default().credentials(credentials);
+        if let Some(ca) = &self.ca_bundle {
+            defaults = defaults.ca_bundle(ca);
+        }
+        let mut client = RegistryClient::new(defaults.clone(), Arc::new(SystemClock))?;
+        for host in &self.insecure_registries {
+            client = client.with_registry(host, defaults.clone().insecure())?;
+        }
+        Ok(client)
+    }
+}
+
 fn default_docker_config() -> Option<PathBuf> {
     let candidate = match std::env::var_os("DOCKER_CONFIG") {
         Some(dir) => PathBuf::from(dir).join("config.json"),
@@ -247,7 +453,6 @@ fn default_docker_config() -> Option<PathBuf> {
 }
 
 fn resolve(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
-    use autobump::registry::{Credentials, RegistryClient, RegistryConfig};
     use autobump::resolve::{Resolved, Resolver};
 
     let policy = load_one_policy(&args.policy)?;
@@ -263,20 +468,7 @@ fn resolve(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
         .flat_map(|(_, found)| found.into_iter().map(|f| f.reference))
         .collect();
 
-    let credentials = match args.docker_config.clone().or_else(default_docker_config) {
-        Some(path) => Credentials::from_docker_config_file(&path)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
-        None => Credentials::anonymous(),
-    };
-    let mut defaults = RegistryConfig::default().credentials(credentials);
-    if let Some(ca) = &args.ca_bundle {
-        defaults = defaults.ca_bundle(ca);
-    }
-    let mut client = RegistryClient::new(defaults.clone(), Arc::new(SystemClock))?;
-    for host in &args.insecure_registries {
-        client = client.with_registry(host, defaults.clone().insecure())?;
-    }
-    let resolver = Resolver::new(client);
+    let resolver = Resolver::new(args.registry.client()?);
     // No store yet: nothing is recorded as bad.
     let bad = std::collections::BTreeSet::new();
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -8,6 +8,8 @@
 //! from the caller. Execute performs the plan's effects in order; each is an ensure,
 //! so a crash between two effects is repaired by the next reconcile.
 
+pub mod standalone;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};

@@ -195,7 +195,7 @@ pub fn plan(s: &Snapshot<'_>, now: DateTime<Utc>) -> Vec<Effect> {
                 Verdict::Closed { reason, next_open } => {
                     effects.push(Effect::Waiting(format!(
                         "bump waits: {reason}{}",
-                        next_open.map_or_else(String::new, |t| format!(" (next opening {t})"))
+                        next_opening(&reason, next_open)
                     )));
                 }
             }
@@ -276,13 +276,24 @@ pub fn plan_direct(
     {
         return wait(format!(
             "bump waits: {reason}{}",
-            next_open.map_or_else(String::new, |t| format!(" (next opening {t})"))
+            next_opening(&reason, next_open)
         ));
     }
     match gate {
         GateVerdict::Clear => vec![Effect::PushDirect, Effect::RecordBump],
         GateVerdict::Firing(alerts) => wait(format!("alerts firing: {}", alerts.join(", "))),
         GateVerdict::Unknown(why) => wait(format!("alert state unknown: {why}")),
+    }
+}
+
+/// " (next opening T)" when the reason does not already say until when.
+fn next_opening(
+    reason: &super::schedule::ClosedReason,
+    next_open: Option<DateTime<Utc>>,
+) -> String {
+    match (reason, next_open) {
+        (super::schedule::ClosedReason::OutsideWindow, Some(t)) => format!(" (next opening {t})"),
+        _ => String::new(),
     }
 }
 

@@ -618,3 +618,115 @@ async fn direct_push_bumps_the_base_branch_when_not_held_and_the_gate_is_clear()
     .unwrap();
     assert!(r.effects.is_empty(), "{r:?}");
 }
+
+fn direct_policy_text(w: &World, name: &str) -> String {
+    format!(
+        "apiVersion: autobump.dev/v1alpha1\nkind: Autobump\nmetadata: {{name: {name}}}\nspec:\n  images:\n    - prefix: {}/prow/\n      tags: {{dateSha: {{}}}}\n  source:\n    repo: file://{}\n    include: [\"config/**/*.yaml\"]\n  directPush: {{}}\n",
+        w.registry.host(),
+        w.fake.git_dir().display()
+    )
+}
+
+#[tokio::test]
+async fn run_once_through_the_binary_bumps_a_direct_push_policy() {
+    let w = World::new("").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::write(
+        dir.path().join("policies/direct.yaml"),
+        direct_policy_text(&w, "direct"),
+    )
+    .unwrap();
+    let before = w.fake.branch_sha("main").unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_autobump"))
+        .args([
+            "run",
+            "--once",
+            "--policies",
+            "policies",
+            "--state",
+            "state.json",
+            "--cache-dir",
+            "cache",
+        ])
+        .current_dir(dir.path())
+        .env_remove("GITHUB_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout, "direct: PushDirect; RecordBump\n");
+    assert_ne!(w.fake.branch_sha("main").unwrap(), before);
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("state.json")).unwrap())
+            .unwrap();
+    assert!(state["policies"]["direct"]["lastBump"].is_string());
+}
+
+#[tokio::test]
+async fn an_invalid_policy_file_keeps_the_last_good_version_and_never_stops_the_others() {
+    use autobump::controller::standalone::{Config, PolicyOutcome, Standalone};
+    use std::sync::atomic::AtomicBool;
+    let w = World::new("").await;
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    std::fs::write(policies.join("a.yaml"), direct_policy_text(&w, "a")).unwrap();
+    std::fs::write(
+        policies.join("b.yaml"),
+        direct_policy_text(&w, "b").replace("/prow/", "/other/"),
+    )
+    .unwrap();
+    let mut driver = Standalone::new(
+        Config {
+            policies: vec![policies.clone()],
+            state: dir.path().join("state.json"),
+            github_token: None,
+            github_api: "http://127.0.0.1:9".into(),
+            bot_login: None,
+            ssh_key: None,
+        },
+        Arc::new(SystemClock),
+        RegistryClient::new(RegistryConfig::default(), Arc::new(SystemClock)).unwrap(),
+        GitRepo::new(GitConfig::new(
+            dir.path().join("cache"),
+            Person {
+                name: "autobump".into(),
+                email: "autobump@example.com".into(),
+            },
+        )),
+    )
+    .unwrap();
+    let stop = AtomicBool::new(false);
+    let tick = driver.tick(&stop).await.unwrap();
+    assert!(tick.ok(), "{tick:?}");
+    assert_eq!(tick.outcomes.keys().collect::<Vec<_>>(), ["a", "b"]);
+
+    // a.yaml breaks: a's last good version still runs, b is unaffected.
+    std::fs::write(policies.join("a.yaml"), "apiVersion: autobump.dev/v1alpha1\nkind: Autobump\nmetadata: {name: a}\nspec: {images: []\n").unwrap();
+    let tick = driver.tick(&stop).await.unwrap();
+    assert_eq!(tick.diagnostics.len(), 1, "{tick:?}");
+    assert!(tick.diagnostics[0].file.ends_with("a.yaml"));
+    assert!(
+        matches!(tick.outcomes["a"], PolicyOutcome::Done(_)),
+        "{tick:?}"
+    );
+    assert!(
+        matches!(tick.outcomes["b"], PolicyOutcome::Done(_)),
+        "{tick:?}"
+    );
+    assert!(!tick.ok());
+
+    // b.yaml is removed: b is gone; a is fixed and runs from the file again.
+    std::fs::remove_file(policies.join("b.yaml")).unwrap();
+    std::fs::write(policies.join("a.yaml"), direct_policy_text(&w, "a")).unwrap();
+    let tick = driver.tick(&stop).await.unwrap();
+    assert!(tick.ok(), "{tick:?}");
+    assert_eq!(tick.outcomes.keys().collect::<Vec<_>>(), ["a"]);
+}

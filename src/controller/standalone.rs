@@ -1,0 +1,246 @@
+//! The standalone driver (`autobump run --policies DIR --state PATH`): no cluster,
+//! policies from files, state in a local file (does I/O).
+//!
+//! Each tick reloads the policy files. A policy whose file became invalid keeps its
+//! last good version in force (and the problem is reported every tick), and never
+//! stops the others. Each policy's gate is read fresh, then the policy is reconciled
+//! by the direct-push or the pull-request flow.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::{Deps, DirectDeps, ReconcileError, Report, reconcile, reconcile_direct};
+use crate::alerts::{AlertsClient, AlertsConfig, gate};
+use crate::clock::Clock;
+use crate::core::gate::GateVerdict;
+use crate::forge::{GitHub, GitHubAuth, GitHubConfig, RepoName};
+use crate::policy::{self, Diagnostic, Policy};
+use crate::registry::RegistryClient;
+use crate::repo::{Auth, GitRepo, Source};
+use crate::resolve::Resolver;
+use crate::store::FileStore;
+
+/// How the standalone driver reaches the outside world.
+pub struct Config {
+    /// The policy directory (or files).
+    pub policies: Vec<PathBuf>,
+    /// The state file.
+    pub state: PathBuf,
+    /// A GitHub token, for pull-request policies and HTTPS git on GitHub.
+    pub github_token: Option<String>,
+    /// The GitHub API base URL.
+    pub github_api: String,
+    /// The bot login when a policy names none.
+    pub bot_login: Option<String>,
+    /// An SSH private key for `ssh://` and `user@host:` repositories.
+    pub ssh_key: Option<PathBuf>,
+}
+
+/// The outcome of one policy in one tick.
+#[derive(Debug)]
+pub enum PolicyOutcome {
+    /// Reconciled.
+    Done(Report),
+    /// The reconcile failed (retried next tick when retryable).
+    Failed(ReconcileError),
+    /// Not run, and why.
+    Skipped(String),
+}
+
+/// One tick's results.
+#[derive(Debug, Default)]
+pub struct Tick {
+    /// Each policy's outcome, by name.
+    pub outcomes: BTreeMap<String, PolicyOutcome>,
+    /// Problems in the policy files (the last good version of those policies ran).
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Tick {
+    /// Whether every policy reconciled and every file loaded.
+    #[must_use]
+    pub fn ok(&self) -> bool {
+        self.diagnostics.is_empty()
+            && self
+                .outcomes
+                .values()
+                .all(|o| matches!(o, PolicyOutcome::Done(_)))
+    }
+}
+
+/// The standalone driver.
+pub struct Standalone {
+    config: Config,
+    clock: Arc<dyn Clock>,
+    resolver: Resolver<RegistryClient>,
+    repo: GitRepo,
+    store: FileStore,
+    alerts: AlertsClient,
+    github: Option<GitHub>,
+    /// The last valid version of every policy seen.
+    last_good: BTreeMap<String, Policy>,
+}
+
+impl Standalone {
+    /// A driver with these adapters.
+    pub fn new(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        registry: RegistryClient,
+        repo: GitRepo,
+    ) -> Result<Self, String> {
+        let github = match &config.github_token {
+            Some(token) => Some(
+                GitHub::new(
+                    GitHubConfig::new(GitHubAuth::Token(token.clone()))
+                        .api_url(config.github_api.clone()),
+                    Arc::clone(&clock),
+                )
+                .map_err(|e| format!("GitHub client: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            store: FileStore::new(&config.state),
+            alerts: AlertsClient::new(AlertsConfig::default())
+                .map_err(|e| format!("alert client: {e}"))?,
+            resolver: Resolver::new(registry),
+            repo,
+            github,
+            clock,
+            config,
+            last_good: BTreeMap::new(),
+        })
+    }
+
+    /// Reloads the policy files: valid policies replace their last good version; an
+    /// invalid file leaves the last good version of its policies in force.
+    fn reload(&mut self) -> Result<Vec<Diagnostic>, policy::LoadError> {
+        let loaded = policy::load_paths(&self.config.policies)?;
+        let broken: std::collections::BTreeSet<&std::path::Path> = loaded
+            .diagnostics
+            .iter()
+            .map(|d| d.file.as_path())
+            .collect();
+        let present: std::collections::BTreeSet<&str> =
+            loaded.policies.iter().map(Policy::name).collect();
+        // A policy no file defines any more is gone, unless its file is broken now.
+        self.last_good.retain(|name, p| {
+            present.contains(name.as_str()) || broken.contains(p.origin.file.as_path())
+        });
+        for p in loaded.policies {
+            self.last_good.insert(p.name().to_owned(), p);
+        }
+        Ok(loaded.diagnostics)
+    }
+
+    fn source(&self, policy: &Policy) -> Source {
+        let url = policy.spec.source.repo.clone();
+        let text = url.as_str();
+        let auth = if text.starts_with("https://") || text.starts_with("http://") {
+            self.config
+                .github_token
+                .clone()
+                .map_or(Auth::None, Auth::github_token)
+        } else if text.starts_with("file://") {
+            Auth::None
+        } else {
+            self.config
+                .ssh_key
+                .clone()
+                .map_or(Auth::None, |key| Auth::SshKey {
+                    username: None,
+                    private_key: key,
+                    public_key: None,
+                    passphrase: None,
+                })
+        };
+        Source {
+            url,
+            branch: policy.spec.source.branch.clone(),
+            auth,
+        }
+    }
+
+    /// One pass over every policy; stops between two policies once `stop` is set
+    /// (the reconcile in flight finishes).
+    pub async fn tick(
+        &mut self,
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> Result<Tick, policy::LoadError> {
+        let diagnostics = self.reload()?;
+        let mut tick = Tick {
+            diagnostics,
+            ..Tick::default()
+        };
+        let policies: Vec<Policy> = self.last_good.values().cloned().collect();
+        for p in policies {
+            if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                break;
+            }
+            // Decisions and records need no sub-second precision; whole seconds keep
+            // status and messages readable.
+            let now = chrono::SubsecRound::trunc_subsecs(self.clock.now(), 0);
+            let outcome = self.reconcile_one(&p, now).await;
+            tick.outcomes.insert(p.name().to_owned(), outcome);
+        }
+        Ok(tick)
+    }
+
+    async fn reconcile_one(&self, p: &Policy, now: DateTime<Utc>) -> PolicyOutcome {
+        let verdict = match &p.spec.gate {
+            None => GateVerdict::Clear,
+            Some(spec) => gate(&self.alerts, Some(spec)).await,
+        };
+        let source = self.source(p);
+        let result = if p.spec.direct_push.is_some() {
+            let deps = DirectDeps {
+                resolver: &self.resolver,
+                repo: &self.repo,
+                store: &self.store,
+                source,
+            };
+            reconcile_direct(p, &deps, &verdict, now).await
+        } else {
+            let Some(github) = &self.github else {
+                return PolicyOutcome::Skipped(
+                    "pull-request policies need a GitHub token (GITHUB_TOKEN)".into(),
+                );
+            };
+            let Some(forge_repo) = RepoName::parse(p.spec.source.repo.as_str()) else {
+                return PolicyOutcome::Skipped(format!(
+                    "{} is not a GitHub repository",
+                    p.spec.source.repo
+                ));
+            };
+            let bot = p
+                .spec
+                .pull_request
+                .as_ref()
+                .and_then(|pr| pr.bot_login.clone())
+                .or_else(|| self.config.bot_login.clone());
+            let Some(bot_login) = bot else {
+                return PolicyOutcome::Skipped(
+                    "name the bot account (pullRequest.botLogin or --bot-login)".into(),
+                );
+            };
+            let deps = Deps {
+                resolver: &self.resolver,
+                repo: &self.repo,
+                forge: github,
+                store: &self.store,
+                source,
+                forge_repo,
+                bot_login,
+            };
+            reconcile(p, &deps, verdict, now).await
+        };
+        match result {
+            Ok(report) => PolicyOutcome::Done(report),
+            Err(e) => PolicyOutcome::Failed(e),
+        }
+    }
+}
