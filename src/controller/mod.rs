@@ -474,7 +474,6 @@ pub async fn reconcile_direct<R: Registry, G: Repo, S: Store>(
 ) -> Result<Report, ReconcileError> {
     let name = policy.name();
     let source = &policy.spec.source;
-    let state = deps.store.load(name)?;
     let scanned = deps
         .repo
         .scan(&deps.source, &source.include, &source.exclude, source.mode)
@@ -484,6 +483,20 @@ pub async fn reconcile_direct<R: Registry, G: Repo, S: Store>(
         .iter()
         .flat_map(|(_, found)| found.iter().map(|f| f.reference.clone()))
         .collect();
+    let mut watched = watch_rollout(policy, deps, &references, &scanned.head, gate, now).await?;
+    // One rollout at a time: while the deployed version deploys or bakes (or was just
+    // rolled back), nothing new goes out, so there is always a known-good to return to.
+    if watched
+        .iter()
+        .any(|e| matches!(e, Effect::Rollback(_) | Effect::Waiting(_)))
+    {
+        return Ok(Report {
+            effects: watched,
+            registry_problems: Vec::new(),
+            pr: None,
+        });
+    }
+    let state = deps.store.load(name)?;
     let (targets, _, registry_problems) =
         resolve_targets(policy, deps.resolver, &references, &state.bad_pairs()).await;
     let prepared = if targets.is_empty() {
@@ -515,6 +528,8 @@ pub async fn reconcile_direct<R: Registry, G: Repo, S: Store>(
         gate,
         now,
     );
+    watched.extend(effects);
+    let effects = watched;
     for effect in &effects {
         match effect {
             Effect::PushDirect => {
@@ -550,6 +565,290 @@ pub async fn reconcile_direct<R: Registry, G: Repo, S: Store>(
         registry_problems,
         pr: None,
     })
+}
+
+/// The versions of the policy's images the base branch carries now.
+fn deployed_release(
+    policy: &Policy,
+    references: &[ImageRef],
+    head: &str,
+    now: DateTime<Utc>,
+) -> Option<crate::policy::v1alpha1::Release> {
+    let mut images: Vec<crate::policy::v1alpha1::ImageVersion> = references
+        .iter()
+        .filter(|r| policy.spec.images.iter().any(|i| covers(i, r)))
+        .filter_map(|r| {
+            let tag = r.tag.clone()?;
+            policy
+                .spec
+                .images
+                .iter()
+                .find(|i| covers(i, r))
+                .and_then(|i| crate::core::tags::series(&i.tags, &tag))?;
+            Some(crate::policy::v1alpha1::ImageVersion {
+                image: r.repository.clone(),
+                tag,
+                digest: r.digest.clone(),
+            })
+        })
+        .collect();
+    images.sort_by(|a, b| (&a.image, &a.tag).cmp(&(&b.image, &b.tag)));
+    images.dedup_by(|a, b| a.image == b.image && a.tag == b.tag);
+    if images.is_empty() {
+        return None;
+    }
+    let mut tags: Vec<&str> = images.iter().map(|i| i.tag.as_str()).collect();
+    tags.sort_unstable();
+    tags.dedup();
+    let summary = match tags.as_slice() {
+        [one] => (*one).to_owned(),
+        _ => format!("{} images", images.len()),
+    };
+    Some(crate::policy::v1alpha1::Release {
+        summary,
+        images,
+        since: now,
+        commit: Some(head.to_owned()),
+    })
+}
+
+/// Tracks the deployed release, bakes it against the gate, promotes it or rolls it
+/// back (see [`crate::core::rollout`]). A deployed version already recorded as bad is
+/// rolled back again until the known-good version is on the branch, so a crash
+/// between the hold and the push converges.
+async fn watch_rollout<R: Registry, G: Repo, S: Store>(
+    policy: &Policy,
+    deps: &DirectDeps<'_, R, G, S>,
+    references: &[ImageRef],
+    head: &str,
+    gate: &GateVerdict,
+    now: DateTime<Utc>,
+) -> Result<Vec<Effect>, ReconcileError> {
+    use crate::core::rollout::{self, RolloutDecision};
+    let name = policy.name();
+    let Some(deployed) = deployed_release(policy, references, head, now) else {
+        return Ok(Vec::new());
+    };
+    let mut state = deps.store.load(name)?;
+    if state
+        .current
+        .as_ref()
+        .is_none_or(|c| !rollout::same_versions(c, &deployed))
+    {
+        let summary = deployed.summary.clone();
+        state = deps.store.update(name, &mut |s| {
+            s.current = Some(deployed.clone());
+            s.bake = None;
+            s.record(
+                now,
+                "Deployed",
+                format!("{summary} is on {}", policy.spec.source.branch),
+            );
+        })?;
+    }
+    let current = state.current.clone().unwrap_or(deployed);
+    let decision = decide_rollout(policy, &state, &current, gate, now);
+    match decision {
+        RolloutDecision::Idle => Ok(Vec::new()),
+        RolloutDecision::Deploying => Ok(vec![Effect::Waiting(format!(
+            "{} is deploying; the next bump waits until it is known-good",
+            current.summary
+        ))]),
+        RolloutDecision::Baking {
+            progress,
+            paused,
+            remaining,
+        } => {
+            if state.bake.as_ref() != Some(&progress) {
+                deps.store
+                    .update(name, &mut |s| s.bake = Some(progress.clone()))?;
+            }
+            Ok(vec![Effect::Waiting(match paused {
+                Some(why) => format!("bake of {} paused, gate unknown: {why}", current.summary),
+                None => format!(
+                    "{} is baking ({} min left); the next bump waits until it is known-good",
+                    current.summary,
+                    remaining.num_minutes()
+                ),
+            })])
+        }
+        RolloutDecision::Promote => {
+            deps.store.update(name, &mut |s| {
+                s.last_known_good = Some(current.clone());
+                s.bake = None;
+                s.record(
+                    now,
+                    "Promoted",
+                    format!("{} is the last known-good", current.summary),
+                );
+            })?;
+            Ok(vec![Effect::Promote])
+        }
+        RolloutDecision::Rollback { reason } => {
+            let good = state
+                .last_known_good
+                .clone()
+                .unwrap_or_else(|| current.clone());
+            hold_and_mark_bad(deps.store, name, &current, &good, gate, &reason, now)?;
+            roll_back(policy, deps, &current, &good, now).await?;
+            Ok(vec![Effect::Rollback(reason)])
+        }
+        RolloutDecision::HoldWithoutRollback { reason } => {
+            hold_and_mark_bad(deps.store, name, &current, &current, gate, &reason, now)?;
+            Ok(vec![Effect::Waiting(format!(
+                "held without a known-good version: {reason}"
+            ))])
+        }
+    }
+}
+
+/// The rollout decision for the deployed `current` release: a version already
+/// recorded as bad goes back to the known-good at once; otherwise
+/// [`crate::core::rollout::decide`] (a policy without a gate bakes for zero time).
+fn decide_rollout(
+    policy: &Policy,
+    state: &crate::store::PolicyState,
+    current: &crate::policy::v1alpha1::Release,
+    gate: &GateVerdict,
+    now: DateTime<Utc>,
+) -> crate::core::rollout::RolloutDecision {
+    use crate::core::rollout::{self, RolloutDecision, RolloutInputs, RolloutState};
+    let bad = state.bad_pairs();
+    let known_bad = current
+        .images
+        .iter()
+        .any(|i| bad.contains(&(canonical(&i.image), i.tag.clone())));
+    let (bake, gated) = policy
+        .spec
+        .gate
+        .as_ref()
+        .map_or((chrono::TimeDelta::zero(), false), |g| {
+            (g.bake.delta(), true)
+        });
+    if known_bad && state.last_known_good.is_some() {
+        RolloutDecision::Rollback {
+            reason: format!("{} was rolled back before", current.summary),
+        }
+    } else {
+        rollout::decide(&RolloutInputs {
+            deployed: Some((current, current.since)),
+            rollout: RolloutState::Complete,
+            last_known_good: state.last_known_good.as_ref(),
+            progress: state.bake.as_ref(),
+            bake,
+            deploy_delay: policy
+                .spec
+                .rollout
+                .as_ref()
+                .map_or(chrono::TimeDelta::zero(), |r| r.deploy_delay.delta()),
+            gate: if gated { gate } else { &GateVerdict::Clear },
+            now,
+        })
+    }
+}
+
+fn canonical(image: &str) -> String {
+    ImageRef::parse(image).map_or_else(|| image.to_owned(), |r| r.canonical_repository())
+}
+
+/// Holds the policy automatically (unless held already) and records every version of
+/// `bad` that is not in `good` as bad.
+fn hold_and_mark_bad<S: Store>(
+    store: &S,
+    name: &str,
+    bad: &crate::policy::v1alpha1::Release,
+    good: &crate::policy::v1alpha1::Release,
+    gate: &GateVerdict,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<(), ReconcileError> {
+    let by = match gate {
+        GateVerdict::Firing(alerts) => format!("alert:{}", alerts.join(",")),
+        _ => "autobump".to_owned(),
+    };
+    store.update(name, &mut |s| {
+        if s.hold.is_none() {
+            s.hold = Some(crate::policy::v1alpha1::Hold {
+                by: by.clone(),
+                since: now,
+                reason: reason.to_owned(),
+                via: Some("gate".into()),
+                automatic: true,
+            });
+            s.record(now, "Held", format!("held by {by}: {reason}"));
+        }
+        for image in &bad.images {
+            if !good.images.contains(image) {
+                s.bad_versions.insert(crate::store::BadVersion {
+                    image: canonical(&image.image),
+                    tag: image.tag.clone(),
+                });
+            }
+        }
+    })?;
+    Ok(())
+}
+
+/// Pushes the known-good versions of every image that moved (direct push: never
+/// blocked by the schedule or the hold).
+async fn roll_back<R: Registry, G: Repo, S: Store>(
+    policy: &Policy,
+    deps: &DirectDeps<'_, R, G, S>,
+    bad: &crate::policy::v1alpha1::Release,
+    good: &crate::policy::v1alpha1::Release,
+    now: DateTime<Utc>,
+) -> Result<(), ReconcileError> {
+    let targets: Vec<Target> = good
+        .images
+        .iter()
+        .filter(|g| !bad.images.contains(g))
+        .filter_map(|g| {
+            let r = ImageRef::parse(&format!("{}:{}", g.image, g.tag))?;
+            let image = policy.spec.images.iter().find(|i| covers(i, &r))?;
+            Some(Target {
+                image: ImageSelector::Repository(g.image.clone()),
+                tag: g.tag.clone(),
+                digest: g.digest.clone(),
+                rule: SeriesRule::Policy(image.tags.clone()),
+            })
+        })
+        .collect();
+    if targets.is_empty() {
+        return Ok(());
+    }
+    let source = &policy.spec.source;
+    let plan = Plan::new(&targets).map_err(|e| ReconcileError::Policy(e.to_string()))?;
+    let prepared = deps
+        .repo
+        .prepare_bump(
+            BumpRequest {
+                source: deps.source.clone(),
+                policy: policy.name().to_owned(),
+                plan,
+                include: source.include.clone(),
+                exclude: source.exclude.clone(),
+                mode: source.mode,
+                delivery: Delivery::DirectPush,
+            },
+            now,
+        )
+        .await?;
+    if prepared.commit.is_some() {
+        let pushed = deps.repo.push(&prepared).await?;
+        deps.store.update(policy.name(), &mut |s| {
+            s.record(
+                now,
+                "RolledBack",
+                format!(
+                    "{} -> {} pushed as {}",
+                    bad.summary,
+                    good.summary,
+                    pushed.head.as_deref().unwrap_or("nothing new")
+                ),
+            );
+        })?;
+    }
+    Ok(())
 }
 
 /// Observes, plans and executes one reconcile of `policy`.
@@ -712,6 +1011,8 @@ async fn apply<R: Registry, G: Repo, F: Forge, S: Store>(
         | Effect::SetHold(_)
         | Effect::ClearHold { .. }
         | Effect::RecordBump
+        | Effect::Promote
+        | Effect::Rollback(_)
         | Effect::Waiting(_) => {}
     }
     Ok(())

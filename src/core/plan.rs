@@ -137,6 +137,11 @@ pub enum Effect {
     },
     /// Push the bump commit straight to the base branch (direct-push policies).
     PushDirect,
+    /// The deployed version baked clean: it is now the last known-good.
+    Promote,
+    /// The deployed version hurt: hold, record it as bad, and put the last known-good
+    /// versions back (never blocked by windows, the hold, or red checks).
+    Rollback(String),
     /// Nothing merges now, and why (for status and events; writes nothing remote).
     Waiting(String),
 }

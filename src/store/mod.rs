@@ -48,6 +48,9 @@ pub struct PolicyState {
     /// The last versions that baked without alerts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_known_good: Option<Release>,
+    /// The bake of the deployed version, between reconciles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bake: Option<crate::core::rollout::BakeProgress>,
     /// When the last bump was opened or pushed (for `minInterval`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_bump: Option<DateTime<Utc>>,

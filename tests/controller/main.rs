@@ -187,6 +187,8 @@ fn kinds(report: &Report) -> Vec<&'static str> {
             Effect::RemoveLabel(_) => "RemoveLabel",
             Effect::PushBranch => "PushBranch",
             Effect::PushDirect => "PushDirect",
+            Effect::Promote => "Promote",
+            Effect::Rollback(_) => "Rollback",
             Effect::CreatePr { .. } => "CreatePr",
             Effect::UpdatePr { .. } => "UpdatePr",
             Effect::RecordBump => "RecordBump",
@@ -599,20 +601,32 @@ async fn direct_push_bumps_the_base_branch_when_not_held_and_the_gate_is_clear()
     );
     let state = w.store.load("direct").unwrap();
     assert_eq!(state.last_bump, Some(at(MONDAY)));
+    // Without a gate the deployed version was promoted at once, then the bump pushed.
+    let reasons: Vec<&str> = state.history.iter().map(|h| h.reason.as_str()).collect();
+    assert_eq!(reasons, ["Deployed", "Promoted", "Pushed"]);
     assert!(
-        state.history[0]
+        state.history[2]
             .message
             .contains(&format!("{OLD} -> {NEW}")),
         "{:?}",
         state.history
     );
 
-    // Up to date: nothing to do.
+    // The pushed version is deployed; with no gate it is promoted; then nothing to do.
     let r = reconcile_direct(
         &direct,
         &deps,
         &GateVerdict::Clear,
         at("2026-11-23T12:00:00Z"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(kinds(&r), ["Promote"], "{r:?}");
+    let r = reconcile_direct(
+        &direct,
+        &deps,
+        &GateVerdict::Clear,
+        at("2026-11-23T12:01:00Z"),
     )
     .await
     .unwrap();
@@ -661,7 +675,7 @@ async fn run_once_through_the_binary_bumps_a_direct_push_policy() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(stdout, "direct: PushDirect; RecordBump\n");
+    assert_eq!(stdout, "direct: Promote; PushDirect; RecordBump\n");
     assert_ne!(w.fake.branch_sha("main").unwrap(), before);
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("state.json")).unwrap())
@@ -729,4 +743,96 @@ async fn an_invalid_policy_file_keeps_the_last_good_version_and_never_stops_the_
     let tick = driver.tick(&stop).await.unwrap();
     assert!(tick.ok(), "{tick:?}");
     assert_eq!(tick.outcomes.keys().collect::<Vec<_>>(), ["a"]);
+}
+
+/// The loop autobump exists for: a bump that makes alerts fire during its bake is
+/// rolled back to the last known-good version within one reconcile, the policy is
+/// held by the alert, the bad version is never proposed again, and a newer good version
+/// goes out once a person lifts the hold.
+#[tokio::test]
+async fn firing_alerts_during_the_bake_roll_back_hold_and_remember_the_bad_version() {
+    use autobump::controller::{DirectDeps, reconcile_direct};
+    let w = World::new("").await;
+    let host = w.registry.host();
+    let text = direct_policy_text(&w, "gated")
+        + "  gate: {prometheus: http://127.0.0.1:9, alerts: '{team=\"prow\"}', bake: 30m}\n";
+    let (mut policies, diagnostics) = policy::load_str(std::path::Path::new("gated.yaml"), &text);
+    assert!(diagnostics.is_empty(), "{diagnostics:?}");
+    let gated = policies.remove(0);
+    let deps = DirectDeps {
+        resolver: &w.resolver,
+        repo: &w.repo,
+        store: &w.store,
+        source: Source {
+            url: gated.spec.source.repo.clone(),
+            branch: gated.spec.source.branch.clone(),
+            auth: Auth::None,
+        },
+    };
+    let clear = GateVerdict::Clear;
+    let firing = GateVerdict::Firing(vec!["HookDown".into()]);
+    let step = |now: &'static str, gate: &GateVerdict| {
+        let gate = gate.clone();
+        let (policy, deps) = (&gated, &deps);
+        async move {
+            reconcile_direct(policy, deps, &gate, at(now))
+                .await
+                .unwrap()
+        }
+    };
+
+    // OLD is deployed and bakes: nothing new goes out meanwhile.
+    let r = step("2026-11-23T10:00:00Z", &clear).await;
+    assert!(waiting(&r).contains("is baking (30 min left)"), "{r:?}");
+    // Baked clean: promoted, and the bump to NEW goes out in the same reconcile.
+    let r = step("2026-11-23T10:31:00Z", &clear).await;
+    assert_eq!(kinds(&r), ["Promote", "PushDirect", "RecordBump"], "{r:?}");
+    assert!(w.file_on("main", "config/prow/hook.yaml").contains(NEW));
+
+    // NEW hurts: rolled back to OLD at once, held by the alert, NEW recorded as bad.
+    let r = step("2026-11-23T10:35:00Z", &firing).await;
+    assert_eq!(kinds(&r), ["Rollback"], "{r:?}");
+    assert!(
+        w.file_on("main", "config/prow/hook.yaml")
+            .contains(&format!("{host}/prow/hook:{OLD}  # keep this comment"))
+    );
+    assert!(w.file_on("main", "config/prow/deck.yaml").contains(OLD));
+    let state = w.store.load("gated").unwrap();
+    let hold = state.hold.clone().unwrap();
+    assert_eq!((hold.by.as_str(), hold.automatic), ("alert:HookDown", true));
+    assert!(
+        state
+            .bad_pairs()
+            .contains(&(format!("{host}/prow/hook"), NEW.to_owned()))
+    );
+    // A second reconcile while it still fires does not roll back twice.
+    let main_after = w.fake.branch_sha("main").unwrap();
+    let r = step("2026-11-23T10:36:00Z", &firing).await;
+    assert!(!kinds(&r).contains(&"Rollback"), "{r:?}");
+    assert_eq!(w.fake.branch_sha("main").unwrap(), main_after);
+
+    // Quiet again, and NEW is bad: nothing to bump at all.
+    let r = step("2026-11-23T11:40:00Z", &clear).await;
+    assert!(r.effects.is_empty(), "{r:?}");
+    // NEWER appears: held, so it waits.
+    for image in ["prow/hook", "prow/deck"] {
+        retag(&w.registry, image, OLD, NEWER).await;
+    }
+    let r = step("2026-11-23T11:45:00Z", &clear).await;
+    assert!(waiting(&r).contains("held by alert:HookDown"), "{r:?}");
+    // A person lifts the hold: NEWER goes out (NEW never again).
+    w.store.update("gated", &mut |s| s.hold = None).unwrap();
+    let r = step("2026-11-23T11:50:00Z", &clear).await;
+    assert_eq!(kinds(&r), ["PushDirect", "RecordBump"], "{r:?}");
+    let hook = w.file_on("main", "config/prow/hook.yaml");
+    assert!(hook.contains(NEWER) && !hook.contains(NEW), "{hook}");
+    let reasons: Vec<String> = w
+        .store
+        .load("gated")
+        .unwrap()
+        .history
+        .iter()
+        .map(|h| h.reason.clone())
+        .collect();
+    assert!(reasons.contains(&"RolledBack".to_owned()), "{reasons:?}");
 }
