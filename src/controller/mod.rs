@@ -178,6 +178,7 @@ pub async fn observe<R: Registry, G: Repo, F: Forge, S: Store>(
                         delivery: Delivery::PullRequest {
                             branch: branch.clone(),
                         },
+                        rollback: None,
                     },
                     now,
                 )
@@ -513,6 +514,7 @@ pub async fn reconcile_direct<R: Registry, G: Repo, S: Store>(
                     exclude: source.exclude.clone(),
                     mode: source.mode,
                     delivery: Delivery::DirectPush,
+                    rollback: None,
                 },
                 now,
             )
@@ -666,9 +668,9 @@ async fn watch_rollout<R: Registry, G: Repo, S: Store>(
             Ok(vec![Effect::Waiting(match paused {
                 Some(why) => format!("bake of {} paused, gate unknown: {why}", current.summary),
                 None => format!(
-                    "{} is baking ({} min left); the next bump waits until it is known-good",
+                    "{} is baking ({} left); the next bump waits until it is known-good",
                     current.summary,
-                    remaining.num_minutes()
+                    crate::policy::values::Duration::from_secs(remaining.num_seconds())
                 ),
             })])
         }
@@ -690,7 +692,7 @@ async fn watch_rollout<R: Registry, G: Repo, S: Store>(
                 .clone()
                 .unwrap_or_else(|| current.clone());
             hold_and_mark_bad(deps.store, name, &current, &good, gate, &reason, now)?;
-            roll_back(policy, deps, &current, &good, now).await?;
+            roll_back(policy, deps, &current, &good, &reason, now).await?;
             Ok(vec![Effect::Rollback(reason)])
         }
         RolloutDecision::HoldWithoutRollback { reason } => {
@@ -796,6 +798,7 @@ async fn roll_back<R: Registry, G: Repo, S: Store>(
     deps: &DirectDeps<'_, R, G, S>,
     bad: &crate::policy::v1alpha1::Release,
     good: &crate::policy::v1alpha1::Release,
+    reason: &str,
     now: DateTime<Utc>,
 ) -> Result<(), ReconcileError> {
     let targets: Vec<Target> = good
@@ -829,6 +832,7 @@ async fn roll_back<R: Registry, G: Repo, S: Store>(
                 exclude: source.exclude.clone(),
                 mode: source.mode,
                 delivery: Delivery::DirectPush,
+                rollback: Some(reason.to_owned()),
             },
             now,
         )

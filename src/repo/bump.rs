@@ -170,7 +170,10 @@ pub(super) fn make_commit(
     if rewrite.changes.is_empty() {
         return Ok((None, rewrite.notices));
     }
-    let message = commit_message(&request.policy, &rewrite.changes);
+    let mut message = commit_message(&request.policy, &rewrite.changes);
+    if let Some(reason) = &request.rollback {
+        message = rollback_message(&message, reason);
+    }
     let when = git2::Time::new(time.timestamp(), 0);
     let author = Signature::new(&config.author.name, &config.author.email, &when)?;
     let committer = Signature::new(&config.committer.name, &config.committer.email, &when)?;
@@ -265,4 +268,13 @@ pub fn commit_message(policy: &str, changes: &[Change]) -> String {
         let _ = writeln!(m, "Autobump-Image: {old} -> {new}");
     }
     m
+}
+
+/// A bump message turned into a rollback's: "Roll back …" as the subject and the
+/// reason as an `Autobump-Rollback` trailer (one line).
+#[must_use]
+pub fn rollback_message(bump_message: &str, reason: &str) -> String {
+    let body = bump_message.strip_prefix("Bump ").unwrap_or(bump_message);
+    let reason = reason.replace('\n', " ");
+    format!("Roll back {body}Autobump-Rollback: {reason}\n")
 }

@@ -137,6 +137,9 @@ pub struct BumpRequest {
     pub mode: RewriteMode,
     /// Where it goes.
     pub delivery: Delivery,
+    /// Set when this puts known-good versions back: the commit says "Roll back" and
+    /// carries the reason in an `Autobump-Rollback` trailer.
+    pub rollback: Option<String>,
 }
 
 impl BumpRequest {

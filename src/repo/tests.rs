@@ -124,6 +124,7 @@ fn request(plan: &str, include: &[&str], exclude: &[&str]) -> BumpRequest {
         exclude: exclude.iter().map(|g| g.parse().unwrap()).collect(),
         mode: RewriteMode::Structured,
         delivery: Delivery::DirectPush,
+        rollback: None,
     }
 }
 

@@ -783,7 +783,7 @@ async fn firing_alerts_during_the_bake_roll_back_hold_and_remember_the_bad_versi
 
     // OLD is deployed and bakes: nothing new goes out meanwhile.
     let r = step("2026-11-23T10:00:00Z", &clear).await;
-    assert!(waiting(&r).contains("is baking (30 min left)"), "{r:?}");
+    assert!(waiting(&r).contains("is baking (30m left)"), "{r:?}");
     // Baked clean: promoted, and the bump to NEW goes out in the same reconcile.
     let r = step("2026-11-23T10:31:00Z", &clear).await;
     assert_eq!(kinds(&r), ["Promote", "PushDirect", "RecordBump"], "{r:?}");
@@ -804,6 +804,25 @@ async fn firing_alerts_during_the_bake_roll_back_hold_and_remember_the_bad_versi
         state
             .bad_pairs()
             .contains(&(format!("{host}/prow/hook"), NEW.to_owned()))
+    );
+    let repo = git2::Repository::open_bare(w.fake.git_dir()).unwrap();
+    let message = repo
+        .find_reference("refs/heads/main")
+        .unwrap()
+        .peel_to_commit()
+        .unwrap()
+        .message()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.starts_with(&format!("Roll back gated to {OLD}\n")),
+        "{message}"
+    );
+    assert!(
+        message.ends_with(
+            "Autobump-Rollback: alerts fired after v20261110-bbbbbbb was deployed: HookDown\n"
+        ),
+        "{message}"
     );
     // A second reconcile while it still fires does not roll back twice.
     let main_after = w.fake.branch_sha("main").unwrap();

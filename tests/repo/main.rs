@@ -125,6 +125,7 @@ fn request(source: Source, tag: &str, delivery: Delivery) -> BumpRequest {
         exclude: vec!["config/**/legacy/**".parse().unwrap()],
         mode: RewriteMode::Structured,
         delivery,
+        rollback: None,
     }
 }
 
