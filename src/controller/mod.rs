@@ -140,6 +140,7 @@ fn pr_branch(policy: &Policy) -> Result<crate::policy::values::BranchName, Recon
 pub async fn observe<R: Registry, G: Repo, F: Forge, S: Store>(
     policy: &Policy,
     deps: &Deps<'_, R, G, F, S>,
+    gate: &GateVerdict,
     now: DateTime<Utc>,
 ) -> Result<Observed, ReconcileError> {
     let name = policy.name();
@@ -198,10 +199,25 @@ pub async fn observe<R: Registry, G: Repo, F: Forge, S: Store>(
     let (pr_snapshot, commands) = match &pr {
         None => (None, Vec::new()),
         Some(pr) => {
-            let mut snapshot =
-                observe_pr(policy, deps, pr, prepared.as_ref(), &scanned.head, &branch).await?;
             let (commands, retests) =
                 observe_comments(policy, deps, pr, &state.seen_comments).await?;
+            // Checks and mergeability only matter when nothing else blocks the merge;
+            // skipping them then keeps a quiet reconcile at two (conditional) requests.
+            // New commands may lift a hold, so they always get the full read.
+            let blocked = commands.is_empty()
+                && (state.hold.is_some()
+                    || pr.labels.iter().any(|l| l.starts_with("do-not-merge/"))
+                    || !policy.spec.schedule.to_schedule().is_open(now)
+                    || !gate.is_clear());
+            let mut snapshot = observe_pr(
+                policy,
+                deps,
+                pr,
+                prepared.as_ref(),
+                (&scanned.head, &branch),
+                !blocked,
+            )
+            .await?;
             snapshot.view.retests_posted = retests;
             (Some(snapshot), commands)
         }
@@ -250,15 +266,19 @@ async fn observe_pr<R: Registry, G: Repo, F: Forge, S: Store>(
     deps: &Deps<'_, R, G, F, S>,
     pr: &PullRequest,
     prepared: Option<&PreparedBump>,
-    base_head: &str,
-    branch: &crate::policy::values::BranchName,
+    (base_head, branch): (&str, &crate::policy::values::BranchName),
+    read_checks: bool,
 ) -> Result<PrSnapshot, ReconcileError> {
-    let mergeability = deps.forge.mergeability(&deps.forge_repo, pr.number).await?;
-    let head = mergeability.head_sha.clone();
-    let status = deps.forge.combined_status(&deps.forge_repo, &head).await?;
-    let runs = deps.forge.check_runs(&deps.forge_repo, &head).await?;
-    let mut checks: Vec<Check> = status
-        .statuses
+    let (head, mergeable, statuses, runs) = if read_checks {
+        let mergeability = deps.forge.mergeability(&deps.forge_repo, pr.number).await?;
+        let head = mergeability.head_sha.clone();
+        let status = deps.forge.combined_status(&deps.forge_repo, &head).await?;
+        let runs = deps.forge.check_runs(&deps.forge_repo, &head).await?;
+        (head, mergeability.mergeable, status.statuses, runs)
+    } else {
+        (pr.head_sha.clone(), None, Vec::new(), Vec::new())
+    };
+    let mut checks: Vec<Check> = statuses
         .iter()
         .map(|s| Check {
             name: s.context.clone(),
@@ -299,7 +319,7 @@ async fn observe_pr<R: Registry, G: Repo, F: Forge, S: Store>(
             author: pr.author.clone(),
             head_sha: head.clone(),
             labels: pr.labels.clone(),
-            mergeable: mergeability.mergeable,
+            mergeable,
             checks_sha: head,
             checks,
             retests_posted: 0,
@@ -862,7 +882,7 @@ pub async fn reconcile<R: Registry, G: Repo, F: Forge, S: Store>(
     gate: GateVerdict,
     now: DateTime<Utc>,
 ) -> Result<Report, ReconcileError> {
-    let observed = observe(policy, deps, now).await?;
+    let observed = observe(policy, deps, &gate, now).await?;
     execute(policy, deps, observed, gate, now).await
 }
 

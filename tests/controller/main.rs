@@ -456,7 +456,9 @@ async fn a_head_pushed_after_its_checks_were_read_is_not_merged() {
 
     let now = at("2026-11-23T10:10:00Z");
     let deps = w.deps();
-    let observed = observe(&w.policy, &deps, now).await.unwrap();
+    let observed = observe(&w.policy, &deps, &GateVerdict::Clear, now)
+        .await
+        .unwrap();
     // Between the read and the merge, someone pushes to the branch.
     let sneaky = format!("image: \"{host}/prow/deck:{NEW}\"\nreplicas: 3\n");
     w.fake.commit(
@@ -498,9 +500,6 @@ async fn github_requests_per_reconcile() {
     w.reconcile("2026-11-23T10:02:00Z").await;
     let quiet = w.fake.total_requests() - before.0;
     let conditional = w.fake.not_modified() - before.1;
-    println!(
-        "GitHub requests: opening a PR {opening}; a quiet reconcile {quiet}, {conditional} of them answered 304 (free)"
-    );
     assert_eq!(
         w.fake.writes(),
         before.2,
@@ -509,6 +508,38 @@ async fn github_requests_per_reconcile() {
     assert_eq!(
         quiet, conditional,
         "every read of a quiet reconcile is conditional"
+    );
+
+    // Held (or outside the window, or the gate not Clear): checks are not even read.
+    w.store
+        .update("prow", &mut |s| {
+            s.hold = Some(autobump::policy::v1alpha1::Hold {
+                by: "cli:ops".into(),
+                since: at(MONDAY),
+                reason: "x".into(),
+                via: None,
+                automatic: false,
+            });
+        })
+        .unwrap();
+    w.reconcile("2026-11-23T10:03:00Z").await; // labels the PR (a write)
+    w.reconcile("2026-11-23T10:04:00Z").await; // warms the ETag cache after the label
+    let before = (
+        w.fake.total_requests(),
+        w.fake.not_modified(),
+        w.fake.writes(),
+    );
+    w.reconcile("2026-11-23T10:05:00Z").await;
+    let held = w.fake.total_requests() - before.0;
+    let held_conditional = w.fake.not_modified() - before.1;
+    assert_eq!(w.fake.writes(), before.2);
+    assert_eq!(
+        held, 2,
+        "a blocked quiet reconcile reads the PR list and the comments only"
+    );
+    assert_eq!(held_conditional, 2);
+    println!(
+        "GitHub requests: opening a PR {opening}; quiet, waiting for checks {quiet} ({conditional} answered 304, free); quiet and blocked {held} ({held_conditional} answered 304)"
     );
     w.fake.assert_responses_valid();
 }
