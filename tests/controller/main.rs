@@ -530,16 +530,16 @@ async fn github_requests_per_reconcile() {
         w.fake.writes(),
     );
     w.reconcile("2026-11-23T10:05:00Z").await;
-    let held = w.fake.total_requests() - before.0;
-    let held_conditional = w.fake.not_modified() - before.1;
+    let blocked = w.fake.total_requests() - before.0;
+    let blocked_conditional = w.fake.not_modified() - before.1;
     assert_eq!(w.fake.writes(), before.2);
     assert_eq!(
         held, 2,
         "a blocked quiet reconcile reads the PR list and the comments only"
     );
-    assert_eq!(held_conditional, 2);
+    assert_eq!(blocked_conditional, 2);
     println!(
-        "GitHub requests: opening a PR {opening}; quiet, waiting for checks {quiet} ({conditional} answered 304, free); quiet and blocked {held} ({held_conditional} answered 304)"
+        "GitHub requests: opening a PR {opening}; quiet, waiting for checks {quiet} ({conditional} answered 304, free); quiet and blocked {blocked} ({blocked_conditional} answered 304)"
     );
     w.fake.assert_responses_valid();
 }
