@@ -534,7 +534,7 @@ async fn github_requests_per_reconcile() {
     let blocked_conditional = w.fake.not_modified() - before.1;
     assert_eq!(w.fake.writes(), before.2);
     assert_eq!(
-        held, 2,
+        blocked, 2,
         "a blocked quiet reconcile reads the PR list and the comments only"
     );
     assert_eq!(blocked_conditional, 2);
