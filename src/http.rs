@@ -228,6 +228,51 @@ async fn receive_alertmanager(
     (StatusCode::OK, "ok\n")
 }
 
+/// The secrets of the webhook endpoints (from the environment, never flags).
+#[derive(Default)]
+pub struct Webhooks {
+    /// GitHub's webhook secret; without it `/webhooks/github` is not served
+    /// (unsigned commands must never be accepted).
+    pub github_secret: Option<Vec<u8>>,
+    /// Bearer token for `/webhooks/registry` (open when `None`: a push only triggers
+    /// a re-read).
+    pub registry_token: Option<String>,
+    /// Bearer token for `/webhooks/alertmanager` (likewise).
+    pub alertmanager_token: Option<String>,
+}
+
+/// What the webhook endpoints deliver.
+pub struct Events {
+    /// GitHub comments and pull-request events.
+    pub github: mpsc::Receiver<WebhookEvent>,
+    /// Registry pushes.
+    pub registry: mpsc::Receiver<Recheck>,
+    /// Alertmanager notifications.
+    pub alerts: mpsc::Receiver<AlertTrigger>,
+}
+
+/// Every endpoint of the controller's HTTP server: `/healthz` and the webhooks.
+pub fn server(hooks: Webhooks) -> (Router, Events) {
+    let (github_tx, github) = mpsc::channel(256);
+    let (registry_tx, registry) = mpsc::channel(256);
+    let (alerts_tx, alerts) = mpsc::channel(256);
+    let mut router = Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .merge(registry_webhook(hooks.registry_token, registry_tx))
+        .merge(alertmanager_webhook(hooks.alertmanager_token, alerts_tx));
+    if let Some(secret) = hooks.github_secret {
+        router = router.merge(github_webhook(secret, github_tx));
+    }
+    (
+        router,
+        Events {
+            github,
+            registry,
+            alerts,
+        },
+    )
+}
+
 /// Whether the request carries `Authorization: Bearer <token>` (always true when no
 /// token is configured).
 fn bearer_ok(token: Option<&str>, headers: &HeaderMap) -> bool {

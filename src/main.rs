@@ -131,8 +131,58 @@ struct RunArgs {
     /// Commit author email.
     #[arg(long, default_value = "autobump@localhost")]
     git_email: String,
+    /// Serve /healthz and the webhooks here (e.g. 0.0.0.0:8080); each delivery
+    /// triggers an immediate reconcile. Secrets come from the environment:
+    /// GITHUB_WEBHOOK_SECRET (without it /webhooks/github is not served),
+    /// AUTOBUMP_REGISTRY_WEBHOOK_TOKEN, AUTOBUMP_ALERTMANAGER_WEBHOOK_TOKEN.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
     #[command(flatten)]
     registry: RegistryArgs,
+}
+
+/// Serves the webhooks; every delivery pokes the loop, and registry pushes queue
+/// their image for cache invalidation.
+async fn serve_webhooks(
+    addr: std::net::SocketAddr,
+    poke: Arc<tokio::sync::Notify>,
+    pushed: Arc<std::sync::Mutex<Vec<String>>>,
+) -> anyhow::Result<()> {
+    let secret = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let (router, mut events) = autobump::http::server(autobump::http::Webhooks {
+        github_secret: secret("GITHUB_WEBHOOK_SECRET").map(String::into_bytes),
+        registry_token: secret("AUTOBUMP_REGISTRY_WEBHOOK_TOKEN"),
+        alertmanager_token: secret("AUTOBUMP_ALERTMANAGER_WEBHOOK_TOKEN"),
+    });
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("listening on {addr}: {e}"))?;
+    eprintln!(
+        "autobump: serving /healthz and webhooks on {}",
+        listener.local_addr()?
+    );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            eprintln!("autobump: HTTP server stopped: {e}");
+        }
+    });
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                Some(recheck) = events.registry.recv() => {
+                    pushed
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(recheck.canonical_repository());
+                }
+                Some(_) = events.github.recv() => {}
+                Some(_) = events.alerts.recv() => {}
+                else => break,
+            }
+            poke.notify_one();
+        }
+    });
+    Ok(())
 }
 
 fn run_standalone(args: &RunArgs) -> anyhow::Result<ExitCode> {
@@ -184,7 +234,20 @@ fn run_standalone(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 wake.notify_one();
             });
         }
+        let poke = Arc::new(tokio::sync::Notify::new());
+        let pushed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        if let Some(addr) = args.listen {
+            serve_webhooks(addr, Arc::clone(&poke), Arc::clone(&pushed)).await?;
+        }
         loop {
+            let images: Vec<String> = std::mem::take(
+                &mut *pushed
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
+            for image in images {
+                driver.invalidate(&image);
+            }
             let tick = driver.tick(&stop).await?;
             print_tick(&tick);
             if args.once {
@@ -204,6 +267,7 @@ fn run_standalone(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 .unwrap_or(std::time::Duration::from_secs(60));
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
+                () = poke.notified() => {}
                 () = wake.notified() => return Ok(ExitCode::SUCCESS),
             }
         }

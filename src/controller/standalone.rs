@@ -116,6 +116,11 @@ impl Standalone {
         })
     }
 
+    /// Forgets what the resolver cached about an image (after a registry push).
+    pub fn invalidate(&self, canonical: &str) {
+        self.resolver.invalidate(canonical);
+    }
+
     /// Reloads the policy files: valid policies replace their last good version; an
     /// invalid file leaves the last good version of its policies in force.
     fn reload(&mut self) -> Result<Vec<Diagnostic>, policy::LoadError> {

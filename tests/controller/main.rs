@@ -886,3 +886,113 @@ async fn firing_alerts_during_the_bake_roll_back_hold_and_remember_the_bad_versi
         .collect();
     assert!(reasons.contains(&"RolledBack".to_owned()), "{reasons:?}");
 }
+
+#[tokio::test]
+async fn run_serves_webhooks_that_trigger_a_reconcile_and_exits_0_on_sigterm() {
+    let w = World::new("").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    let policy = direct_policy_text(&w, "direct") + "  schedule: {minInterval: 1s}\n";
+    std::fs::write(dir.path().join("policies/direct.yaml"), policy).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_autobump"))
+        .args([
+            "run",
+            "--policies",
+            "policies",
+            "--state",
+            "state.json",
+            "--cache-dir",
+            "cache",
+        ])
+        .args(["--interval", "1h", "--listen", &listen])
+        .current_dir(dir.path())
+        .env_remove("GITHUB_TOKEN")
+        .env("AUTOBUMP_REGISTRY_WEBHOOK_TOKEN", "t0ken")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let hook = || w.file_on("main", "config/prow/hook.yaml");
+    support::wait_until(
+        "the first tick bumps to NEW",
+        std::time::Duration::from_secs(30),
+        std::time::Duration::from_millis(200),
+        async || {
+            if hook().contains(NEW) {
+                Ok(())
+            } else {
+                Err(hook())
+            }
+        },
+    )
+    .await;
+
+    // A push to the registry, announced by its webhook, is picked up at once (the next
+    // tick would be an hour away). First let the policy's 1 s minInterval pass.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    for image in ["prow/hook", "prow/deck"] {
+        retag(&w.registry, image, OLD, NEWER).await;
+    }
+    let client = support::http_client();
+    let health = client
+        .get(format!("http://{listen}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let body = serde_json::json!({"events": [{
+        "action": "push",
+        "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                   "repository": "prow/hook", "tag": NEWER,
+                   "url": format!("http://{}/v2/prow/hook/manifests/{NEWER}", w.registry.host())}
+    }]})
+    .to_string();
+    let refused = client
+        .post(format!("http://{listen}/webhooks/registry"))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401, "the token is required");
+    let accepted = client
+        .post(format!("http://{listen}/webhooks/registry"))
+        .header("Authorization", "Bearer t0ken")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 200);
+    support::wait_until(
+        "the webhook-triggered reconcile bumps to NEWER",
+        std::time::Duration::from_secs(30),
+        std::time::Duration::from_millis(200),
+        async || {
+            if hook().contains(NEWER) {
+                Ok(())
+            } else {
+                Err(hook())
+            }
+        },
+    )
+    .await;
+
+    // SIGTERM: the reconcile in flight finishes, exit 0.
+    let pid = child.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait())
+        .await
+        .expect("autobump did not stop within 30 s of SIGTERM")
+        .unwrap();
+    assert_eq!(exit.code(), Some(0));
+}
