@@ -887,6 +887,8 @@ async fn firing_alerts_during_the_bake_roll_back_hold_and_remember_the_bad_versi
     assert!(reasons.contains(&"RolledBack".to_owned()), "{reasons:?}");
 }
 
+// One process's life, start to SIGTERM; splitting it would restart the process.
+#[allow(clippy::too_many_lines)]
 #[tokio::test]
 async fn run_serves_webhooks_that_trigger_a_reconcile_and_exits_0_on_sigterm() {
     let w = World::new("").await;
