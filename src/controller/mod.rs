@@ -149,15 +149,7 @@ pub async fn observe<R: Registry, G: Repo, F: Forge, S: Store>(
     let state = deps.store.load(name)?;
     let source = &spec.source;
 
-    let scanned = deps
-        .repo
-        .scan(&deps.source, &source.include, &source.exclude, source.mode)
-        .await?;
-    let references: Vec<ImageRef> = scanned
-        .files
-        .iter()
-        .flat_map(|(_, found)| found.iter().map(|f| f.reference.clone()))
-        .collect();
+    let (scanned, references) = scan_base(deps.repo, &deps.source, policy).await?;
 
     let (targets, source_repos, registry_problems) =
         resolve_targets(policy, deps.resolver, &references, &state.bad_pairs()).await;
@@ -234,6 +226,24 @@ pub async fn observe<R: Registry, G: Repo, F: Forge, S: Store>(
         pr,
         registry_problems,
     })
+}
+
+/// The base branch's head and the image references in the policy's files there.
+async fn scan_base<G: Repo>(
+    repo: &G,
+    source: &Source,
+    policy: &Policy,
+) -> Result<(crate::repo::Scanned, Vec<ImageRef>), ReconcileError> {
+    let spec = &policy.spec.source;
+    let scanned = repo
+        .scan(source, &spec.include, &spec.exclude, spec.mode)
+        .await?;
+    let references = scanned
+        .files
+        .iter()
+        .flat_map(|(_, found)| found.iter().map(|f| f.reference.clone()))
+        .collect();
+    Ok((scanned, references))
 }
 
 /// The image moves of a prepared bump, one row per image and version pair.
@@ -495,15 +505,7 @@ pub async fn reconcile_direct<R: Registry, G: Repo, S: Store>(
 ) -> Result<Report, ReconcileError> {
     let name = policy.name();
     let source = &policy.spec.source;
-    let scanned = deps
-        .repo
-        .scan(&deps.source, &source.include, &source.exclude, source.mode)
-        .await?;
-    let references: Vec<ImageRef> = scanned
-        .files
-        .iter()
-        .flat_map(|(_, found)| found.iter().map(|f| f.reference.clone()))
-        .collect();
+    let (scanned, references) = scan_base(deps.repo, &deps.source, policy).await?;
     let mut watched = watch_rollout(policy, deps, &references, &scanned.head, gate, now).await?;
     // One rollout at a time: while the deployed version deploys or bakes (or was just
     // rolled back), nothing new goes out, so there is always a known-good to return to.

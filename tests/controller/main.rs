@@ -43,25 +43,6 @@ struct World {
     _cache: tempfile::TempDir,
 }
 
-/// Tags `repo:to` with the manifest of `repo:from`.
-async fn retag(registry: &Registry, repo: &str, from: &str, to: &str) {
-    let accept = "application/vnd.oci.image.manifest.v1+json";
-    let body = registry
-        .request(
-            reqwest::Method::GET,
-            &format!("/v2/{repo}/manifests/{from}"),
-        )
-        .header("Accept", accept)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap()
-        .to_vec();
-    registry.put_manifest(repo, to, accept, body).await;
-}
-
 impl World {
     async fn new(extra_spec: &str) -> Self {
         let fake = GithubFake::start().await;
@@ -71,7 +52,7 @@ impl World {
             registry
                 .push_image(image, OLD, ManifestKind::OciManifest, None)
                 .await;
-            retag(&registry, image, OLD, NEW).await;
+            registry.retag(image, OLD, NEW).await;
         }
         let hook = format!(
             "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: hook}}\nspec:\n  template:\n    spec:\n      containers:\n        - name: hook\n          image: {host}/prow/hook:{OLD}  # keep this comment\n"
@@ -246,7 +227,7 @@ async fn open_refresh_wait_for_checks_then_merge_at_the_read_sha() {
     // 3. A newer version within minInterval: it waits; after it, the same PR is
     //    refreshed in place.
     for image in ["prow/hook", "prow/deck"] {
-        retag(&w.registry, image, OLD, NEWER).await;
+        w.registry.retag(image, OLD, NEWER).await;
     }
     let r = w.reconcile("2026-11-23T10:30:00Z").await;
     assert!(waiting(&r).contains("bump waits"), "{r:?}");
@@ -866,7 +847,7 @@ async fn firing_alerts_during_the_bake_roll_back_hold_and_remember_the_bad_versi
     assert!(r.effects.is_empty(), "{r:?}");
     // NEWER appears: held, so it waits.
     for image in ["prow/hook", "prow/deck"] {
-        retag(&w.registry, image, OLD, NEWER).await;
+        w.registry.retag(image, OLD, NEWER).await;
     }
     let r = step("2026-11-23T11:45:00Z", &clear).await;
     assert!(waiting(&r).contains("held by alert:HookDown"), "{r:?}");
@@ -940,7 +921,7 @@ async fn run_serves_webhooks_that_trigger_a_reconcile_and_exits_0_on_sigterm() {
     // tick would be an hour away). First let the policy's 1 s minInterval pass.
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     for image in ["prow/hook", "prow/deck"] {
-        retag(&w.registry, image, OLD, NEWER).await;
+        w.registry.retag(image, OLD, NEWER).await;
     }
     let client = support::http_client();
     let health = client

@@ -101,23 +101,6 @@ use autobump::policy::v1alpha1::ImagePolicy;
 use autobump::registry::{RegistryClient, RegistryConfig};
 use autobump::resolve::{Resolved, Resolver};
 
-/// Tags `repo:to` with the manifest of `repo:from` (one manifest PUT, no blobs).
-async fn retag(registry: &Registry, repo: &str, from: &str, to: &str) {
-    let accept = "application/vnd.oci.image.manifest.v1+json";
-    let response = registry
-        .request(
-            reqwest::Method::GET,
-            &format!("/v2/{repo}/manifests/{from}"),
-        )
-        .header("Accept", accept)
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success(), "GET {repo}:{from}");
-    let body = response.bytes().await.unwrap().to_vec();
-    registry.put_manifest(repo, to, accept, body).await;
-}
-
 fn image_policy(yaml: &str) -> ImagePolicy {
     let docs = autobump::policy::yaml::parse_documents(yaml).unwrap();
     autobump::policy::yaml::from_node(&docs[0], &autobump::policy::yaml::Path::root()).unwrap()
@@ -139,7 +122,7 @@ async fn semver_with_digest_pinning_resolves_and_a_quiet_poll_costs_one_request_
         .push_image("team/api", "1.0.0", ManifestKind::OciManifest, None)
         .await;
     for tag in ["1.1.0", "1.2.0-rc.1", "2.0.0", "latest"] {
-        retag(&registry, "team/api", "1.0.0", tag).await;
+        registry.retag("team/api", "1.0.0", tag).await;
     }
     let newest = registry
         .push_image(
@@ -212,23 +195,17 @@ async fn consistent_date_sha_prefix_against_a_real_registry() {
         registry
             .push_image(image, "v20261101-aaaaaaa", ManifestKind::OciManifest, None)
             .await;
-        retag(&registry, image, "v20261101-aaaaaaa", "v20261110-bbbbbbb").await;
-        retag(
-            &registry,
-            image,
-            "v20261101-aaaaaaa",
-            "v20261110-bbbbbbb-canary",
-        )
-        .await;
+        registry
+            .retag(image, "v20261101-aaaaaaa", "v20261110-bbbbbbb")
+            .await;
+        registry
+            .retag(image, "v20261101-aaaaaaa", "v20261110-bbbbbbb-canary")
+            .await;
     }
     // Only hook has the newest build; ties on 2026-11-10 do not exist.
-    retag(
-        &registry,
-        "prow/hook",
-        "v20261101-aaaaaaa",
-        "v20261120-ccccccc",
-    )
-    .await;
+    registry
+        .retag("prow/hook", "v20261101-aaaaaaa", "v20261120-ccccccc")
+        .await;
 
     let policy = image_policy(&format!(
         "prefix: {host}/prow/\ntags: {{dateSha: {{}}}}\nconsistent: true\n"
@@ -292,7 +269,7 @@ async fn the_resolve_command_reads_the_repo_and_asks_the_registry() {
             Some("2026-11-20T10:00:00Z"),
         )
         .await;
-    retag(&registry, "team/api", "1.0.0", "2.0.0").await;
+    registry.retag("team/api", "1.0.0", "2.0.0").await;
 
     let repo = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(repo.path().join("apps/api")).unwrap();

@@ -280,6 +280,24 @@ impl Registry {
         digest
     }
 
+    /// Tags `repo:to` with the OCI manifest of `repo:from` (one manifest PUT, no blobs).
+    pub async fn retag(&self, repo: &str, from: &str, to: &str) {
+        let accept = "application/vnd.oci.image.manifest.v1+json";
+        let response = self
+            .request(Method::GET, &format!("/v2/{repo}/manifests/{from}"))
+            .header(header::ACCEPT, accept)
+            .send()
+            .await
+            .expect("reading a manifest to retag");
+        assert!(
+            response.status().is_success(),
+            "GET {repo}:{from}: {}",
+            response.status()
+        );
+        let body = response.bytes().await.expect("manifest body").to_vec();
+        self.put_manifest(repo, to, accept, body).await;
+    }
+
     /// Pushes a small linux/amd64 image (a config blob with `created` when given, one
     /// gzip layer holding one file) as `repo:tag`; returns the manifest digest.
     pub async fn push_image(
