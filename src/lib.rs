@@ -50,3 +50,19 @@ pub fn install_crypto_provider() {
     // Err means a provider is already installed, which is what we want.
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+/// An error and its sources, `: `-separated, without repeating a source whose text
+/// the error already includes (TLS and connection failures hide in the sources).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    use std::fmt::Write as _;
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            let _ = write!(text, ": {s_text}");
+        }
+        source = s.source();
+    }
+    text
+}

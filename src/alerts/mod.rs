@@ -26,7 +26,6 @@ mod error;
 mod prometheus;
 mod webhook;
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use url::Url;
@@ -126,7 +125,7 @@ impl AlertsClient {
                 builder = builder.no_proxy();
             }
             builder.build().map_err(|e| AlertsError::Config {
-                detail: format!("building the HTTP client: {}", error_chain(&e)),
+                detail: format!("building the HTTP client: {}", crate::error_chain(&e)),
             })
         };
         Ok(Self {
@@ -210,20 +209,6 @@ fn join_path(url: &Url, path: &str) -> Url {
     joined.set_query(None);
     joined.set_fragment(None);
     joined
-}
-
-/// An error and its sources, `: `-separated (the useful part hides in the sources).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            let _ = write!(text, ": {s_text}");
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// The first 200 characters of a response body, on one line.

@@ -7,8 +7,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use url::Url;
 
-use super::{AlertsError, SourceKind, display_base, error_chain, excerpt, join_path};
+use super::{AlertsError, SourceKind, display_base, excerpt, join_path};
 use crate::core::gate::{Alert, AlertState};
+use crate::error_chain;
 
 /// One Prometheus server's alerts.
 #[derive(Clone)]

@@ -144,10 +144,8 @@ pub async fn observe<R: Registry, G: Repo, F: Forge, S: Store>(
     now: DateTime<Utc>,
 ) -> Result<Observed, ReconcileError> {
     let name = policy.name();
-    let spec = &policy.spec;
     let branch = pr_branch(policy)?;
     let state = deps.store.load(name)?;
-    let source = &spec.source;
 
     let (scanned, references) = scan_base(deps.repo, &deps.source, policy).await?;
 
@@ -161,18 +159,15 @@ pub async fn observe<R: Registry, G: Repo, F: Forge, S: Store>(
         Some(
             deps.repo
                 .prepare_bump(
-                    BumpRequest {
-                        source: deps.source.clone(),
-                        policy: name.to_owned(),
+                    bump_request(
+                        policy,
+                        &deps.source,
                         plan,
-                        include: source.include.clone(),
-                        exclude: source.exclude.clone(),
-                        mode: source.mode,
-                        delivery: Delivery::PullRequest {
+                        Delivery::PullRequest {
                             branch: branch.clone(),
                         },
-                        rollback: None,
-                    },
+                        None,
+                    ),
                     now,
                 )
                 .await?,
@@ -244,6 +239,27 @@ async fn scan_base<G: Repo>(
         .flat_map(|(_, found)| found.iter().map(|f| f.reference.clone()))
         .collect();
     Ok((scanned, references))
+}
+
+/// A bump (or rollback) of `policy`'s files with `plan`.
+fn bump_request(
+    policy: &Policy,
+    source: &Source,
+    plan: Plan,
+    delivery: Delivery,
+    rollback: Option<String>,
+) -> BumpRequest {
+    let spec = &policy.spec.source;
+    BumpRequest {
+        source: source.clone(),
+        policy: policy.name().to_owned(),
+        plan,
+        include: spec.include.clone(),
+        exclude: spec.exclude.clone(),
+        mode: spec.mode,
+        delivery,
+        rollback,
+    }
 }
 
 /// The image moves of a prepared bump, one row per image and version pair.
@@ -528,16 +544,7 @@ pub async fn reconcile_direct<R: Registry, G: Repo, S: Store>(
         let plan = Plan::new(&targets).map_err(|e| ReconcileError::Policy(e.to_string()))?;
         deps.repo
             .prepare_bump(
-                BumpRequest {
-                    source: deps.source.clone(),
-                    policy: name.to_owned(),
-                    plan,
-                    include: source.include.clone(),
-                    exclude: source.exclude.clone(),
-                    mode: source.mode,
-                    delivery: Delivery::DirectPush,
-                    rollback: None,
-                },
+                bump_request(policy, &deps.source, plan, Delivery::DirectPush, None),
                 now,
             )
             .await?
@@ -841,21 +848,17 @@ async fn roll_back<R: Registry, G: Repo, S: Store>(
     if targets.is_empty() {
         return Ok(());
     }
-    let source = &policy.spec.source;
     let plan = Plan::new(&targets).map_err(|e| ReconcileError::Policy(e.to_string()))?;
     let prepared = deps
         .repo
         .prepare_bump(
-            BumpRequest {
-                source: deps.source.clone(),
-                policy: policy.name().to_owned(),
+            bump_request(
+                policy,
+                &deps.source,
                 plan,
-                include: source.include.clone(),
-                exclude: source.exclude.clone(),
-                mode: source.mode,
-                delivery: Delivery::DirectPush,
-                rollback: Some(reason.to_owned()),
-            },
+                Delivery::DirectPush,
+                Some(reason.to_owned()),
+            ),
             now,
         )
         .await?;

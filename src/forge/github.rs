@@ -747,26 +747,14 @@ async fn exchange(
         Method::Put => client._put(path, body).await,
         Method::Delete => client._delete(path, body).await,
     }
-    .map_err(|e| error_chain(&e))?;
+    .map_err(|e| crate::error_chain(&e))?;
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let text = client
         .body_to_string(response)
         .await
-        .map_err(|e| error_chain(&e))?;
+        .map_err(|e| crate::error_chain(&e))?;
     Ok((status, headers, text))
-}
-
-/// An error and its sources, `a: b: c`.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn header_parse<T: std::str::FromStr>(

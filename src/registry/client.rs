@@ -642,7 +642,7 @@ impl Host {
         }
         let http = builder.build().map_err(|e| RegistryError::Config {
             registry: name.to_owned(),
-            detail: format!("building the HTTP client: {}", error_chain(&e)),
+            detail: format!("building the HTTP client: {}", crate::error_chain(&e)),
         })?;
         let login = config.credentials.lookup(name).cloned();
         Ok(Self {
@@ -914,22 +914,8 @@ fn transport_failure(e: &reqwest::Error) -> Failure {
     if e.is_timeout() {
         Failure::Timeout
     } else {
-        Failure::Connection(error_chain(e))
+        Failure::Connection(crate::error_chain(e))
     }
-}
-
-/// An error and its sources, `: `-separated (TLS failures hide in the sources).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            let _ = write!(text, ": {s_text}");
-        }
-        source = s.source();
-    }
-    text
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -950,8 +936,13 @@ fn load_ca_bundle(
     };
     let pem = std::fs::read(path)
         .map_err(|e| error(format!("reading CA bundle {}: {e}", path.display())))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem)
-        .map_err(|e| error(format!("CA bundle {}: {}", path.display(), error_chain(&e))))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+        error(format!(
+            "CA bundle {}: {}",
+            path.display(),
+            crate::error_chain(&e)
+        ))
+    })?;
     if certs.is_empty() {
         return Err(error(format!(
             "CA bundle {} holds no PEM certificates",
