@@ -522,7 +522,11 @@ pub async fn reconcile_direct<R: Registry, G: Repo, S: Store>(
     let name = policy.name();
     let source = &policy.spec.source;
     let (scanned, references) = scan_base(deps.repo, &deps.source, policy).await?;
-    let mut watched = watch_rollout(policy, deps, &references, &scanned.head, gate, now).await?;
+    let (mut watched, rollback) =
+        assess_rollout(policy, deps.store, &references, &scanned.head, gate, now)?;
+    if let Some(rb) = &rollback {
+        roll_back(policy, deps, rb, now).await?;
+    }
     // One rollout at a time: while the deployed version deploys or bakes (or was just
     // rolled back), nothing new goes out, so there is always a known-good to return to.
     if watched
@@ -643,31 +647,39 @@ fn deployed_release(
     })
 }
 
-/// Tracks the deployed release, bakes it against the gate, promotes it or rolls it
-/// back (see [`crate::core::rollout`]). A deployed version already recorded as bad is
-/// rolled back again until the known-good version is on the branch, so a crash
-/// between the hold and the push converges.
-async fn watch_rollout<R: Registry, G: Repo, S: Store>(
+/// A rollback to deliver: from the deployed `bad` release to `good`, and why.
+struct RollbackTo {
+    bad: crate::policy::v1alpha1::Release,
+    good: crate::policy::v1alpha1::Release,
+    reason: String,
+}
+
+/// Tracks the deployed release, bakes it against the gate, promotes it, or decides a
+/// rollback (holding the policy and recording the bad versions; the caller delivers
+/// it). A deployed version already recorded as bad is rolled back again until the
+/// known-good version is on the branch, so a crash between the hold and the delivery
+/// converges.
+fn assess_rollout<S: Store>(
     policy: &Policy,
-    deps: &DirectDeps<'_, R, G, S>,
+    store: &S,
     references: &[ImageRef],
     head: &str,
     gate: &GateVerdict,
     now: DateTime<Utc>,
-) -> Result<Vec<Effect>, ReconcileError> {
+) -> Result<(Vec<Effect>, Option<RollbackTo>), ReconcileError> {
     use crate::core::rollout::{self, RolloutDecision};
     let name = policy.name();
     let Some(deployed) = deployed_release(policy, references, head, now) else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), None));
     };
-    let mut state = deps.store.load(name)?;
+    let mut state = store.load(name)?;
     if state
         .current
         .as_ref()
         .is_none_or(|c| !rollout::same_versions(c, &deployed))
     {
         let summary = deployed.summary.clone();
-        state = deps.store.update(name, &mut |s| {
+        state = store.update(name, &mut |s| {
             s.current = Some(deployed.clone());
             s.bake = None;
             s.record(
@@ -680,31 +692,36 @@ async fn watch_rollout<R: Registry, G: Repo, S: Store>(
     let current = state.current.clone().unwrap_or(deployed);
     let decision = decide_rollout(policy, &state, &current, gate, now);
     match decision {
-        RolloutDecision::Idle => Ok(Vec::new()),
-        RolloutDecision::Deploying => Ok(vec![Effect::Waiting(format!(
-            "{} is deploying; the next bump waits until it is known-good",
-            current.summary
-        ))]),
+        RolloutDecision::Idle => Ok((Vec::new(), None)),
+        RolloutDecision::Deploying => Ok((
+            vec![Effect::Waiting(format!(
+                "{} is deploying; the next bump waits until it is known-good",
+                current.summary
+            ))],
+            None,
+        )),
         RolloutDecision::Baking {
             progress,
             paused,
             remaining,
         } => {
             if state.bake.as_ref() != Some(&progress) {
-                deps.store
-                    .update(name, &mut |s| s.bake = Some(progress.clone()))?;
+                store.update(name, &mut |s| s.bake = Some(progress.clone()))?;
             }
-            Ok(vec![Effect::Waiting(match paused {
-                Some(why) => format!("bake of {} paused, gate unknown: {why}", current.summary),
-                None => format!(
-                    "{} is baking ({} left); the next bump waits until it is known-good",
-                    current.summary,
-                    crate::policy::values::Duration::from_secs(remaining.num_seconds())
-                ),
-            })])
+            Ok((
+                vec![Effect::Waiting(match paused {
+                    Some(why) => format!("bake of {} paused, gate unknown: {why}", current.summary),
+                    None => format!(
+                        "{} is baking ({} left); the next bump waits until it is known-good",
+                        current.summary,
+                        crate::policy::values::Duration::from_secs(remaining.num_seconds())
+                    ),
+                })],
+                None,
+            ))
         }
         RolloutDecision::Promote => {
-            deps.store.update(name, &mut |s| {
+            store.update(name, &mut |s| {
                 s.last_known_good = Some(current.clone());
                 s.bake = None;
                 s.record(
@@ -713,22 +730,31 @@ async fn watch_rollout<R: Registry, G: Repo, S: Store>(
                     format!("{} is the last known-good", current.summary),
                 );
             })?;
-            Ok(vec![Effect::Promote])
+            Ok((vec![Effect::Promote], None))
         }
         RolloutDecision::Rollback { reason } => {
             let good = state
                 .last_known_good
                 .clone()
                 .unwrap_or_else(|| current.clone());
-            hold_and_mark_bad(deps.store, name, &current, &good, gate, &reason, now)?;
-            roll_back(policy, deps, &current, &good, &reason, now).await?;
-            Ok(vec![Effect::Rollback(reason)])
+            hold_and_mark_bad(store, name, &current, &good, gate, &reason, now)?;
+            Ok((
+                vec![Effect::Rollback(reason.clone())],
+                Some(RollbackTo {
+                    bad: current,
+                    good,
+                    reason,
+                }),
+            ))
         }
         RolloutDecision::HoldWithoutRollback { reason } => {
-            hold_and_mark_bad(deps.store, name, &current, &current, gate, &reason, now)?;
-            Ok(vec![Effect::Waiting(format!(
-                "held without a known-good version: {reason}"
-            ))])
+            hold_and_mark_bad(store, name, &current, &current, gate, &reason, now)?;
+            Ok((
+                vec![Effect::Waiting(format!(
+                    "held without a known-good version: {reason}"
+                ))],
+                None,
+            ))
         }
     }
 }
@@ -820,20 +846,12 @@ fn hold_and_mark_bad<S: Store>(
     Ok(())
 }
 
-/// Pushes the known-good versions of every image that moved (direct push: never
-/// blocked by the schedule or the hold).
-async fn roll_back<R: Registry, G: Repo, S: Store>(
-    policy: &Policy,
-    deps: &DirectDeps<'_, R, G, S>,
-    bad: &crate::policy::v1alpha1::Release,
-    good: &crate::policy::v1alpha1::Release,
-    reason: &str,
-    now: DateTime<Utc>,
-) -> Result<(), ReconcileError> {
-    let targets: Vec<Target> = good
+/// Targets that put the known-good versions back for every image that moved.
+fn rollback_targets(policy: &Policy, rb: &RollbackTo) -> Vec<Target> {
+    rb.good
         .images
         .iter()
-        .filter(|g| !bad.images.contains(g))
+        .filter(|g| !rb.bad.images.contains(g))
         .filter_map(|g| {
             let r = ImageRef::parse(&format!("{}:{}", g.image, g.tag))?;
             let image = policy.spec.images.iter().find(|i| covers(i, &r))?;
@@ -844,39 +862,66 @@ async fn roll_back<R: Registry, G: Repo, S: Store>(
                 rule: SeriesRule::Policy(image.tags.clone()),
             })
         })
-        .collect();
+        .collect()
+}
+
+/// The rollback commit on the current base head, or `None` when the base already
+/// carries the known-good versions.
+async fn prepare_rollback<G: Repo>(
+    policy: &Policy,
+    repo: &G,
+    source: &Source,
+    rb: &RollbackTo,
+    delivery: Delivery,
+    now: DateTime<Utc>,
+) -> Result<Option<PreparedBump>, ReconcileError> {
+    let targets = rollback_targets(policy, rb);
     if targets.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let plan = Plan::new(&targets).map_err(|e| ReconcileError::Policy(e.to_string()))?;
-    let prepared = deps
-        .repo
+    let prepared = repo
         .prepare_bump(
-            bump_request(
-                policy,
-                &deps.source,
-                plan,
-                Delivery::DirectPush,
-                Some(reason.to_owned()),
-            ),
+            bump_request(policy, source, plan, delivery, Some(rb.reason.clone())),
             now,
         )
         .await?;
-    if prepared.commit.is_some() {
-        let pushed = deps.repo.push(&prepared).await?;
-        deps.store.update(policy.name(), &mut |s| {
-            s.record(
-                now,
-                "RolledBack",
-                format!(
-                    "{} -> {} pushed as {}",
-                    bad.summary,
-                    good.summary,
-                    pushed.head.as_deref().unwrap_or("nothing new")
-                ),
-            );
-        })?;
-    }
+    Ok(prepared.commit.is_some().then_some(prepared))
+}
+
+/// Pushes the known-good versions straight to the base branch (direct push: never
+/// blocked by the schedule or the hold).
+async fn roll_back<R: Registry, G: Repo, S: Store>(
+    policy: &Policy,
+    deps: &DirectDeps<'_, R, G, S>,
+    rb: &RollbackTo,
+    now: DateTime<Utc>,
+) -> Result<(), ReconcileError> {
+    let Some(prepared) = prepare_rollback(
+        policy,
+        deps.repo,
+        &deps.source,
+        rb,
+        Delivery::DirectPush,
+        now,
+    )
+    .await?
+    else {
+        return Ok(());
+    };
+    let pushed = deps.repo.push(&prepared).await?;
+    deps.store.update(policy.name(), &mut |s| {
+        s.record(
+            now,
+            "RolledBack",
+            format!(
+                "{} -> {} pushed as {}",
+                rb.bad.summary,
+                rb.good.summary,
+                pushed.head.as_deref().unwrap_or("nothing new")
+            ),
+        );
+    })?;
     Ok(())
 }
 
