@@ -104,6 +104,7 @@ pub struct Report {
 /// Everything observed, kept for the execute step.
 pub struct Observed {
     snapshot_parts: Parts,
+    rollout_block: Option<String>,
     prepared: Option<PreparedBump>,
     pr: Option<PullRequest>,
     registry_problems: Vec<String>,
@@ -143,11 +144,20 @@ pub async fn observe<R: Registry, G: Repo, F: Forge, S: Store>(
     gate: &GateVerdict,
     now: DateTime<Utc>,
 ) -> Result<Observed, ReconcileError> {
+    let base = scan_base(deps.repo, &deps.source, policy).await?;
+    observe_scanned(policy, deps, gate, now, base).await
+}
+
+async fn observe_scanned<R: Registry, G: Repo, F: Forge, S: Store>(
+    policy: &Policy,
+    deps: &Deps<'_, R, G, F, S>,
+    gate: &GateVerdict,
+    now: DateTime<Utc>,
+    (scanned, references): (crate::repo::Scanned, Vec<ImageRef>),
+) -> Result<Observed, ReconcileError> {
     let name = policy.name();
     let branch = pr_branch(policy)?;
     let state = deps.store.load(name)?;
-
-    let (scanned, references) = scan_base(deps.repo, &deps.source, policy).await?;
 
     let (targets, source_repos, registry_problems) =
         resolve_targets(policy, deps.resolver, &references, &state.bad_pairs()).await;
@@ -210,6 +220,7 @@ pub async fn observe<R: Registry, G: Repo, F: Forge, S: Store>(
         }
     };
     Ok(Observed {
+        rollout_block: None,
         snapshot_parts: Parts {
             hold: state.hold,
             last_bump: state.last_bump,
@@ -304,30 +315,7 @@ async fn observe_pr<R: Registry, G: Repo, F: Forge, S: Store>(
     } else {
         (pr.head_sha.clone(), None, Vec::new(), Vec::new())
     };
-    let mut checks: Vec<Check> = statuses
-        .iter()
-        .map(|s| Check {
-            name: s.context.clone(),
-            state: match s.state {
-                StatusState::Success => CheckState::Success,
-                StatusState::Pending => CheckState::Pending,
-                _ => CheckState::Failure,
-            },
-        })
-        .collect();
-    checks.extend(runs.iter().map(|r| Check {
-        name: r.name.clone(),
-        state: match (r.status, r.conclusion) {
-            (
-                CheckStatus::Completed,
-                Some(
-                    CheckConclusion::Success | CheckConclusion::Neutral | CheckConclusion::Skipped,
-                ),
-            ) => CheckState::Success,
-            (CheckStatus::Completed, _) => CheckState::Failure,
-            _ => CheckState::Pending,
-        },
-    }));
+    let checks = checks_of(&statuses, &runs);
     let has_planned_tree =
         prepared.is_some_and(|p| p.up_to_date && p.branch_head.as_deref() == Some(head.as_str()));
     let diff = if has_planned_tree {
@@ -355,6 +343,38 @@ async fn observe_pr<R: Registry, G: Repo, F: Forge, S: Store>(
         has_planned_tree,
         diff,
     })
+}
+
+/// Commit statuses and check runs as the merge engine's checks.
+fn checks_of(
+    statuses: &[crate::forge::CommitStatus],
+    runs: &[crate::forge::CheckRun],
+) -> Vec<Check> {
+    let mut checks: Vec<Check> = statuses
+        .iter()
+        .map(|s| Check {
+            name: s.context.clone(),
+            state: match s.state {
+                StatusState::Success => CheckState::Success,
+                StatusState::Pending => CheckState::Pending,
+                _ => CheckState::Failure,
+            },
+        })
+        .collect();
+    checks.extend(runs.iter().map(|r| Check {
+        name: r.name.clone(),
+        state: match (r.status, r.conclusion) {
+            (
+                CheckStatus::Completed,
+                Some(
+                    CheckConclusion::Success | CheckConclusion::Neutral | CheckConclusion::Skipped,
+                ),
+            ) => CheckState::Success,
+            (CheckStatus::Completed, _) => CheckState::Failure,
+            _ => CheckState::Pending,
+        },
+    }));
+    checks
 }
 
 /// A PR that does not carry the planned tree may be an older bump (fine: it is
@@ -925,6 +945,133 @@ async fn roll_back<R: Registry, G: Repo, S: Store>(
     Ok(())
 }
 
+/// Ensures the rollback pull request: its own branch carrying the known-good versions
+/// on the current base, opened if missing, and merged as soon as it is mergeable and
+/// the checks the policy lists for rollbacks (default none) passed. Windows, the hold
+/// it caused and the gate never block it.
+async fn ensure_rollback_pr<R: Registry, G: Repo, F: Forge, S: Store>(
+    policy: &Policy,
+    deps: &Deps<'_, R, G, F, S>,
+    rb: &RollbackTo,
+    now: DateTime<Utc>,
+) -> Result<Vec<Effect>, ReconcileError> {
+    let name = policy.name();
+    let branch: crate::policy::values::BranchName = format!("autobump-rollback-{name}")
+        .parse()
+        .map_err(ReconcileError::Policy)?;
+    let delivery = Delivery::PullRequest {
+        branch: branch.clone(),
+    };
+    let Some(prepared) =
+        prepare_rollback(policy, deps.repo, &deps.source, rb, delivery, now).await?
+    else {
+        return Ok(Vec::new());
+    };
+    deps.repo.push(&prepared).await?;
+    let repo = &deps.forge_repo;
+    let pr = match deps
+        .forge
+        .find_open_pr(repo, branch.as_str(), &deps.bot_login)
+        .await?
+    {
+        Some(pr) => pr,
+        None => {
+            deps.forge
+                .create_pr(
+                    repo,
+                    &NewPullRequest {
+                        title: format!("autobump({name}): roll back to {}", rb.good.summary),
+                        body: format!(
+                            "autobump rolls policy `{name}` back from `{}` to the last known-good `{}`.\n\nWhy: {}\n\nThe policy is held until a person lifts the hold with `/unhold` (or `autobump unhold {name}`).\n\n<!-- autobump:rollback={name} -->\n",
+                            rb.bad.summary, rb.good.summary, rb.reason
+                        ),
+                        head_branch: branch.to_string(),
+                        base_branch: policy.spec.source.branch.to_string(),
+                        draft: false,
+                    },
+                )
+                .await?
+        }
+    };
+    let mergeability = deps.forge.mergeability(repo, pr.number).await?;
+    let missing = missing_checks(
+        deps,
+        &mergeability.head_sha,
+        &policy.spec.rollback.required_checks,
+    )
+    .await?;
+    if mergeability.mergeable != Some(true) || !missing.is_empty() {
+        return Ok(vec![Effect::Waiting(format!(
+            "rollback PR #{} waits: {}",
+            pr.number,
+            if missing.is_empty() {
+                "GitHub has not found it mergeable yet".to_owned()
+            } else {
+                format!("rollback checks not green: {}", missing.join(", "))
+            }
+        ))]);
+    }
+    match deps
+        .forge
+        .merge(
+            repo,
+            pr.number,
+            MergeMethod::from(policy.spec.merge.method),
+            &mergeability.head_sha,
+        )
+        .await
+    {
+        Ok(merged) => {
+            deps.store.update(name, &mut |s| {
+                s.record(
+                    now,
+                    "RolledBack",
+                    format!(
+                        "{} -> {} merged as PR #{} ({})",
+                        rb.bad.summary, rb.good.summary, pr.number, merged.sha
+                    ),
+                );
+            })?;
+            Ok(vec![Effect::Merge {
+                sha: mergeability.head_sha,
+                method: policy.spec.merge.method,
+            }])
+        }
+        Err(ForgeError::HeadMoved { .. } | ForgeError::NotMergeable { .. }) => {
+            Ok(vec![Effect::Waiting(format!(
+                "rollback PR #{} changed; merging next time",
+                pr.number
+            ))])
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The checks of `required` that have not succeeded on `sha` (none read when none
+/// are required).
+async fn missing_checks<R: Registry, G: Repo, F: Forge, S: Store>(
+    deps: &Deps<'_, R, G, F, S>,
+    sha: &str,
+    required: &[String],
+) -> Result<Vec<String>, ReconcileError> {
+    if required.is_empty() {
+        return Ok(Vec::new());
+    }
+    let statuses = deps.forge.combined_status(&deps.forge_repo, sha).await?;
+    let runs = deps.forge.check_runs(&deps.forge_repo, sha).await?;
+    let checks = checks_of(&statuses.statuses, &runs);
+    let green: BTreeSet<&str> = checks
+        .iter()
+        .filter(|c| c.state == CheckState::Success)
+        .map(|c| c.name.as_str())
+        .collect();
+    Ok(required
+        .iter()
+        .filter(|r| !green.contains(r.as_str()))
+        .cloned()
+        .collect())
+}
+
 /// Observes, plans and executes one reconcile of `policy`.
 pub async fn reconcile<R: Registry, G: Repo, F: Forge, S: Store>(
     policy: &Policy,
@@ -932,8 +1079,25 @@ pub async fn reconcile<R: Registry, G: Repo, F: Forge, S: Store>(
     gate: GateVerdict,
     now: DateTime<Utc>,
 ) -> Result<Report, ReconcileError> {
-    let observed = observe(policy, deps, &gate, now).await?;
-    execute(policy, deps, observed, gate, now).await
+    let base = scan_base(deps.repo, &deps.source, policy).await?;
+    let (mut rollout, rollback) =
+        assess_rollout(policy, deps.store, &base.1, &base.0.head, &gate, now)?;
+    let mut block = rollout.iter().find_map(|e| match e {
+        Effect::Waiting(why) => Some(why.clone()),
+        _ => None,
+    });
+    if let Some(rb) = &rollback {
+        if policy.spec.rollback.pull_request {
+            rollout.extend(ensure_rollback_pr(policy, deps, rb, now).await?);
+        }
+        block = Some(format!("rolling back: {}", rb.reason));
+    }
+    let mut observed = observe_scanned(policy, deps, &gate, now, base).await?;
+    observed.rollout_block = block;
+    let mut report = execute(policy, deps, observed, gate, now).await?;
+    rollout.append(&mut report.effects);
+    report.effects = rollout;
+    Ok(report)
 }
 
 /// Plans from what was observed and performs the effects in order.
@@ -956,6 +1120,7 @@ pub async fn execute<R: Registry, G: Repo, F: Forge, S: Store>(
         commands: parts.commands,
         bot_login: &deps.bot_login,
         gate,
+        rollout_block: observed.rollout_block.clone(),
     };
     let effects = plan::plan(&snapshot, now);
     let mut pr_number = observed.pr.as_ref().map(|p| p.number);

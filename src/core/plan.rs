@@ -87,6 +87,9 @@ pub struct Snapshot<'a> {
     pub bot_login: &'a str,
     /// The alert gate now.
     pub gate: GateVerdict,
+    /// Why nothing may go out now although the gate allows it: the deployed version
+    /// still deploys or bakes, or a rollback is under way (one rollout at a time).
+    pub rollout_block: Option<String>,
 }
 
 /// One thing to ensure.
@@ -161,6 +164,11 @@ pub fn plan(s: &Snapshot<'_>, now: DateTime<Utc>) -> Vec<Effect> {
     let hold = apply_commands(s, now, &mut effects);
     let pr = s.pr.as_ref();
     sync_hold_label(pr, hold.as_ref(), &mut effects);
+    if let Some(block) = &s.rollout_block {
+        // Commands and the hold label still apply; nothing new is pushed or merged.
+        effects.push(Effect::Waiting(block.clone()));
+        return effects;
+    }
     let labels: Vec<String> = s
         .spec
         .pull_request
@@ -426,6 +434,7 @@ mod tests {
             commands: Vec::new(),
             bot_login: "bot",
             gate: GateVerdict::Clear,
+            rollout_block: None,
         }
     }
 
@@ -667,6 +676,32 @@ mod tests {
         snap.pr = Some(tampered);
         let e = plan(&snap, at("2026-11-23T10:05:00Z"));
         assert!(e.iter().all(|e| !e.writes()), "{e:?}");
+    }
+
+    #[test]
+    fn a_baking_version_blocks_bumps_and_merges_but_not_commands() {
+        let s = spec("");
+        let mut snap = snapshot(&s, None);
+        snap.bump = Some(bump("v20240106-ccccccc"));
+        snap.pr = Some(open_pr(&s, "v20240105-bbbbbbb", CheckState::Success));
+        snap.rollout_block = Some("v1 is baking".into());
+        snap.commands = vec![CommandSeen {
+            id: 9,
+            author: "alice".into(),
+            permission: Permission::Write,
+            command: Command::Hold(None),
+            url: "u".into(),
+        }];
+        let e = plan(&snap, at("2026-11-23T10:00:00Z"));
+        assert_eq!(
+            kinds(&e),
+            [
+                "MarkSeen",
+                "SetHold",
+                "AddLabels(do-not-merge/hold)",
+                "Waiting(v1 is baking)"
+            ]
+        );
     }
 
     #[test]

@@ -196,9 +196,14 @@ async fn open_refresh_wait_for_checks_then_merge_at_the_read_sha() {
     let w = World::new("").await;
     let host = w.registry.host();
 
-    // 1. A newer version: the bump is pushed and the PR opened.
+    // 1. What main deploys is promoted (no gate: nothing to bake), then a newer
+    //    version: the bump is pushed and the PR opened.
     let r = w.reconcile(MONDAY).await;
-    assert_eq!(kinds(&r), ["PushBranch", "CreatePr", "RecordBump"], "{r:?}");
+    assert_eq!(
+        kinds(&r),
+        ["Promote", "PushBranch", "CreatePr", "RecordBump"],
+        "{r:?}"
+    );
     let pr = w.fake.pull(1);
     assert_eq!(pr.author, "autobump-bot");
     assert_eq!(pr.labels, ["skip-review"]);
@@ -263,10 +268,15 @@ async fn open_refresh_wait_for_checks_then_merge_at_the_read_sha() {
         .iter()
         .map(|h| h.reason.clone())
         .collect();
-    assert_eq!(history, ["BumpPushed", "BumpPushed", "Merged"]);
+    assert_eq!(
+        history,
+        ["Deployed", "Promoted", "BumpPushed", "BumpPushed", "Merged"]
+    );
 
-    // 5. Up to date now: nothing to do.
+    // 5. The merged version is deployed and (no gate) promoted; then nothing to do.
     let r = w.reconcile("2026-11-23T12:30:00Z").await;
+    assert_eq!(kinds(&r), ["Promote"], "{r:?}");
+    let r = w.reconcile("2026-11-23T12:31:00Z").await;
     assert!(r.effects.is_empty(), "{r:?}");
     w.fake.assert_responses_valid();
 }
@@ -276,7 +286,7 @@ async fn outside_the_window_no_pr_and_no_merge() {
     let w = World::new("").await;
     // Saturday.
     let r = w.reconcile("2026-11-21T10:00:00Z").await;
-    assert_eq!(kinds(&r), ["Waiting"]);
+    assert_eq!(kinds(&r), ["Promote", "Waiting"]);
     assert!(waiting(&r).starts_with("bump waits: outside"), "{r:?}");
     assert_eq!(w.fake.writes(), 0);
     assert!(w.fake.branch_sha("autobump-prow").is_none());
@@ -535,7 +545,11 @@ async fn a_secondary_rate_limit_is_waited_out_and_the_pr_still_opens() {
     );
     let watch = autobump::clock::Stopwatch::start();
     let r = w.reconcile(MONDAY).await;
-    assert_eq!(kinds(&r), ["PushBranch", "CreatePr", "RecordBump"], "{r:?}");
+    assert_eq!(
+        kinds(&r),
+        ["Promote", "PushBranch", "CreatePr", "RecordBump"],
+        "{r:?}"
+    );
     assert!(
         watch.elapsed() >= std::time::Duration::from_millis(900),
         "Retry-After was honoured"
@@ -978,4 +992,69 @@ async fn run_serves_webhooks_that_trigger_a_reconcile_and_exits_0_on_sigterm() {
         .expect("autobump did not stop within 30 s of SIGTERM")
         .unwrap();
     assert_eq!(exit.code(), Some(0));
+}
+
+/// The loop for pull-request policies: a merged bump whose alerts fire is rolled back
+/// by a rollback PR (its own branch), merged at once although the policy is held and
+/// the gate fires; the bad version is remembered and nothing rolls back twice.
+#[tokio::test]
+async fn a_firing_alert_after_a_merge_is_rolled_back_by_a_rollback_pr() {
+    let w = World::new(
+        "  gate: {prometheus: http://127.0.0.1:9, alerts: '{team=\"prow\"}', bake: 30m}\n",
+    )
+    .await;
+    let host = w.registry.host();
+    let firing = GateVerdict::Firing(vec!["HookDown".into()]);
+
+    // OLD bakes first: no PR meanwhile.
+    let r = w.reconcile(MONDAY).await;
+    assert!(waiting(&r).contains("is baking (30m left)"), "{r:?}");
+    assert!(w.fake.branch_sha("autobump-prow").is_none());
+    // Known-good: the bump PR opens; green; merged.
+    let r = w.reconcile("2026-11-23T10:31:00Z").await;
+    assert_eq!(
+        kinds(&r),
+        ["Promote", "PushBranch", "CreatePr", "RecordBump"],
+        "{r:?}"
+    );
+    let head = w.fake.branch_sha("autobump-prow").unwrap();
+    w.fake
+        .add_check_run(&head, "unit", "completed", Some("success"));
+    let r = w.reconcile("2026-11-23T10:35:00Z").await;
+    assert_eq!(kinds(&r), ["Merge"], "{r:?}");
+    assert!(w.file_on("main", "config/prow/hook.yaml").contains(NEW));
+
+    // NEW hurts: a rollback PR puts OLD back, merged at once.
+    let r = w
+        .reconcile_with("2026-11-23T10:40:00Z", firing.clone())
+        .await;
+    assert_eq!(kinds(&r)[..2], ["Rollback", "Merge"], "{r:?}");
+    let rollback = w.fake.pull(2);
+    assert_eq!(
+        rollback.title,
+        format!("autobump(prow): roll back to {OLD}")
+    );
+    assert!(rollback.merged);
+    assert!(
+        w.file_on("main", "config/prow/hook.yaml")
+            .contains(&format!("{host}/prow/hook:{OLD}  # keep this comment"))
+    );
+    let state = w.store.load("prow").unwrap();
+    let hold = state.hold.clone().unwrap();
+    assert_eq!((hold.by.as_str(), hold.automatic), ("alert:HookDown", true));
+    assert!(
+        state
+            .bad_pairs()
+            .contains(&(format!("{host}/prow/hook"), NEW.to_owned()))
+    );
+
+    // Still firing a minute later: OLD is known-good, nothing rolls back twice, and the
+    // held policy opens nothing.
+    let r = w.reconcile_with("2026-11-23T10:41:00Z", firing).await;
+    assert!(
+        !kinds(&r).contains(&"Rollback") && !kinds(&r).contains(&"CreatePr"),
+        "{r:?}"
+    );
+    assert_eq!(w.fake.pull(2).number, 2);
+    w.fake.assert_responses_valid();
 }
