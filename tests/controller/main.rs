@@ -138,6 +138,41 @@ impl World {
         self.reconcile_with(now, GateVerdict::Clear).await
     }
 
+    /// What a direct-push reconcile of `policy` needs (no forge).
+    fn direct_deps(
+        &self,
+        policy: &Policy,
+    ) -> autobump::controller::DirectDeps<'_, RegistryClient, GitRepo, MemoryStore> {
+        autobump::controller::DirectDeps {
+            resolver: &self.resolver,
+            repo: &self.repo,
+            store: &self.store,
+            source: Source {
+                url: policy.spec.source.repo.clone(),
+                branch: policy.spec.source.branch.clone(),
+                auth: Auth::None,
+            },
+        }
+    }
+
+    /// Waits until `main`'s hook.yaml carries `tag` (a running `autobump run` moved it).
+    async fn wait_for_hook_tag(&self, tag: &str, what: &str) {
+        let hook = || self.file_on("main", "config/prow/hook.yaml");
+        support::wait_until(
+            what,
+            std::time::Duration::from_secs(30),
+            std::time::Duration::from_millis(200),
+            async || {
+                if hook().contains(tag) {
+                    Ok(())
+                } else {
+                    Err(hook())
+                }
+            },
+        )
+        .await;
+    }
+
     fn file_on(&self, branch: &str, path: &str) -> String {
         let repo = git2::Repository::open_bare(self.fake.git_dir()).unwrap();
         let commit = repo
@@ -565,7 +600,7 @@ async fn a_secondary_rate_limit_is_waited_out_and_the_pr_still_opens() {
 
 #[tokio::test]
 async fn direct_push_bumps_the_base_branch_when_not_held_and_the_gate_is_clear() {
-    use autobump::controller::{DirectDeps, reconcile_direct};
+    use autobump::controller::reconcile_direct;
     let w = World::new("").await;
     let host = w.registry.host();
     let text = format!(
@@ -575,16 +610,7 @@ async fn direct_push_bumps_the_base_branch_when_not_held_and_the_gate_is_clear()
     let (mut policies, diagnostics) = policy::load_str(std::path::Path::new("direct.yaml"), &text);
     assert!(diagnostics.is_empty(), "{diagnostics:?}");
     let direct = policies.remove(0);
-    let deps = DirectDeps {
-        resolver: &w.resolver,
-        repo: &w.repo,
-        store: &w.store,
-        source: Source {
-            url: direct.spec.source.repo.clone(),
-            branch: direct.spec.source.branch.clone(),
-            auth: Auth::None,
-        },
-    };
+    let deps = w.direct_deps(&direct);
     let before = w.fake.branch_sha("main").unwrap();
 
     // Held, or the gate not Clear: nothing is pushed.
@@ -777,7 +803,7 @@ async fn an_invalid_policy_file_keeps_the_last_good_version_and_never_stops_the_
 /// goes out once a person lifts the hold.
 #[tokio::test]
 async fn firing_alerts_during_the_bake_roll_back_hold_and_remember_the_bad_version() {
-    use autobump::controller::{DirectDeps, reconcile_direct};
+    use autobump::controller::reconcile_direct;
     let w = World::new("").await;
     let host = w.registry.host();
     let text = direct_policy_text(&w, "gated")
@@ -785,16 +811,7 @@ async fn firing_alerts_during_the_bake_roll_back_hold_and_remember_the_bad_versi
     let (mut policies, diagnostics) = policy::load_str(std::path::Path::new("gated.yaml"), &text);
     assert!(diagnostics.is_empty(), "{diagnostics:?}");
     let gated = policies.remove(0);
-    let deps = DirectDeps {
-        resolver: &w.resolver,
-        repo: &w.repo,
-        store: &w.store,
-        source: Source {
-            url: gated.spec.source.repo.clone(),
-            branch: gated.spec.source.branch.clone(),
-            auth: Auth::None,
-        },
-    };
+    let deps = w.direct_deps(&gated);
     let clear = GateVerdict::Clear;
     let firing = GateVerdict::Firing(vec!["HookDown".into()]);
     let step = |now: &'static str, gate: &GateVerdict| {
@@ -916,20 +933,8 @@ async fn run_serves_webhooks_that_trigger_a_reconcile_and_exits_0_on_sigterm() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let hook = || w.file_on("main", "config/prow/hook.yaml");
-    support::wait_until(
-        "the first tick bumps to NEW",
-        std::time::Duration::from_secs(30),
-        std::time::Duration::from_millis(200),
-        async || {
-            if hook().contains(NEW) {
-                Ok(())
-            } else {
-                Err(hook())
-            }
-        },
-    )
-    .await;
+    w.wait_for_hook_tag(NEW, "the first tick bumps to NEW")
+        .await;
 
     // A push to the registry, announced by its webhook, is picked up at once (the next
     // tick would be an hour away). First let the policy's 1 s minInterval pass.
@@ -966,19 +971,8 @@ async fn run_serves_webhooks_that_trigger_a_reconcile_and_exits_0_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(accepted.status(), 200);
-    support::wait_until(
-        "the webhook-triggered reconcile bumps to NEWER",
-        std::time::Duration::from_secs(30),
-        std::time::Duration::from_millis(200),
-        async || {
-            if hook().contains(NEWER) {
-                Ok(())
-            } else {
-                Err(hook())
-            }
-        },
-    )
-    .await;
+    w.wait_for_hook_tag(NEWER, "the webhook-triggered reconcile bumps to NEWER")
+        .await;
 
     // SIGTERM: the reconcile in flight finishes, exit 0.
     let pid = child.id().unwrap().to_string();
