@@ -7,7 +7,7 @@ mod crd;
 use std::path::PathBuf;
 use std::process::Command;
 
-pub fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
@@ -16,15 +16,15 @@ fn tools() -> PathBuf {
 }
 
 /// A throw-away cluster; stopped when dropped (also on panic).
-pub struct Cluster {
+pub(crate) struct Cluster {
     dir: tempfile::TempDir,
-    pub kubeconfig: String,
+    pub(crate) kubeconfig: String,
 }
 
 impl Cluster {
     /// Starts a cluster; one retry in a fresh directory, since etcd was once seen to
     /// exit at start-up without a word (infrastructure, not the code under test).
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let mut failures = Vec::new();
         for _ in 0..2 {
             match Self::try_start() {
@@ -58,7 +58,7 @@ impl Cluster {
         Ok(Self { dir, kubeconfig })
     }
 
-    pub fn kubectl(&self, args: &[&str]) -> (bool, String) {
+    pub(crate) fn kubectl(&self, args: &[&str]) -> (bool, String) {
         let out = Command::new("kubectl")
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
@@ -76,7 +76,7 @@ impl Cluster {
         )
     }
 
-    pub fn must(&self, args: &[&str]) -> String {
+    pub(crate) fn must(&self, args: &[&str]) -> String {
         let (ok, out) = self.kubectl(args);
         assert!(ok, "kubectl {}: {out}", args.join(" "));
         out
@@ -85,7 +85,8 @@ impl Cluster {
 
 impl Cluster {
     /// A kube client for this cluster, from its kubeconfig.
-    pub async fn client(&self) -> kube::Client {
+    #[allow(dead_code)] // for the kube-client test modules being added next
+    pub(crate) async fn client(&self) -> kube::Client {
         autobump::install_crypto_provider();
         let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig)
             .expect("start printed a readable kubeconfig");
