@@ -239,6 +239,11 @@ pub struct Webhooks {
     pub registry_token: Option<String>,
     /// Bearer token for `/webhooks/alertmanager` (likewise).
     pub alertmanager_token: Option<String>,
+    /// Served on `/metrics` when set.
+    pub metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+    /// `/readyz` answers 200 once this is true (policies loaded, first pass done),
+    /// 503 before and while shutting down.
+    pub ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What the webhook endpoints deliver.
@@ -251,17 +256,43 @@ pub struct Events {
     pub alerts: mpsc::Receiver<AlertTrigger>,
 }
 
-/// Every endpoint of the controller's HTTP server: `/healthz` and the webhooks.
+/// Every endpoint of the controller's HTTP server: `/healthz` (the process
+/// answers), `/readyz` (it is ready to act), `/metrics` and the webhooks.
 pub fn server(hooks: Webhooks) -> (Router, Events) {
     let (github_tx, github) = mpsc::channel(256);
     let (registry_tx, registry) = mpsc::channel(256);
     let (alerts_tx, alerts) = mpsc::channel(256);
+    let ready = hooks.ready;
     let mut router = Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            axum::routing::get(move || async move {
+                if ready.load(std::sync::atomic::Ordering::SeqCst) {
+                    (StatusCode::OK, "ready\n")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                }
+            }),
+        )
         .merge(registry_webhook(hooks.registry_token, registry_tx))
         .merge(alertmanager_webhook(hooks.alertmanager_token, alerts_tx));
     if let Some(secret) = hooks.github_secret {
         router = router.merge(github_webhook(secret, github_tx));
+    }
+    if let Some(metrics) = hooks.metrics {
+        router = router.route(
+            "/metrics",
+            axum::routing::get(move || async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    metrics.render(),
+                )
+            }),
+        );
     }
     (
         router,

@@ -37,10 +37,12 @@ pub mod core;
 pub mod files;
 pub mod forge;
 pub mod http;
+pub mod metrics;
 pub mod policy;
 pub mod registry;
 pub mod repo;
 pub mod resolve;
+pub mod status;
 pub mod store;
 
 /// Installs rustls' `ring` crypto provider for the process, once. Every binary and

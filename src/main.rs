@@ -25,6 +25,36 @@ use autobump::policy::{self, Diagnostic};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format on stderr: text for people, json for log pipelines (one object
+    /// per line, with the policy of the reconcile as a span field). The level comes
+    /// from AUTOBUMP_LOG (e.g. debug, or autobump=debug,info); default info.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn init_logs(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("AUTOBUMP_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_target(false).init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,6 +120,21 @@ enum Command {
         #[command(flatten)]
         state: StateArgs,
     },
+    /// Show every policy: current version, last known-good, hold (by, why, since),
+    /// next window opening, age of the last bump, last rollback.
+    ///
+    /// Reads the state file; with --policies also the schedules (for the next
+    /// window). Exit status: 0, or 2 on usage or I/O errors.
+    Status {
+        #[command(flatten)]
+        state: StateArgs,
+        /// Policy files or directories, for the schedule column (optional).
+        #[arg(long, value_name = "DIR")]
+        policies: Vec<PathBuf>,
+        /// How to print the result.
+        #[arg(long, short, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Print the CustomResourceDefinition of the Autobump kind (YAML).
     Crd,
 }
@@ -147,23 +192,27 @@ async fn serve_webhooks(
     addr: std::net::SocketAddr,
     poke: Arc<tokio::sync::Notify>,
     pushed: Arc<std::sync::Mutex<Vec<String>>>,
+    metrics: Arc<autobump::metrics::Metrics>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
 ) -> anyhow::Result<()> {
     let secret = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let (router, mut events) = autobump::http::server(autobump::http::Webhooks {
         github_secret: secret("GITHUB_WEBHOOK_SECRET").map(String::into_bytes),
         registry_token: secret("AUTOBUMP_REGISTRY_WEBHOOK_TOKEN"),
         alertmanager_token: secret("AUTOBUMP_ALERTMANAGER_WEBHOOK_TOKEN"),
+        metrics: Some(metrics),
+        ready,
     });
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("listening on {addr}: {e}"))?;
-    eprintln!(
-        "autobump: serving /healthz and webhooks on {}",
-        listener.local_addr()?
+    tracing::info!(
+        address = %listener.local_addr()?,
+        "serving /healthz, /readyz, /metrics and the webhooks"
     );
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
-            eprintln!("autobump: HTTP server stopped: {e}");
+            tracing::error!(error = %e, "HTTP server stopped");
         }
     });
     tokio::spawn(async move {
@@ -229,15 +278,23 @@ fn run_standalone(args: &RunArgs) -> anyhow::Result<ExitCode> {
                     _ = term.recv() => {}
                     _ = tokio::signal::ctrl_c() => {}
                 }
-                eprintln!("autobump: stopping after the reconcile in flight");
+                tracing::info!("stopping after the reconcile in flight");
                 stop.store(true, Ordering::SeqCst);
                 wake.notify_one();
             });
         }
         let poke = Arc::new(tokio::sync::Notify::new());
         let pushed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let ready = Arc::new(AtomicBool::new(false));
         if let Some(addr) = args.listen {
-            serve_webhooks(addr, Arc::clone(&poke), Arc::clone(&pushed)).await?;
+            serve_webhooks(
+                addr,
+                Arc::clone(&poke),
+                Arc::clone(&pushed),
+                driver.metrics(),
+                Arc::clone(&ready),
+            )
+            .await?;
         }
         loop {
             let images: Vec<String> = std::mem::take(
@@ -250,6 +307,9 @@ fn run_standalone(args: &RunArgs) -> anyhow::Result<ExitCode> {
             }
             let tick = driver.tick(&stop).await?;
             print_tick(&tick);
+            // Ready once the policies loaded and every one had its first reconcile;
+            // not ready any more once stopping.
+            ready.store(!stop.load(Ordering::SeqCst), Ordering::SeqCst);
             if args.once {
                 return Ok(if tick.ok() {
                     ExitCode::SUCCESS
@@ -349,6 +409,7 @@ const EXIT_USAGE: u8 = 2;
 fn main() -> ExitCode {
     autobump::install_crypto_provider();
     let cli = Cli::parse();
+    init_logs(cli.log_format);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -374,7 +435,34 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             state,
         } => hold(&name, &reason, &state),
         Command::Unhold { name, state } => unhold(&name, &state),
+        Command::Status {
+            state,
+            policies,
+            output,
+        } => status(&state, &policies, output),
     }
+}
+
+fn status(state: &StateArgs, policies: &[PathBuf], output: Output) -> anyhow::Result<ExitCode> {
+    use autobump::clock::Clock as _;
+    use autobump::store::{FileStore, Store as _};
+    let now = chrono::SubsecRound::trunc_subsecs(SystemClock.now(), 0);
+    let states = FileStore::new(&state.path).load_all()?;
+    let loaded = if policies.is_empty() {
+        Vec::new()
+    } else {
+        let loaded = policy::load_paths(policies)?;
+        for d in &loaded.diagnostics {
+            eprintln!("autobump: {d}");
+        }
+        loaded.policies
+    };
+    let rows = autobump::status::rows(&loaded, &states, now);
+    match output {
+        Output::Text => print_out(&autobump::status::table(&rows, now))?,
+        Output::Json => print_out(&(serde_json::to_string_pretty(&rows)? + "\n"))?,
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Who is running the command, for the hold's record.
@@ -427,7 +515,11 @@ fn unhold(name: &str, state: &StateArgs) -> anyhow::Result<ExitCode> {
     let mut lifted = None;
     FileStore::new(&state.path).update(name, &mut |s| {
         if let Some(h) = s.hold.take() {
-            s.record(now, "Unheld", format!("hold by {} lifted by {by}", h.by));
+            s.record(
+                now,
+                "Unheld",
+                format!("hold by {} lifted by {by} (cli)", h.by),
+            );
             lifted = Some(h);
         }
     })?;

@@ -14,9 +14,12 @@ use chrono::{DateTime, Utc};
 
 use super::{Deps, DirectDeps, ReconcileError, Report, reconcile, reconcile_direct};
 use crate::alerts::{AlertsClient, AlertsConfig, gate};
-use crate::clock::Clock;
+use tracing::Instrument as _;
+
+use crate::clock::{Clock, Stopwatch};
 use crate::core::gate::GateVerdict;
 use crate::forge::{GitHub, GitHubAuth, GitHubConfig, RepoName};
+use crate::metrics::Metrics;
 use crate::policy::{self, Diagnostic, Policy};
 use crate::registry::RegistryClient;
 use crate::repo::{Auth, GitRepo, Source};
@@ -82,6 +85,7 @@ pub struct Standalone {
     github: Option<GitHub>,
     /// The last valid version of every policy seen.
     last_good: BTreeMap<String, Policy>,
+    metrics: Arc<Metrics>,
 }
 
 impl Standalone {
@@ -92,6 +96,9 @@ impl Standalone {
         registry: RegistryClient,
         repo: GitRepo,
     ) -> Result<Self, String> {
+        let metrics = Arc::new(Metrics::new(Arc::clone(&clock)));
+        metrics.attach_registry(registry.stats());
+        metrics.set_leader(true);
         let github = match &config.github_token {
             Some(token) => Some(
                 GitHub::new(
@@ -103,6 +110,9 @@ impl Standalone {
             ),
             None => None,
         };
+        if let Some(github) = &github {
+            metrics.attach_forge(github.stats());
+        }
         Ok(Self {
             store: FileStore::new(&config.state),
             alerts: AlertsClient::new(AlertsConfig::default())
@@ -113,7 +123,14 @@ impl Standalone {
             clock,
             config,
             last_good: BTreeMap::new(),
+            metrics,
         })
+    }
+
+    /// The metrics this driver records (served on `/metrics`).
+    #[must_use]
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
     }
 
     /// Forgets what the resolver cached about an image (after a registry push).
@@ -177,6 +194,10 @@ impl Standalone {
         stop: &std::sync::atomic::AtomicBool,
     ) -> Result<Tick, policy::LoadError> {
         let diagnostics = self.reload()?;
+        self.metrics.policies_loaded(diagnostics.len());
+        for d in &diagnostics {
+            tracing::warn!(problem = %d, "invalid policy file; its last good version stays in force");
+        }
         let mut tick = Tick {
             diagnostics,
             ..Tick::default()
@@ -189,10 +210,39 @@ impl Standalone {
             // Decisions and records need no sub-second precision; whole seconds keep
             // status and messages readable.
             let now = chrono::SubsecRound::trunc_subsecs(self.clock.now(), 0);
-            let outcome = self.reconcile_one(&p, now).await;
+            let span = tracing::info_span!("reconcile", policy = p.name());
+            let watch = Stopwatch::start();
+            let outcome = self.reconcile_one(&p, now).instrument(span.clone()).await;
+            let _entered = span.enter();
+            self.account(p.name(), &outcome, watch.elapsed());
             tick.outcomes.insert(p.name().to_owned(), outcome);
         }
         Ok(tick)
+    }
+
+    /// Metrics and logs of one policy's reconcile, and the history it wrote
+    /// (also entries written by other processes, e.g. `autobump hold`).
+    fn account(&self, name: &str, outcome: &PolicyOutcome, took: std::time::Duration) {
+        match outcome {
+            PolicyOutcome::Done(report) => {
+                self.metrics.reconciled(name, None, took);
+                for effect in &report.effects {
+                    tracing::info!(effect = ?effect, "effect");
+                }
+                for problem in &report.registry_problems {
+                    tracing::warn!(problem = %problem, "registry");
+                }
+            }
+            PolicyOutcome::Failed(e) => {
+                self.metrics.reconciled(name, Some(e.metric_label()), took);
+                tracing::error!(error = %e, retryable = e.is_retryable(), "reconcile failed");
+            }
+            PolicyOutcome::Skipped(why) => tracing::warn!(reason = %why, "skipped"),
+        }
+        match crate::store::Store::load(&self.store, name) {
+            Ok(state) => self.metrics.observe_state(name, &state),
+            Err(e) => tracing::error!(error = %e, "reading the state for metrics"),
+        }
     }
 
     async fn reconcile_one(&self, p: &Policy, now: DateTime<Utc>) -> PolicyOutcome {
@@ -200,6 +250,10 @@ impl Standalone {
             None => GateVerdict::Clear,
             Some(spec) => gate(&self.alerts, Some(spec)).await,
         };
+        self.metrics.gate(p.name(), &verdict);
+        if let GateVerdict::Unknown(why) = &verdict {
+            tracing::warn!(why = %why, "gate unknown: nothing merges or gets promoted");
+        }
         let source = self.source(p);
         let result = if p.spec.direct_push.is_some() {
             let deps = DirectDeps {

@@ -695,4 +695,15 @@ pub struct HistoryEntry {
     pub reason: String,
     /// What happened.
     pub message: String,
+    /// Position in the policy's history, counting from 1 and never reused (entries
+    /// beyond the history limit are dropped, their numbers are not): notifications
+    /// and metrics remember the last one they handled. 0 in records written before
+    /// it existed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub seq: u64,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

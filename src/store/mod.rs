@@ -68,7 +68,9 @@ pub struct PolicyState {
 impl PolicyState {
     /// Appends a history entry, dropping the oldest beyond [`HISTORY_LIMIT`].
     pub fn record(&mut self, at: DateTime<Utc>, reason: &str, message: impl Into<String>) {
+        let seq = self.history.last().map_or(1, |e| e.seq + 1);
         self.history.push(HistoryEntry {
+            seq,
             at,
             reason: reason.to_owned(),
             message: message.into(),

@@ -949,6 +949,29 @@ async fn run_serves_webhooks_that_trigger_a_reconcile_and_exits_0_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
+    let ready = client
+        .get(format!("http://{listen}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200, "ready after the first pass");
+    let metrics = client
+        .get(format!("http://{listen}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for expected in [
+        r#"autobump_reconciles_total{policy="direct",result="ok"} 1"#,
+        "autobump_policy_files_invalid 0",
+        "autobump_leader 1",
+        r#"autobump_registry_requests_total{kind="tags"}"#,
+        r#"autobump_seconds_since_last_bump{policy="direct"}"#,
+    ] {
+        assert!(metrics.contains(expected), "{expected} in\n{metrics}");
+    }
     let body = serde_json::json!({"events": [{
         "action": "push",
         "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json",

@@ -276,7 +276,7 @@ fn help_lists_only_working_commands() {
     assert_eq!(
         commands,
         [
-            "check", "resolve", "rewrite", "run", "hold", "unhold", "crd", "help"
+            "check", "resolve", "rewrite", "run", "hold", "unhold", "status", "crd", "help"
         ]
     );
 }
@@ -316,6 +316,45 @@ fn hold_and_unhold_record_who_why_and_survive_in_the_state_file() {
     );
     let (code, _, err) = autobump(&["hold", "prow", "--reason", " ", "--state", state]);
     assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn status_shows_holds_and_windows_as_a_table_and_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let state = state.to_str().unwrap();
+    let policies = root().join("policies");
+    let policies = policies.to_str().unwrap();
+    // No state yet: every defined policy is listed, nothing held.
+    let (code, out, err) = autobump(&["status", "--state", state, "--policies", policies]);
+    assert_eq!(code, 0, "{err}");
+    let header = out.lines().next().unwrap();
+    assert!(
+        header.starts_with("POLICY") && header.contains("NEXT WINDOW"),
+        "{out}"
+    );
+    let prow = out
+        .lines()
+        .find(|l| l.starts_with("prow "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(prow.contains("open now") || prow.contains(" in "), "{prow}");
+
+    let (code, _, _) = autobump(&["hold", "prow", "--reason", "DB migration", "--state", state]);
+    assert_eq!(code, 0);
+    let (code, out, _) = autobump(&["status", "--state", state, "--policies", policies]);
+    assert_eq!(code, 0);
+    let prow = out.lines().find(|l| l.starts_with("prow ")).unwrap();
+    assert!(
+        prow.contains("by cli:") && prow.contains("DB migration"),
+        "{out}"
+    );
+
+    let (code, out, _) = autobump(&["status", "--state", state, "--output", "json"]);
+    assert_eq!(code, 0);
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows[0]["policy"], "prow");
+    assert_eq!(rows[0]["hold"]["reason"], "DB migration");
+    assert_eq!(rows[0]["defined"], false, "no --policies: state only");
 }
 
 #[test]
