@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 
 use crate::core::commands;
-use crate::core::gate::GateVerdict;
+use crate::core::gate::{GateReading, GateVerdict};
 use crate::core::merge::{Check, CheckState, DiffVerdict, PrView};
 use crate::core::plan::{self, CommandSeen, Effect, PlannedBump, PrSnapshot, Snapshot};
 use crate::core::pr::Row;
@@ -26,6 +26,7 @@ use crate::forge::{
     PullRequestEdit, RepoName, StatusState,
 };
 use crate::policy::Policy;
+use crate::policy::v1alpha1::Hold;
 use crate::registry::Registry;
 use crate::repo::{BumpRequest, Delivery, PreparedBump, Repo, RepoError, Source};
 use crate::resolve::{Resolved, Resolver};
@@ -539,11 +540,23 @@ pub async fn reconcile_direct<R: Registry, G: Repo, S: Store>(
     gate: &GateVerdict,
     now: DateTime<Utc>,
 ) -> Result<Report, ReconcileError> {
+    reconcile_direct_read(policy, deps, &GateReading::of(gate.clone()), now).await
+}
+
+/// [`reconcile_direct`] with the whole gate reading: an automatic hold then says
+/// which alerts fired, with their labels, summary, runbook and links.
+pub async fn reconcile_direct_read<R: Registry, G: Repo, S: Store>(
+    policy: &Policy,
+    deps: &DirectDeps<'_, R, G, S>,
+    reading: &GateReading,
+    now: DateTime<Utc>,
+) -> Result<Report, ReconcileError> {
+    let gate = &reading.verdict;
     let name = policy.name();
     let source = &policy.spec.source;
     let (scanned, references) = scan_base(deps.repo, &deps.source, policy).await?;
-    let (mut watched, rollback) =
-        assess_rollout(policy, deps.store, &references, &scanned.head, gate, now)?;
+    let (mut watched, rollback, _) =
+        assess_rollout(policy, deps.store, &references, &scanned.head, reading, now)?;
     if let Some(rb) = &rollback {
         roll_back(policy, deps, rb, now).await?;
     }
@@ -679,18 +692,23 @@ struct RollbackTo {
 /// it). A deployed version already recorded as bad is rolled back again until the
 /// known-good version is on the branch, so a crash between the hold and the delivery
 /// converges.
+/// What watching the deployed version decided: effects to report, the rollback to
+/// perform, and the hold placed just now (automatically) if any.
+type Assessed = (Vec<Effect>, Option<RollbackTo>, Option<Hold>);
+
 fn assess_rollout<S: Store>(
     policy: &Policy,
     store: &S,
     references: &[ImageRef],
     head: &str,
-    gate: &GateVerdict,
+    reading: &GateReading,
     now: DateTime<Utc>,
-) -> Result<(Vec<Effect>, Option<RollbackTo>), ReconcileError> {
+) -> Result<Assessed, ReconcileError> {
     use crate::core::rollout::{self, RolloutDecision};
+    let gate = &reading.verdict;
     let name = policy.name();
     let Some(deployed) = deployed_release(policy, references, head, now) else {
-        return Ok((Vec::new(), None));
+        return Ok((Vec::new(), None, None));
     };
     let mut state = store.load(name)?;
     if state
@@ -712,12 +730,13 @@ fn assess_rollout<S: Store>(
     let current = state.current.clone().unwrap_or(deployed);
     let decision = decide_rollout(policy, &state, &current, gate, now);
     match decision {
-        RolloutDecision::Idle => Ok((Vec::new(), None)),
+        RolloutDecision::Idle => Ok((Vec::new(), None, None)),
         RolloutDecision::Deploying => Ok((
             vec![Effect::Waiting(format!(
                 "{} is deploying; the next bump waits until it is known-good",
                 current.summary
             ))],
+            None,
             None,
         )),
         RolloutDecision::Baking {
@@ -738,6 +757,7 @@ fn assess_rollout<S: Store>(
                     ),
                 })],
                 None,
+                None,
             ))
         }
         RolloutDecision::Promote => {
@@ -750,14 +770,14 @@ fn assess_rollout<S: Store>(
                     format!("{} is the last known-good", current.summary),
                 );
             })?;
-            Ok((vec![Effect::Promote], None))
+            Ok((vec![Effect::Promote], None, None))
         }
         RolloutDecision::Rollback { reason } => {
             let good = state
                 .last_known_good
                 .clone()
                 .unwrap_or_else(|| current.clone());
-            hold_and_mark_bad(store, name, &current, &good, gate, &reason, now)?;
+            let placed = hold_and_mark_bad(store, name, &current, &good, reading, &reason, now)?;
             Ok((
                 vec![Effect::Rollback(reason.clone())],
                 Some(RollbackTo {
@@ -765,15 +785,17 @@ fn assess_rollout<S: Store>(
                     good,
                     reason,
                 }),
+                placed,
             ))
         }
         RolloutDecision::HoldWithoutRollback { reason } => {
-            hold_and_mark_bad(store, name, &current, &current, gate, &reason, now)?;
+            let placed = hold_and_mark_bad(store, name, &current, &current, reading, &reason, now)?;
             Ok((
                 vec![Effect::Waiting(format!(
                     "held without a known-good version: {reason}"
                 ))],
                 None,
+                placed,
             ))
         }
     }
@@ -828,30 +850,78 @@ fn canonical(image: &str) -> String {
     ImageRef::parse(image).map_or_else(|| image.to_owned(), |r| r.canonical_repository())
 }
 
+/// The reason of an automatic hold: the decision's reason, then one line per firing
+/// alert (at most five) with its labels, summary, runbook and where to see it, so
+/// the person paged has the evidence without searching.
+fn hold_reason(reason: &str, reading: &GateReading) -> String {
+    use std::fmt::Write as _;
+    const SHOWN: usize = 5;
+    let mut text = reason.to_owned();
+    let firing: Vec<&crate::core::gate::Alert> = reading
+        .alerts
+        .iter()
+        .filter(|a| a.state == crate::core::gate::AlertState::Firing)
+        .collect();
+    // Writing into a String cannot fail.
+    for alert in firing.iter().take(SHOWN) {
+        let labels: Vec<String> = alert
+            .labels
+            .iter()
+            .filter(|(k, _)| k.as_str() != "alertname")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let _ = write!(text, "\n- {}", alert.name);
+        if !labels.is_empty() {
+            let _ = write!(text, " {{{}}}", labels.join(", "));
+        }
+        if let Some(v) = ["summary", "description"]
+            .iter()
+            .find_map(|k| alert.annotations.get(*k))
+        {
+            let _ = write!(text, ": {}", v.trim());
+        }
+        if let Some(runbook) = alert.annotations.get("runbook_url") {
+            let _ = write!(text, "; runbook: {runbook}");
+        }
+        if let Some(url) = alert.source_url.as_ref().or(alert.generator_url.as_ref()) {
+            let _ = write!(text, "; see {url}");
+        }
+    }
+    if firing.len() > SHOWN {
+        let _ = write!(text, "\n- and {} more", firing.len() - SHOWN);
+    }
+    text
+}
+
 /// Holds the policy automatically (unless held already) and records every version of
-/// `bad` that is not in `good` as bad.
+/// `bad` that is not in `good` as bad. Returns the hold if it was placed now.
 fn hold_and_mark_bad<S: Store>(
     store: &S,
     name: &str,
     bad: &crate::policy::v1alpha1::Release,
     good: &crate::policy::v1alpha1::Release,
-    gate: &GateVerdict,
+    reading: &GateReading,
     reason: &str,
     now: DateTime<Utc>,
-) -> Result<(), ReconcileError> {
-    let by = match gate {
+) -> Result<Option<Hold>, ReconcileError> {
+    let by = match &reading.verdict {
         GateVerdict::Firing(alerts) => format!("alert:{}", alerts.join(",")),
         _ => "autobump".to_owned(),
     };
+    let full_reason = hold_reason(reason, reading);
+    let mut placed = None;
     store.update(name, &mut |s| {
+        placed = None;
         if s.hold.is_none() {
-            s.hold = Some(crate::policy::v1alpha1::Hold {
+            let hold = Hold {
                 by: by.clone(),
                 since: now,
-                reason: reason.to_owned(),
+                reason: full_reason.clone(),
                 via: Some("gate".into()),
                 automatic: true,
-            });
+            };
+            s.hold = Some(hold.clone());
+            placed = Some(hold);
             s.record(now, "Held", format!("held by {by}: {reason}"));
         }
         for image in &bad.images {
@@ -863,7 +933,7 @@ fn hold_and_mark_bad<S: Store>(
             }
         }
     })?;
-    Ok(())
+    Ok(placed)
 }
 
 /// Targets that put the known-good versions back for every image that moved.
@@ -1079,9 +1149,22 @@ pub async fn reconcile<R: Registry, G: Repo, F: Forge, S: Store>(
     gate: GateVerdict,
     now: DateTime<Utc>,
 ) -> Result<Report, ReconcileError> {
+    reconcile_read(policy, deps, &GateReading::of(gate), now).await
+}
+
+/// [`reconcile`] with the whole gate reading: an automatic hold then says which
+/// alerts fired (labels, summary, runbook, links), and the open bump PR gets a
+/// comment saying so.
+pub async fn reconcile_read<R: Registry, G: Repo, F: Forge, S: Store>(
+    policy: &Policy,
+    deps: &Deps<'_, R, G, F, S>,
+    reading: &GateReading,
+    now: DateTime<Utc>,
+) -> Result<Report, ReconcileError> {
+    let gate = reading.verdict.clone();
     let base = scan_base(deps.repo, &deps.source, policy).await?;
-    let (mut rollout, rollback) =
-        assess_rollout(policy, deps.store, &base.1, &base.0.head, &gate, now)?;
+    let (mut rollout, rollback, held_now) =
+        assess_rollout(policy, deps.store, &base.1, &base.0.head, reading, now)?;
     let mut block = rollout.iter().find_map(|e| match e {
         Effect::Waiting(why) => Some(why.clone()),
         _ => None,
@@ -1094,6 +1177,19 @@ pub async fn reconcile<R: Registry, G: Repo, F: Forge, S: Store>(
     }
     let mut observed = observe_scanned(policy, deps, &gate, now, base).await?;
     observed.rollout_block = block;
+    if let (Some(hold), Some(pr)) = (&held_now, &observed.pr) {
+        // The label follows the hold through the plan; the comment says why. (A crash
+        // right here loses only this comment: the hold and the label stand.)
+        let body = format!(
+            "autobump held this policy automatically: nothing merges until a person with \
+             write permission comments `/unhold`.\n\n{}",
+            hold.reason
+        );
+        deps.forge
+            .post_comment(&deps.forge_repo, pr.number, &body)
+            .await?;
+        rollout.push(Effect::Comment(body));
+    }
     let mut report = execute(policy, deps, observed, gate, now).await?;
     rollout.append(&mut report.effects);
     report.effects = rollout;

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::{Deps, DirectDeps, ReconcileError, Report, reconcile, reconcile_direct};
-use crate::alerts::{AlertsClient, AlertsConfig, gate};
+use super::{Deps, DirectDeps, ReconcileError, Report, reconcile_direct_read, reconcile_read};
+use crate::alerts::{AlertsClient, AlertsConfig, read_gate};
 use tracing::Instrument as _;
 
 use crate::clock::{Clock, Stopwatch};
@@ -246,12 +246,10 @@ impl Standalone {
     }
 
     async fn reconcile_one(&self, p: &Policy, now: DateTime<Utc>) -> PolicyOutcome {
-        let verdict = match &p.spec.gate {
-            None => GateVerdict::Clear,
-            Some(spec) => gate(&self.alerts, Some(spec)).await,
-        };
-        self.metrics.gate(p.name(), &verdict);
-        if let GateVerdict::Unknown(why) = &verdict {
+        let reading = read_gate(&self.alerts, p.spec.gate.as_ref()).await;
+        let verdict = &reading.verdict;
+        self.metrics.gate(p.name(), verdict);
+        if let GateVerdict::Unknown(why) = verdict {
             tracing::warn!(why = %why, "gate unknown: nothing merges or gets promoted");
         }
         let source = self.source(p);
@@ -262,7 +260,7 @@ impl Standalone {
                 store: &self.store,
                 source,
             };
-            reconcile_direct(p, &deps, &verdict, now).await
+            reconcile_direct_read(p, &deps, &reading, now).await
         } else {
             let Some(github) = &self.github else {
                 return PolicyOutcome::Skipped(
@@ -295,7 +293,7 @@ impl Standalone {
                 forge_repo,
                 bot_login,
             };
-            reconcile(p, &deps, verdict, now).await
+            reconcile_read(p, &deps, &reading, now).await
         };
         match result {
             Ok(report) => PolicyOutcome::Done(report),

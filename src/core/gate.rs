@@ -82,6 +82,16 @@ impl GateReading {
             alerts: Vec::new(),
         }
     }
+
+    /// A reading known only by its verdict: firing alerts carry their names alone.
+    #[must_use]
+    pub fn of(verdict: GateVerdict) -> Self {
+        let alerts = match &verdict {
+            GateVerdict::Firing(names) => names.iter().map(|n| Alert::firing(n)).collect(),
+            GateVerdict::Clear | GateVerdict::Unknown(_) => Vec::new(),
+        };
+        Self { verdict, alerts }
+    }
 }
 
 /// Where an alert is in its life, as the source reports it.

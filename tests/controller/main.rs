@@ -8,8 +8,8 @@ mod support;
 use std::sync::Arc;
 
 use autobump::clock::SystemClock;
-use autobump::controller::{Deps, Report, execute, observe, reconcile};
-use autobump::core::gate::GateVerdict;
+use autobump::controller::{Deps, Report, execute, observe, reconcile_read};
+use autobump::core::gate::{Alert, GateReading, GateVerdict};
 use autobump::core::plan::{Effect, HOLD_LABEL};
 use autobump::forge::{GitHub, GitHubAuth, GitHubConfig, RepoName};
 use autobump::policy::{self, Policy};
@@ -116,6 +116,10 @@ impl World {
     }
 
     async fn reconcile_with(&self, now: &str, gate: GateVerdict) -> Report {
+        self.reconcile_reading(now, &GateReading::of(gate)).await
+    }
+
+    async fn reconcile_reading(&self, now: &str, reading: &GateReading) -> Report {
         let deps = Deps {
             resolver: &self.resolver,
             repo: &self.repo,
@@ -129,7 +133,7 @@ impl World {
             forge_repo: RepoName::new("example", "infra"),
             bot_login: "autobump-bot".into(),
         };
-        reconcile(&self.policy, &deps, gate, at(now))
+        reconcile_read(&self.policy, &deps, reading, at(now))
             .await
             .unwrap_or_else(|e| panic!("reconcile at {now}: {e}"))
     }
@@ -1022,6 +1026,12 @@ async fn a_firing_alert_after_a_merge_is_rolled_back_by_a_rollback_pr() {
     .await;
     let host = w.registry.host();
     let firing = GateVerdict::Firing(vec!["HookDown".into()]);
+    let mut alert = Alert::firing("HookDown")
+        .label("severity", "page")
+        .annotation("summary", "hook answers 5xx to 12% of requests")
+        .annotation("runbook_url", "https://runbooks.example/HookDown");
+    alert.source_url = Some("http://prometheus.example/alerts".into());
+    let evidence = GateReading::from_alerts(vec![alert]);
 
     // OLD bakes first: no PR meanwhile.
     let r = w.reconcile(MONDAY).await;
@@ -1042,9 +1052,7 @@ async fn a_firing_alert_after_a_merge_is_rolled_back_by_a_rollback_pr() {
     assert!(w.file_on("main", "config/prow/hook.yaml").contains(NEW));
 
     // NEW hurts: a rollback PR puts OLD back, merged at once.
-    let r = w
-        .reconcile_with("2026-11-23T10:40:00Z", firing.clone())
-        .await;
+    let r = w.reconcile_reading("2026-11-23T10:40:00Z", &evidence).await;
     assert_eq!(kinds(&r)[..2], ["Rollback", "Merge"], "{r:?}");
     let rollback = w.fake.pull(2);
     assert_eq!(
@@ -1059,6 +1067,14 @@ async fn a_firing_alert_after_a_merge_is_rolled_back_by_a_rollback_pr() {
     let state = w.store.load("prow").unwrap();
     let hold = state.hold.clone().unwrap();
     assert_eq!((hold.by.as_str(), hold.automatic), ("alert:HookDown", true));
+    // The hold carries the evidence: labels, summary, runbook, where to look.
+    for part in [
+        "HookDown {severity=page}: hook answers 5xx to 12% of requests",
+        "runbook: https://runbooks.example/HookDown",
+        "see http://prometheus.example/alerts",
+    ] {
+        assert!(hold.reason.contains(part), "{part:?} in {:?}", hold.reason);
+    }
     assert!(
         state
             .bad_pairs()
