@@ -32,6 +32,7 @@
 
 pub mod alerts;
 pub mod clock;
+pub mod cluster;
 pub mod controller;
 pub mod core;
 pub mod files;

@@ -3,6 +3,7 @@
 //! its own throw-away cluster; there is no kubelet, so tests write workload status.
 
 mod crd;
+mod workloads;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -85,7 +86,6 @@ impl Cluster {
 
 impl Cluster {
     /// A kube client for this cluster, from its kubeconfig.
-    #[allow(dead_code)] // for the kube-client test modules being added next
     pub(crate) async fn client(&self) -> kube::Client {
         autobump::install_crypto_provider();
         let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig)
