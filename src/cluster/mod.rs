@@ -66,3 +66,39 @@ pub trait Workloads: Send + Sync {
         release: &Release,
     ) -> impl Future<Output = Result<Vec<Patched>, ClusterError>> + Send;
 }
+
+/// The object-safe face of [`Workloads`], so the controller's dependencies can hold
+/// "some cluster, or none" without another type parameter. Every [`Workloads`] is one.
+pub trait DynWorkloads: Send + Sync {
+    /// [`Workloads::observe`].
+    fn observe_boxed<'a>(
+        &'a self,
+        specs: &'a [WorkloadSpec],
+        release: &'a Release,
+    ) -> futures::future::BoxFuture<'a, Result<RolloutObservation, ClusterError>>;
+
+    /// [`Workloads::patch_images`].
+    fn patch_images_boxed<'a>(
+        &'a self,
+        specs: &'a [WorkloadSpec],
+        release: &'a Release,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<Patched>, ClusterError>>;
+}
+
+impl<W: Workloads> DynWorkloads for W {
+    fn observe_boxed<'a>(
+        &'a self,
+        specs: &'a [WorkloadSpec],
+        release: &'a Release,
+    ) -> futures::future::BoxFuture<'a, Result<RolloutObservation, ClusterError>> {
+        Box::pin(self.observe(specs, release))
+    }
+
+    fn patch_images_boxed<'a>(
+        &'a self,
+        specs: &'a [WorkloadSpec],
+        release: &'a Release,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<Patched>, ClusterError>> {
+        Box::pin(self.patch_images(specs, release))
+    }
+}

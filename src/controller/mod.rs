@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
+use crate::cluster::{ClusterError, DynWorkloads};
 use crate::core::commands;
 use crate::core::gate::{GateReading, GateVerdict};
 use crate::core::merge::{Check, CheckState, DiffVerdict, PrView};
@@ -48,6 +49,9 @@ pub struct Deps<'a, R, G, F, S> {
     pub forge_repo: RepoName,
     /// The account autobump's PRs come from.
     pub bot_login: String,
+    /// The cluster, for policies with `rollout.workloads` (`None`: no cluster access;
+    /// such policies then never count a version as deployed, failing closed).
+    pub workloads: Option<&'a dyn DynWorkloads>,
 }
 
 /// A reconcile failed; the next one retries (every effect is an ensure).
@@ -62,6 +66,9 @@ pub enum ReconcileError {
     /// The state could not be read or written.
     #[error("state: {0}")]
     Store(#[from] StoreError),
+    /// The cluster refused or failed.
+    #[error("cluster: {0}")]
+    Cluster(#[from] ClusterError),
     /// The policy cannot be run in this flow.
     #[error("policy: {0}")]
     Policy(String),
@@ -75,6 +82,7 @@ impl ReconcileError {
             Self::Repo(e) => e.is_retryable(),
             Self::Forge(e) => e.is_retryable(),
             Self::Store(e) => e.is_retryable(),
+            Self::Cluster(e) => e.is_retryable(),
             Self::Policy(_) => false,
         }
     }
@@ -86,6 +94,7 @@ impl ReconcileError {
             Self::Repo(e) => e.metric_label(),
             Self::Forge(e) => e.metric_label(),
             Self::Store(e) => e.metric_label(),
+            Self::Cluster(e) => e.metric_label(),
             Self::Policy(_) => "policy",
         }
     }
@@ -494,6 +503,8 @@ pub struct DirectDeps<'a, R, G, S> {
     pub store: &'a S,
     /// Where the repository is and how to reach it.
     pub source: Source,
+    /// The cluster, as in [`Deps::workloads`].
+    pub workloads: Option<&'a dyn DynWorkloads>,
 }
 
 /// The bump targets the registries call for, and what could not be resolved.
@@ -555,8 +566,15 @@ pub async fn reconcile_direct_read<R: Registry, G: Repo, S: Store>(
     let name = policy.name();
     let source = &policy.spec.source;
     let (scanned, references) = scan_base(deps.repo, &deps.source, policy).await?;
-    let (mut watched, rollback, _) =
-        assess_rollout(policy, deps.store, &references, &scanned.head, reading, now)?;
+    let (mut watched, rollback, _) = assess_rollout(
+        policy,
+        (deps.store, deps.workloads),
+        &references,
+        &scanned.head,
+        reading,
+        now,
+    )
+    .await?;
     if let Some(rb) = &rollback {
         roll_back(policy, deps, rb, now).await?;
     }
@@ -696,9 +714,9 @@ struct RollbackTo {
 /// perform, and the hold placed just now (automatically) if any.
 type Assessed = (Vec<Effect>, Option<RollbackTo>, Option<Hold>);
 
-fn assess_rollout<S: Store>(
+async fn assess_rollout<S: Store>(
     policy: &Policy,
-    store: &S,
+    (store, workloads): (&S, Option<&dyn DynWorkloads>),
     references: &[ImageRef],
     head: &str,
     reading: &GateReading,
@@ -728,14 +746,21 @@ fn assess_rollout<S: Store>(
         })?;
     }
     let current = state.current.clone().unwrap_or(deployed);
-    let decision = decide_rollout(policy, &state, &current, gate, now);
+    let (rollout_state, rollout_detail) = observe_rollout(policy, workloads, &current).await?;
+    let decision = decide_rollout(policy, &state, &current, gate, rollout_state, now);
     match decision {
         RolloutDecision::Idle => Ok((Vec::new(), None, None)),
         RolloutDecision::Deploying => Ok((
-            vec![Effect::Waiting(format!(
-                "{} is deploying; the next bump waits until it is known-good",
-                current.summary
-            ))],
+            vec![Effect::Waiting(match rollout_detail {
+                Some(detail) => format!(
+                    "{} is rolling out ({detail}); the next bump waits until it is known-good",
+                    current.summary
+                ),
+                None => format!(
+                    "{} is deploying; the next bump waits until it is known-good",
+                    current.summary
+                ),
+            })],
             None,
             None,
         )),
@@ -778,8 +803,12 @@ fn assess_rollout<S: Store>(
                 .clone()
                 .unwrap_or_else(|| current.clone());
             let placed = hold_and_mark_bad(store, name, &current, &good, reading, &reason, now)?;
+            let mut effects = vec![Effect::Rollback(reason.clone())];
+            if policy.spec.rollback.patch_cluster {
+                effects.extend(patch_cluster(policy, (store, workloads), &good, now).await?);
+            }
             Ok((
-                vec![Effect::Rollback(reason.clone())],
+                effects,
                 Some(RollbackTo {
                     bad: current,
                     good,
@@ -804,14 +833,76 @@ fn assess_rollout<S: Store>(
 /// The rollout decision for the deployed `current` release: a version already
 /// recorded as bad goes back to the known-good at once; otherwise
 /// [`crate::core::rollout::decide`] (a policy without a gate bakes for zero time).
+/// The workloads named in `rollout.workloads`: they decide when `current` counts as
+/// deployed. Without any, a version is deployed once on the base branch (plus
+/// `deployDelay`); with some but no cluster access, it never is (fail closed: no
+/// promotion from an unobserved rollout).
+async fn observe_rollout(
+    policy: &Policy,
+    workloads: Option<&dyn DynWorkloads>,
+    current: &crate::policy::v1alpha1::Release,
+) -> Result<(crate::core::rollout::RolloutState, Option<String>), ReconcileError> {
+    use crate::core::rollout::RolloutState;
+    let specs = policy
+        .spec
+        .rollout
+        .as_ref()
+        .map_or(&[][..], |r| r.workloads.as_slice());
+    if specs.is_empty() {
+        return Ok((RolloutState::Complete, None));
+    }
+    let Some(cluster) = workloads else {
+        return Ok((
+            RolloutState::Progressing,
+            Some("rollout.workloads is set but autobump has no cluster access".into()),
+        ));
+    };
+    let observed = cluster.observe_boxed(specs, current).await?;
+    Ok((observed.state, Some(observed.detail)))
+}
+
+/// Break-glass: puts the known-good images into the selected workloads directly
+/// (idempotent: workloads already right are not written; repeated while git still
+/// says otherwise, so an applier reverting the patch is corrected again).
+async fn patch_cluster<S: Store>(
+    policy: &Policy,
+    (store, workloads): (&S, Option<&dyn DynWorkloads>),
+    good: &crate::policy::v1alpha1::Release,
+    now: DateTime<Utc>,
+) -> Result<Vec<Effect>, ReconcileError> {
+    let specs = policy
+        .spec
+        .rollout
+        .as_ref()
+        .map_or(&[][..], |r| r.workloads.as_slice());
+    let Some(cluster) = workloads.filter(|_| !specs.is_empty()) else {
+        return Ok(vec![Effect::Waiting(
+            "rollback.patchCluster is set but there are no workloads or no cluster access".into(),
+        )]);
+    };
+    let patched = cluster.patch_images_boxed(specs, good).await?;
+    if patched.is_empty() {
+        return Ok(Vec::new());
+    }
+    let lines: Vec<String> = patched
+        .iter()
+        .map(|p| format!("{} {}: {} -> {}", p.workload, p.container, p.from, p.to))
+        .collect();
+    store.update(policy.name(), &mut |s| {
+        s.record(now, "ClusterPatched", lines.join("; "));
+    })?;
+    Ok(vec![Effect::PatchCluster(lines.clone())])
+}
+
 fn decide_rollout(
     policy: &Policy,
     state: &crate::store::PolicyState,
     current: &crate::policy::v1alpha1::Release,
     gate: &GateVerdict,
+    rollout_state: crate::core::rollout::RolloutState,
     now: DateTime<Utc>,
 ) -> crate::core::rollout::RolloutDecision {
-    use crate::core::rollout::{self, RolloutDecision, RolloutInputs, RolloutState};
+    use crate::core::rollout::{self, RolloutDecision, RolloutInputs};
     let bad = state.bad_pairs();
     let known_bad = current
         .images
@@ -831,7 +922,7 @@ fn decide_rollout(
     } else {
         rollout::decide(&RolloutInputs {
             deployed: Some((current, current.since)),
-            rollout: RolloutState::Complete,
+            rollout: rollout_state,
             last_known_good: state.last_known_good.as_ref(),
             progress: state.bake.as_ref(),
             bake,
@@ -1163,8 +1254,15 @@ pub async fn reconcile_read<R: Registry, G: Repo, F: Forge, S: Store>(
 ) -> Result<Report, ReconcileError> {
     let gate = reading.verdict.clone();
     let base = scan_base(deps.repo, &deps.source, policy).await?;
-    let (mut rollout, rollback, held_now) =
-        assess_rollout(policy, deps.store, &base.1, &base.0.head, reading, now)?;
+    let (mut rollout, rollback, held_now) = assess_rollout(
+        policy,
+        (deps.store, deps.workloads),
+        &base.1,
+        &base.0.head,
+        reading,
+        now,
+    )
+    .await?;
     let mut block = rollout.iter().find_map(|e| match e {
         Effect::Waiting(why) => Some(why.clone()),
         _ => None,
@@ -1348,6 +1446,7 @@ async fn apply<R: Registry, G: Repo, F: Forge, S: Store>(
         | Effect::RecordBump
         | Effect::Promote
         | Effect::Rollback(_)
+        | Effect::PatchCluster(_)
         | Effect::Waiting(_) => {}
     }
     Ok(())

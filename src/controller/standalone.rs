@@ -17,6 +17,7 @@ use crate::alerts::{AlertsClient, AlertsConfig, read_gate};
 use tracing::Instrument as _;
 
 use crate::clock::{Clock, Stopwatch};
+use crate::cluster::{DynWorkloads, KubeWorkloads};
 use crate::core::gate::GateVerdict;
 use crate::forge::{GitHub, GitHubAuth, GitHubConfig, RepoName};
 use crate::metrics::Metrics;
@@ -86,6 +87,8 @@ pub struct Standalone {
     /// The last valid version of every policy seen.
     last_good: BTreeMap<String, Policy>,
     metrics: Arc<Metrics>,
+    /// The cluster, when a kubeconfig (or in-cluster config) is available.
+    workloads: Option<KubeWorkloads>,
 }
 
 impl Standalone {
@@ -124,7 +127,16 @@ impl Standalone {
             config,
             last_good: BTreeMap::new(),
             metrics,
+            workloads: None,
         })
+    }
+
+    /// Observes rollouts and patches workloads (`rollout.workloads`,
+    /// `rollback.patchCluster`) through this cluster.
+    #[must_use]
+    pub fn with_cluster(mut self, workloads: KubeWorkloads) -> Self {
+        self.workloads = Some(workloads);
+        self
     }
 
     /// The metrics this driver records (served on `/metrics`).
@@ -259,6 +271,7 @@ impl Standalone {
                 repo: &self.repo,
                 store: &self.store,
                 source,
+                workloads: self.workloads.as_ref().map(|w| w as &dyn DynWorkloads),
             };
             reconcile_direct_read(p, &deps, &reading, now).await
         } else {
@@ -292,6 +305,7 @@ impl Standalone {
                 source,
                 forge_repo,
                 bot_login,
+                workloads: self.workloads.as_ref().map(|w| w as &dyn DynWorkloads),
             };
             reconcile_read(p, &deps, &reading, now).await
         };

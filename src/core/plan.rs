@@ -145,6 +145,9 @@ pub enum Effect {
     /// The deployed version hurt: hold, record it as bad, and put the last known-good
     /// versions back (never blocked by windows, the hold, or red checks).
     Rollback(String),
+    /// Workloads patched to the known-good images (`rollback.patchCluster`), one line
+    /// per container changed.
+    PatchCluster(Vec<String>),
     /// Nothing merges now, and why (for status and events; writes nothing remote).
     Waiting(String),
 }

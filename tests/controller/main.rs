@@ -112,6 +112,7 @@ impl World {
             },
             forge_repo: RepoName::new("example", "infra"),
             bot_login: "autobump-bot".into(),
+            workloads: None,
         }
     }
 
@@ -132,6 +133,7 @@ impl World {
             },
             forge_repo: RepoName::new("example", "infra"),
             bot_login: "autobump-bot".into(),
+            workloads: None,
         };
         reconcile_read(&self.policy, &deps, reading, at(now))
             .await
@@ -156,6 +158,7 @@ impl World {
                 branch: policy.spec.source.branch.clone(),
                 auth: Auth::None,
             },
+            workloads: None,
         }
     }
 
@@ -209,6 +212,7 @@ fn kinds(report: &Report) -> Vec<&'static str> {
             Effect::PushDirect => "PushDirect",
             Effect::Promote => "Promote",
             Effect::Rollback(_) => "Rollback",
+            Effect::PatchCluster(_) => "PatchCluster",
             Effect::CreatePr { .. } => "CreatePr",
             Effect::UpdatePr { .. } => "UpdatePr",
             Effect::RecordBump => "RecordBump",
