@@ -219,10 +219,12 @@ pub fn backoff(base: Duration, max: Duration, failures: u32) -> Duration {
     base.saturating_mul(factor).min(max)
 }
 
-/// When each object is due, and its failures in a row.
+/// When each object is due, its failures in a row, and the generation last
+/// reconciled.
 struct Pace {
     due: Deadline,
     failures: u32,
+    generation: Option<i64>,
 }
 
 struct Shared<R> {
@@ -249,29 +251,31 @@ impl<R> Shared<R> {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The wait left when the only change since this object's last reconcile is
-    /// this process's own write and it is not due yet.
+    /// The wait left when nothing changed since this object's last reconcile but
+    /// this process's own writes (same generation, a `resourceVersion` it wrote)
+    /// and it is not due yet.
     fn not_due(&self, key: &PolicyKey, object: &Autobump) -> Option<Duration> {
-        let written = self.store.last_written(key)?;
-        if object.resource_version().as_deref() != Some(written.as_str()) {
-            return None;
-        }
         let pace = self.pace();
-        let due = pace.get(key)?.due;
-        (!due.expired()).then(|| due.remaining())
+        let last = pace.get(key)?;
+        let own = object
+            .resource_version()
+            .is_some_and(|rv| self.store.wrote(key, &rv));
+        (own && last.generation == object.metadata.generation && !last.due.expired())
+            .then(|| last.due.remaining())
     }
 
-    fn succeeded(&self, key: &PolicyKey, wait: Duration) {
+    fn succeeded(&self, key: &PolicyKey, generation: Option<i64>, wait: Duration) {
         self.pace().insert(
             key.clone(),
             Pace {
                 due: Deadline::after(wait),
                 failures: 0,
+                generation,
             },
         );
     }
 
-    fn failed(&self, key: &PolicyKey, retryable: bool) -> Duration {
+    fn failed(&self, key: &PolicyKey, generation: Option<i64>, retryable: bool) -> Duration {
         let mut pace = self.pace();
         let failures = pace.get(key).map_or(0, |p| p.failures) + 1;
         let (base, max) = (self.config.backoff_base, self.config.backoff_max);
@@ -287,6 +291,7 @@ impl<R> Shared<R> {
             Pace {
                 due: Deadline::after(wait),
                 failures,
+                generation,
             },
         );
         wait
@@ -363,7 +368,7 @@ async fn reconcile_policy<R: PolicyReconciler>(
     {
         Ok(stored) => stored,
         Err(e) => {
-            shared.failed(&key, e.is_retryable());
+            shared.failed(&key, generation, e.is_retryable());
             return Err(e.into());
         }
     };
@@ -381,7 +386,7 @@ async fn reconcile_policy<R: PolicyReconciler>(
             let wait = outcome
                 .requeue_after
                 .map_or(shared.config.interval, |d| d.min(shared.config.interval));
-            shared.succeeded(&key, wait);
+            shared.succeeded(&key, generation, wait);
             tracing::debug!(policy = %key, summary = %outcome.summary, "reconciled");
             Ok(Action::requeue(wait))
         }
@@ -401,7 +406,7 @@ fn error_policy<R>(object: Arc<Autobump>, error: &DriverError, shared: Arc<Share
             .pace()
             .get(&key)
             .map_or(shared.config.backoff_base, |p| p.due.remaining()),
-        _ => shared.failed(&key, error.is_retryable()),
+        _ => shared.failed(&key, object.metadata.generation, error.is_retryable()),
     };
     tracing::warn!(
         policy = %key,

@@ -230,6 +230,8 @@ fn from_micro(t: &MicroTime) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(t.0.as_microsecond()).unwrap_or_default()
 }
 
+const RELEASED: &str = "released";
+
 /// One replica's part in the election.
 pub struct LeaderElector {
     api: Api<Lease>,
@@ -324,7 +326,11 @@ impl LeaderElector {
 
     fn lost(&self, why: &str) {
         if self.is_leader() {
-            tracing::warn!(lease = %self.lease_name(), identity = %self.config.identity, why, "stopped leading");
+            if why == RELEASED {
+                tracing::info!(lease = %self.lease_name(), identity = %self.config.identity, "releasing the lease");
+            } else {
+                tracing::warn!(lease = %self.lease_name(), identity = %self.config.identity, why, "stopped leading");
+            }
         }
         *self.lock_renewal() = None;
         self.set_leader(false);
@@ -443,7 +449,7 @@ impl LeaderElector {
     /// `holderIdentity` so a successor takes over at its next round. Returns whether
     /// a release was written.
     pub async fn release(&self) -> Result<bool, LeaseError> {
-        self.lost("released");
+        self.lost(RELEASED);
         let Some(mut lease) = self
             .api
             .get_opt(&self.config.name)

@@ -23,7 +23,7 @@
 //! panicking; outside any runtime they block on the runtime the store was made in).
 //! Async code that owns a `KubeStore` should prefer the `*_async` methods.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,6 +40,9 @@ use crate::store::{BadVersion, PolicyState, Store, StoreError};
 
 /// How many times an update is tried when it keeps meeting 409 Conflict.
 pub const DEFAULT_CONFLICT_ATTEMPTS: u32 = 10;
+
+/// How many of its own recent writes per object a store remembers.
+const WRITES_REMEMBERED: usize = 16;
 
 /// Which objects a store (and the driver) sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,8 +167,8 @@ pub struct KubeStore {
     /// Where a bare name lives.
     namespace: String,
     attempts: u32,
-    /// The `resourceVersion` this process last wrote, per object.
-    written: Arc<Mutex<HashMap<PolicyKey, String>>>,
+    /// The `resourceVersion`s of this process's recent writes, per object.
+    written: Arc<Mutex<HashMap<PolicyKey, VecDeque<String>>>>,
     /// The runtime to block on when called from outside any runtime.
     handle: Handle,
 }
@@ -229,13 +232,25 @@ impl KubeStore {
         PolicyKey::parse(policy, &self.namespace).map_err(KubeStoreError::BadKey)
     }
 
-    /// The `resourceVersion` of this process's last write to `key`, if any.
+    /// Whether `resource_version` of `key` is one of this process's (and its
+    /// clones') recent writes, so a watch event for it reports nothing new.
     #[must_use]
-    pub fn last_written(&self, key: &PolicyKey) -> Option<String> {
-        self.lock_written().get(key).cloned()
+    pub fn wrote(&self, key: &PolicyKey, resource_version: &str) -> bool {
+        self.lock_written()
+            .get(key)
+            .is_some_and(|rvs| rvs.iter().any(|rv| rv == resource_version))
     }
 
-    fn lock_written(&self) -> std::sync::MutexGuard<'_, HashMap<PolicyKey, String>> {
+    fn remember_write(&self, key: &PolicyKey, resource_version: String) {
+        let mut written = self.lock_written();
+        let rvs = written.entry(key.clone()).or_default();
+        if rvs.len() == WRITES_REMEMBERED {
+            rvs.pop_front();
+        }
+        rvs.push_back(resource_version);
+    }
+
+    fn lock_written(&self) -> std::sync::MutexGuard<'_, HashMap<PolicyKey, VecDeque<String>>> {
         // A poisoned lock only means a panic elsewhere; the map stays consistent.
         self.written
             .lock()
@@ -330,7 +345,7 @@ impl KubeStore {
             {
                 Ok(stored) => {
                     if let Some(rv) = stored.resource_version() {
-                        self.lock_written().insert(key.clone(), rv);
+                        self.remember_write(key, rv);
                     }
                     return Ok(stored);
                 }

@@ -326,13 +326,16 @@ struct Fake {
     calls: Arc<AtomicUsize>,
     fail: Arc<AtomicBool>,
     record: bool,
+    /// A summary that changes every time (so every reconcile writes the status).
+    counting: bool,
 }
 
 impl PolicyReconciler for Fake {
     fn reconcile(&self, request: Request) -> impl Future<Output = Result<Outcome, Failure>> + Send {
         let this = self.clone();
         async move {
-            let first = this.calls.fetch_add(1, Ordering::SeqCst) == 0;
+            let n = this.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            let first = n == 1;
             if this.record && first {
                 let now = request.now;
                 // Through the synchronous `Store`, as src/controller/ does.
@@ -348,7 +351,11 @@ impl PolicyReconciler for Fake {
             if this.fail.load(Ordering::SeqCst) {
                 return Err(Failure::new("rate_limited", "GitHub answered 429", true));
             }
-            Ok(Outcome::new("waiting for the schedule window"))
+            Ok(Outcome::new(if this.counting {
+                format!("reconcile number {n}")
+            } else {
+                "waiting for the schedule window".to_owned()
+            }))
         }
     }
 }
@@ -378,10 +385,20 @@ struct Running {
 }
 
 fn run(client: &Client, clock: &Arc<ManualClock>, identity: &str, fake: Fake) -> Running {
+    run_with(client, clock, driver_config(identity), fake)
+}
+
+fn run_with(
+    client: &Client,
+    clock: &Arc<ManualClock>,
+    config: DriverConfig,
+    fake: Fake,
+) -> Running {
+    let identity = config.lease.identity.clone();
     let calls = Arc::clone(&fake.calls);
     let driver = Driver::new(
         client.clone(),
-        driver_config(identity),
+        config,
         Arc::clone(clock) as Arc<dyn Clock>,
         fake,
     )
@@ -390,7 +407,7 @@ fn run(client: &Client, clock: &Arc<ManualClock>, identity: &str, fake: Fake) ->
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(driver.run(stopped));
     Running {
-        identity: identity.to_owned(),
+        identity,
         calls,
         elector,
         stop,
@@ -657,4 +674,104 @@ async fn of_two_replicas_one_acts_and_the_other_takes_over() {
     assert_eq!(spec.lease_transitions, Some(2));
     c.stop.send(true).unwrap();
     c.task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_status_writes_do_not_retrigger_but_other_changes_do() {
+    let (cluster, client) = cluster().await;
+    create_policy(&client, "prow").await;
+    let clock = Arc::new(ManualClock::new(start()));
+    // An hour between periodic reconciles: every reconcile below is a watch event's.
+    let mut config = driver_config("pod-a");
+    config.interval = Duration::from_secs(3600);
+    let fake = Fake {
+        record: true,
+        counting: true,
+        ..Fake::default()
+    };
+    let calls = Arc::clone(&fake.calls);
+    let driver = run_with(&client, &clock, config, fake);
+    let count = || calls.load(Ordering::SeqCst);
+
+    // The first reconcile writes the state and then the conditions (each a watch
+    // event); with a summary that differs every time, reacting to its own writes
+    // would loop.
+    eventually("the first reconcile's events", async || {
+        let n = events_of(&client, "prow").await.len();
+        if n == 2 {
+            Ok(())
+        } else {
+            Err(format!("{n} events"))
+        }
+    })
+    .await;
+    let rounds = driver.elector.rounds();
+    eventually("a few lease rounds (about a second)", async || {
+        let r = driver.elector.rounds();
+        if r >= rounds + 5 {
+            Ok(())
+        } else {
+            Err(format!("{r} rounds"))
+        }
+    })
+    .await;
+    assert_eq!(count(), 1, "no reconcile for its own writes");
+
+    // A spec change reconciles at once.
+    cluster.must(&[
+        "patch",
+        "autobump",
+        "prow",
+        "-n",
+        NS,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"schedule":{"minInterval":"2h"}}}"#,
+    ]);
+    eventually("a reconcile for the spec change", async || {
+        if count() == 2 {
+            Ok(())
+        } else {
+            Err(format!("{} calls", count()))
+        }
+    })
+    .await;
+
+    // So does a status change by someone else (a person's hold through the CLI).
+    cluster.must(&[
+        "patch",
+        "autobump",
+        "prow",
+        "-n",
+        NS,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"hold":{"by":"user:bob","since":"2026-11-23T10:30:00Z","reason":"incident"}}}"#,
+    ]);
+    eventually("a reconcile for the foreign status write", async || {
+        if count() == 3 {
+            Ok(())
+        } else {
+            Err(format!("{} calls", count()))
+        }
+    })
+    .await;
+    let api: Api<Autobump> = Api::namespaced(client.clone(), NS);
+    let o = eventually("the Ready message of the third reconcile", async || {
+        let o = api.get("prow").await.map_err(|e| e.to_string())?;
+        match condition(&o, "Ready") {
+            Some(r) if r.message == "reconcile number 3" => Ok(o),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(condition(&o, "Held").unwrap().message.contains("user:bob"));
+    assert_eq!(
+        o.status.unwrap().observed_generation,
+        o.metadata.generation,
+        "conditions describe the new spec"
+    );
+    driver.stop.send(true).unwrap();
+    driver.task.await.unwrap().unwrap();
 }
