@@ -29,6 +29,9 @@
 //!   reconcile trigger (does I/O).
 //! * [`forge`]: the `Forge` trait and its GitHub implementation (octocrab; token or App
 //!   auth, retries, rate limits, conditional requests) and the webhook helpers.
+//! * [`incluster`]: in-cluster mode — Lease leader election, the state store on the
+//!   `Autobump` objects' status, status conditions, Events, and the driver running
+//!   kube-runtime's controller (does I/O).
 
 pub mod alerts;
 pub mod clock;
@@ -38,6 +41,7 @@ pub mod core;
 pub mod files;
 pub mod forge;
 pub mod http;
+pub mod incluster;
 pub mod metrics;
 pub mod policy;
 pub mod registry;

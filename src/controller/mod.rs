@@ -714,6 +714,7 @@ struct RollbackTo {
 /// perform, and the hold placed just now (automatically) if any.
 type Assessed = (Vec<Effect>, Option<RollbackTo>, Option<Hold>);
 
+#[allow(clippy::too_many_lines)] // one match over the rollout decision; each arm is short
 async fn assess_rollout<S: Store>(
     policy: &Policy,
     (store, workloads): (&S, Option<&dyn DynWorkloads>),

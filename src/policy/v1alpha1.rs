@@ -615,6 +615,34 @@ pub struct AutobumpStatus {
     /// The spec generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The bake of the deployed version, kept between reconciles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bake: Option<BakeStatus>,
+    /// When the last bump was opened or pushed (for `schedule.minInterval`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_bump: Option<DateTime<Utc>>,
+    /// Image versions rolled back from: never proposed again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bad_versions: Vec<ImageVersion>,
+    /// Pull-request comment ids already acted on (so a `/hold` is applied once),
+    /// oldest first, bounded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seen_comments: Vec<u64>,
+}
+
+/// The bake of a deployed version: promoted to known-good once the gate stayed clear
+/// for `gate.bake`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BakeStatus {
+    /// The version baking (its release summary).
+    pub version: String,
+    /// Since when every observation of the gate was clear (absent while it is not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clear_since: Option<DateTime<Utc>>,
+    /// How often the bake restarted because the gate could not be read.
+    #[serde(default)]
+    pub restarts: u32,
 }
 
 /// A status condition (Kubernetes conventions).
