@@ -29,6 +29,8 @@
 //!   reconcile trigger (does I/O).
 //! * [`forge`]: the `Forge` trait and its GitHub implementation (octocrab; token or App
 //!   auth, retries, rate limits, conditional requests) and the webhook helpers.
+//! * [`notify`]: notifications to people — Slack incoming webhooks and a generic JSON
+//!   webhook — with secrets read from the environment or files and never logged (does I/O).
 
 pub mod alerts;
 pub mod clock;
@@ -37,6 +39,7 @@ pub mod core;
 pub mod files;
 pub mod forge;
 pub mod http;
+pub mod notify;
 pub mod policy;
 pub mod registry;
 pub mod repo;
