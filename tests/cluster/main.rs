@@ -3,6 +3,7 @@
 //! its own throw-away cluster; there is no kubelet, so tests write workload status.
 
 mod crd;
+mod manifests;
 
 use std::path::PathBuf;
 use std::process::Command;
