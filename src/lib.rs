@@ -32,6 +32,8 @@
 //! * [`incluster`]: in-cluster mode — Lease leader election, the state store on the
 //!   `Autobump` objects' status, status conditions, Events, and the driver running
 //!   kube-runtime's controller (does I/O).
+//! * [`notify`]: notifications to people — Slack incoming webhooks and a generic JSON
+//!   webhook — with secrets read from the environment or files and never logged (does I/O).
 
 pub mod alerts;
 pub mod clock;
@@ -43,6 +45,7 @@ pub mod forge;
 pub mod http;
 pub mod incluster;
 pub mod metrics;
+pub mod notify;
 pub mod policy;
 pub mod registry;
 pub mod repo;

@@ -4,6 +4,7 @@
 
 mod crd;
 mod incluster;
+mod manifests;
 mod workloads;
 
 use std::path::PathBuf;

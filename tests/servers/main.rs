@@ -5,6 +5,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod notify;
+
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::Duration;
