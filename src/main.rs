@@ -100,7 +100,7 @@ enum Command {
     ///
     /// Exit status with --once: 0 when every policy reconciled and every file loaded,
     /// 1 otherwise; 2 on usage or I/O errors.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Hold a policy: no bump merges until the hold is lifted (rollbacks still do).
     ///
     /// The hold records who, when, why and from where, and survives restarts.
@@ -184,6 +184,25 @@ struct RunArgs {
     listen: Option<std::net::SocketAddr>,
     #[command(flatten)]
     registry: RegistryArgs,
+    /// In-cluster mode: reconcile Autobump custom resources (policy files and the
+    /// state file are not used; state lives in each object's status), write status
+    /// conditions and Events, and elect a leader with a Lease so that several
+    /// replicas can run and only one acts.
+    #[arg(long)]
+    kubernetes: bool,
+    /// With --kubernetes: only this namespace's Autobump objects (default: all).
+    #[arg(long, value_name = "NS")]
+    namespace: Option<String>,
+    /// With --kubernetes: the namespace of the leader-election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "autobump")]
+    lease_namespace: String,
+    /// With --kubernetes: this replica's name in the Lease (default: the host name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// The cluster for rollout.workloads and rollback.patchCluster in standalone
+    /// mode (with --kubernetes the in-cluster config or $KUBECONFIG is used).
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
 }
 
 /// Serves the webhooks; every delivery pokes the loop, and registry pushes queue
@@ -234,6 +253,8 @@ async fn serve_webhooks(
     Ok(())
 }
 
+// Wiring of the whole process (adapters, signals, HTTP, the loop) in one readable place.
+#[allow(clippy::too_many_lines)]
 fn run_standalone(args: &RunArgs) -> anyhow::Result<ExitCode> {
     use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -253,7 +274,11 @@ fn run_standalone(args: &RunArgs) -> anyhow::Result<ExitCode> {
         ));
         let mut driver = Standalone::new(
             Config {
-                policies: args.policies.clone(),
+                policies: if args.kubernetes {
+                    Vec::new()
+                } else {
+                    args.policies.clone()
+                },
                 state: args.state.path.clone(),
                 // A secret: from the environment only, never a flag (argv is public).
                 github_token: std::env::var("GITHUB_TOKEN").ok().filter(|t| !t.is_empty()),
@@ -266,6 +291,17 @@ fn run_standalone(args: &RunArgs) -> anyhow::Result<ExitCode> {
             repo,
         )
         .map_err(|e| anyhow::anyhow!(e))?;
+        if args.kubernetes {
+            return run_in_cluster(args, driver).await;
+        }
+        if let Some(kubeconfig) = &args.kubeconfig {
+            let workloads = autobump::cluster::KubeWorkloads::from_kubeconfig(
+                kubeconfig,
+                Arc::new(SystemClock),
+            )
+            .await?;
+            driver = driver.with_cluster(workloads);
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let wake = Arc::new(tokio::sync::Notify::new());
         {
@@ -334,40 +370,92 @@ fn run_standalone(args: &RunArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// `autobump run --kubernetes`: the kube-runtime driver with leader election, state
+/// in the objects' status; SIGTERM stops new work, finishes the reconciles in flight
+/// and releases the Lease.
+async fn run_in_cluster(
+    args: &RunArgs,
+    engine: autobump::controller::standalone::Standalone,
+) -> anyhow::Result<ExitCode> {
+    use autobump::controller::incluster::ClusterReconciler;
+    use autobump::incluster::driver::{Driver, DriverConfig};
+    use autobump::incluster::lease::LeaseConfig;
+    use autobump::incluster::store::Scope;
+
+    let clock: Arc<dyn autobump::clock::Clock> = Arc::new(SystemClock);
+    let workloads = autobump::cluster::KubeWorkloads::infer(Arc::clone(&clock)).await?;
+    let client = workloads.client().clone();
+    let engine = Arc::new(engine.with_cluster(workloads));
+    let metrics = engine.metrics();
+    metrics.set_leader(false);
+    let identity = match &args.identity {
+        Some(id) => id.clone(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname").map_or_else(
+            |_| format!("autobump-{}", std::process::id()),
+            |h| h.trim().to_owned(),
+        ),
+    };
+    let scope = args
+        .namespace
+        .clone()
+        .map_or(Scope::AllNamespaces, Scope::Namespace);
+    let mut config = DriverConfig::new(
+        scope,
+        LeaseConfig::new(&args.lease_namespace, "autobump", identity),
+    );
+    config.interval = args
+        .interval
+        .delta()
+        .to_std()
+        .unwrap_or(std::time::Duration::from_secs(60));
+    let driver = Driver::new(client, config, clock, ClusterReconciler::new(engine))?;
+    let mut leadership = driver.leadership();
+    {
+        let metrics = Arc::clone(&metrics);
+        tokio::spawn(async move {
+            loop {
+                let leading = *leadership.borrow_and_update();
+                metrics.set_leader(leading);
+                tracing::info!(leading, "leadership");
+                if leadership.changed().await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    if let Some(addr) = args.listen {
+        // Deliveries are accepted (and authenticated) but in-cluster the driver's
+        // watch and interval drive reconciles.
+        let poke = Arc::new(tokio::sync::Notify::new());
+        let pushed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        serve_webhooks(addr, poke, pushed, metrics, Arc::clone(&ready)).await?;
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("stopping: finishing the reconciles in flight, releasing the lease");
+        ready.store(false, std::sync::atomic::Ordering::SeqCst);
+        let _ = stop_tx.send(true);
+    });
+    driver.run(stop_rx).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// One line per policy on stdout; file problems on stderr.
 fn print_tick(tick: &autobump::controller::standalone::Tick) {
     use autobump::controller::standalone::PolicyOutcome;
-    use autobump::core::plan::Effect;
     for d in &tick.diagnostics {
         eprintln!("autobump: invalid policy (its last good version stays in force): {d}");
     }
     for (name, outcome) in &tick.outcomes {
         let line = match outcome {
-            PolicyOutcome::Done(report) => {
-                let mut parts: Vec<String> = report
-                    .effects
-                    .iter()
-                    .map(|e| match e {
-                        Effect::Waiting(why) => format!("waiting: {why}"),
-                        other => format!("{other:?}")
-                            .split([' ', '(', '{'])
-                            .next()
-                            .unwrap_or_default()
-                            .to_owned(),
-                    })
-                    .collect();
-                parts.extend(
-                    report
-                        .registry_problems
-                        .iter()
-                        .map(|p| format!("registry: {p}")),
-                );
-                if parts.is_empty() {
-                    "up to date".to_owned()
-                } else {
-                    parts.join("; ")
-                }
-            }
+            PolicyOutcome::Done(report) => report.summary(),
             PolicyOutcome::Failed(e) => format!(
                 "failed ({}): {e}",
                 if e.is_retryable() {

@@ -8,6 +8,7 @@
 //! from the caller. Execute performs the plan's effects in order; each is an ensure,
 //! so a crash between two effects is repaired by the next reconcile.
 
+pub mod incluster;
 pub mod standalone;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -109,6 +110,36 @@ pub struct Report {
     pub registry_problems: Vec<String>,
     /// The PR number, if one is open (or was opened).
     pub pr: Option<u64>,
+}
+
+impl Report {
+    /// One line for people: each effect by kind (waits with their reason), then the
+    /// registry problems; `up to date` when there is nothing.
+    #[must_use]
+    pub fn summary(&self) -> String {
+        let mut parts: Vec<String> = self
+            .effects
+            .iter()
+            .map(|e| match e {
+                Effect::Waiting(why) => format!("waiting: {why}"),
+                other => format!("{other:?}")
+                    .split([' ', '(', '{'])
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+            })
+            .collect();
+        parts.extend(
+            self.registry_problems
+                .iter()
+                .map(|p| format!("registry: {p}")),
+        );
+        if parts.is_empty() {
+            "up to date".to_owned()
+        } else {
+            parts.join("; ")
+        }
+    }
 }
 
 /// Everything observed, kept for the execute step.

@@ -25,7 +25,7 @@ use crate::policy::{self, Diagnostic, Policy};
 use crate::registry::RegistryClient;
 use crate::repo::{Auth, GitRepo, Source};
 use crate::resolve::Resolver;
-use crate::store::FileStore;
+use crate::store::{FileStore, Store};
 
 /// How the standalone driver reaches the outside world.
 pub struct Config {
@@ -224,9 +224,12 @@ impl Standalone {
             let now = chrono::SubsecRound::trunc_subsecs(self.clock.now(), 0);
             let span = tracing::info_span!("reconcile", policy = p.name());
             let watch = Stopwatch::start();
-            let outcome = self.reconcile_one(&p, now).instrument(span.clone()).await;
+            let outcome = self
+                .reconcile_in(&p, &self.store, now)
+                .instrument(span.clone())
+                .await;
             let _entered = span.enter();
-            self.account(p.name(), &outcome, watch.elapsed());
+            self.account(p.name(), &self.store, &outcome, watch.elapsed());
             tick.outcomes.insert(p.name().to_owned(), outcome);
         }
         Ok(tick)
@@ -234,7 +237,13 @@ impl Standalone {
 
     /// Metrics and logs of one policy's reconcile, and the history it wrote
     /// (also entries written by other processes, e.g. `autobump hold`).
-    fn account(&self, name: &str, outcome: &PolicyOutcome, took: std::time::Duration) {
+    pub fn account<S: Store>(
+        &self,
+        name: &str,
+        store: &S,
+        outcome: &PolicyOutcome,
+        took: std::time::Duration,
+    ) {
         match outcome {
             PolicyOutcome::Done(report) => {
                 self.metrics.reconciled(name, None, took);
@@ -251,13 +260,21 @@ impl Standalone {
             }
             PolicyOutcome::Skipped(why) => tracing::warn!(reason = %why, "skipped"),
         }
-        match crate::store::Store::load(&self.store, name) {
+        match store.load(name) {
             Ok(state) => self.metrics.observe_state(name, &state),
             Err(e) => tracing::error!(error = %e, "reading the state for metrics"),
         }
     }
 
-    async fn reconcile_one(&self, p: &Policy, now: DateTime<Utc>) -> PolicyOutcome {
+    /// One reconcile of `p` with its state in `store` (the state file standalone; the
+    /// object's status in-cluster): the gate read fresh, then the direct-push or the
+    /// pull-request flow.
+    pub async fn reconcile_in<S: Store>(
+        &self,
+        p: &Policy,
+        store: &S,
+        now: DateTime<Utc>,
+    ) -> PolicyOutcome {
         let reading = read_gate(&self.alerts, p.spec.gate.as_ref()).await;
         let verdict = &reading.verdict;
         self.metrics.gate(p.name(), verdict);
@@ -269,7 +286,7 @@ impl Standalone {
             let deps = DirectDeps {
                 resolver: &self.resolver,
                 repo: &self.repo,
-                store: &self.store,
+                store,
                 source,
                 workloads: self.workloads.as_ref().map(|w| w as &dyn DynWorkloads),
             };
@@ -301,7 +318,7 @@ impl Standalone {
                 resolver: &self.resolver,
                 repo: &self.repo,
                 forge: github,
-                store: &self.store,
+                store,
                 source,
                 forge_repo,
                 bot_login,

@@ -110,6 +110,46 @@ impl Policy {
         }
         cr
     }
+
+    /// A policy from a custom resource read from the cluster, checked like a file's
+    /// (the API server's schema catches less than autobump's own checks). The origin
+    /// names the object (`autobumps/NAMESPACE/NAME`). Errors are `path: message`.
+    pub fn from_resource(cr: &v1alpha1::Autobump) -> Result<Self, Vec<String>> {
+        let name = cr.metadata.name.clone().unwrap_or_default();
+        let parse_label = |what: &str, text: &str| {
+            text.parse::<DnsLabel>()
+                .map_err(|e| vec![format!("metadata.{what}: {e}")])
+        };
+        let name_label = parse_label("name", &name)?;
+        let namespace = match &cr.metadata.namespace {
+            Some(ns) => Some(parse_label("namespace", ns)?),
+            None => None,
+        };
+        let problems: Vec<String> = validate_spec(&cr.spec)
+            .into_iter()
+            .map(|(path, message)| format!("{path}: {message}"))
+            .collect();
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Self {
+            metadata: Metadata {
+                name: name_label,
+                namespace,
+                labels: cr.metadata.labels.clone().unwrap_or_default(),
+                annotations: cr.metadata.annotations.clone().unwrap_or_default(),
+            },
+            spec: cr.spec.clone(),
+            origin: Origin {
+                file: PathBuf::from(format!(
+                    "autobumps/{}/{name}",
+                    cr.metadata.namespace.as_deref().unwrap_or("default")
+                )),
+                name_pos: Pos::default(),
+                image_pos: Vec::new(),
+            },
+        })
+    }
 }
 
 /// Everything read from a set of paths.

@@ -27,14 +27,14 @@ use tokio::sync::watch;
 
 use super::{Cluster, root};
 
-const NS: &str = "autobump";
+pub(crate) const NS: &str = "autobump";
 
 fn start() -> DateTime<Utc> {
     "2026-11-23T10:00:00Z".parse().unwrap()
 }
 
 /// A cluster with the CRD established and the test namespace, and a client.
-async fn cluster() -> (Cluster, Client) {
+pub(crate) async fn cluster() -> (Cluster, Client) {
     let cluster = Cluster::start();
     let crd = root().join("manifests/crd.yaml");
     cluster.must(&["apply", "-f", crd.to_str().unwrap()]);
@@ -64,7 +64,10 @@ async fn create_policy(client: &Client, name: &str) -> Autobump {
 
 /// Calls `check` until it returns `Ok` (every 50 ms, for at most 60 s), else panics
 /// with the last observation.
-async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Result<T, String>) -> T {
+pub(crate) async fn eventually<T>(
+    what: &str,
+    mut check: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
     let deadline = Deadline::after(Duration::from_secs(60));
     loop {
         match check().await {

@@ -5,6 +5,7 @@
 mod crd;
 mod incluster;
 mod manifests;
+mod run;
 mod workloads;
 
 use std::path::PathBuf;

@@ -1,0 +1,45 @@
+//! The in-cluster reconciler (`autobump run --kubernetes`): the same per-policy
+//! reconcile as standalone mode, fed by [`crate::incluster::driver::Driver`] with
+//! `Autobump` objects and keeping state in their status (does I/O).
+
+use std::sync::Arc;
+
+use super::standalone::{PolicyOutcome, Standalone};
+use crate::clock::Stopwatch;
+use crate::incluster::driver::{Failure, Outcome, PolicyReconciler, Request};
+use crate::policy::Policy;
+
+/// Reconciles `Autobump` objects with the adapters of a [`Standalone`] driver (its
+/// policy files and state file are not used).
+#[derive(Clone)]
+pub struct ClusterReconciler {
+    engine: Arc<Standalone>,
+}
+
+impl ClusterReconciler {
+    /// A reconciler using `engine`'s registry, git, GitHub, alert and cluster
+    /// adapters and its metrics.
+    #[must_use]
+    pub fn new(engine: Arc<Standalone>) -> Self {
+        Self { engine }
+    }
+}
+
+impl PolicyReconciler for ClusterReconciler {
+    async fn reconcile(&self, request: Request) -> Result<Outcome, Failure> {
+        let policy = Policy::from_resource(&request.object)
+            .map_err(|problems| Failure::new("invalid_policy", problems.join("; "), false))?;
+        let watch = Stopwatch::start();
+        let outcome = self
+            .engine
+            .reconcile_in(&policy, &request.store, request.now)
+            .await;
+        self.engine
+            .account(policy.name(), &request.store, &outcome, watch.elapsed());
+        match outcome {
+            PolicyOutcome::Done(report) => Ok(Outcome::new(report.summary())),
+            PolicyOutcome::Failed(e) => Err(e.into()),
+            PolicyOutcome::Skipped(why) => Err(Failure::new("skipped", why, false)),
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! `autobump run --kubernetes` as a process against the real API server: it reads an
+//! `Autobump` object, reconciles it (a direct-push policy on a local git repository),
+//! writes the outcome into the object's status conditions, holds the Lease while it
+//! runs, and on SIGTERM exits 0 and releases the Lease.
+
+use std::process::Command;
+
+use autobump::policy::{Autobump, AutobumpSpec};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use kube::api::PostParams;
+
+use super::incluster::{NS, cluster, eventually};
+
+fn git(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git not found: run scripts/setup");
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+}
+
+// One process's life, start to SIGTERM; splitting it would restart the process.
+#[allow(clippy::too_many_lines)]
+#[tokio::test(flavor = "multi_thread")]
+async fn run_kubernetes_reconciles_objects_holds_the_lease_and_stops_cleanly() {
+    let (cluster, client) = cluster().await;
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(work.join("deploy")).unwrap();
+    std::fs::write(
+        work.join("deploy/app.yaml"),
+        "image: 127.0.0.1:9/team/app:1.0.0\n",
+    )
+    .unwrap();
+    git(&work, &["init", "-q", "-b", "main"]);
+    git(&work, &["add", "."]);
+    git(
+        &work,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-qm",
+            "app",
+        ],
+    );
+    let remote = dir.path().join("remote.git");
+    git(
+        dir.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            work.to_str().unwrap(),
+            remote.to_str().unwrap(),
+        ],
+    );
+
+    let spec: AutobumpSpec = serde_json::from_value(serde_json::json!({
+        "images": [{"name": "127.0.0.1:9/team/app", "tags": {"semver": {}}}],
+        "source": {"repo": format!("file://{}", remote.display()), "branch": "main"},
+        "directPush": {},
+    }))
+    .unwrap();
+    let objects: Api<Autobump> = Api::namespaced(client.clone(), NS);
+    objects
+        .create(&PostParams::default(), &Autobump::new("app", spec))
+        .await
+        .unwrap();
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_autobump"))
+        .args([
+            "--log-format",
+            "json",
+            "run",
+            "--kubernetes",
+            "--namespace",
+            NS,
+        ])
+        .args(["--lease-namespace", NS, "--identity", "replica-1"])
+        .args(["--interval", "1h", "--cache-dir"])
+        .arg(dir.path().join("cache"))
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .env_remove("GITHUB_TOKEN")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    // The registry (port 9) is unreachable: the reconcile succeeds, says so, and the
+    // deployed version 1.0.0 is recorded from git.
+    let ready = eventually("the Ready condition", async || {
+        let object = objects.get("app").await.map_err(|e| e.to_string())?;
+        let status = object.status.clone().ok_or("no status yet")?;
+        let ready = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .ok_or(format!("{status:?}"))?
+            .clone();
+        let current = status.current.clone().ok_or(format!("{status:?}"))?;
+        Ok((ready, current))
+    })
+    .await;
+    assert_eq!(ready.1.summary, "1.0.0");
+    assert!(ready.0.message.contains("registry"), "{:?}", ready.0);
+
+    let leases: Api<Lease> = Api::namespaced(client.clone(), NS);
+    let holder = leases
+        .get("autobump")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .holder_identity;
+    assert_eq!(holder.as_deref(), Some("replica-1"));
+
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let exit = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait())
+        .await
+        .expect("autobump did not stop within 30 s of SIGTERM")
+        .unwrap();
+    assert_eq!(exit.code(), Some(0));
+    let holder = leases
+        .get("autobump")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .holder_identity;
+    assert!(
+        holder.as_deref().is_none_or(str::is_empty),
+        "the lease is released on shutdown: {holder:?}"
+    );
+}
