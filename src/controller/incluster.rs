@@ -36,6 +36,9 @@ impl PolicyReconciler for ClusterReconciler {
             .await;
         self.engine
             .account(policy.name(), &request.store, &outcome, watch.elapsed());
+        self.engine
+            .notify(&policy, &request.store, request.now)
+            .await;
         match outcome {
             PolicyOutcome::Done(report) => Ok(Outcome::new(report.summary())),
             PolicyOutcome::Failed(e) => Err(e.into()),

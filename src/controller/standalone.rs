@@ -21,6 +21,7 @@ use crate::cluster::{DynWorkloads, KubeWorkloads};
 use crate::core::gate::GateVerdict;
 use crate::forge::{GitHub, GitHubAuth, GitHubConfig, RepoName};
 use crate::metrics::Metrics;
+use crate::notify::{Notification, Notifier, NotifierConfig};
 use crate::policy::{self, Diagnostic, Policy};
 use crate::registry::RegistryClient;
 use crate::repo::{Auth, GitRepo, Source};
@@ -89,6 +90,7 @@ pub struct Standalone {
     metrics: Arc<Metrics>,
     /// The cluster, when a kubeconfig (or in-cluster config) is available.
     workloads: Option<KubeWorkloads>,
+    notifier: Notifier,
 }
 
 impl Standalone {
@@ -116,6 +118,8 @@ impl Standalone {
         if let Some(github) = &github {
             metrics.attach_forge(github.stats());
         }
+        let notifier = Notifier::new(NotifierConfig::default(), Arc::clone(&clock))
+            .map_err(|e| format!("notifier: {e}"))?;
         Ok(Self {
             store: FileStore::new(&config.state),
             alerts: AlertsClient::new(AlertsConfig::default())
@@ -128,6 +132,7 @@ impl Standalone {
             last_good: BTreeMap::new(),
             metrics,
             workloads: None,
+            notifier,
         })
     }
 
@@ -228,8 +233,10 @@ impl Standalone {
                 .reconcile_in(&p, &self.store, now)
                 .instrument(span.clone())
                 .await;
-            let _entered = span.enter();
-            self.account(p.name(), &self.store, &outcome, watch.elapsed());
+            span.in_scope(|| {
+                self.account(p.name(), &self.store, &outcome, watch.elapsed());
+            });
+            self.notify(&p, &self.store, now).instrument(span).await;
             tick.outcomes.insert(p.name().to_owned(), outcome);
         }
         Ok(tick)
@@ -263,6 +270,67 @@ impl Standalone {
         match store.load(name) {
             Ok(state) => self.metrics.observe_state(name, &state),
             Err(e) => tracing::error!(error = %e, "reading the state for metrics"),
+        }
+    }
+
+    /// Sends the notifications `p` asks for, one per history entry not sent yet.
+    ///
+    /// The cursor (`notified_seq`) advances *before* each send: a crash can lose the
+    /// notification in flight but never sends one twice (webhook receivers also get
+    /// an `Idempotency-Key`). A target that still fails after the notifier's retries
+    /// is logged and skipped. The first round of a policy sends only the last day's
+    /// entries, not its whole past.
+    pub async fn notify<S: Store>(&self, p: &Policy, store: &S, now: DateTime<Utc>) {
+        if p.spec.notify.is_empty() {
+            return;
+        }
+        let name = p.name();
+        let state = match store.load(name) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the state for notifications");
+                return;
+            }
+        };
+        let cursor = state.notified_seq.unwrap_or_else(|| {
+            state
+                .history
+                .iter()
+                .filter(|e| now - e.at > chrono::TimeDelta::days(1))
+                .map(|e| e.seq)
+                .max()
+                .unwrap_or(0)
+        });
+        let namespace = p.metadata.namespace.as_ref().map(ToString::to_string);
+        for entry in state.history.iter().filter(|e| e.seq > cursor) {
+            let advanced = store.update(name, &mut |s| {
+                s.notified_seq = Some(s.notified_seq.unwrap_or(0).max(entry.seq));
+            });
+            if let Err(e) = advanced {
+                tracing::error!(error = %e, "recording the notification cursor; not sending");
+                return;
+            }
+            let id = format!(
+                "{}/{name}/{}",
+                namespace.as_deref().unwrap_or("-"),
+                entry.seq
+            );
+            let Some(mut notification) = Notification::from_history(id, name, entry) else {
+                continue;
+            };
+            if let Some(ns) = &namespace {
+                notification = notification.with_namespace(ns.clone());
+            }
+            for target in &p.spec.notify {
+                if let Err(e) = self.notifier.deliver(target, &notification).await {
+                    tracing::warn!(
+                        target = %crate::notify::describe_target(target),
+                        error = %e,
+                        kind = e.metric_label(),
+                        "notification not delivered"
+                    );
+                }
+            }
         }
     }
 

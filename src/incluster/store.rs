@@ -453,6 +453,7 @@ pub fn state_of(status: &AutobumpStatus) -> PolicyState {
             })
             .collect(),
         seen_comments: status.seen_comments.clone(),
+        notified_seq: status.notified_seq,
         history: status.history.clone(),
     }
 }
@@ -483,6 +484,7 @@ pub fn set_state(status: &mut AutobumpStatus, state: &PolicyState) {
         })
         .collect();
     status.seen_comments.clone_from(&state.seen_comments);
+    status.notified_seq = state.notified_seq;
     status.history = state
         .history
         .iter()

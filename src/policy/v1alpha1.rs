@@ -628,6 +628,9 @@ pub struct AutobumpStatus {
     /// oldest first, bounded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub seen_comments: Vec<u64>,
+    /// The last history entry (its `seq`) notifications were sent for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notified_seq: Option<u64>,
 }
 
 /// The bake of a deployed version: promoted to known-good once the gate stayed clear

@@ -60,6 +60,10 @@ pub struct PolicyState {
     /// Comment ids already acted on (webhook and polling de-duplication), bounded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub seen_comments: Vec<u64>,
+    /// The last history entry (its `seq`) notifications went out for; `None` until
+    /// the first delivery round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notified_seq: Option<u64>,
     /// Recent decisions, newest last, at most [`HISTORY_LIMIT`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryEntry>,

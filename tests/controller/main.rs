@@ -701,46 +701,83 @@ fn direct_policy_text(w: &World, name: &str) -> String {
     )
 }
 
-#[tokio::test]
-async fn run_once_through_the_binary_bumps_a_direct_push_policy() {
-    let w = World::new("").await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("policies")).unwrap();
-    std::fs::write(
-        dir.path().join("policies/direct.yaml"),
-        direct_policy_text(&w, "direct"),
-    )
-    .unwrap();
-    let before = w.fake.branch_sha("main").unwrap();
+/// `autobump run --once` in a directory, with `NOTIFY_URL` set; returns stdout.
+async fn run_once(dir: &std::path::Path, notify_url: &str) -> String {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_autobump"))
-        .args([
-            "run",
-            "--once",
-            "--policies",
-            "policies",
-            "--state",
-            "state.json",
-            "--cache-dir",
-            "cache",
-        ])
-        .current_dir(dir.path())
+        .args(["run", "--once", "--policies", "policies"])
+        .args(["--state", "state.json", "--cache-dir", "cache"])
+        .current_dir(dir)
         .env_remove("GITHUB_TOKEN")
+        .env("NOTIFY_URL", notify_url)
         .output()
         .await
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(
         out.status.code(),
         Some(0),
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    stdout
+}
+
+#[tokio::test]
+async fn run_once_through_the_binary_bumps_and_notifies_once_across_restarts() {
+    let w = World::new("").await;
+    let sink = support::http::WebhookSink::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::write(
+        dir.path().join("policies/direct.yaml"),
+        direct_policy_text(&w, "direct")
+            + "  notify:\n    - webhook: {url: {env: NOTIFY_URL}, events: [opened, promoted]}\n",
+    )
+    .unwrap();
+    let before = w.fake.branch_sha("main").unwrap();
+    let stdout = run_once(dir.path(), &sink.url()).await;
     assert_eq!(stdout, "direct: Promote; PushDirect; RecordBump\n");
     assert_ne!(w.fake.branch_sha("main").unwrap(), before);
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("state.json")).unwrap())
             .unwrap();
     assert!(state["policies"]["direct"]["lastBump"].is_string());
+
+    // One message per subscribed event (Promoted, then the push as Opened), each with
+    // its idempotency key; Deployed is not a notification.
+    let events = |sink: &support::http::WebhookSink| -> Vec<(String, String)> {
+        sink.received()
+            .iter()
+            .map(|r| {
+                let body = r.json();
+                (
+                    body["event"].as_str().unwrap_or_default().to_owned(),
+                    r.header("idempotency-key").unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let first = events(&sink);
+    assert_eq!(
+        first.iter().map(|(e, _)| e.as_str()).collect::<Vec<_>>(),
+        ["promoted", "opened"],
+        "{first:?}"
+    );
+    assert!(
+        first.iter().all(|(_, key)| key.starts_with("-/direct/")),
+        "{first:?}"
+    );
+
+    // The next run promotes what was pushed (no gate: no bake): one new message, the
+    // earlier ones not again.
+    run_once(dir.path(), &sink.url()).await;
+    let second = events(&sink);
+    assert_eq!(second[..2], first[..], "{second:?}");
+    assert_eq!(second.len(), 3, "{second:?}");
+    assert_eq!(second[2].0, "promoted");
+    // A restart with nothing new sends nothing.
+    run_once(dir.path(), &sink.url()).await;
+    assert_eq!(events(&sink), second, "no duplicates after a restart");
 }
 
 #[tokio::test]
