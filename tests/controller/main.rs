@@ -1132,3 +1132,64 @@ async fn a_firing_alert_after_a_merge_is_rolled_back_by_a_rollback_pr() {
     assert_eq!(w.fake.pull(2).number, 2);
     w.fake.assert_responses_valid();
 }
+
+/// The README's first command, as CI runs it: the demo ends held and rolled back to
+/// the good version, measures the rollback, and leaves no process behind.
+#[tokio::test]
+async fn the_demo_ends_held_and_rolled_back_and_leaves_nothing_running() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let run = tokio::process::Command::new("bash")
+        .arg(root.join("scripts/demo"))
+        .env("AUTOBUMP_BIN", env!("CARGO_BIN_EXE_autobump"))
+        .env_remove("GITHUB_TOKEN")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(180), run)
+        .await
+        .expect("the demo must finish within three minutes")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("rollback latency from the alert"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("autobump exited 0"), "{stdout}");
+    let status = stdout
+        .split("autobump status")
+        .last()
+        .unwrap_or_default()
+        .to_owned();
+    let row = status
+        .lines()
+        .find(|l| l.starts_with("web "))
+        .unwrap_or_else(|| panic!("no status row for web:\n{stdout}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        cells[1..3],
+        ["1.0.0", "1.0.0"],
+        "current and known-good: {row}"
+    );
+    assert!(
+        row.contains("by alert:WebErrors"),
+        "held by the alert: {row}"
+    );
+    assert!(row.contains("1.1.0 -> 1.0.0"), "the rollback: {row}");
+
+    let work = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("(working in ")?.strip_suffix(')'))
+        .expect("the demo names its working directory")
+        .to_owned();
+    assert!(!std::path::Path::new(&work).exists(), "{work} removed");
+    let mut left = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline"))
+            && String::from_utf8_lossy(&cmdline).contains(&work)
+        {
+            left.push(String::from_utf8_lossy(&cmdline).replace('\0', " "));
+        }
+    }
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+}
