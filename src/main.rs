@@ -131,6 +131,13 @@ enum Command {
         /// Policy files or directories, for the schedule column (optional).
         #[arg(long, value_name = "DIR")]
         policies: Vec<PathBuf>,
+        /// Read the Autobump objects of the cluster ($KUBECONFIG or in-cluster)
+        /// instead of the state file; policies are shown as namespace/name.
+        #[arg(long)]
+        kubernetes: bool,
+        /// With --kubernetes: only this namespace.
+        #[arg(long, value_name = "NS")]
+        namespace: Option<String>,
         /// How to print the result.
         #[arg(long, short, value_enum, default_value_t = Output::Text)]
         output: Output,
@@ -526,9 +533,62 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status {
             state,
             policies,
+            kubernetes,
+            namespace,
             output,
-        } => status(&state, &policies, output),
+        } => {
+            if kubernetes {
+                cluster_status(namespace.as_deref(), output)
+            } else {
+                status(&state, &policies, output)
+            }
+        }
     }
+}
+
+/// `autobump status --kubernetes`: the same table from the objects' status.
+fn cluster_status(namespace: Option<&str>, output: Output) -> anyhow::Result<ExitCode> {
+    use autobump::clock::Clock as _;
+    use autobump::policy::{Autobump, Policy};
+    let now = chrono::SubsecRound::trunc_subsecs(SystemClock.now(), 0);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let objects = runtime.block_on(async {
+        let client = kube::Client::try_default().await?;
+        let api: kube::Api<Autobump> = match namespace {
+            Some(ns) => kube::Api::namespaced(client, ns),
+            None => kube::Api::all(client),
+        };
+        anyhow::Ok(api.list(&kube::api::ListParams::default()).await?.items)
+    })?;
+    let mut policies = Vec::new();
+    let mut states = std::collections::BTreeMap::new();
+    for object in &objects {
+        let key = format!(
+            "{}/{}",
+            object.metadata.namespace.as_deref().unwrap_or("default"),
+            object.metadata.name.as_deref().unwrap_or_default()
+        );
+        match Policy::from_resource(object) {
+            Ok(p) => policies.push((key.clone(), p)),
+            Err(problems) => eprintln!("autobump: {key}: {}", problems.join("; ")),
+        }
+        let state = object
+            .status
+            .as_ref()
+            .map(autobump::incluster::store::state_of)
+            .unwrap_or_default();
+        states.insert(key, state);
+    }
+    // Rows are keyed by namespace/name: the same name may exist in two namespaces.
+    let keyed: Vec<(String, &Policy)> = policies.iter().map(|(k, p)| (k.clone(), p)).collect();
+    let rows = autobump::status::rows_keyed(&keyed, &states, now);
+    match output {
+        Output::Text => print_out(&autobump::status::table(&rows, now))?,
+        Output::Json => print_out(&(serde_json::to_string_pretty(&rows)? + "\n"))?,
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn status(state: &StateArgs, policies: &[PathBuf], output: Output) -> anyhow::Result<ExitCode> {

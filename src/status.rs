@@ -41,7 +41,19 @@ pub fn rows(
     states: &BTreeMap<String, PolicyState>,
     now: DateTime<Utc>,
 ) -> Vec<StatusRow> {
-    let by_name: BTreeMap<&str, &Policy> = policies.iter().map(|p| (p.name(), p)).collect();
+    let keyed: Vec<(String, &Policy)> = policies.iter().map(|p| (p.name().to_owned(), p)).collect();
+    rows_keyed(&keyed, states, now)
+}
+
+/// [`rows`] with each policy under a key of the caller's (in-cluster:
+/// `namespace/name`), matching the keys of `states`.
+#[must_use]
+pub fn rows_keyed(
+    policies: &[(String, &Policy)],
+    states: &BTreeMap<String, PolicyState>,
+    now: DateTime<Utc>,
+) -> Vec<StatusRow> {
+    let by_name: BTreeMap<&str, &Policy> = policies.iter().map(|(k, p)| (k.as_str(), *p)).collect();
     let names: BTreeSet<&str> = by_name
         .keys()
         .copied()

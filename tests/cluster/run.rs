@@ -110,6 +110,20 @@ async fn run_kubernetes_reconciles_objects_holds_the_lease_and_stops_cleanly() {
     assert_eq!(ready.1.summary, "1.0.0");
     assert!(ready.0.message.contains("registry"), "{:?}", ready.0);
 
+    // autobump status reads the same from the cluster.
+    let status = Command::new(env!("CARGO_BIN_EXE_autobump"))
+        .args(["status", "--kubernetes", "--namespace", NS])
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{table}{status:?}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("autobump/app "))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains("1.0.0") && row.contains("open now"), "{table}");
+
     let leases: Api<Lease> = Api::namespaced(client.clone(), NS);
     let holder = leases
         .get("autobump")
