@@ -339,6 +339,7 @@ fn run_standalone(args: &RunArgs) -> anyhow::Result<ExitCode> {
             )
             .await?;
         }
+        watch_policy_files(args.policies.clone(), Arc::clone(&poke));
         loop {
             let images: Vec<String> = std::mem::take(
                 &mut *pushed
@@ -375,6 +376,23 @@ fn run_standalone(args: &RunArgs) -> anyhow::Result<ExitCode> {
             }
         }
     })
+}
+
+/// Pokes the loop when a policy file is added, removed or changed (checked every
+/// 2 s: a stat per file, nothing read), so an edit takes effect at once.
+fn watch_policy_files(paths: Vec<PathBuf>, poke: Arc<tokio::sync::Notify>) {
+    tokio::spawn(async move {
+        let mut last = autobump::policy::files_fingerprint(&paths);
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            let now = autobump::policy::files_fingerprint(&paths);
+            if now != last {
+                tracing::info!("policy files changed; reconciling now");
+                last = now;
+                poke.notify_one();
+            }
+        }
+    });
 }
 
 /// `autobump run --kubernetes`: the kube-runtime driver with leader election, state

@@ -226,6 +226,28 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Loaded, LoadError> {
     Ok(loaded)
 }
 
+/// What the policy files under `paths` look like on disk (each file's path, size and
+/// modification time), to notice a change without reading them; `None` when they
+/// cannot be listed (a later load reports why).
+#[must_use]
+pub fn files_fingerprint(paths: &[PathBuf]) -> Option<Vec<(PathBuf, u64, std::time::SystemTime)>> {
+    let mut files = Vec::new();
+    for path in paths {
+        if std::fs::metadata(path).ok()?.is_dir() {
+            collect_dir(path, &mut files).ok()?;
+        } else {
+            files.push(path.clone());
+        }
+    }
+    files
+        .into_iter()
+        .map(|f| {
+            let meta = std::fs::metadata(&f).ok()?;
+            Some((f, meta.len(), meta.modified().ok()?))
+        })
+        .collect()
+}
+
 fn collect_dir(dir: &FsPath, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
     let io = |source| LoadError::Io {
         path: dir.to_path_buf(),

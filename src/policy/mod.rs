@@ -9,7 +9,7 @@ pub mod v1alpha1;
 pub mod values;
 pub mod yaml;
 
-pub use load::{Diagnostic, LoadError, Loaded, Policy, load_paths, load_str};
+pub use load::{Diagnostic, LoadError, Loaded, Policy, files_fingerprint, load_paths, load_str};
 pub use v1alpha1::{Autobump, AutobumpSpec, AutobumpStatus};
 
 /// The `CustomResourceDefinition` for `Autobump`, generated from the Rust types, as

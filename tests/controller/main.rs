@@ -1042,6 +1042,31 @@ async fn run_serves_webhooks_that_trigger_a_reconcile_and_exits_0_on_sigterm() {
     w.wait_for_hook_tag(NEWER, "the webhook-triggered reconcile bumps to NEWER")
         .await;
 
+    // A policy file edited (here: broken) is noticed without waiting for the hourly
+    // tick: the reload runs, counts the problem, and keeps the last good version.
+    std::fs::write(dir.path().join("policies/broken.yaml"), "spec: [unclosed\n").unwrap();
+    support::wait_until(
+        "the broken policy file to be noticed",
+        std::time::Duration::from_secs(20),
+        std::time::Duration::from_millis(200),
+        async || {
+            let text = client
+                .get(format!("http://{listen}/metrics"))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .text()
+                .await
+                .map_err(|e| e.to_string())?;
+            if text.lines().any(|l| l == "autobump_policy_files_invalid 1") {
+                Ok(())
+            } else {
+                Err(text)
+            }
+        },
+    )
+    .await;
+
     // SIGTERM: the reconcile in flight finishes, exit 0.
     let pid = child.id().unwrap().to_string();
     let status = std::process::Command::new("kill")
