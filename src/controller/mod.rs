@@ -589,6 +589,8 @@ pub async fn reconcile_direct<R: Registry, G: Repo, S: Store>(
         match effect {
             Effect::PushDirect => {
                 if let Some(p) = &prepared {
+                    // Remember the bump before making it (see `apply`).
+                    deps.store.update(name, &mut |s| s.last_bump = Some(now))?;
                     let pushed = deps.repo.push(p).await?;
                     let rows = rows_of(p);
                     deps.store.update(name, &mut |s| {
@@ -1181,6 +1183,9 @@ async fn apply<R: Registry, G: Repo, F: Forge, S: Store>(
         }
         Effect::PushBranch | Effect::PushDirect => {
             if let Some(prepared) = run.prepared {
+                // Remember the bump before making it: a crash or error between the push
+                // and `RecordBump` must not let a second bump out within minInterval.
+                deps.store.update(name, &mut |s| s.last_bump = Some(now))?;
                 deps.repo.push(prepared).await?;
             }
         }

@@ -43,7 +43,6 @@ fn passes(seed: u64, steps: &[Step]) {
 /// A direct push that reached the branch but whose reconcile failed before
 /// `RecordBump` let a second bump out 10 minutes later (minInterval 2h).
 #[test]
-#[ignore = "bug: a push that fails before RecordBump lets a second bump out within minInterval"]
 fn seed_62d1d0d9d4002759_push_then_failure_keeps_min_interval() {
     let seed = 0x62d1_d0d9_d400_2759;
     let s = Scenario::generate(seed);
