@@ -846,6 +846,10 @@ fn hold_and_mark_bad<S: Store>(
         _ => "autobump".to_owned(),
     };
     store.update(name, &mut |s| {
+        // The quiet period starts over: Clear readings before the alert never count
+        // towards promoting this version (it stays deployed when there is no
+        // known-good version to go back to).
+        s.bake = None;
         if s.hold.is_none() {
             s.hold = Some(crate::policy::v1alpha1::Hold {
                 by: by.clone(),

@@ -70,7 +70,6 @@ fn seed_62d1d0d9d4002759_push_then_failure_keeps_min_interval() {
 /// counted from the first Clear reading before the alert. (Found as seed
 /// 0xeb7a07aacd555fc9; replayed here on a scenario of the same shape.)
 #[test]
-#[ignore = "bug: an alert during the bake without a known-good version does not restart the bake"]
 fn seed_5_alert_during_bake_restarts_it_without_known_good() {
     let seed = 0x5;
     let s = Scenario::generate(seed);
