@@ -390,7 +390,13 @@ fn verify_reference_only<R: Registry>(
         return DiffVerdict::Differs("the PR changes nothing".into());
     }
     let mode = policy.spec.source.mode;
+    let source = &policy.spec.source;
     for f in files {
+        if !source.include.iter().any(|g| g.is_match(&f.path))
+            || source.exclude.iter().any(|g| g.is_match(&f.path))
+        {
+            return DiffVerdict::Differs(format!("{} is not one of the policy's files", f.path));
+        }
         let (Some(old), Some(new)) = (f.old_text(), f.new_text()) else {
             return DiffVerdict::Differs(format!("{} is added, deleted or not text", f.path));
         };

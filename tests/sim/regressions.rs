@@ -140,7 +140,6 @@ fn seed_bd27f30de08c5533_vanished_tag_livelock() {
 /// references changed, to listed tags) although the file is not one of the policy's,
 /// and the PR merged.
 #[test]
-#[ignore = "bug: the diff check accepts changes to files outside the policy's include/exclude"]
 fn seed_9f_a_change_to_an_excluded_file_never_merges() {
     let seed = 0x9f;
     let s = Scenario::generate(seed);
