@@ -2,7 +2,7 @@
 //! steps that show the bug. Each replays the scenario of its seed with these exact
 //! steps (the world's own randomness comes from the seed too) and must now pass.
 
-use crate::history::{self, Step, Tamper};
+use crate::history::{self, HumanEdit, Step, Tamper};
 use crate::scenario::Scenario;
 use crate::world::{Fault, FaultKind};
 
@@ -190,6 +190,32 @@ fn seed_4b65e69466d51a14_stale_unhold_lifts_a_newer_cli_hold() {
             Step::Cli { hold: true },
             // trinity: "/hold the database migration is running", with a webhook.
             comment(3, 1, 1),
+        ],
+    );
+}
+
+/// mia writes `/hold`; the reconcile that reads it marks the comment seen, then fails
+/// (the store write that marked it went through) before the hold is written: the next
+/// reconcile skips the seen comment and the hold is lost.
+#[test]
+fn seed_a6da90e93153a3d4_a_failure_after_marking_a_hold_seen_loses_no_hold() {
+    let seed = 0xa6da_90e9_3153_a3d4;
+    let s = Scenario::generate(seed);
+    assert!(!s.direct && s.bake.is_some(), "{}", s.yaml);
+    passes(
+        seed,
+        &[
+            reconcile(),
+            Step::DstJump { before: 19 },
+            reconcile(),
+            Step::Comment {
+                user: 1,
+                text: 1,
+                open_pr: true,
+                webhook: 0,
+            },
+            Step::HumanMain(HumanEdit::Config),
+            reconcile_with(12, FaultKind::FailAfter),
         ],
     );
 }
