@@ -431,7 +431,13 @@ fn verify_reference_only<R: Registry>(
         return DiffVerdict::Differs("the PR changes nothing".into());
     }
     let mode = policy.spec.source.mode;
+    let source = &policy.spec.source;
     for f in files {
+        if !source.include.iter().any(|g| g.is_match(&f.path))
+            || source.exclude.iter().any(|g| g.is_match(&f.path))
+        {
+            return DiffVerdict::Differs(format!("{} is not one of the policy's files", f.path));
+        }
         let (Some(old), Some(new)) = (f.old_text(), f.new_text()) else {
             return DiffVerdict::Differs(format!("{} is added, deleted or not text", f.path));
         };
@@ -651,6 +657,8 @@ pub async fn reconcile_direct_read<R: Registry, G: Repo, S: Store>(
         match effect {
             Effect::PushDirect => {
                 if let Some(p) = &prepared {
+                    // Remember the bump before making it (see `apply`).
+                    deps.store.update(name, &mut |s| s.last_bump = Some(now))?;
                     let pushed = deps.repo.push(p).await?;
                     let rows = rows_of(p);
                     deps.store.update(name, &mut |s| {
@@ -1035,6 +1043,10 @@ fn hold_and_mark_bad<S: Store>(
     let mut placed = None;
     store.update(name, &mut |s| {
         placed = None;
+        // The quiet period starts over: Clear readings before the alert never count
+        // towards promoting this version (it stays deployed when there is no
+        // known-good version to go back to).
+        s.bake = None;
         if s.hold.is_none() {
             let hold = Hold {
                 by: by.clone(),
@@ -1407,6 +1419,9 @@ async fn apply<R: Registry, G: Repo, F: Forge, S: Store>(
         }
         Effect::PushBranch | Effect::PushDirect => {
             if let Some(prepared) = run.prepared {
+                // Remember the bump before making it: a crash or error between the push
+                // and `RecordBump` must not let a second bump out within minInterval.
+                deps.store.update(name, &mut |s| s.last_bump = Some(now))?;
                 deps.repo.push(prepared).await?;
             }
         }

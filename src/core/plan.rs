@@ -324,7 +324,6 @@ fn with_hold_label(mut labels: Vec<String>, held: bool) -> Vec<String> {
 fn apply_commands(s: &Snapshot<'_>, now: DateTime<Utc>, effects: &mut Vec<Effect>) -> Option<Hold> {
     let mut hold = s.hold.cloned();
     for c in &s.commands {
-        effects.push(Effect::MarkSeen(c.id));
         let requirements = s.spec.pull_request.as_ref().map_or_else(
             Requirements::default,
             crate::policy::v1alpha1::PullRequestSpec::command_requirements,
@@ -354,6 +353,9 @@ fn apply_commands(s: &Snapshot<'_>, now: DateTime<Utc>, effects: &mut Vec<Effect
                 Command::Hold(_) | Command::Unhold => {}
             },
         }
+        // Seen only once acted on: a crash in between must leave the command to the
+        // next reconcile (which finds it done, or does it), never drop it.
+        effects.push(Effect::MarkSeen(c.id));
     }
     hold
 }
@@ -539,15 +541,15 @@ mod tests {
         assert_eq!(
             kinds(&e),
             [
-                "MarkSeen",
                 "Comment",
                 "MarkSeen",
                 "SetHold",
+                "MarkSeen",
                 "AddLabels(do-not-merge/hold)",
                 "Waiting(the policy is held by user:alice)"
             ]
         );
-        let Effect::SetHold(h) = &e[3] else { panic!() };
+        let Effect::SetHold(h) = &e[2] else { panic!() };
         assert_eq!(
             (h.reason.as_str(), h.via.as_deref(), h.automatic),
             ("migration", Some("u2"), false)
@@ -569,8 +571,8 @@ mod tests {
         assert_eq!(
             kinds(&plan(&snap, at("2026-11-23T10:00:00Z"))),
             [
-                "MarkSeen",
                 "ClearHold",
+                "MarkSeen",
                 "RemoveLabel(do-not-merge/hold)",
                 "Waiting(the PR is labelled do-not-merge/hold)"
             ]
@@ -651,8 +653,8 @@ mod tests {
             url: "u".into(),
         }];
         let e = plan(&snap, at("2026-11-23T10:00:00Z"));
-        assert_eq!(kinds(&e), ["MarkSeen", "Comment"]);
-        let Effect::Comment(reply) = &e[1] else {
+        assert_eq!(kinds(&e), ["Comment", "MarkSeen"]);
+        let Effect::Comment(reply) = &e[0] else {
             panic!()
         };
         assert!(reply.contains("at least `write`"), "{reply}");
@@ -699,8 +701,8 @@ mod tests {
         assert_eq!(
             kinds(&e),
             [
-                "MarkSeen",
                 "SetHold",
+                "MarkSeen",
                 "AddLabels(do-not-merge/hold)",
                 "Waiting(v1 is baking)"
             ]

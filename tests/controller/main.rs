@@ -365,7 +365,7 @@ async fn hold_and_unhold_by_comment_with_permissions() {
     let r = w.reconcile("2026-11-23T10:10:00Z").await;
     assert_eq!(
         kinds(&r),
-        ["MarkSeen", "SetHold", "AddLabels", "Waiting"],
+        ["SetHold", "MarkSeen", "AddLabels", "Waiting"],
         "{r:?}"
     );
     assert!(w.fake.pull(1).labels.contains(&HOLD_LABEL.to_owned()));
@@ -381,7 +381,7 @@ async fn hold_and_unhold_by_comment_with_permissions() {
     // A reader cannot lift it: a polite reply, still held.
     w.fake.add_comment(1, "reader", "/unhold");
     let r = w.reconcile("2026-11-23T10:15:00Z").await;
-    assert_eq!(kinds(&r), ["MarkSeen", "Comment", "Waiting"], "{r:?}");
+    assert_eq!(kinds(&r), ["Comment", "MarkSeen", "Waiting"], "{r:?}");
     assert!(w.store.load("prow").unwrap().hold.is_some());
 
     // The same comments are not acted on twice.
@@ -393,7 +393,7 @@ async fn hold_and_unhold_by_comment_with_permissions() {
     let r = w.reconcile("2026-11-23T10:20:00Z").await;
     assert_eq!(
         kinds(&r),
-        ["MarkSeen", "ClearHold", "RemoveLabel", "Waiting"],
+        ["ClearHold", "MarkSeen", "RemoveLabel", "Waiting"],
         "{r:?}"
     );
     let r = w.reconcile("2026-11-23T10:25:00Z").await;

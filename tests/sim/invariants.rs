@@ -1,0 +1,837 @@
+//! The safety invariants of `DESIGN.md` ("Safety invariants" 1–7), checked against the
+//! world at the moment something happens (a merge, a push, a store write, the end of
+//! a reconcile), plus the bookkeeping they need. Every evaluation is counted per
+//! invariant; the first violation ends the history.
+//!
+//! The checks use the world's own knowledge (what is on `main`, what the registry
+//! lists, who commented what with which role, what the gate was) and independent
+//! oracles (the schedule in [`crate::scenario::ScheduleOracle`], a line-level diff
+//! check) rather than autobump's code, so a bug shared by the controller and its
+//! helpers still shows.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use autobump::core::commands::{self, Command, Permission};
+use autobump::core::tags::parse_date_sha;
+use autobump::store::PolicyState;
+use chrono::{DateTime, TimeDelta, Utc};
+
+use crate::scenario::image_tokens;
+use crate::world::{BOT, Files, MAIN, Pr, Versions, World, Writer};
+
+/// 1. Nothing merges outside a window, during a freeze, or while held.
+pub const I1: &str = "1 window/freeze/hold";
+/// 2. Nothing merges or is promoted unless the gate is Clear.
+pub const I2: &str = "2 gate clear";
+/// 3. Only the planned bump merges, at the head whose checks were read.
+pub const I3: &str = "3 diff and head";
+/// 4. At most one bump per minInterval; at most one open PR.
+pub const I4: &str = "4 interval, one PR";
+/// 5. A rollback is never blocked.
+pub const I5: &str = "5 rollback unblocked";
+/// 6. Holds: lifted only by a person; who, when, why.
+pub const I6: &str = "6 holds";
+/// 7. Crash-restart converges: no duplicate PR, lost hold, double rollback.
+pub const I7: &str = "7 crash convergence";
+/// Liveness: a newer good version goes out.
+pub const L1: &str = "L1 bump liveness";
+/// Liveness: after a rollback and the hold lifted, a newer good version goes out.
+pub const L2: &str = "L2 liveness after rollback";
+
+/// Known issue: an `/unhold` is judged against the hold in force when it is read, not
+/// when it was written, so one written before a hold lifts it.
+pub const STALE_UNHOLD: &str = "stale /unhold lifts a newer hold";
+/// Known issue: a rollback while a person's hold is in force records no automatic
+/// hold, so whoever may lift the person's hold resumes deploys.
+pub const MANUAL_HOLD_ABSORBS_ROLLBACK: &str =
+    "rollback under a manual hold leaves no automatic hold";
+
+/// Every name, in report order.
+pub const ALL: &[&str] = &[I1, I2, I3, I4, I5, I6, I7, L1, L2];
+
+/// A violated invariant.
+#[derive(Debug, Clone)]
+pub struct Violation {
+    /// Which one.
+    pub invariant: &'static str,
+    /// What happened.
+    pub message: String,
+}
+
+/// What lands on main.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Landing {
+    /// A bump (PR merge or direct push).
+    Bump,
+    /// A rollback (PR merge or direct push).
+    Rollback,
+    /// A PR that is neither.
+    Other,
+}
+
+/// Bookkeeping and results.
+#[derive(Debug, Default)]
+pub struct Checker {
+    /// Evaluations per invariant.
+    pub counts: BTreeMap<&'static str, u64>,
+    /// Violations (the first ends the history).
+    pub violations: Vec<Violation>,
+    /// Since when main deploys its current versions.
+    main_since: Option<(DateTime<Utc>, Versions)>,
+    /// When bumps were pushed.
+    last_bump_push: Option<DateTime<Utc>>,
+    /// Rollbacks landed, by the release they replaced.
+    rollbacks_landed: HashMap<Versions, u32>,
+    /// Completed reconciles: when, gate Clear, what main deployed.
+    completed: Vec<(DateTime<Utc>, bool, Versions)>,
+    /// `/unhold` comments that already lifted a hold.
+    consumed: HashSet<u64>,
+    /// The event counter when the hold in force was placed, and whether by the CLI.
+    hold_placed: Option<(u64, bool)>,
+    /// The event counter of the last rollback decision.
+    pub last_rollback: Option<u64>,
+    /// Clean reconciles since a rollback became due.
+    rollback_due_clean: u32,
+    /// Rollback decisions so far.
+    pub rollbacks: u32,
+    /// Bumps landed on main.
+    pub bumps_landed: u32,
+    /// Promotions.
+    pub promotions: u32,
+    /// Holds placed.
+    pub holds: u32,
+    /// Merges a CLI hold raced (placed while the reconcile ran, after it read the store).
+    pub hold_races: u32,
+    /// Known issues (design questions in the report) fail only in strict runs.
+    pub strict: bool,
+    /// Known issues seen, by name.
+    pub known: BTreeMap<&'static str, u64>,
+    /// Holds lifted.
+    lifts: Vec<Lift>,
+}
+
+/// A hold lifted.
+#[derive(Debug, Clone, Copy)]
+struct Lift {
+    /// The event counter of the store write.
+    written: u64,
+    /// The event counter of the decision (the comment; the write, for the CLI).
+    decided: u64,
+    /// The person's role.
+    role: Permission,
+    /// The command was older than the hold it lifted.
+    stale: bool,
+}
+
+impl Checker {
+    /// Counts one evaluation of `inv`.
+    pub fn count(&mut self, inv: &'static str) {
+        *self.counts.entry(inv).or_default() += 1;
+    }
+
+    /// Records a violation of `inv`.
+    pub fn fail(&mut self, inv: &'static str, message: impl Into<String>) {
+        self.violations.push(Violation {
+            invariant: inv,
+            message: message.into(),
+        });
+    }
+
+    /// A known issue (see the report): counted, and a violation of `inv` only in strict
+    /// runs.
+    pub fn known_issue(
+        &mut self,
+        inv: &'static str,
+        issue: &'static str,
+        message: impl Into<String>,
+    ) {
+        if self.strict {
+            self.fail(inv, format!("[{issue}] {}", message.into()));
+        } else {
+            *self.known.entry(issue).or_default() += 1;
+        }
+    }
+
+    /// The event counter when the hold in force was placed.
+    pub fn hold_placed_seq(&self) -> u64 {
+        self.hold_placed.map_or(0, |(seq, _)| seq)
+    }
+
+    /// Main's versions changed (or not).
+    pub fn on_main_changed(&mut self, now: DateTime<Utc>, versions: &Versions) {
+        if self.main_since.as_ref().is_none_or(|(_, v)| v != versions) {
+            self.main_since = Some((now, versions.clone()));
+        }
+    }
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(8)]
+}
+
+/// A tag with its `(repo, tag)` replaced by `*`, to compare lines around references.
+fn blank(line: &str, prefix: &str) -> String {
+    let mut out = String::new();
+    let mut last = 0;
+    for t in image_tokens(line, prefix) {
+        let tag_at = t.at + t.repo.len() + 1;
+        out.push_str(&line[last..tag_at]);
+        out.push('*');
+        last = tag_at + t.tag.len();
+    }
+    out.push_str(&line[last..]);
+    out
+}
+
+/// Checks that `before → after` changes only tags of the policy's images, in the
+/// policy's files, within their series; returns the `(repo, new tag)` pairs moved to.
+fn image_only_diff(
+    w: &World,
+    before: &Files,
+    after: &Files,
+) -> Result<Vec<(String, String)>, String> {
+    let prefix = &w.scenario.prefix;
+    let mut moved = Vec::new();
+    let paths: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    for path in paths {
+        let (old, new) = (before.get(path), after.get(path));
+        if old == new {
+            continue;
+        }
+        if !w.scenario.included(path) {
+            return Err(format!("{path} changed, but the policy does not cover it"));
+        }
+        let (Some(old), Some(new)) = (old, new) else {
+            return Err(format!("{path} was added or deleted"));
+        };
+        let (ol, nl): (Vec<&str>, Vec<&str>) = (old.lines().collect(), new.lines().collect());
+        if ol.len() != nl.len() || old.ends_with('\n') != new.ends_with('\n') {
+            return Err(format!("{path}: lines were added or removed"));
+        }
+        for (i, (o, n)) in ol.iter().zip(&nl).enumerate() {
+            if o == n {
+                continue;
+            }
+            let (ot, nt) = (image_tokens(o, prefix), image_tokens(n, prefix));
+            if ot.is_empty() || ot.len() != nt.len() || blank(o, prefix) != blank(n, prefix) {
+                return Err(format!(
+                    "{path}:{}: changes more than image tags: {o:?} -> {n:?}",
+                    i + 1
+                ));
+            }
+            let comment_at = o.find('#').unwrap_or(usize::MAX);
+            for (a, b) in ot.iter().zip(&nt) {
+                if a.tag == b.tag {
+                    continue;
+                }
+                if a.repo != b.repo || !a.repo.starts_with(prefix.as_str()) {
+                    return Err(format!(
+                        "{path}:{}: {} is not the policy's image",
+                        i + 1,
+                        b.repo
+                    ));
+                }
+                if w.scenario.structured && a.at > comment_at {
+                    return Err(format!(
+                        "{path}:{}: a comment changed in structured mode",
+                        i + 1
+                    ));
+                }
+                let series = |t: &str| parse_date_sha(t).map(|d| d.variant.map(str::to_owned));
+                if series(b.tag).is_none() || series(a.tag) != series(b.tag) {
+                    return Err(format!(
+                        "{path}:{}: {} -> {} leaves the series",
+                        i + 1,
+                        a.tag,
+                        b.tag
+                    ));
+                }
+                moved.push((b.repo.to_owned(), b.tag.to_owned()));
+            }
+        }
+    }
+    Ok(moved)
+}
+
+/// Something landed on main (`pr`: the merged PR and the SHA the merge named).
+pub fn on_landing(
+    w: &mut World,
+    kind: Landing,
+    before: &Files,
+    after: &Files,
+    pr: Option<(&Pr, &str)>,
+) {
+    match kind {
+        Landing::Other => {
+            w.checker.count(I3);
+            let number = pr.map_or(0, |(p, _)| p.number);
+            w.checker.fail(
+                I3,
+                format!("autobump merged PR #{number}, which is not its bump or rollback PR"),
+            );
+        }
+        Landing::Bump => {
+            w.checker.bumps_landed += 1;
+            landing_bump(w, before, after, pr);
+            if pr.is_none() {
+                bump_pushed(w);
+            }
+        }
+        Landing::Rollback => {
+            w.checker.count(I3);
+            w.checker.count(I7);
+            let state = w.state();
+            let good: Versions = state
+                .last_known_good
+                .iter()
+                .flat_map(|r| r.images.iter().map(|i| (i.image.clone(), i.tag.clone())))
+                .collect();
+            match image_only_diff(w, before, after) {
+                Err(why) => w.checker.fail(
+                    I3,
+                    format!("a rollback changed more than image versions: {why}"),
+                ),
+                Ok(moved) => {
+                    if let Some(m) = moved.iter().find(|m| !good.contains(m)) {
+                        w.checker.fail(
+                            I3,
+                            format!(
+                                "a rollback moved {}:{} which is not the last known-good",
+                                m.0, m.1
+                            ),
+                        );
+                    }
+                }
+            }
+            let replaced = w.versions_in(before);
+            let bad = state.bad_pairs();
+            if !replaced
+                .iter()
+                .any(|(r, t)| bad.contains(&(r.clone(), t.clone())))
+            {
+                w.checker.fail(
+                    I7,
+                    format!("a rollback replaced {replaced:?}, which was never recorded as bad"),
+                );
+            }
+            let n = {
+                let n = w
+                    .checker
+                    .rollbacks_landed
+                    .entry(replaced.clone())
+                    .or_default();
+                *n += 1;
+                *n
+            };
+            if n > 1 {
+                w.checker
+                    .fail(I7, format!("{replaced:?} was rolled back {n} times"));
+            }
+        }
+    }
+}
+
+fn landing_bump(w: &mut World, before: &Files, after: &Files, pr: Option<(&Pr, &str)>) {
+    let now = w.now;
+    // 1: window, freeze, hold.
+    w.checker.count(I1);
+    let oracle_open = w.scenario.oracle.open(now);
+    if !oracle_open {
+        w.checker.fail(
+            I1,
+            format!(
+                "a bump landed at {now} ({} local), outside the schedule",
+                now.with_timezone(&w.scenario.oracle.tz)
+            ),
+        );
+    }
+    let state = w.state();
+    if let Some(h) = &state.hold {
+        let raced = w.rc.as_ref().is_some_and(|rc| rc.concurrent_cli_hold)
+            && w.checker
+                .hold_placed
+                .is_some_and(|(seq, cli)| cli && seq > w.rc.as_ref().map_or(0, |rc| rc.start_seq));
+        if raced {
+            w.checker.hold_races += 1;
+        } else {
+            w.checker.fail(
+                I1,
+                format!(
+                    "a bump landed while held by {} since {} ({})",
+                    h.by, h.since, h.reason
+                ),
+            );
+        }
+    }
+    // 2: gate.
+    w.checker.count(I2);
+    if let Some(rc) = &w.rc
+        && !rc.gate.is_clear()
+    {
+        let gate = rc.gate.clone();
+        w.checker
+            .fail(I2, format!("a bump landed while the gate was {gate:?}"));
+    }
+    // 3: diff, registry, head and checks.
+    w.checker.count(I3);
+    match image_only_diff(w, before, after) {
+        Err(why) => w.checker.fail(
+            I3,
+            format!("a bump changed more than image versions: {why}"),
+        ),
+        Ok(moved) => {
+            if moved.is_empty() {
+                w.checker.fail(I3, "a bump landed that moves no image");
+            }
+            if let Some(m) = moved.iter().find(|(r, t)| !w.registry.has(r, t)) {
+                let m = m.clone();
+                w.checker.fail(
+                    I3,
+                    format!(
+                        "a bump moved {}:{}, which the registry does not list",
+                        m.0, m.1
+                    ),
+                );
+            }
+            let bad = state.bad_pairs();
+            if let Some(m) = moved.iter().find(|m| bad.contains(m)) {
+                let m = m.clone();
+                w.checker.fail(
+                    I3,
+                    format!("a bump moved {}:{}, a version recorded as bad", m.0, m.1),
+                );
+            }
+        }
+    }
+    if let Some((pr, expected)) = pr {
+        merged_pr(w, pr, expected);
+    }
+    // 6: after a rollback, a person with write lifted a hold before anything new lands.
+    after_rollback_needs_person(w, "a bump landed");
+}
+
+/// A bump PR merged: by the bot, at the head whose checks autobump read (green) in
+/// the same reconcile.
+fn merged_pr(w: &mut World, pr: &Pr, expected: &str) {
+    if !pr.author.eq_ignore_ascii_case(BOT) {
+        w.checker
+            .fail(I3, format!("PR #{} by {} merged", pr.number, pr.author));
+    }
+    let read = w.rc.as_ref().and_then(|rc| {
+        rc.checks_read
+            .iter()
+            .rev()
+            .find(|(sha, _)| sha == expected)
+            .map(|(_, g)| *g)
+    });
+    match read {
+        None => w.checker.fail(
+            I3,
+            format!(
+                "PR #{} merged at {} without its checks read in that reconcile",
+                pr.number,
+                short(expected)
+            ),
+        ),
+        Some(false) => w.checker.fail(
+            I3,
+            format!(
+                "PR #{} merged at {} although its checks were not green",
+                pr.number,
+                short(expected)
+            ),
+        ),
+        Some(true) => {}
+    }
+}
+
+fn after_rollback_needs_person(w: &mut World, what: &str) {
+    w.checker.count(I6);
+    let Some(r) = w.checker.last_rollback else {
+        return;
+    };
+    let after: Vec<Lift> = w
+        .checker
+        .lifts
+        .iter()
+        .filter(|l| l.written > r)
+        .copied()
+        .collect();
+    if after
+        .iter()
+        .any(|l| l.decided > r && l.role >= Permission::Write && !l.stale)
+    {
+        return;
+    }
+    if after.iter().any(|l| l.stale || l.decided <= r) {
+        w.checker.known_issue(
+            I6,
+            STALE_UNHOLD,
+            format!(
+                "{what} after a rollback; the hold was lifted only by an /unhold written before it"
+            ),
+        );
+    } else if !after.is_empty() {
+        w.checker.known_issue(
+            I6,
+            MANUAL_HOLD_ABSORBS_ROLLBACK,
+            format!("{what} after a rollback; the hold in force was lifted by someone without write permission"),
+        );
+    } else {
+        w.checker.fail(
+            I6,
+            format!("{what} after a rollback although nobody lifted a hold since"),
+        );
+    }
+}
+
+/// A bump was pushed (PR branch or base branch): at most one per minInterval.
+fn bump_pushed(w: &mut World) {
+    let now = w.now;
+    w.checker.count(I4);
+    if let Some(last) = w.checker.last_bump_push
+        && now - last < w.scenario.min_interval
+    {
+        w.checker.fail(
+            I4,
+            format!(
+                "bumps pushed at {last} and {now}, closer than minInterval {}m",
+                w.scenario.min_interval.num_minutes()
+            ),
+        );
+    }
+    w.checker.last_bump_push = Some(now);
+}
+
+/// The bot pushed `id` to `branch`.
+pub fn on_branch_push(w: &mut World, branch: &str, _id: &str) {
+    if branch == w.scenario.bump_branch {
+        bump_pushed(w);
+    }
+}
+
+/// GitHub refused a second PR from the same branch.
+pub fn on_duplicate_pr(w: &mut World, branch: &str) {
+    w.checker.count(I7);
+    w.checker.fail(
+        I7,
+        format!("autobump tried to open a second PR from {branch}"),
+    );
+}
+
+/// A PR was opened.
+pub fn on_pr_created(w: &mut World, _number: u64) {
+    w.checker.count(I4);
+    for branch in [
+        w.scenario.bump_branch.clone(),
+        w.scenario.rollback_branch.clone(),
+    ] {
+        let open = w
+            .prs
+            .values()
+            .filter(|p| p.open && p.head_branch == branch)
+            .count();
+        if open > 1 {
+            w.checker.fail(I4, format!("{open} open PRs from {branch}"));
+        }
+    }
+}
+
+/// The policy's state changed.
+pub fn on_store_write(w: &mut World, before: &PolicyState, after: &PolicyState, writer: &Writer) {
+    match (&before.hold, &after.hold) {
+        (None, Some(h)) => placed(w, h, writer),
+        (Some(a), Some(b)) if a != b => {
+            w.checker.count(I6);
+            w.checker.fail(I6, format!("hold {a:?} replaced by {b:?}"));
+        }
+        (Some(h), None) => {
+            w.checker.count(I6);
+            lifted(w, h.automatic, writer);
+        }
+        _ => {}
+    }
+    if after.last_known_good != before.last_known_good
+        && let Some(good) = &after.last_known_good
+    {
+        w.checker.promotions += 1;
+        promoted(w, good, after);
+    }
+    let new_bad: Vec<_> = after
+        .bad_versions
+        .difference(&before.bad_versions)
+        .collect();
+    if !new_bad.is_empty() {
+        w.checker.rollbacks += 1;
+        w.checker.last_rollback = Some(w.seq);
+        if let Some(rc) = w.rc.as_mut() {
+            rc.rollback_due = true;
+        }
+    }
+    let new_seen: Vec<u64> = after
+        .seen_comments
+        .iter()
+        .filter(|id| !before.seen_comments.contains(id))
+        .copied()
+        .collect();
+    if let Some(rc) = w.rc.as_mut() {
+        rc.newly_seen.extend(new_seen);
+    }
+}
+
+/// A hold was placed: it says who, when and why, and whoever it names asked for it.
+fn placed(w: &mut World, h: &autobump::policy::v1alpha1::Hold, writer: &Writer) {
+    let now = w.now;
+    w.checker.count(I6);
+    w.checker.holds += 1;
+    // A hold a person asked for by comment counts from the comment (later
+    // comments in the same batch may lift it); others from the write.
+    let asked_at = h
+        .via
+        .as_deref()
+        .and_then(|v| v.rsplit_once("issuecomment-"))
+        .and_then(|(_, id)| id.parse::<u64>().ok())
+        .and_then(|id| w.comments.iter().find(|c| c.id == id))
+        .map(|c| c.created_seq);
+    w.checker.hold_placed = Some((asked_at.unwrap_or(w.seq), matches!(writer, Writer::Cli(_))));
+    if h.by.trim().is_empty() || h.reason.trim().is_empty() || h.since != now {
+        w.checker
+            .fail(I6, format!("a hold does not say who, when and why: {h:?}"));
+    }
+    if let Some(user) = h.by.strip_prefix("user:") {
+        let allowed = World::permission(user) >= w.scenario.requirements.hold;
+        let asked = w.comments.iter().any(|c| {
+            c.author == user && matches!(commands::parse(&c.body), Some(Command::Hold(_)))
+        });
+        if !allowed || !asked {
+            w.checker.fail(
+                I6,
+                format!(
+                    "a hold by {user} (role {}) who did not ask for it with a permitted /hold",
+                    World::permission(user)
+                ),
+            );
+        }
+    }
+    if h.automatic && !(h.by.starts_with("alert:") || h.by == "autobump") {
+        w.checker.fail(
+            I6,
+            format!("an automatic hold names {} as its author", h.by),
+        );
+    }
+}
+
+fn lifted(w: &mut World, automatic: bool, writer: &Writer) {
+    let placed = w.checker.hold_placed.take().map_or(0, |(seq, _)| seq);
+    let seq = w.seq;
+    match writer {
+        Writer::Cli(_) => w.checker.lifts.push(Lift {
+            written: seq,
+            decided: seq,
+            role: Permission::Admin,
+            stale: false,
+        }),
+        Writer::Controller => {
+            let needs = w.scenario.unhold_needs(automatic);
+            let candidates: Vec<(u64, u64, Permission)> = w
+                .comments
+                .iter()
+                .filter(|c| {
+                    !w.checker.consumed.contains(&c.id)
+                        && commands::parse(&c.body) == Some(Command::Unhold)
+                        && World::permission(&c.author) >= needs
+                })
+                .map(|c| (c.id, c.created_seq, World::permission(&c.author)))
+                .collect();
+            let fresh = candidates.iter().find(|(_, created, _)| *created > placed);
+            match (fresh, candidates.first()) {
+                (Some(&(id, created, role)), _) => {
+                    w.checker.consumed.insert(id);
+                    w.checker.lifts.push(Lift {
+                        written: seq,
+                        decided: created,
+                        role,
+                        stale: false,
+                    });
+                }
+                (None, Some(&(id, created, role))) => {
+                    w.checker.consumed.insert(id);
+                    w.checker.lifts.push(Lift {
+                        written: seq,
+                        decided: created,
+                        role,
+                        stale: true,
+                    });
+                    w.checker.known_issue(
+                        I6,
+                        STALE_UNHOLD,
+                        format!("a{} hold was lifted by an /unhold written before the hold was placed (comment {id})", if automatic { "n automatic" } else { "" }),
+                    );
+                }
+                (None, None) => w.checker.fail(
+                    I6,
+                    format!(
+                        "a{} hold was lifted, but nobody with {needs} permission asked for it",
+                        if automatic { "n automatic" } else { "" }
+                    ),
+                ),
+            }
+        }
+    }
+}
+
+fn promoted(w: &mut World, good: &autobump::policy::v1alpha1::Release, state: &PolicyState) {
+    let now = w.now;
+    w.checker.count(I2);
+    let versions: Versions = good
+        .images
+        .iter()
+        .map(|i| (i.image.clone(), i.tag.clone()))
+        .collect();
+    if let Some(rc) = &w.rc
+        && !rc.gate.is_clear()
+    {
+        let gate = rc.gate.clone();
+        w.checker.fail(
+            I2,
+            format!("{} promoted while the gate was {gate:?}", good.summary),
+        );
+    }
+    if versions != w.deployed_versions() {
+        w.checker.fail(
+            I2,
+            format!(
+                "{} promoted but main deploys {:?}",
+                good.summary,
+                w.deployed_versions()
+            ),
+        );
+    }
+    let bake = w.scenario.bake.unwrap_or(TimeDelta::zero());
+    let need = bake + w.scenario.deploy_delay;
+    if let Some((since, _)) = &w.checker.main_since
+        && now - *since < need
+    {
+        let since = *since;
+        w.checker.fail(
+            I2,
+            format!(
+                "{} promoted at {now}, deployed since {since}: less than deployDelay + bake",
+                good.summary
+            ),
+        );
+    }
+    if w.scenario.bake.is_some() {
+        // Readings strictly inside the bake: one at its very start may precede (at the
+        // same instant) the Clear reading that started it.
+        let window_start = now - bake;
+        let noisy = w
+            .checker
+            .completed
+            .iter()
+            .find(|(t, clear, v)| *t > window_start && *t < now && !clear && *v == versions)
+            .map(|(t, _, _)| *t);
+        if let Some(t) = noisy {
+            w.checker.fail(I2, format!("{} promoted at {now}, but a reconcile at {t} saw the gate not Clear during its bake", good.summary));
+        }
+    }
+    let bad = state.bad_pairs();
+    if versions.iter().any(|v| bad.contains(v)) {
+        w.checker.fail(
+            I2,
+            format!("{} promoted although recorded as bad", good.summary),
+        );
+    }
+}
+
+/// The reconcile in progress ended (`ok`: it returned Ok).
+pub fn on_reconcile_end(w: &mut World, ok: bool) {
+    let Some(rc) = w.rc.clone() else { return };
+    let now = w.now;
+    let state = w.state();
+    // 7: no lost hold. The last permitted command among the comments this reconcile
+    // marked seen decides whether a person's hold must be in force.
+    w.checker.count(I7);
+    let mut wants_hold = false;
+    for id in &rc.newly_seen {
+        let Some(c) = w.comments.iter().find(|c| c.id == *id) else {
+            continue;
+        };
+        let role = World::permission(&c.author);
+        match commands::parse(&c.body) {
+            Some(Command::Hold(_)) if role >= w.scenario.requirements.hold => wants_hold = true,
+            Some(Command::Unhold) if role >= w.scenario.unhold_needs(false) => wants_hold = false,
+            _ => {}
+        }
+    }
+    // (A person lifting the hold with the CLI while the reconcile ran races it:
+    // the command was judged against the hold read at the start.)
+    if wants_hold && state.hold.is_none() && !rc.concurrent_cli_unhold {
+        w.checker.fail(
+            I7,
+            "a permitted /hold was marked seen but no hold is in force (lost hold)",
+        );
+    }
+    let clean = ok && !rc.fault_fired && rc.interleave.is_none() && !w.crashed;
+    let _ = &state;
+    if ok {
+        let deployed = w.deployed_versions();
+        w.checker
+            .completed
+            .push((now, rc.gate.is_clear(), deployed));
+        let horizon = now - TimeDelta::hours(12);
+        w.checker.completed.retain(|(t, _, _)| *t >= horizon);
+    }
+    // 5: a due rollback is delivered within a few clean reconciles, whatever the
+    // window, the hold or the checks say.
+    let due = rollback_due(w);
+    if rc.rollback_due || due {
+        w.checker.count(I5);
+    }
+    if due {
+        if clean {
+            w.checker.rollback_due_clean += 1;
+            if w.checker.rollback_due_clean > 3 {
+                let main = w.git.head(MAIN).unwrap_or_default().to_owned();
+                w.checker.fail(
+                    I5,
+                    format!(
+                        "main ({}) still deploys a bad version after {} clean reconciles",
+                        short(&main),
+                        w.checker.rollback_due_clean
+                    ),
+                );
+            }
+        }
+    } else {
+        w.checker.rollback_due_clean = 0;
+    }
+}
+
+/// Whether main deploys a version recorded as bad while there is a known-good one.
+pub fn rollback_due(w: &World) -> bool {
+    let state = w.state();
+    let bad = state.bad_pairs();
+    state.last_known_good.is_some() && w.deployed_versions().iter().any(|v| bad.contains(v))
+}
+
+/// At the start of a reconcile: the schedule agrees with the oracle.
+pub fn on_reconcile_start(w: &mut World) {
+    let now = w.now;
+    let due = rollback_due(w);
+    if let Some(rc) = w.rc.as_mut() {
+        rc.rollback_due = due;
+    }
+    w.checker.count(I1);
+    let ours = w.scenario.oracle.open(now);
+    let theirs = w.scenario.policy.spec.schedule.to_schedule().is_open(now);
+    if ours != theirs {
+        w.checker.fail(
+            I1,
+            format!(
+                "at {now} ({} local) the schedule says open={theirs}, the oracle open={ours}",
+                now.with_timezone(&w.scenario.oracle.tz)
+            ),
+        );
+    }
+}
