@@ -121,13 +121,14 @@ struct Totals {
     closed_refused: u64,
     coverage: [u64; 3],
     counts: BTreeMap<&'static str, u64>,
-    known: BTreeMap<&'static str, u64>,
+    /// Known issues: how often, and the first history that showed each.
+    known: BTreeMap<&'static str, (u64, u64)>,
     /// Violations by invariant and message shape: how many, and one seed.
     failures: BTreeMap<String, (u64, u64)>,
 }
 
 impl Totals {
-    fn add(&mut self, steps: usize, out: history::Outcome) {
+    fn add(&mut self, seed: u64, steps: usize, out: history::Outcome) {
         self.histories += 1;
         self.steps += steps as u64;
         self.reconciles += out.reconciles;
@@ -143,7 +144,7 @@ impl Totals {
             *self.counts.entry(k).or_default() += v;
         }
         for (k, v) in out.known {
-            *self.known.entry(k).or_default() += v;
+            self.known.entry(k).or_insert((0, seed)).0 += v;
         }
     }
 
@@ -189,7 +190,7 @@ impl Totals {
         let known: Vec<String> = self
             .known
             .iter()
-            .map(|(k, v)| format!("{k}: {v}"))
+            .map(|(k, (n, seed))| format!("{k}: {n} (first in history {seed:#x})"))
             .collect();
         println!(
             "known issues (design questions in the report; counted, not failed): {}",
@@ -207,7 +208,7 @@ impl Totals {
             pct(self.coverage[2])
         );
         println!(
-            "liveness phase: {} PRs autobump refused to merge (not tampered with) closed by a person",
+            "liveness phase: a person worked around a known issue {} times (closed a PR autobump refused although nobody tampered with it, or deleted a stale rollback branch)",
             self.closed_refused
         );
         for (shape, (count, seed)) in &self.failures {
@@ -256,7 +257,7 @@ fn random_histories() {
             }
             t.failed(seed, v);
         }
-        t.add(steps.len(), out);
+        t.add(seed, steps.len(), out);
     }
     t.print(base, first..first + n, watch.elapsed().as_secs_f64());
     assert!(
