@@ -323,6 +323,10 @@ pub fn apply_world_event(w: &mut World, step: &Step) {
                 let (repo, i) = all[*pick as usize % all.len()].clone();
                 let gone = w.registry.repos.get_mut(&repo).expect("listed").remove(i);
                 w.seq += 1;
+                let seq = w.seq;
+                w.registry
+                    .deleted
+                    .insert((repo.clone(), gone.tag.clone()), seq);
                 w.note(format!("  deleted {repo}:{}", gone.tag));
             }
         }
@@ -639,6 +643,8 @@ pub struct Outcome {
     pub bumps: u32,
     /// Merges a concurrent CLI hold raced.
     pub hold_races: u32,
+    /// Bumps that landed a tag deleted while their reconcile ran.
+    pub tag_races: u32,
     /// PRs autobump refused (not a person's tampering) that a person closed.
     pub closed_refused: u32,
     /// Known issues seen, by name.
@@ -1060,6 +1066,7 @@ fn run_with(seed: u64, steps: &[Step], verbose: bool, workarounds: bool) -> Outc
         rollbacks: w.checker.rollbacks,
         bumps: w.checker.bumps_landed,
         hold_races: w.checker.hold_races,
+        tag_races: w.checker.tag_races,
         closed_refused: sim.closed_refused,
         known: w.checker.known.clone(),
         coverage: sim.coverage,

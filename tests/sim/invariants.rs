@@ -118,6 +118,8 @@ pub struct Checker {
     pub holds: u32,
     /// Merges a CLI hold raced (placed while the reconcile ran, after it read the store).
     pub hold_races: u32,
+    /// Bumps that landed a tag deleted while their reconcile ran (after it was listed).
+    pub tag_races: u32,
     /// Known issues (design questions in the report) fail only in strict runs.
     pub strict: bool,
     /// Known issues seen, by name.
@@ -419,7 +421,11 @@ fn landing_bump(w: &mut World, before: &Files, after: &Files, pr: Option<(&Pr, &
                     "a bump moved {}:{}, which the registry does not list",
                     m.0, m.1
                 );
-                if w.rc.as_ref().is_some_and(|rc| rc.registry_failed) {
+                let start = w.rc.as_ref().map_or(u64::MAX, |rc| rc.start_seq);
+                if w.registry.deleted.get(m).is_some_and(|at| *at > start) {
+                    // Deleted between the listing and the push: a race no check closes.
+                    w.checker.tag_races += 1;
+                } else if w.rc.as_ref().is_some_and(|rc| rc.registry_failed) {
                     w.checker.known_issue(I3, STALE_TAG_LIST, message);
                 } else {
                     w.checker.fail(I3, message);

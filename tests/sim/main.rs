@@ -118,6 +118,7 @@ struct Totals {
     rollbacks: u64,
     bumps: u64,
     hold_races: u64,
+    tag_races: u64,
     closed_refused: u64,
     coverage: [u64; 3],
     counts: BTreeMap<&'static str, u64>,
@@ -136,6 +137,7 @@ impl Totals {
         self.rollbacks += u64::from(out.rollbacks);
         self.bumps += u64::from(out.bumps);
         self.hold_races += u64::from(out.hold_races);
+        self.tag_races += u64::from(out.tag_races);
         self.closed_refused += u64::from(out.closed_refused);
         for (total, c) in self.coverage.iter_mut().zip(out.coverage) {
             *total += c;
@@ -168,7 +170,7 @@ impl Totals {
     #[allow(clippy::cast_precision_loss)]
     fn print(&self, base: u64, range: std::ops::Range<u64>, secs: f64) {
         println!(
-            "sim: {} histories ({}..{}) from seed {base:#x} in {secs:.1} s ({:.1} histories/s): {} steps, {} reconciles, {} crash-restarts, {} rollbacks, {} bumps landed, {} merges raced by a concurrent CLI hold",
+            "sim: {} histories ({}..{}) from seed {base:#x} in {secs:.1} s ({:.1} histories/s): {} steps, {} reconciles, {} crash-restarts, {} rollbacks, {} bumps landed; races no check can close: {} merges with a CLI hold placed mid-reconcile, {} bumps with their tag deleted mid-reconcile",
             self.histories,
             range.start,
             range.end,
@@ -178,7 +180,8 @@ impl Totals {
             self.crashes,
             self.rollbacks,
             self.bumps,
-            self.hold_races
+            self.hold_races,
+            self.tag_races
         );
         println!("invariant checks (evaluations, all passed):");
         for name in invariants::ALL {

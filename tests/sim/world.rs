@@ -202,6 +202,8 @@ pub struct RegistryWorld {
     pub ever: HashMap<(String, String), bool>,
     /// Every digest `(repository, tag)` ever had.
     pub digests: HashMap<(String, String), Vec<String>>,
+    /// When (event counter) `(repository, tag)` was last deleted.
+    pub deleted: HashMap<(String, String), u64>,
     /// The date the next tag is built on.
     pub next_date: Option<NaiveDate>,
 }
