@@ -238,7 +238,6 @@ fn replay(seed: u64) {
 }
 
 #[test]
-#[ignore = "enabled once the bugs it finds are fixed (next commits)"]
 fn random_histories() {
     if let Some(seed) = env_u64("AUTOBUMP_SIM_REPLAY") {
         replay(seed);
