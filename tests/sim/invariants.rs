@@ -108,6 +108,8 @@ pub struct Checker {
     pub last_rollback: Option<u64>,
     /// Clean reconciles since a rollback became due.
     rollback_due_clean: u32,
+    /// The due rollback's stale branch was reported.
+    stale_rollback_reported: bool,
     /// Rollback decisions so far.
     pub rollbacks: u32,
     /// Bumps landed on main.
@@ -827,26 +829,32 @@ pub fn on_reconcile_end(w: &mut World, ok: bool) {
     if rc.rollback_due || due {
         w.checker.count(I5);
     }
-    if due {
-        if clean {
-            w.checker.rollback_due_clean += 1;
-            if w.checker.rollback_due_clean > 3 {
-                let main = w.git.head(MAIN).unwrap_or_default().to_owned();
-                let message = format!(
+    if !due {
+        w.checker.rollback_due_clean = 0;
+        w.checker.stale_rollback_reported = false;
+    } else if clean && stale_rollback_branch(w) {
+        // Blocked by a known issue: counted once per rollback, not towards the limit.
+        if !w.checker.stale_rollback_reported {
+            w.checker.stale_rollback_reported = true;
+            w.checker.known_issue(
+                I5,
+                STALE_ROLLBACK_BRANCH,
+                "the rollback is blocked by the rollback branch of an earlier, merged rollback",
+            );
+        }
+    } else if clean {
+        w.checker.rollback_due_clean += 1;
+        if w.checker.rollback_due_clean > 3 {
+            let main = w.git.head(MAIN).unwrap_or_default().to_owned();
+            w.checker.fail(
+                I5,
+                format!(
                     "main ({}) still deploys a bad version after {} clean reconciles",
                     short(&main),
                     w.checker.rollback_due_clean
-                );
-                if stale_rollback_branch(w) {
-                    w.checker.rollback_due_clean = 0;
-                    w.checker.known_issue(I5, STALE_ROLLBACK_BRANCH, message);
-                } else {
-                    w.checker.fail(I5, message);
-                }
-            }
+                ),
+            );
         }
-    } else {
-        w.checker.rollback_due_clean = 0;
     }
 }
 
