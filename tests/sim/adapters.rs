@@ -62,6 +62,9 @@ impl SimRegistry {
     fn tags_now(&self, image: &ImageRef) -> Result<Vec<String>, RegistryError> {
         let mut w = lock(&self.0);
         if let Admit::Fail { retryable } = w.admit("registry.tags", false) {
+            if let Some(rc) = w.rc.as_mut() {
+                rc.registry_failed = true;
+            }
             return Err(registry_error(image, retryable));
         }
         let repo = image.canonical_repository();
@@ -111,9 +114,19 @@ impl Registry for SimRegistry {
         image: &ImageRef,
         tag: &str,
     ) -> impl Future<Output = Result<String, RegistryError>> + Send {
-        let result = self.created_now(image, tag).map(|_| {
-            let h = hash_hex(&[image.canonical_repository().as_bytes(), tag.as_bytes()]);
-            format!("sha256:{h}{}", &h[..24])
+        let result = self.created_now(image, tag).and_then(|_| {
+            let w = lock(&self.0);
+            let repo = image.canonical_repository();
+            w.registry
+                .repos
+                .get(&repo)
+                .and_then(|tags| tags.iter().find(|t| t.tag == tag))
+                .map(|t| crate::world::digest_of(&repo, tag, t.generation))
+                .ok_or_else(|| RegistryError::NotFound {
+                    registry: image.registry().to_owned(),
+                    image: repo,
+                    what: format!("manifest {tag}"),
+                })
         });
         ready(result)
     }
@@ -914,6 +927,7 @@ impl Forge for SimForge {
                 p.merged = true;
                 p.final_head = Some(head.clone());
             }
+            w.merged_heads.insert(head.clone());
             let kind = if pr.head_branch == w.scenario.bump_branch {
                 crate::invariants::Landing::Bump
             } else if pr.head_branch == w.scenario.rollback_branch {

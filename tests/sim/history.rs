@@ -55,6 +55,8 @@ pub enum Tamper {
     BadTag,
     /// A commit with the same tree (the head moves, the diff does not).
     Empty,
+    /// An image pinned to a digest its tag never had.
+    OtherDigest,
 }
 
 /// How a person changes main.
@@ -106,6 +108,13 @@ pub enum Step {
         count: u8,
         /// Bit i: build i is bad.
         bad: u16,
+    },
+    /// A tag is pushed again (a new manifest, a new digest, under the same name).
+    Repush {
+        /// Which (modulo the number of tags).
+        pick: u32,
+        /// The registry's push notification reaches autobump.
+        notify: bool,
     },
     /// A tag disappears.
     DeleteTag {
@@ -203,7 +212,11 @@ fn random_step(rng: &mut Rng, top: bool) -> Step {
             days: rng.u8(0..3),
             notify: rng.u32(0..10) < 7,
         },
-        640..=647 => Step::Flood {
+        640..=643 => Step::Repush {
+            pick: rng.u32(..),
+            notify: rng.bool(),
+        },
+        644..=647 => Step::Flood {
             count: rng.u8(2..7),
             bad: rng.u16(..),
         },
@@ -223,7 +236,7 @@ fn random_step(rng: &mut Rng, top: bool) -> Step {
             pending: rng.u32(0..3) == 0,
         },
         818..=842 => Step::Reachable(rng.u32(0..3) > 0),
-        843..=862 => Step::Tamper(match rng.u32(0..8) {
+        843..=862 => Step::Tamper(match rng.u32(0..9) {
             0 => Tamper::NonImage,
             1 => Tamper::UnknownTag,
             2 => Tamper::OtherRegistry,
@@ -231,6 +244,7 @@ fn random_step(rng: &mut Rng, top: bool) -> Step {
             4 => Tamper::NewFile,
             5 => Tamper::DeleteFile,
             6 => Tamper::BadTag,
+            7 => Tamper::OtherDigest,
             _ => Tamper::Empty,
         }),
         863..=912 => Step::HumanMain(match rng.u32(0..3) {
@@ -283,6 +297,21 @@ pub fn apply_world_event(w: &mut World, step: &Step) {
                 w.new_tag(&all, good, u32::from(i % 2));
             }
         }
+        Step::Repush { pick, .. } => {
+            let all: Vec<(String, usize)> = w
+                .registry
+                .repos
+                .iter()
+                .flat_map(|(r, tags)| (0..tags.len()).map(move |i| (r.clone(), i)))
+                .collect();
+            if !all.is_empty() {
+                let (repo, i) = all[*pick as usize % all.len()].clone();
+                if let Some(tag) = w.registry.repush(&repo, i) {
+                    w.seq += 1;
+                    w.note(format!("  pushed {repo}:{tag} again (new digest)"));
+                }
+            }
+        }
         Step::DeleteTag { pick } => {
             let all: Vec<(String, usize)> = w
                 .registry
@@ -294,6 +323,10 @@ pub fn apply_world_event(w: &mut World, step: &Step) {
                 let (repo, i) = all[*pick as usize % all.len()].clone();
                 let gone = w.registry.repos.get_mut(&repo).expect("listed").remove(i);
                 w.seq += 1;
+                let seq = w.seq;
+                w.registry
+                    .deleted
+                    .insert((repo.clone(), gone.tag.clone()), seq);
                 w.note(format!("  deleted {repo}:{}", gone.tag));
             }
         }
@@ -420,6 +453,29 @@ fn first_tag(text: &str, prefix: &str) -> Option<(String, String)> {
     })
 }
 
+/// Pins `repo:tag` in `path` to a digest that tag never had.
+fn pin_other_digest(
+    files: &mut crate::world::Files,
+    path: &str,
+    repo: &str,
+    tag: &str,
+    prefix: &str,
+) -> bool {
+    let evil = crate::world::digest_of(repo, tag, 9999);
+    let Some(line) = files.get(path).and_then(|t| {
+        t.lines()
+            .find(|l| l.contains(&format!("{repo}:{tag}")))
+            .map(str::to_owned)
+    }) else {
+        return false;
+    };
+    let old = crate::scenario::image_tokens(&line, prefix)
+        .into_iter()
+        .next()
+        .map(|t| line[t.at..t.version_at() + t.version_len()].to_owned());
+    old.is_some_and(|old| edit(files, path, &old, &format!("{repo}:{tag}@{evil}")))
+}
+
 fn tamper(w: &mut World, kind: Tamper) {
     let branch = w.scenario.bump_branch.clone();
     let Some(head) = w.git.head(&branch).map(str::to_owned) else {
@@ -485,6 +541,9 @@ fn tamper(w: &mut World, kind: Tamper) {
                 ),
                 _ => false,
             }
+        }
+        (Tamper::OtherDigest, Some((repo, tag))) => {
+            pin_other_digest(&mut files, &app_file, &repo, &tag, &prefix)
         }
         (Tamper::Empty, _) => true,
         _ => false,
@@ -584,6 +643,8 @@ pub struct Outcome {
     pub bumps: u32,
     /// Merges a concurrent CLI hold raced.
     pub hold_races: u32,
+    /// Bumps that landed a tag deleted while their reconcile ran.
+    pub tag_races: u32,
     /// PRs autobump refused (not a person's tampering) that a person closed.
     pub closed_refused: u32,
     /// Known issues seen, by name.
@@ -675,6 +736,7 @@ impl Sim {
                 concurrent_cli_hold: false,
                 concurrent_cli_unhold: false,
                 rollback_due: false,
+                registry_failed: false,
                 calls_log: Vec::new(),
             });
             invariants::on_reconcile_start(&mut w);
@@ -757,7 +819,7 @@ impl Sim {
                 );
             }
             Step::Restart => self.restart(),
-            Step::PushTag { notify, .. } => {
+            Step::PushTag { notify, .. } | Step::Repush { notify, .. } => {
                 apply_world_event(&mut self.w(), step);
                 if *notify {
                     // A registry push notification: the resolver forgets cached digests and build times.
@@ -901,6 +963,13 @@ impl Sim {
             let refused = w.state().hold.as_ref().is_some_and(|h| {
                 h.by == "autobump" && h.reason.contains("changes more than the planned bump")
             });
+            // A rollback stuck on its own merged branch: the person deletes the branch.
+            if workarounds && invariants::rollback_due(&w) && invariants::stale_rollback_branch(&w)
+            {
+                let rollback = w.scenario.rollback_branch.clone();
+                w.git.branches.remove(&rollback);
+                closed_refused += 1;
+            }
             let tampered = w.tampered.contains(&branch);
             if tampered || (refused && workarounds) {
                 let head = w.git.head(&branch).map(str::to_owned);
@@ -999,6 +1068,7 @@ fn run_with(seed: u64, steps: &[Step], verbose: bool, workarounds: bool) -> Outc
         rollbacks: w.checker.rollbacks,
         bumps: w.checker.bumps_landed,
         hold_races: w.checker.hold_races,
+        tag_races: w.checker.tag_races,
         closed_refused: sim.closed_refused,
         known: w.checker.known.clone(),
         coverage: sim.coverage,

@@ -46,6 +46,22 @@ pub const STALE_UNHOLD: &str = "stale /unhold lifts a newer hold";
 pub const MANUAL_HOLD_ABSORBS_ROLLBACK: &str =
     "rollback under a manual hold leaves no automatic hold";
 
+/// Known issue: a second rollback to the same known-good tree finds the rollback
+/// branch still at the first rollback's (merged) commit with that tree, pushes
+/// nothing, and its PR is refused ("No commits between") or conflicts.
+pub const STALE_ROLLBACK_BRANCH: &str = "rollback branch reused after its PR merged";
+
+/// Known issue: when the registry cannot be read, the diff check of a PR that does
+/// not carry the planned tree uses the last tag list read, which may still list a
+/// tag deleted since; the PR merges with a tag the registry no longer has.
+pub const STALE_TAG_LIST: &str = "diff checked against a stale tag list";
+
+/// Known issue: the diff check of a PR that does not carry the planned tree checks
+/// tags against the registry but not digests, so a reference pinned to any digest
+/// merges.
+pub const UNVERIFIED_DIGEST: &str = "digest in a PR not checked against the registry";
+const NEVER_HAD: &str = "which that tag never had";
+
 /// Every name, in report order.
 pub const ALL: &[&str] = &[I1, I2, I3, I4, I5, I6, I7, L1, L2];
 
@@ -92,6 +108,8 @@ pub struct Checker {
     pub last_rollback: Option<u64>,
     /// Clean reconciles since a rollback became due.
     rollback_due_clean: u32,
+    /// The due rollback's stale branch was reported.
+    stale_rollback_reported: bool,
     /// Rollback decisions so far.
     pub rollbacks: u32,
     /// Bumps landed on main.
@@ -102,6 +120,8 @@ pub struct Checker {
     pub holds: u32,
     /// Merges a CLI hold raced (placed while the reconcile ran, after it read the store).
     pub hold_races: u32,
+    /// Bumps that landed a tag deleted while their reconcile ran (after it was listed).
+    pub tag_races: u32,
     /// Known issues (design questions in the report) fail only in strict runs.
     pub strict: bool,
     /// Known issues seen, by name.
@@ -169,15 +189,15 @@ fn short(sha: &str) -> &str {
     &sha[..sha.len().min(8)]
 }
 
-/// A tag with its `(repo, tag)` replaced by `*`, to compare lines around references.
+/// A line with the versions (`tag[@digest]`) of its references replaced by `*`, to
+/// compare lines around references.
 fn blank(line: &str, prefix: &str) -> String {
     let mut out = String::new();
     let mut last = 0;
     for t in image_tokens(line, prefix) {
-        let tag_at = t.at + t.repo.len() + 1;
-        out.push_str(&line[last..tag_at]);
+        out.push_str(&line[last..t.version_at()]);
         out.push('*');
-        last = tag_at + t.tag.len();
+        last = t.version_at() + t.version_len();
     }
     out.push_str(&line[last..]);
     out
@@ -221,8 +241,18 @@ fn image_only_diff(
             }
             let comment_at = o.find('#').unwrap_or(usize::MAX);
             for (a, b) in ot.iter().zip(&nt) {
-                if a.tag == b.tag {
+                if a.tag == b.tag && a.digest == b.digest {
                     continue;
+                }
+                if let Some(d) = b.digest
+                    && !w.registry.had_digest(b.repo, b.tag, d)
+                {
+                    return Err(format!(
+                        "{path}:{}: {}:{} pinned to {d}, {NEVER_HAD}",
+                        i + 1,
+                        b.repo,
+                        b.tag
+                    ));
                 }
                 if a.repo != b.repo || !a.repo.starts_with(prefix.as_str()) {
                     return Err(format!(
@@ -375,6 +405,11 @@ fn landing_bump(w: &mut World, before: &Files, after: &Files, pr: Option<(&Pr, &
     // 3: diff, registry, head and checks.
     w.checker.count(I3);
     match image_only_diff(w, before, after) {
+        Err(why) if why.contains(NEVER_HAD) => w.checker.known_issue(
+            I3,
+            UNVERIFIED_DIGEST,
+            format!("a bump changed more than image versions: {why}"),
+        ),
         Err(why) => w.checker.fail(
             I3,
             format!("a bump changed more than image versions: {why}"),
@@ -384,14 +419,19 @@ fn landing_bump(w: &mut World, before: &Files, after: &Files, pr: Option<(&Pr, &
                 w.checker.fail(I3, "a bump landed that moves no image");
             }
             if let Some(m) = moved.iter().find(|(r, t)| !w.registry.has(r, t)) {
-                let m = m.clone();
-                w.checker.fail(
-                    I3,
-                    format!(
-                        "a bump moved {}:{}, which the registry does not list",
-                        m.0, m.1
-                    ),
+                let message = format!(
+                    "a bump moved {}:{}, which the registry does not list",
+                    m.0, m.1
                 );
+                let start = w.rc.as_ref().map_or(u64::MAX, |rc| rc.start_seq);
+                if w.registry.deleted.get(m).is_some_and(|at| *at > start) {
+                    // Deleted between the listing and the push: a race no check closes.
+                    w.checker.tag_races += 1;
+                } else if w.rc.as_ref().is_some_and(|rc| rc.registry_failed) {
+                    w.checker.known_issue(I3, STALE_TAG_LIST, message);
+                } else {
+                    w.checker.fail(I3, message);
+                }
             }
             let bad = state.bad_pairs();
             if let Some(m) = moved.iter().find(|m| bad.contains(m)) {
@@ -772,8 +812,9 @@ pub fn on_reconcile_end(w: &mut World, ok: bool) {
             "a permitted /hold was marked seen but no hold is in force (lost hold)",
         );
     }
-    let clean = ok && !rc.fault_fired && rc.interleave.is_none() && !w.crashed;
-    let _ = &state;
+    // Clean: nothing injected. A reconcile that fails on its own still counts: a
+    // rollback blocked by a persistent error is blocked.
+    let clean = !rc.fault_fired && rc.interleave.is_none() && !w.crashed;
     if ok {
         let deployed = w.deployed_versions();
         w.checker
@@ -788,24 +829,40 @@ pub fn on_reconcile_end(w: &mut World, ok: bool) {
     if rc.rollback_due || due {
         w.checker.count(I5);
     }
-    if due {
-        if clean {
-            w.checker.rollback_due_clean += 1;
-            if w.checker.rollback_due_clean > 3 {
-                let main = w.git.head(MAIN).unwrap_or_default().to_owned();
-                w.checker.fail(
-                    I5,
-                    format!(
-                        "main ({}) still deploys a bad version after {} clean reconciles",
-                        short(&main),
-                        w.checker.rollback_due_clean
-                    ),
-                );
-            }
-        }
-    } else {
+    if !due {
         w.checker.rollback_due_clean = 0;
+        w.checker.stale_rollback_reported = false;
+    } else if clean && stale_rollback_branch(w) {
+        // Blocked by a known issue: counted once per rollback, not towards the limit.
+        if !w.checker.stale_rollback_reported {
+            w.checker.stale_rollback_reported = true;
+            w.checker.known_issue(
+                I5,
+                STALE_ROLLBACK_BRANCH,
+                "the rollback is blocked by the rollback branch of an earlier, merged rollback",
+            );
+        }
+    } else if clean {
+        w.checker.rollback_due_clean += 1;
+        if w.checker.rollback_due_clean > 3 {
+            let main = w.git.head(MAIN).unwrap_or_default().to_owned();
+            w.checker.fail(
+                I5,
+                format!(
+                    "main ({}) still deploys a bad version after {} clean reconciles",
+                    short(&main),
+                    w.checker.rollback_due_clean
+                ),
+            );
+        }
     }
+}
+
+/// Whether the rollback branch still points at a rollback PR that merged.
+pub fn stale_rollback_branch(w: &World) -> bool {
+    w.git
+        .head(&w.scenario.rollback_branch)
+        .is_some_and(|h| w.merged_heads.contains(h))
 }
 
 /// Whether main deploys a version recorded as bad while there is a known-good one.

@@ -105,6 +105,8 @@ pub struct Scenario {
     pub checks: Vec<(String, bool)>,
     /// Structured (else text) rewriting.
     pub structured: bool,
+    /// `pinDigest`: references carry `@sha256:…`.
+    pub pin_digest: bool,
     /// Where the history starts.
     pub start: DateTime<Utc>,
 }
@@ -213,6 +215,10 @@ impl Scenario {
             .map(|s| (*s).to_owned())
             .collect();
         let consistent = rng.bool();
+        // Choices added later draw from their own stream, so older seeds keep their
+        // scenarios (the regression tests rely on that).
+        let mut later = Rng::with_seed(seed ^ 0x1a7e_c401);
+        let pin_digest = later.u32(0..10) < 3;
         let structured = rng.u32(0..5) > 0;
         let tz_name = *pick(&mut rng, ZONES);
         let tz: Tz = tz_name.parse().expect("known zone");
@@ -302,7 +308,7 @@ impl Scenario {
         );
         let _ = writeln!(
             y,
-            "  images:\n    - prefix: {PREFIX}\n      tags: {{dateSha: {{}}}}\n      consistent: {consistent}"
+            "  images:\n    - prefix: {PREFIX}\n      tags: {{dateSha: {{}}}}\n      consistent: {consistent}\n      pinDigest: {pin_digest}"
         );
         let _ = writeln!(
             y,
@@ -391,6 +397,7 @@ impl Scenario {
             required_checks,
             checks,
             structured,
+            pin_digest,
             start,
         }
     }
@@ -421,23 +428,36 @@ impl Scenario {
         }
     }
 
-    /// The repository's files at the start, every app at `tag`.
+    /// The repository's files at the start, every app at `tag` (pinned to its first
+    /// digest with `pinDigest`).
     pub fn initial_files(&self, tag: &str) -> Files {
         let mut files = Files::new();
         let app = &self.apps[0];
+        let version = |app: &str| {
+            if self.pin_digest {
+                format!(
+                    "{tag}@{}",
+                    crate::world::digest_of(&format!("{PREFIX}{app}"), tag, 0)
+                )
+            } else {
+                tag.to_owned()
+            }
+        };
+        let v = version(app);
         files.insert(
             format!("deploy/{app}.yaml"),
             format!(
-                "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {app}\nspec:\n  replicas: 2\n  template:\n    spec:\n      containers:\n        - name: {app}\n          image: {PREFIX}{app}:{tag}  # keep this comment\n          args: [\"--config=/etc/{app}/config.yaml\"]\n# previously {PREFIX}{app}:{tag}\n"
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {app}\nspec:\n  replicas: 2\n  template:\n    spec:\n      containers:\n        - name: {app}\n          image: {PREFIX}{app}:{v}  # keep this comment\n          args: [\"--config=/etc/{app}/config.yaml\"]\n# previously {PREFIX}{app}:{tag}\n"
             )
             .into(),
         );
         if self.apps.len() > 1 {
             let mut bundle = String::new();
             for app in &self.apps[1..] {
+                let v = version(app);
                 let _ = write!(
                     bundle,
-                    "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {app}\nspec:\n  replicas: 1\n  template:\n    spec:\n      containers:\n        - name: {app}\n          image: \"{PREFIX}{app}:{tag}\"\n"
+                    "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {app}\nspec:\n  replicas: 1\n  template:\n    spec:\n      containers:\n        - name: {app}\n          image: \"{PREFIX}{app}:{v}\"\n"
                 );
             }
             files.insert("deploy/bundle.yaml".into(), bundle.into());
@@ -459,7 +479,7 @@ impl Scenario {
     }
 }
 
-/// An image reference `<prefix><app>:<tag>` found in a line.
+/// An image reference `<prefix><app>:<tag>[@<digest>]` found in a line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Token<'a> {
     /// Byte offset in the line.
@@ -468,6 +488,20 @@ pub struct Token<'a> {
     pub repo: &'a str,
     /// The tag.
     pub tag: &'a str,
+    /// The digest (`sha256:…`), if pinned.
+    pub digest: Option<&'a str>,
+}
+
+impl Token<'_> {
+    /// Where the version (tag and digest) starts in the line.
+    pub fn version_at(&self) -> usize {
+        self.at + self.repo.len() + 1
+    }
+
+    /// The version's length (`tag[@digest]`).
+    pub fn version_len(&self) -> usize {
+        self.tag.len() + self.digest.map_or(0, |d| d.len() + 1)
+    }
 }
 
 /// Image references in `line` whose repository contains `/team/` (the policy's
@@ -498,11 +532,16 @@ pub fn image_tokens<'a>(line: &'a str, prefix: &str) -> Vec<Token<'a>> {
         if !repo.contains(&format!("/{ns}")) && !repo.starts_with(ns) {
             continue;
         }
-        let tag = word[colon + 1..].split('@').next().unwrap_or("");
+        let version = &word[colon + 1..];
+        let (tag, digest) = match version.split_once('@') {
+            Some((t, d)) => (t, Some(d)),
+            None => (version, None),
+        };
         out.push(Token {
             at: start,
             repo,
             tag,
+            digest,
         });
     }
     out

@@ -182,6 +182,15 @@ pub struct TagInfo {
     pub tag: String,
     /// Its build time.
     pub created: DateTime<Utc>,
+    /// How often it was pushed again (each push is a new manifest, a new digest).
+    pub generation: u32,
+}
+
+/// The digest of the `generation`-th push of `repo:tag`.
+pub fn digest_of(repo: &str, tag: &str, generation: u32) -> String {
+    let a = hash_hex(&[repo.as_bytes(), tag.as_bytes(), &generation.to_le_bytes()]);
+    let b = hash_hex(&[a.as_bytes()]);
+    format!("sha256:{a}{}", &b[..24])
 }
 
 /// The registry.
@@ -191,6 +200,10 @@ pub struct RegistryWorld {
     pub repos: BTreeMap<String, Vec<TagInfo>>,
     /// Every `(repository, tag)` ever pushed → whether that build is good.
     pub ever: HashMap<(String, String), bool>,
+    /// Every digest `(repository, tag)` ever had.
+    pub digests: HashMap<(String, String), Vec<String>>,
+    /// When (event counter) `(repository, tag)` was last deleted.
+    pub deleted: HashMap<(String, String), u64>,
     /// The date the next tag is built on.
     pub next_date: Option<NaiveDate>,
 }
@@ -201,6 +214,27 @@ impl RegistryWorld {
         self.repos
             .get(repo)
             .is_some_and(|tags| tags.iter().any(|t| t.tag == tag))
+    }
+
+    /// Whether `digest` was ever the digest of `repo:tag`.
+    pub fn had_digest(&self, repo: &str, tag: &str, digest: &str) -> bool {
+        self.digests
+            .get(&(repo.to_owned(), tag.to_owned()))
+            .is_some_and(|d| d.iter().any(|x| x == digest))
+    }
+
+    /// Pushes `repo:tag` again: a new manifest under the same tag.
+    pub fn repush(&mut self, repo: &str, index: usize) -> Option<String> {
+        let tags = self.repos.get_mut(repo)?;
+        let t = tags.get_mut(index)?;
+        t.generation += 1;
+        let digest = digest_of(repo, &t.tag, t.generation);
+        let tag = t.tag.clone();
+        self.digests
+            .entry((repo.to_owned(), tag.clone()))
+            .or_default()
+            .push(digest);
+        Some(tag)
     }
 
     /// Whether `tag` of `repo` is a bad build (unknown tags are not).
@@ -396,6 +430,8 @@ pub struct Reconciling {
     pub concurrent_cli_unhold: bool,
     /// A rollback was due when the reconcile started, or decided during it.
     pub rollback_due: bool,
+    /// A registry tag listing failed during this reconcile.
+    pub registry_failed: bool,
     /// Trace of calls (verbose runs only).
     pub calls_log: Vec<String>,
 }
@@ -455,6 +491,8 @@ pub struct World {
     pub rc: Option<Reconciling>,
     /// Branches a person pushed non-bump changes to (the bot's PR branch tampered).
     pub tampered: BTreeSet<String>,
+    /// Heads of PRs that merged.
+    pub merged_heads: HashSet<String>,
     /// Invariant bookkeeping and results.
     pub checker: Checker,
     /// Keep a call trace.
@@ -503,6 +541,7 @@ impl World {
             crashed: false,
             rc: None,
             tampered: BTreeSet::new(),
+            merged_heads: HashSet::new(),
             checker: Checker::default(),
             verbose: false,
             notes: Vec::new(),
@@ -564,9 +603,15 @@ impl World {
         for &a in apps {
             let repo = self.scenario.repo(a);
             self.registry.ever.insert((repo.clone(), tag.clone()), good);
+            self.registry
+                .digests
+                .entry((repo.clone(), tag.clone()))
+                .or_default()
+                .push(digest_of(&repo, &tag, 0));
             self.registry.repos.entry(repo).or_default().push(TagInfo {
                 tag: tag.clone(),
                 created: self.now,
+                generation: 0,
             });
         }
         self.seq += 1;
