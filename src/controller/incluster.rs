@@ -5,6 +5,8 @@
 use std::sync::Arc;
 
 use super::standalone::{PolicyOutcome, Standalone};
+use tracing::Instrument as _;
+
 use crate::clock::Stopwatch;
 use crate::incluster::driver::{Failure, Outcome, PolicyReconciler, Request};
 use crate::policy::Policy;
@@ -30,14 +32,19 @@ impl PolicyReconciler for ClusterReconciler {
         let policy = Policy::from_resource(&request.object)
             .map_err(|problems| Failure::new("invalid_policy", problems.join("; "), false))?;
         let watch = Stopwatch::start();
+        let span = tracing::info_span!("reconcile", policy = %request.key);
         let outcome = self
             .engine
             .reconcile_in(&policy, &request.store, request.now)
+            .instrument(span.clone())
             .await;
-        self.engine
-            .account(policy.name(), &request.store, &outcome, watch.elapsed());
+        span.in_scope(|| {
+            self.engine
+                .account(policy.name(), &request.store, &outcome, watch.elapsed());
+        });
         self.engine
             .notify(&policy, &request.store, request.now)
+            .instrument(span)
             .await;
         match outcome {
             PolicyOutcome::Done(report) => Ok(Outcome::new(report.summary())),
