@@ -253,7 +253,7 @@ async fn observe_scanned<R: Registry, G: Repo, F: Forge, S: Store>(
                 pr,
                 prepared.as_ref(),
                 (&scanned.head, &branch),
-                !blocked,
+                (!blocked, &state.bad_pairs()),
             )
             .await?;
             snapshot.view.retests_posted = retests;
@@ -345,7 +345,7 @@ async fn observe_pr<R: Registry, G: Repo, F: Forge, S: Store>(
     pr: &PullRequest,
     prepared: Option<&PreparedBump>,
     (base_head, branch): (&str, &crate::policy::values::BranchName),
-    read_checks: bool,
+    (read_checks, bad): (bool, &BTreeSet<(String, String)>),
 ) -> Result<PrSnapshot, ReconcileError> {
     let (head, mergeable, statuses, runs) = if read_checks {
         let mergeability = deps.forge.mergeability(&deps.forge_repo, pr.number).await?;
@@ -366,7 +366,7 @@ async fn observe_pr<R: Registry, G: Repo, F: Forge, S: Store>(
             .repo
             .changed_files(&deps.source, Some(branch), base_head, &head)
             .await?;
-        verify_reference_only(&files, policy, deps.resolver)
+        verify_reference_only(&files, policy, deps.resolver, bad)
     };
     Ok(PrSnapshot {
         view: PrView {
@@ -421,11 +421,13 @@ fn checks_of(
 /// A PR that does not carry the planned tree may be an older bump (fine: it is
 /// refreshed in the next window) or carry other changes (never merged). It passes when
 /// every file it changes differs from its base only inside references to the policy's
-/// images, each moved within its series to a tag the registry listed.
+/// images, each moved within its series to a tag the registry listed and that was
+/// never rolled back (`bad`: canonical image and tag pairs).
 fn verify_reference_only<R: Registry>(
     files: &[crate::repo::ChangedFile],
     policy: &Policy,
     resolver: &Resolver<R>,
+    bad: &BTreeSet<(String, String)>,
 ) -> DiffVerdict {
     if files.is_empty() {
         return DiffVerdict::Differs("the PR changes nothing".into());
@@ -450,7 +452,10 @@ fn verify_reference_only<R: Registry>(
                 continue;
             };
             let Some(tag) = r.tag.clone() else { continue };
-            if !resolver.registry_has(&r.canonical_repository(), &tag) {
+            // No target for a version the registry lacks or that was rolled back: an
+            // unchanged reference needs none, a move to it then differs below.
+            let canonical = r.canonical_repository();
+            if !resolver.registry_has(&canonical, &tag) || bad.contains(&(canonical, tag.clone())) {
                 continue;
             }
             let target = Target {
@@ -468,7 +473,7 @@ fn verify_reference_only<R: Registry>(
         };
         if plan.rewrite(&f.path, old, mode).text.as_ref() != new {
             return DiffVerdict::Differs(format!(
-                "{} changes more than image versions the registry has",
+                "{} changes more than image versions the registry has (and never rolled back)",
                 f.path
             ));
         }

@@ -418,3 +418,53 @@ fn seed_309_rollback_under_a_manual_hold() {
         ],
     );
 }
+
+/// hook's bad build is deployed and rolled back; on autobump's next PR a person puts
+/// that bad build back (the registry still lists it): the diff check only asked
+/// whether the registry lists the tag, so the PR merged a version recorded as bad.
+#[test]
+fn seed_d10687f814c24fae_a_version_rolled_back_before_never_merges_again() {
+    let seed = 0xd106_87f8_14c2_4fae;
+    let s = Scenario::generate(seed);
+    assert!(
+        !s.direct && s.bake.is_some() && s.apps.len() == 1,
+        "{}",
+        s.yaml
+    );
+    let push = |apps, good, days, notify| Step::PushTag {
+        apps,
+        good,
+        days,
+        notify,
+    };
+    let comment = |text| Step::Comment {
+        user: 4,
+        text,
+        open_pr: true,
+        webhook: 1,
+    };
+    passes(
+        seed,
+        &[
+            comment(10),
+            Step::Advance { minutes: 2316 },
+            push(0, false, 0, true),
+            reconcile(),
+            reconcile(),
+            push(6, true, 2, false),
+            Step::Advance { minutes: 17 },
+            push(0, true, 1, true),
+            Step::Advance { minutes: 7 },
+            reconcile(),
+            Step::Advance { minutes: 317 },
+            reconcile(),
+            comment(0),
+            Step::Tamper(Tamper::BadTag),
+            Step::Advance { minutes: 21 },
+            Step::Cli { hold: false },
+            reconcile_with(8, FaultKind::CrashAfter),
+            reconcile(),
+            reconcile(),
+        ],
+    );
+}
