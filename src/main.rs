@@ -314,13 +314,7 @@ fn run_standalone(args: &RunArgs) -> anyhow::Result<ExitCode> {
         {
             let (stop, wake) = (Arc::clone(&stop), Arc::clone(&wake));
             tokio::spawn(async move {
-                let mut term =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                        .expect("installing the SIGTERM handler");
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
+                shutdown_signal().await;
                 tracing::info!("stopping after the reconcile in flight");
                 stop.store(true, Ordering::SeqCst);
                 wake.notify_one();
@@ -376,6 +370,16 @@ fn run_standalone(args: &RunArgs) -> anyhow::Result<ExitCode> {
             }
         }
     })
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }
 
 /// Pokes the loop when a policy file is added, removed or changed (checked every
@@ -458,12 +462,7 @@ async fn run_in_cluster(
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing the SIGTERM handler");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
+        shutdown_signal().await;
         tracing::info!("stopping: finishing the reconciles in flight, releasing the lease");
         ready.store(false, std::sync::atomic::Ordering::SeqCst);
         let _ = stop_tx.send(true);
@@ -564,6 +563,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Prints `autobump status` rows as a table or as JSON.
+fn print_status(
+    rows: &[autobump::status::StatusRow],
+    now: chrono::DateTime<chrono::Utc>,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
+    match output {
+        Output::Text => print_out(&autobump::status::table(rows, now))?,
+        Output::Json => print_out(&(serde_json::to_string_pretty(rows)? + "\n"))?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `autobump status --kubernetes`: the same table from the objects' status.
 fn cluster_status(namespace: Option<&str>, output: Output) -> anyhow::Result<ExitCode> {
     use autobump::clock::Clock as _;
@@ -602,11 +614,7 @@ fn cluster_status(namespace: Option<&str>, output: Output) -> anyhow::Result<Exi
     // Rows are keyed by namespace/name: the same name may exist in two namespaces.
     let keyed: Vec<(String, &Policy)> = policies.iter().map(|(k, p)| (k.clone(), p)).collect();
     let rows = autobump::status::rows_keyed(&keyed, &states, now);
-    match output {
-        Output::Text => print_out(&autobump::status::table(&rows, now))?,
-        Output::Json => print_out(&(serde_json::to_string_pretty(&rows)? + "\n"))?,
-    }
-    Ok(ExitCode::SUCCESS)
+    print_status(&rows, now, output)
 }
 
 fn status(state: &StateArgs, policies: &[PathBuf], output: Output) -> anyhow::Result<ExitCode> {
@@ -624,11 +632,7 @@ fn status(state: &StateArgs, policies: &[PathBuf], output: Output) -> anyhow::Re
         loaded.policies
     };
     let rows = autobump::status::rows(&loaded, &states, now);
-    match output {
-        Output::Text => print_out(&autobump::status::table(&rows, now))?,
-        Output::Json => print_out(&(serde_json::to_string_pretty(&rows)? + "\n"))?,
-    }
-    Ok(ExitCode::SUCCESS)
+    print_status(&rows, now, output)
 }
 
 /// Who is running the command, for the hold's record.

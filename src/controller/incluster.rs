@@ -38,14 +38,16 @@ impl PolicyReconciler for ClusterReconciler {
             .reconcile_in(&policy, &request.store, request.now)
             .instrument(span.clone())
             .await;
-        span.in_scope(|| {
+        let state = span.in_scope(|| {
             self.engine
-                .account(policy.name(), &request.store, &outcome, watch.elapsed());
+                .account(policy.name(), &request.store, &outcome, watch.elapsed())
         });
-        self.engine
-            .notify(&policy, &request.store, request.now)
-            .instrument(span)
-            .await;
+        if let Some(state) = state {
+            self.engine
+                .notify(&policy, &request.store, &state, request.now)
+                .instrument(span)
+                .await;
+        }
         match outcome {
             PolicyOutcome::Done(report) => Ok(Outcome::new(report.summary())),
             PolicyOutcome::Failed(e) => Err(e.into()),

@@ -878,6 +878,15 @@ async fn assess_rollout<S: Store>(
 /// The rollout decision for the deployed `current` release: a version already
 /// recorded as bad goes back to the known-good at once; otherwise
 /// [`crate::core::rollout::decide`] (a policy without a gate bakes for zero time).
+/// `rollout.workloads` (empty without a `rollout` section).
+fn workload_specs(policy: &Policy) -> &[crate::policy::v1alpha1::WorkloadSpec] {
+    policy
+        .spec
+        .rollout
+        .as_ref()
+        .map_or(&[][..], |r| r.workloads.as_slice())
+}
+
 /// The workloads named in `rollout.workloads`: they decide when `current` counts as
 /// deployed. Without any, a version is deployed once on the base branch (plus
 /// `deployDelay`); with some but no cluster access, it never is (fail closed: no
@@ -888,11 +897,7 @@ async fn observe_rollout(
     current: &crate::policy::v1alpha1::Release,
 ) -> Result<(crate::core::rollout::RolloutState, Option<String>), ReconcileError> {
     use crate::core::rollout::RolloutState;
-    let specs = policy
-        .spec
-        .rollout
-        .as_ref()
-        .map_or(&[][..], |r| r.workloads.as_slice());
+    let specs = workload_specs(policy);
     if specs.is_empty() {
         return Ok((RolloutState::Complete, None));
     }
@@ -915,11 +920,7 @@ async fn patch_cluster<S: Store>(
     good: &crate::policy::v1alpha1::Release,
     now: DateTime<Utc>,
 ) -> Result<Vec<Effect>, ReconcileError> {
-    let specs = policy
-        .spec
-        .rollout
-        .as_ref()
-        .map_or(&[][..], |r| r.workloads.as_slice());
+    let specs = workload_specs(policy);
     let Some(cluster) = workloads.filter(|_| !specs.is_empty()) else {
         return Ok(vec![Effect::Waiting(
             "rollback.patchCluster is set but there are no workloads or no cluster access".into(),

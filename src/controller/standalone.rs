@@ -26,7 +26,7 @@ use crate::policy::{self, Diagnostic, Policy};
 use crate::registry::RegistryClient;
 use crate::repo::{Auth, GitRepo, Source};
 use crate::resolve::Resolver;
-use crate::store::{FileStore, Store};
+use crate::store::{FileStore, PolicyState, Store};
 
 /// How the standalone driver reaches the outside world.
 pub struct Config {
@@ -233,24 +233,28 @@ impl Standalone {
                 .reconcile_in(&p, &self.store, now)
                 .instrument(span.clone())
                 .await;
-            span.in_scope(|| {
-                self.account(p.name(), &self.store, &outcome, watch.elapsed());
-            });
-            self.notify(&p, &self.store, now).instrument(span).await;
+            let state =
+                span.in_scope(|| self.account(p.name(), &self.store, &outcome, watch.elapsed()));
+            if let Some(state) = state {
+                self.notify(&p, &self.store, &state, now)
+                    .instrument(span)
+                    .await;
+            }
             tick.outcomes.insert(p.name().to_owned(), outcome);
         }
         Ok(tick)
     }
 
     /// Metrics and logs of one policy's reconcile, and the history it wrote
-    /// (also entries written by other processes, e.g. `autobump hold`).
+    /// (also entries written by other processes, e.g. `autobump hold`). Returns the
+    /// policy's state as it stands now (for [`Self::notify`]), `None` if unreadable.
     pub fn account<S: Store>(
         &self,
         name: &str,
         store: &S,
         outcome: &PolicyOutcome,
         took: std::time::Duration,
-    ) {
+    ) -> Option<PolicyState> {
         match outcome {
             PolicyOutcome::Done(report) => {
                 self.metrics.reconciled(name, None, took);
@@ -268,8 +272,14 @@ impl Standalone {
             PolicyOutcome::Skipped(why) => tracing::warn!(reason = %why, "skipped"),
         }
         match store.load(name) {
-            Ok(state) => self.metrics.observe_state(name, &state),
-            Err(e) => tracing::error!(error = %e, "reading the state for metrics"),
+            Ok(state) => {
+                self.metrics.observe_state(name, &state);
+                Some(state)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reading the policy's state after its reconcile");
+                None
+            }
         }
     }
 
@@ -280,18 +290,17 @@ impl Standalone {
     /// an `Idempotency-Key`). A target that still fails after the notifier's retries
     /// is logged and skipped. The first round of a policy sends only the last day's
     /// entries, not its whole past.
-    pub async fn notify<S: Store>(&self, p: &Policy, store: &S, now: DateTime<Utc>) {
+    pub async fn notify<S: Store>(
+        &self,
+        p: &Policy,
+        store: &S,
+        state: &PolicyState,
+        now: DateTime<Utc>,
+    ) {
         if p.spec.notify.is_empty() {
             return;
         }
         let name = p.name();
-        let state = match store.load(name) {
-            Ok(state) => state,
-            Err(e) => {
-                tracing::error!(error = %e, "reading the state for notifications");
-                return;
-            }
-        };
         let cursor = state.notified_seq.unwrap_or_else(|| {
             state
                 .history

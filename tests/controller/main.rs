@@ -121,20 +121,7 @@ impl World {
     }
 
     async fn reconcile_reading(&self, now: &str, reading: &GateReading) -> Report {
-        let deps = Deps {
-            resolver: &self.resolver,
-            repo: &self.repo,
-            forge: &self.forge,
-            store: &self.store,
-            source: Source {
-                url: self.policy.spec.source.repo.clone(),
-                branch: self.policy.spec.source.branch.clone(),
-                auth: Auth::None,
-            },
-            forge_repo: RepoName::new("example", "infra"),
-            bot_login: "autobump-bot".into(),
-            workloads: None,
-        };
+        let deps = self.deps();
         reconcile_read(&self.policy, &deps, reading, at(now))
             .await
             .unwrap_or_else(|e| panic!("reconcile at {now}: {e}"))
