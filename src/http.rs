@@ -234,6 +234,9 @@ pub struct Webhooks {
     /// GitHub's webhook secret; without it `/webhooks/github` is not served
     /// (unsigned commands must never be accepted).
     pub github_secret: Option<Vec<u8>>,
+    /// Where GitHub deliveries are recorded so the client can skip reads they prove
+    /// unchanged and act on commands on closed PRs.
+    pub github_feed: Option<std::sync::Arc<crate::forge::WebhookFeed>>,
     /// Bearer token for `/webhooks/registry` (open when `None`: a push only triggers
     /// a re-read).
     pub registry_token: Option<String>,
@@ -278,7 +281,7 @@ pub fn server(hooks: Webhooks) -> (Router, Events) {
         .merge(registry_webhook(hooks.registry_token, registry_tx))
         .merge(alertmanager_webhook(hooks.alertmanager_token, alerts_tx));
     if let Some(secret) = hooks.github_secret {
-        router = router.merge(github_webhook(secret, github_tx));
+        router = router.merge(github_webhook(secret, github_tx, hooks.github_feed));
     }
     if let Some(metrics) = hooks.metrics {
         router = router.route(
@@ -318,6 +321,7 @@ fn bearer_ok(token: Option<&str>, headers: &HeaderMap) -> bool {
 #[derive(Clone)]
 struct GitHubHook {
     secret: std::sync::Arc<Vec<u8>>,
+    feed: Option<std::sync::Arc<crate::forge::WebhookFeed>>,
     deliveries: std::sync::Arc<DeliveryDeduplicator>,
     tx: mpsc::Sender<WebhookEvent>,
 }
@@ -325,14 +329,20 @@ struct GitHubHook {
 /// The router for `POST /webhooks/github`. Every delivery must be signed with the
 /// shared `secret` (`X-Hub-Signature-256`, checked in constant time) and at most
 /// [`MAX_WEBHOOK_BODY_BYTES`]; a redelivered `X-GitHub-Delivery` id is acknowledged
-/// and dropped. Comments on pull requests and pull-request events go to `tx` so the
-/// controller reconciles the affected policy at once; the reconcile reads the
-/// comments and the PR afresh, so a delivery only ever makes it sooner.
-pub fn github_webhook(secret: Vec<u8>, tx: mpsc::Sender<WebhookEvent>) -> Router {
+/// and dropped. Every authenticated delivery is recorded in `feed` (when given);
+/// comments on pull requests, pull-request events and check or status changes go to
+/// `tx` so the controller reconciles at once. The reconcile reads the PR afresh and
+/// re-reads everything before it merges, so a delivery only ever makes it sooner.
+pub fn github_webhook(
+    secret: Vec<u8>,
+    tx: mpsc::Sender<WebhookEvent>,
+    feed: Option<std::sync::Arc<crate::forge::WebhookFeed>>,
+) -> Router {
     Router::new()
         .route("/webhooks/github", post(receive_github))
         .with_state(GitHubHook {
             secret: std::sync::Arc::new(secret),
+            feed,
             deliveries: std::sync::Arc::new(DeliveryDeduplicator::default()),
             tx,
         })
@@ -369,10 +379,13 @@ async fn receive_github(
             return (StatusCode::BAD_REQUEST, "not a GitHub webhook payload\n");
         }
     };
+    if let Some(feed) = &hook.feed {
+        feed.record(&parsed);
+    }
     let relevant = match &parsed {
         WebhookEvent::Ping => return (StatusCode::OK, "pong\n"),
         WebhookEvent::IssueComment(c) => c.is_pull_request,
-        WebhookEvent::PullRequest(_) => true,
+        WebhookEvent::PullRequest(_) | WebhookEvent::Checks(_) => true,
         WebhookEvent::Other { .. } => false,
     };
     if !relevant {

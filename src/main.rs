@@ -174,6 +174,12 @@ struct RunArgs {
     /// The bot account, for policies that name none.
     #[arg(long, env = "AUTOBUMP_BOT_LOGIN")]
     bot_login: Option<String>,
+    /// With GitHub webhooks (--listen and GITHUB_WEBHOOK_SECRET): reads of comments,
+    /// statuses and check runs that deliveries prove unchanged cost no request; they
+    /// are read again at least this often anyway, so a lost delivery delays a merge by
+    /// at most this. Everything is re-read from GitHub before a merge.
+    #[arg(long, value_name = "DURATION", default_value = "10m")]
+    github_resync: autobump::policy::values::Duration,
     /// SSH private key for ssh:// and user@host: repositories.
     #[arg(long, value_name = "FILE")]
     ssh_key: Option<PathBuf>,
@@ -216,6 +222,7 @@ struct RunArgs {
 /// their image for cache invalidation.
 async fn serve_webhooks(
     addr: std::net::SocketAddr,
+    feed: Arc<autobump::forge::WebhookFeed>,
     poke: Arc<tokio::sync::Notify>,
     pushed: Arc<std::sync::Mutex<Vec<String>>>,
     metrics: Arc<autobump::metrics::Metrics>,
@@ -224,6 +231,7 @@ async fn serve_webhooks(
     let secret = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let (router, mut events) = autobump::http::server(autobump::http::Webhooks {
         github_secret: secret("GITHUB_WEBHOOK_SECRET").map(String::into_bytes),
+        github_feed: Some(feed),
         registry_token: secret("AUTOBUMP_REGISTRY_WEBHOOK_TOKEN"),
         alertmanager_token: secret("AUTOBUMP_ALERTMANAGER_WEBHOOK_TOKEN"),
         metrics: Some(metrics),
@@ -297,7 +305,8 @@ fn run_standalone(args: &RunArgs) -> anyhow::Result<ExitCode> {
             args.registry.client()?,
             repo,
         )
-        .map_err(|e| anyhow::anyhow!(e))?;
+        .map_err(|e| anyhow::anyhow!(e))?
+        .with_github_resync(args.github_resync.delta());
         if args.kubernetes {
             return run_in_cluster(args, driver).await;
         }
@@ -326,6 +335,7 @@ fn run_standalone(args: &RunArgs) -> anyhow::Result<ExitCode> {
         if let Some(addr) = args.listen {
             serve_webhooks(
                 addr,
+                driver.webhook_feed(),
                 Arc::clone(&poke),
                 Arc::clone(&pushed),
                 driver.metrics(),
@@ -416,6 +426,7 @@ async fn run_in_cluster(
     let client = workloads.client().clone();
     let engine = Arc::new(engine.with_cluster(workloads));
     let metrics = engine.metrics();
+    let feed = engine.webhook_feed();
     metrics.set_leader(false);
     let identity = match &args.identity {
         Some(id) => id.clone(),
@@ -458,7 +469,7 @@ async fn run_in_cluster(
         // watch and interval drive reconciles.
         let poke = Arc::new(tokio::sync::Notify::new());
         let pushed = Arc::new(std::sync::Mutex::new(Vec::new()));
-        serve_webhooks(addr, poke, pushed, metrics, Arc::clone(&ready)).await?;
+        serve_webhooks(addr, feed, poke, pushed, metrics, Arc::clone(&ready)).await?;
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

@@ -477,6 +477,18 @@ impl Collector for LiveCollector {
                     },
                 )?)?;
             }
+            ConstCounter::new(s.not_modified).encode(encoder.encode_descriptor(
+                "autobump_github_not_modified",
+                "GitHub reads answered 304 Not Modified (free of rate-limit cost)",
+                None,
+                MetricType::Counter,
+            )?)?;
+            ConstCounter::new(s.from_webhooks).encode(encoder.encode_descriptor(
+                "autobump_github_reads_from_webhooks",
+                "GitHub reads not sent because webhook deliveries proved them unchanged",
+                None,
+                MetricType::Counter,
+            )?)?;
         }
         Ok(())
     }

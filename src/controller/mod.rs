@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use crate::cluster::{ClusterError, DynWorkloads};
 use crate::core::commands;
 use crate::core::gate::{GateReading, GateVerdict};
-use crate::core::merge::{Check, CheckState, DiffVerdict, PrView};
+use crate::core::merge::{Check, CheckState, DiffVerdict, PrView, checks_pass};
 use crate::core::plan::{self, CommandSeen, Effect, PlannedBump, PrSnapshot, Snapshot};
 use crate::core::pr::Row;
 use crate::core::reference::ImageRef;
@@ -234,14 +234,25 @@ async fn observe_scanned<R: Registry, G: Repo, F: Forge, S: Store>(
         .forge
         .find_open_pr(&deps.forge_repo, branch.as_str(), &deps.bot_login)
         .await?;
-    let (pr_snapshot, commands) = match &pr {
-        None => (None, Vec::new()),
+    // The open PR's comments (relaxed: webhooks may prove them unchanged), and the
+    // commands delivered by webhook on the policy's other PRs, closed ones included.
+    let comments = match &pr {
         Some(pr) => {
-            let (commands, retests) =
-                observe_comments(policy, deps, pr, &state.seen_comments).await?;
+            deps.forge
+                .list_comments_relaxed(&deps.forge_repo, pr.number)
+                .await?
+        }
+        None => Vec::new(),
+    };
+    let seen = &state.seen_comments;
+    let (mut commands, retests) =
+        observe_comments(policy, deps, pr.as_ref(), &comments, seen).await?;
+    let pr_snapshot = match &pr {
+        None => None,
+        Some(pr) => {
             // Checks and mergeability only matter when nothing else blocks the merge;
-            // skipping them then keeps a quiet reconcile at two (conditional) requests.
-            // New commands may lift a hold, so they always get the full read.
+            // skipping them then keeps a quiet blocked reconcile at two (conditional)
+            // requests. New commands may lift a hold, so they always get the full read.
             let blocked = commands.is_empty()
                 && (state.hold.is_some()
                     || pr.labels.iter().any(|l| l.starts_with("do-not-merge/"))
@@ -256,8 +267,19 @@ async fn observe_scanned<R: Registry, G: Repo, F: Forge, S: Store>(
                 (!blocked, &state.bad_pairs()),
             )
             .await?;
+            if snapshot.view.mergeable.is_some() && deps.forge.answers_from_memory() {
+                // A merge may follow, and the comments may have come from memory: read
+                // them from GitHub (a lost /hold delivery must not let a merge through).
+                let fresh = deps
+                    .forge
+                    .list_comments(&deps.forge_repo, pr.number, None)
+                    .await?;
+                commands = observe_comments(policy, deps, Some(pr), &fresh, seen)
+                    .await?
+                    .0;
+            }
             snapshot.view.retests_posted = retests;
-            (Some(snapshot), commands)
+            Some(snapshot)
         }
     };
     Ok(Observed {
@@ -347,16 +369,11 @@ async fn observe_pr<R: Registry, G: Repo, F: Forge, S: Store>(
     (base_head, branch): (&str, &crate::policy::values::BranchName),
     (read_checks, bad): (bool, &BTreeSet<(String, String)>),
 ) -> Result<PrSnapshot, ReconcileError> {
-    let (head, mergeable, statuses, runs) = if read_checks {
-        let mergeability = deps.forge.mergeability(&deps.forge_repo, pr.number).await?;
-        let head = mergeability.head_sha.clone();
-        let status = deps.forge.combined_status(&deps.forge_repo, &head).await?;
-        let runs = deps.forge.check_runs(&deps.forge_repo, &head).await?;
-        (head, mergeability.mergeable, status.statuses, runs)
+    let (head, mergeable, checks_sha, checks) = if read_checks {
+        observe_checks(policy, deps, pr).await?
     } else {
-        (pr.head_sha.clone(), None, Vec::new(), Vec::new())
+        (pr.head_sha.clone(), None, pr.head_sha.clone(), Vec::new())
     };
-    let checks = checks_of(&statuses, &runs);
     let has_planned_tree =
         prepared.is_some_and(|p| p.up_to_date && p.branch_head.as_deref() == Some(head.as_str()));
     let diff = if has_planned_tree {
@@ -375,7 +392,7 @@ async fn observe_pr<R: Registry, G: Repo, F: Forge, S: Store>(
             head_sha: head.clone(),
             labels: pr.labels.clone(),
             mergeable,
-            checks_sha: head,
+            checks_sha,
             checks,
             retests_posted: 0,
         },
@@ -384,6 +401,36 @@ async fn observe_pr<R: Registry, G: Repo, F: Forge, S: Store>(
         has_planned_tree,
         diff,
     })
+}
+
+/// The PR's head, its mergeability, the SHA whose checks were read, and those checks.
+///
+/// The checks of the head the PR listing showed are read first, relaxed (webhooks may
+/// prove them unchanged: a quiet reconcile while checks run then costs nothing here).
+/// Only when they pass is anything more read: the checks again from GitHub if they may
+/// have come from memory, and mergeability, whose head must still be the one whose
+/// checks were read (the merge engine waits otherwise).
+async fn observe_checks<R: Registry, G: Repo, F: Forge, S: Store>(
+    policy: &Policy,
+    deps: &Deps<'_, R, G, F, S>,
+    pr: &PullRequest,
+) -> Result<(String, Option<bool>, String, Vec<Check>), ReconcileError> {
+    let repo = &deps.forge_repo;
+    let required = &policy.spec.merge.required_checks;
+    let sha = pr.head_sha.clone();
+    let status = deps.forge.combined_status_relaxed(repo, &sha).await?;
+    let runs = deps.forge.check_runs_relaxed(repo, &sha).await?;
+    let mut checks = checks_of(&status.statuses, &runs);
+    if checks_pass(&checks, required) && deps.forge.answers_from_memory() {
+        let status = deps.forge.combined_status(repo, &sha).await?;
+        let runs = deps.forge.check_runs(repo, &sha).await?;
+        checks = checks_of(&status.statuses, &runs);
+    }
+    if !checks_pass(&checks, required) {
+        return Ok((sha.clone(), None, sha, checks));
+    }
+    let mergeability = deps.forge.mergeability(repo, pr.number).await?;
+    Ok((mergeability.head_sha, mergeability.mergeable, sha, checks))
 }
 
 /// Commit statuses and check runs as the merge engine's checks.
@@ -495,29 +542,42 @@ fn covers(image: &crate::policy::v1alpha1::ImagePolicy, r: &ImageRef) -> bool {
         })
 }
 
-/// New command comments (oldest first), and how many retest comments the bot posted
-/// on the PR (retests are bounded per PR: `merge.retest.max` in all).
+/// New command comments (oldest first) from the open PR's `comments` and from those
+/// delivered by webhook on the policy's other PRs, and how many retest comments the
+/// bot posted on the open PR (retests are bounded per PR: `merge.retest.max` in all).
 async fn observe_comments<R: Registry, G: Repo, F: Forge, S: Store>(
     policy: &Policy,
     deps: &Deps<'_, R, G, F, S>,
-    pr: &PullRequest,
+    open: Option<&PullRequest>,
+    comments: &[crate::forge::Comment],
     seen: &[u64],
 ) -> Result<(Vec<CommandSeen>, u32), ReconcileError> {
     let retest = policy.spec.merge.retest.as_ref().map(|r| r.comment.trim());
-    let mut commands = Vec::new();
+    let is_bot = |login: &str| login.eq_ignore_ascii_case(&deps.bot_login);
+    let mut found: Vec<(u64, crate::forge::Comment)> = Vec::new();
     let mut retests = 0u32;
-    for c in deps
-        .forge
-        .list_comments(&deps.forge_repo, pr.number, None)
-        .await?
-    {
-        if c.author.eq_ignore_ascii_case(&deps.bot_login) {
+    for c in comments {
+        if is_bot(&c.author) {
             if retest.is_some_and(|r| c.body.trim() == r) {
                 retests += 1;
             }
-            continue;
+        } else if let Some(pr) = open {
+            found.push((pr.number, c.clone()));
         }
-        if seen.contains(&c.id) {
+    }
+    for d in deps
+        .forge
+        .delivered_commands(&deps.forge_repo, policy.name())
+    {
+        // Only the bot's PRs speak for the policy (anyone can paste a marker).
+        if is_bot(&d.pr_author) && !found.iter().any(|(_, c)| c.id == d.comment.id) {
+            found.push((d.pr, d.comment));
+        }
+    }
+    found.sort_by_key(|(_, c)| (c.created_at, c.id));
+    let mut commands = Vec::new();
+    for (pr, c) in found {
+        if is_bot(&c.author) || seen.contains(&c.id) {
             continue;
         }
         let Some(command) = commands::parse(&c.body) else {
@@ -530,6 +590,8 @@ async fn observe_comments<R: Registry, G: Repo, F: Forge, S: Store>(
             permission,
             command,
             url: c.html_url,
+            at: c.created_at,
+            pr,
         });
     }
     Ok((commands, retests))
@@ -1408,8 +1470,8 @@ async fn apply<R: Registry, G: Repo, F: Forge, S: Store>(
         return Ok(());
     }
     match effect {
-        Effect::Comment(body) => {
-            if let Some(n) = current {
+        Effect::Comment(_) | Effect::Reply { .. } => {
+            if let Some((n, body)) = effect.comment_target(current) {
                 deps.forge.post_comment(&deps.forge_repo, n, body).await?;
             }
         }

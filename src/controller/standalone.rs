@@ -19,7 +19,7 @@ use tracing::Instrument as _;
 use crate::clock::{Clock, Stopwatch};
 use crate::cluster::{DynWorkloads, KubeWorkloads};
 use crate::core::gate::GateVerdict;
-use crate::forge::{GitHub, GitHubAuth, GitHubConfig, RepoName};
+use crate::forge::{GitHub, GitHubAuth, GitHubConfig, RepoName, WebhookFeed};
 use crate::metrics::Metrics;
 use crate::notify::{Notification, Notifier, NotifierConfig};
 use crate::policy::{self, Diagnostic, Policy};
@@ -43,6 +43,11 @@ pub struct Config {
     /// An SSH private key for `ssh://` and `user@host:` repositories.
     pub ssh_key: Option<PathBuf>,
 }
+
+/// With GitHub webhooks, the longest a read that deliveries prove unchanged is
+/// answered from memory before it is read again anyway, unless
+/// [`Standalone::with_github_resync`] says otherwise.
+pub const DEFAULT_GITHUB_RESYNC_MINUTES: i64 = 10;
 
 /// The outcome of one policy in one tick.
 #[derive(Debug)]
@@ -85,6 +90,8 @@ pub struct Standalone {
     store: FileStore,
     alerts: AlertsClient,
     github: Option<GitHub>,
+    /// What `/webhooks/github` deliveries said (see [`WebhookFeed`]).
+    feed: Arc<WebhookFeed>,
     /// The last valid version of every policy seen.
     last_good: BTreeMap<String, Policy>,
     metrics: Arc<Metrics>,
@@ -104,6 +111,9 @@ impl Standalone {
         let metrics = Arc::new(Metrics::new(Arc::clone(&clock)));
         metrics.attach_registry(registry.stats());
         metrics.set_leader(true);
+        let feed = Arc::new(WebhookFeed::new(chrono::Duration::minutes(
+            DEFAULT_GITHUB_RESYNC_MINUTES,
+        )));
         let github = match &config.github_token {
             Some(token) => Some(
                 GitHub::new(
@@ -111,7 +121,8 @@ impl Standalone {
                         .api_url(config.github_api.clone()),
                     Arc::clone(&clock),
                 )
-                .map_err(|e| format!("GitHub client: {e}"))?,
+                .map_err(|e| format!("GitHub client: {e}"))?
+                .with_feed(Arc::clone(&feed)),
             ),
             None => None,
         };
@@ -127,6 +138,7 @@ impl Standalone {
             resolver: Resolver::new(registry),
             repo,
             github,
+            feed,
             clock,
             config,
             last_good: BTreeMap::new(),
@@ -142,6 +154,22 @@ impl Standalone {
     pub fn with_cluster(mut self, workloads: KubeWorkloads) -> Self {
         self.workloads = Some(workloads);
         self
+    }
+
+    /// With GitHub webhooks: re-read what deliveries prove unchanged at least this
+    /// often anyway (a lost delivery then delays a merge by at most this; it never
+    /// causes one).
+    #[must_use]
+    pub fn with_github_resync(self, resync: chrono::Duration) -> Self {
+        self.feed.set_resync(resync);
+        self
+    }
+
+    /// Where the `/webhooks/github` receiver records deliveries for this driver's
+    /// GitHub client.
+    #[must_use]
+    pub fn webhook_feed(&self) -> Arc<WebhookFeed> {
+        Arc::clone(&self.feed)
     }
 
     /// The metrics this driver records (served on `/metrics`).

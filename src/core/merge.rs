@@ -242,36 +242,53 @@ pub fn decide(inputs: &MergeInputs<'_>) -> Decision {
     }
 }
 
-/// The verdict of the checks, when they block the merge.
-fn checks_decision(inputs: &MergeInputs<'_>) -> Option<Decision> {
-    let pr = inputs.pr;
-    // A check may appear as a status and a check run, or be re-run: the worst
-    // state of a name counts.
+/// Each check that counts with its worst state (a check may appear as a status and
+/// a check run, or be re-run), or why none can count yet: the required checks, or
+/// every check when none are listed.
+fn considered<'a>(
+    checks: &'a [Check],
+    required: &'a [String],
+) -> Result<Vec<(&'a str, CheckState)>, WaitReason> {
     let mut by_name: BTreeMap<&str, CheckState> = BTreeMap::new();
-    for check in &pr.checks {
+    for check in checks {
         let entry = by_name.entry(check.name.as_str()).or_insert(check.state);
         *entry = worst(*entry, check.state);
     }
-    let considered: Vec<(&str, CheckState)> = if inputs.required_checks.is_empty() {
+    if required.is_empty() {
         if by_name.is_empty() {
-            return Some(wait(WaitReason::NoChecks));
+            return Err(WaitReason::NoChecks);
         }
-        by_name.into_iter().collect()
-    } else {
-        let missing: Vec<String> = inputs
-            .required_checks
-            .iter()
-            .filter(|r| !by_name.contains_key(r.as_str()))
-            .cloned()
-            .collect();
-        if !missing.is_empty() {
-            return Some(wait(WaitReason::MissingChecks(missing)));
-        }
-        inputs
-            .required_checks
-            .iter()
-            .map(|r| (r.as_str(), by_name[r.as_str()]))
-            .collect()
+        return Ok(by_name.into_iter().collect());
+    }
+    let missing: Vec<String> = required
+        .iter()
+        .filter(|r| !by_name.contains_key(r.as_str()))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        return Err(WaitReason::MissingChecks(missing));
+    }
+    Ok(required
+        .iter()
+        .map(|r| (r.as_str(), by_name[r.as_str()]))
+        .collect())
+}
+
+/// Whether the checks let a merge go ahead: every required check (or, with none
+/// listed, every check) reported and succeeded. The observe step reads mergeability,
+/// and re-reads anything answered from memory, only then.
+#[must_use]
+pub fn checks_pass(checks: &[Check], required: &[String]) -> bool {
+    considered(checks, required)
+        .is_ok_and(|c| c.iter().all(|(_, state)| *state == CheckState::Success))
+}
+
+/// The verdict of the checks, when they block the merge.
+fn checks_decision(inputs: &MergeInputs<'_>) -> Option<Decision> {
+    let pr = inputs.pr;
+    let considered = match considered(&pr.checks, inputs.required_checks) {
+        Ok(c) => c,
+        Err(reason) => return Some(wait(reason)),
     };
     let named = |state: CheckState| -> Vec<String> {
         considered

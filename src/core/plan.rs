@@ -40,6 +40,11 @@ pub struct CommandSeen {
     pub command: Command,
     /// Where it was written (a URL).
     pub url: String,
+    /// When it was written: a command never undoes a hold placed after it.
+    pub at: DateTime<Utc>,
+    /// The PR it was written on (the open autobump PR, or another of the policy's PRs
+    /// when it came by webhook, e.g. a closed one).
+    pub pr: u64,
 }
 
 /// The bump the registries call for, as rewritten on the current base.
@@ -106,6 +111,13 @@ pub enum Effect {
     },
     /// Reply on the PR.
     Comment(String),
+    /// Reply on another of the policy's PRs (where a command came from).
+    Reply {
+        /// The PR.
+        pr: u64,
+        /// The text.
+        body: String,
+    },
     /// Ensure these labels are on the PR.
     AddLabels(Vec<String>),
     /// Ensure this label is not on the PR.
@@ -157,6 +169,18 @@ impl Effect {
     #[must_use]
     pub fn writes(&self) -> bool {
         !matches!(self, Self::Waiting(_))
+    }
+
+    /// Where a [`Comment`](Self::Comment) (on the open PR, `open`) or a
+    /// [`Reply`](Self::Reply) goes, and its text; `None` for other effects and for a
+    /// comment with no PR open.
+    #[must_use]
+    pub fn comment_target(&self, open: Option<u64>) -> Option<(u64, &str)> {
+        match self {
+            Self::Comment(body) => open.map(|n| (n, body.as_str())),
+            Self::Reply { pr, body } => Some((*pr, body.as_str())),
+            _ => None,
+        }
     }
 }
 
@@ -321,16 +345,32 @@ fn with_hold_label(mut labels: Vec<String>, held: bool) -> Vec<String> {
 }
 
 /// Applies the new commands in order; returns the hold in force afterwards.
+///
+/// A command answers on the PR it was written on. On the open autobump PR the hold
+/// label says what happened; on another PR (a closed one, by webhook) a reply does.
 fn apply_commands(s: &Snapshot<'_>, now: DateTime<Utc>, effects: &mut Vec<Effect>) -> Option<Hold> {
     let mut hold = s.hold.cloned();
+    // From when the hold in force counts for stale commands: when it was placed, or for
+    // one placed in this pass, when it was asked for (an /unhold written after that
+    // /hold, read in the same pass, lifts it).
+    let mut held_from = hold.as_ref().map(|h| h.since);
+    let open_pr = s.pr.as_ref().map(|p| p.view.number);
     for c in &s.commands {
+        let reply = |body: String| {
+            if open_pr == Some(c.pr) {
+                Effect::Comment(body)
+            } else {
+                Effect::Reply { pr: c.pr, body }
+            }
+        };
+        let elsewhere = open_pr != Some(c.pr);
         let requirements = s.spec.pull_request.as_ref().map_or_else(
             Requirements::default,
             crate::policy::v1alpha1::PullRequestSpec::command_requirements,
         );
         let automatic = hold.as_ref().map(|h| h.automatic);
         match commands::authorize(&c.command, &c.author, c.permission, automatic, requirements) {
-            Authorization::Denied(reply) => effects.push(Effect::Comment(reply)),
+            Authorization::Denied(text) => effects.push(reply(text)),
             Authorization::Allowed => match &c.command {
                 Command::Hold(reason) if hold.is_none() => {
                     let h = Hold {
@@ -341,13 +381,39 @@ fn apply_commands(s: &Snapshot<'_>, now: DateTime<Utc>, effects: &mut Vec<Effect
                         automatic: false,
                     };
                     effects.push(Effect::SetHold(h.clone()));
+                    if elsewhere {
+                        effects.push(reply(format!(
+                            "Policy `{}` is now on hold: autobump opens and merges nothing for it until someone with permission comments `/unhold`.",
+                            s.policy
+                        )));
+                    }
                     hold = Some(h);
+                    held_from = Some(c.at);
+                }
+                Command::Unhold if held_from.is_some_and(|from| c.at <= from) => {
+                    // Written before the hold in force was placed (or in the same
+                    // instant: GitHub's times are whole seconds, and keeping a hold is
+                    // the safe side): it was not meant for this hold.
+                    let h = hold.as_ref().map_or_else(String::new, |h| {
+                        format!(" (by {}, since {})", h.by, h.since.to_rfc3339())
+                    });
+                    effects.push(reply(format!(
+                        "@{} this `/unhold` was written before the current hold{h} was placed, so it does not lift it. Comment `/unhold` again to lift it.",
+                        c.author
+                    )));
                 }
                 Command::Unhold if hold.is_some() => {
                     effects.push(Effect::ClearHold {
                         by: format!("user:{}", c.author),
                     });
+                    if elsewhere {
+                        effects.push(reply(format!(
+                            "The hold on policy `{}` is lifted.",
+                            s.policy
+                        )));
+                    }
                     hold = None;
+                    held_from = None;
                 }
                 // Holding a held policy, or lifting no hold, changes nothing.
                 Command::Hold(_) | Command::Unhold => {}
@@ -528,6 +594,8 @@ mod tests {
                 permission: Permission::Read,
                 command: Command::Hold(None),
                 url: "u1".into(),
+                at: at("2026-11-23T09:00:00Z"),
+                pr: 3,
             },
             CommandSeen {
                 id: 2,
@@ -535,6 +603,8 @@ mod tests {
                 permission: Permission::Triage,
                 command: Command::Hold(Some("migration".into())),
                 url: "u2".into(),
+                at: at("2026-11-23T09:00:00Z"),
+                pr: 3,
             },
         ];
         let e = plan(&snap, at("2026-11-23T10:00:00Z"));
@@ -567,6 +637,8 @@ mod tests {
             permission: Permission::Write,
             command: Command::Unhold,
             url: "u3".into(),
+            at: at("2026-11-23T10:00:30Z"),
+            pr: 3,
         }];
         assert_eq!(
             kinds(&plan(&snap, at("2026-11-23T10:00:00Z"))),
@@ -576,6 +648,101 @@ mod tests {
                 "RemoveLabel(do-not-merge/hold)",
                 "Waiting(the PR is labelled do-not-merge/hold)"
             ]
+        );
+    }
+
+    fn command(id: u64, who: &str, command: Command, when: &str, pr: u64) -> CommandSeen {
+        CommandSeen {
+            id,
+            author: who.into(),
+            permission: Permission::Write,
+            command,
+            url: format!("https://github.com/acme/infra/pull/{pr}#c{id}"),
+            at: at(when),
+            pr,
+        }
+    }
+
+    #[test]
+    fn an_unhold_written_before_the_hold_does_not_lift_it() {
+        let s = spec("");
+        let cli = Hold {
+            by: "cli:alice".into(),
+            since: at("2026-11-23T09:10:00Z"),
+            reason: "migration".into(),
+            via: Some("cli".into()),
+            automatic: false,
+        };
+        let mut snap = snapshot(&s, Some(&cli));
+        snap.pr = Some(open_pr(&s, "v20240105-bbbbbbb", CheckState::Success));
+        snap.commands = vec![command(
+            5,
+            "wanda",
+            Command::Unhold,
+            "2026-11-23T09:00:00Z",
+            3,
+        )];
+        let e = plan(&snap, at("2026-11-23T10:00:00Z"));
+        assert_eq!(kinds(&e)[..2], ["Comment", "MarkSeen"], "{e:?}");
+        assert!(!e.iter().any(|e| matches!(e, Effect::ClearHold { .. })));
+        let Effect::Comment(reply) = &e[0] else {
+            panic!()
+        };
+        assert!(reply.contains("written before the current hold"), "{reply}");
+
+        // Written after it: lifted.
+        snap.commands[0].at = at("2026-11-23T09:20:00Z");
+        let e = plan(&snap, at("2026-11-23T10:00:00Z"));
+        assert_eq!(kinds(&e)[..2], ["ClearHold", "MarkSeen"], "{e:?}");
+    }
+
+    #[test]
+    fn a_hold_and_a_later_unhold_read_together_both_apply() {
+        let s = spec("");
+        let mut snap = snapshot(&s, None);
+        snap.pr = Some(open_pr(&s, "v20240105-bbbbbbb", CheckState::Success));
+        snap.commands = vec![
+            command(1, "alice", Command::Hold(None), "2026-11-23T09:00:00Z", 3),
+            command(2, "alice", Command::Unhold, "2026-11-23T09:05:00Z", 3),
+        ];
+        let e = plan(&snap, at("2026-11-23T10:00:00Z"));
+        assert_eq!(
+            kinds(&e),
+            ["SetHold", "MarkSeen", "ClearHold", "MarkSeen", "Merge(h1)"]
+        );
+        let Effect::SetHold(h) = &e[0] else { panic!() };
+        assert_eq!(h.since, at("2026-11-23T10:00:00Z"));
+    }
+
+    #[test]
+    fn commands_on_a_closed_pr_hold_the_policy_and_answer_there() {
+        let s = spec("");
+        let mut snap = snapshot(&s, None);
+        snap.commands = vec![command(
+            8,
+            "alice",
+            Command::Hold(Some("incident".into())),
+            "2026-11-23T09:00:00Z",
+            7,
+        )];
+        let e = plan(&snap, at("2026-11-23T10:00:00Z"));
+        assert_eq!(kinds(&e), ["SetHold", "Reply", "MarkSeen"], "{e:?}");
+        let Effect::Reply { pr, body } = &e[1] else {
+            panic!()
+        };
+        assert_eq!(*pr, 7);
+        assert!(body.contains("`prow` is now on hold"), "{body}");
+
+        // A denial answers on the PR the command was written on, not the open one.
+        let mut snap = snapshot(&s, None);
+        snap.pr = Some(open_pr(&s, "v20240105-bbbbbbb", CheckState::Success));
+        let mut denied = command(9, "reader", Command::Hold(None), "2026-11-23T09:00:00Z", 7);
+        denied.permission = Permission::Read;
+        snap.commands = vec![denied];
+        let e = plan(&snap, at("2026-11-23T10:00:00Z"));
+        assert!(
+            matches!(&e[0], Effect::Reply { pr: 7, body } if body.contains("Sorry @reader")),
+            "{e:?}"
         );
     }
 
@@ -645,15 +812,18 @@ mod tests {
         s.pull_request.as_mut().unwrap().hold_permission =
             crate::policy::v1alpha1::RepoPermission::Write;
         let mut snap = snapshot(&s, None);
+        snap.pr = Some(open_pr(&s, "v20240105-bbbbbbb", CheckState::Success));
         snap.commands = vec![CommandSeen {
             id: 1,
             author: "trinity".into(),
             permission: Permission::Triage,
             command: Command::Hold(None),
             url: "u".into(),
+            at: at("2026-11-23T09:00:00Z"),
+            pr: 3,
         }];
         let e = plan(&snap, at("2026-11-23T10:00:00Z"));
-        assert_eq!(kinds(&e), ["Comment", "MarkSeen"]);
+        assert_eq!(kinds(&e)[..2], ["Comment", "MarkSeen"]);
         let Effect::Comment(reply) = &e[0] else {
             panic!()
         };
@@ -696,6 +866,8 @@ mod tests {
             permission: Permission::Write,
             command: Command::Hold(None),
             url: "u".into(),
+            at: at("2026-11-23T09:00:00Z"),
+            pr: 3,
         }];
         let e = plan(&snap, at("2026-11-23T10:00:00Z"));
         assert_eq!(

@@ -47,6 +47,19 @@ pub fn has_marker(body: &str, policy: &str) -> bool {
     body.contains(&marker(policy))
 }
 
+/// The policy whose marker a PR body carries, if any: a bump PR's
+/// (`autobump:policy=`) or a rollback PR's (`autobump:rollback=`).
+#[must_use]
+pub fn marked_policy(body: &str) -> Option<&str> {
+    ["<!-- autobump:policy=", "<!-- autobump:rollback="]
+        .iter()
+        .find_map(|prefix| {
+            let rest = &body[body.find(prefix)? + prefix.len()..];
+            let name = &rest[..rest.find(" -->")?];
+            (!name.is_empty() && !name.contains(char::is_whitespace)).then_some(name)
+        })
+}
+
 fn tag_of(version: &str) -> &str {
     version.split('@').next().unwrap_or(version)
 }
@@ -217,6 +230,13 @@ mod tests {
         );
         assert!(text.contains("Labels: skip-review"));
         assert!(has_marker(&text, "prow"));
+        assert_eq!(marked_policy(&text), Some("prow"));
+        assert_eq!(marked_policy("no marker here"), None);
+        assert_eq!(marked_policy("<!-- autobump:policy= -->"), None);
+        assert_eq!(
+            marked_policy("rolled back\n<!-- autobump:rollback=web -->\n"),
+            Some("web")
+        );
         assert!(!has_marker(&text, "pro"));
     }
 }

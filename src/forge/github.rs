@@ -11,11 +11,13 @@ use reqwest::header::{ETAG, HeaderMap, HeaderValue, IF_NONE_MATCH, LINK, RETRY_A
 use serde::de::DeserializeOwned;
 
 use super::error::ForgeError;
+use super::feed::{Watch, WebhookFeed};
 use super::stats::{ForgeStats, RequestKind};
 use super::wire;
 use super::{
-    ChangedFile, CheckRun, CombinedStatus, Comment, Forge, MergeMethod, Mergeability,
-    MergeableState, Merged, NewPullRequest, Permission, PullRequest, PullRequestEdit, RepoName,
+    ChangedFile, CheckRun, CombinedStatus, Comment, DeliveredComment, Forge, MergeMethod,
+    Mergeability, MergeableState, Merged, NewPullRequest, Permission, PullRequest, PullRequestEdit,
+    RepoName,
 };
 use crate::clock::Clock;
 
@@ -143,6 +145,7 @@ pub struct GitHub {
     api_host: Option<String>,
     stats: Arc<ForgeStats>,
     etags: Mutex<EtagCache>,
+    feed: Option<Arc<WebhookFeed>>,
 }
 
 impl fmt::Debug for GitHub {
@@ -193,6 +196,9 @@ struct Request {
     idempotent: bool,
     /// Send as the App (JWT) rather than as the installation.
     as_app: bool,
+    /// A read that may be answered from the last answer when the webhook feed proves
+    /// it unchanged: what it watches, and the feed key.
+    relaxed: Option<(Watch, String)>,
 }
 
 impl Request {
@@ -205,7 +211,13 @@ impl Request {
             body: None,
             idempotent,
             as_app: false,
+            relaxed: None,
         }
+    }
+
+    fn relaxed(mut self, relaxed: Option<(Watch, String)>) -> Self {
+        self.relaxed = relaxed;
+        self
     }
 
     fn body(mut self, body: &impl serde::Serialize) -> Result<Self, ForgeError> {
@@ -235,6 +247,10 @@ struct CachedGet {
     status: u16,
     body: String,
     link: Option<String>,
+    /// The webhook feed's generation when the request that last confirmed this answer
+    /// was sent, and when that was.
+    generation: u64,
+    confirmed_at: DateTime<Utc>,
 }
 
 /// `ETag`s and bodies of GET answers by path; the oldest entry goes when full.
@@ -255,6 +271,10 @@ impl EtagCache {
 
     fn get(&self, path: &str) -> Option<&CachedGet> {
         self.entries.get(path)
+    }
+
+    fn get_mut(&mut self, path: &str) -> Option<&mut CachedGet> {
+        self.entries.get_mut(path)
     }
 
     fn put(&mut self, path: String, entry: CachedGet) {
@@ -361,6 +381,39 @@ impl GitHub {
             api_host,
             config,
             stats: Arc::new(ForgeStats::default()),
+            feed: None,
+        })
+    }
+
+    /// The same client, answering relaxed reads from memory when `feed` (filled by
+    /// the `/webhooks/github` receiver) proves them unchanged, and handing on the
+    /// commands it collected.
+    #[must_use]
+    pub fn with_feed(mut self, feed: Arc<WebhookFeed>) -> Self {
+        self.feed = Some(feed);
+        self
+    }
+
+    /// The relaxed-read key of `watch` on `key`, when a feed is attached.
+    fn relax(&self, watch: Watch, key: String) -> Option<(Watch, String)> {
+        self.feed.as_ref().map(|_| (watch, key))
+    }
+
+    /// The last answer to `request`, if it is a relaxed read the webhook feed proves
+    /// unchanged since it was confirmed, less than the feed's resync period ago.
+    fn answer_from_feed(&self, request: &Request) -> Option<Reply> {
+        let (feed, (watch, key)) = (self.feed.as_ref()?, request.relaxed.as_ref()?);
+        let cache = self.etags();
+        let cached = cache.get(&request.path)?;
+        let fresh = self.clock.now() - cached.confirmed_at < feed.resync();
+        if !(fresh && feed.unchanged(*watch, key, cached.generation)) {
+            return None;
+        }
+        self.stats.count_from_webhooks();
+        Some(Reply {
+            status: cached.status,
+            body: cached.body.clone(),
+            link: cached.link.clone(),
         })
     }
 
@@ -430,6 +483,9 @@ impl GitHub {
     /// Sends `request`, retrying as the policy allows; returns the final answer (2xx,
     /// or a 4xx the caller maps) or the error.
     async fn send(&self, request: &Request) -> Result<Reply, ForgeError> {
+        if let Some(reply) = self.answer_from_feed(request) {
+            return Ok(reply);
+        }
         let max_attempts = self.config.retry.max_attempts.max(1);
         let mut refreshed_after_401 = false;
         let mut attempt = 0;
@@ -483,6 +539,10 @@ impl GitHub {
         } else {
             None
         };
+        // Taken before sending: a delivery that arrives while the request is in flight
+        // must invalidate its answer.
+        let generation = self.feed.as_ref().map_or(0, |f| f.generation());
+        let sent_at = self.clock.now();
         self.stats.count_request(request.kind);
         let exchanged = tokio::time::timeout(
             self.config.request_timeout,
@@ -514,23 +574,7 @@ impl GitHub {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         Ok(match status {
-            304 => {
-                let cache = self.etags();
-                match cache.get(&request.path) {
-                    Some(cached) if etag.is_some() => {
-                        self.stats.count_not_modified();
-                        Outcome::Done(Reply {
-                            status: cached.status,
-                            body: cached.body.clone(),
-                            link: cached.link.clone(),
-                        })
-                    }
-                    _ => Outcome::Fail(ForgeError::InvalidResponse {
-                        what: request.what(),
-                        detail: "304 Not Modified to a request without If-None-Match".into(),
-                    }),
-                }
-            }
+            304 => self.not_modified(request, etag.is_some(), (generation, sent_at)),
             200..=299 => {
                 if request.method == Method::Get
                     && let Some(etag) = headers.get(ETAG).and_then(|v| v.to_str().ok())
@@ -542,6 +586,8 @@ impl GitHub {
                             status,
                             body: body.clone(),
                             link: link.clone(),
+                            generation,
+                            confirmed_at: sent_at,
                         },
                     );
                 }
@@ -569,6 +615,33 @@ impl GitHub {
             500..=599 => self.transient(request, attempt, Failure::Status(status)),
             _ => Outcome::Done(Reply { status, body, link }),
         })
+    }
+
+    /// A 304 to a conditional GET: the cached answer, confirmed as of `confirmed`
+    /// (the feed generation and the time the request was sent).
+    fn not_modified(
+        &self,
+        request: &Request,
+        conditional: bool,
+        (generation, sent_at): (u64, DateTime<Utc>),
+    ) -> Outcome {
+        let mut cache = self.etags();
+        match cache.get_mut(&request.path) {
+            Some(cached) if conditional => {
+                self.stats.count_not_modified();
+                cached.generation = generation;
+                cached.confirmed_at = sent_at;
+                Outcome::Done(Reply {
+                    status: cached.status,
+                    body: cached.body.clone(),
+                    link: cached.link.clone(),
+                })
+            }
+            _ => Outcome::Fail(ForgeError::InvalidResponse {
+                what: request.what(),
+                detail: "304 Not Modified to a request without If-None-Match".into(),
+            }),
+        }
     }
 
     /// After a 5xx, timeout or connection error: back off and retry, unless the
@@ -656,11 +729,17 @@ impl GitHub {
     }
 
     /// Every page of a paginated GET, following `Link: <…>; rel="next"`.
-    async fn get_pages(&self, kind: RequestKind, first: String) -> Result<Vec<String>, ForgeError> {
+    /// `relaxed`: each page may come from the webhook feed (see [`Self::from_feed`]).
+    async fn get_pages(
+        &self,
+        kind: RequestKind,
+        first: String,
+        relaxed: Option<(Watch, String)>,
+    ) -> Result<Vec<String>, ForgeError> {
         let mut pages = Vec::new();
         let mut next = Some(first);
         while let Some(path) = next {
-            let request = Request::new(kind, Method::Get, path);
+            let request = Request::new(kind, Method::Get, path).relaxed(relaxed.clone());
             if pages.len() >= self.config.max_pages as usize {
                 return Err(ForgeError::InvalidResponse {
                     what: request.what(),
@@ -716,9 +795,10 @@ impl GitHub {
         &self,
         kind: RequestKind,
         first: String,
+        relaxed: Option<(Watch, String)>,
     ) -> Result<Vec<T>, ForgeError> {
         let mut items = Vec::new();
-        for body in self.get_pages(kind, first.clone()).await? {
+        for body in self.get_pages(kind, first.clone(), relaxed).await? {
             let page: Vec<T> = parse_json(&Request::new(kind, Method::Get, first.clone()), &body)?;
             items.extend(page);
         }
@@ -860,7 +940,7 @@ impl Forge for GitHub {
             repo_path(repo),
             encode(&format!("{}:{head_branch}", repo.owner)),
         );
-        let pulls: Vec<wire::Pull> = self.all_items(RequestKind::FindPr, path).await?;
+        let pulls: Vec<wire::Pull> = self.all_items(RequestKind::FindPr, path, None).await?;
         let full_name = repo.to_string();
         Ok(pulls
             .into_iter()
@@ -962,14 +1042,42 @@ impl Forge for GitHub {
         number: u64,
         since: Option<DateTime<Utc>>,
     ) -> Result<Vec<Comment>, ForgeError> {
-        let mut path = format!("{}/issues/{number}/comments?per_page=100", repo_path(repo));
-        if let Some(since) = since {
-            path.push_str("&since=");
-            path.push_str(&encode(&timestamp(since)));
-        }
-        let comments: Vec<wire::IssueComment> =
-            self.all_items(RequestKind::ListComments, path).await?;
-        Ok(comments.into_iter().map(Comment::from).collect())
+        self.comments(repo, number, since, false).await
+    }
+
+    async fn list_comments_relaxed(
+        &self,
+        repo: &RepoName,
+        number: u64,
+    ) -> Result<Vec<Comment>, ForgeError> {
+        self.comments(repo, number, None, true).await
+    }
+
+    async fn combined_status_relaxed(
+        &self,
+        repo: &RepoName,
+        sha: &str,
+    ) -> Result<CombinedStatus, ForgeError> {
+        self.statuses(repo, sha, true).await
+    }
+
+    async fn check_runs_relaxed(
+        &self,
+        repo: &RepoName,
+        sha: &str,
+    ) -> Result<Vec<CheckRun>, ForgeError> {
+        self.runs(repo, sha, true).await
+    }
+
+    fn answers_from_memory(&self) -> bool {
+        self.feed.is_some()
+    }
+
+    fn delivered_commands(&self, repo: &RepoName, policy: &str) -> Vec<DeliveredComment> {
+        self.feed
+            .as_ref()
+            .map(|f| f.commands(repo, policy))
+            .unwrap_or_default()
     }
 
     async fn post_comment(
@@ -990,7 +1098,8 @@ impl Forge for GitHub {
 
     async fn pr_files(&self, repo: &RepoName, number: u64) -> Result<Vec<ChangedFile>, ForgeError> {
         let path = format!("{}/pulls/{number}/files?per_page=100", repo_path(repo));
-        let files: Vec<wire::DiffEntry> = self.all_items(RequestKind::ListFiles, path).await?;
+        let files: Vec<wire::DiffEntry> =
+            self.all_items(RequestKind::ListFiles, path, None).await?;
         Ok(files.into_iter().map(ChangedFile::from).collect())
     }
 
@@ -999,46 +1108,11 @@ impl Forge for GitHub {
         repo: &RepoName,
         sha: &str,
     ) -> Result<CombinedStatus, ForgeError> {
-        let path = format!(
-            "{}/commits/{}/status?per_page=100",
-            repo_path(repo),
-            encode(sha)
-        );
-        let request = Request::new(RequestKind::CombinedStatus, Method::Get, path.clone());
-        let mut combined: Option<CombinedStatus> = None;
-        for body in self.get_pages(RequestKind::CombinedStatus, path).await? {
-            let page: wire::Combined = parse_json(&request, &body)?;
-            let statuses = page.statuses.into_iter().map(Into::into);
-            match &mut combined {
-                Some(c) => c.statuses.extend(statuses),
-                None => {
-                    combined = Some(CombinedStatus {
-                        sha: page.sha,
-                        state: page.state,
-                        statuses: statuses.collect(),
-                    });
-                }
-            }
-        }
-        combined.ok_or_else(|| ForgeError::InvalidResponse {
-            what: request.what(),
-            detail: "no pages".into(),
-        })
+        self.statuses(repo, sha, false).await
     }
 
     async fn check_runs(&self, repo: &RepoName, sha: &str) -> Result<Vec<CheckRun>, ForgeError> {
-        let path = format!(
-            "{}/commits/{}/check-runs?per_page=100",
-            repo_path(repo),
-            encode(sha)
-        );
-        let request = Request::new(RequestKind::CheckRuns, Method::Get, path.clone());
-        let mut runs = Vec::new();
-        for body in self.get_pages(RequestKind::CheckRuns, path).await? {
-            let page: wire::CheckRuns = parse_json(&request, &body)?;
-            runs.extend(page.check_runs.into_iter().map(CheckRun::from));
-        }
-        Ok(runs)
+        self.runs(repo, sha, false).await
     }
 
     async fn mergeability(&self, repo: &RepoName, number: u64) -> Result<Mergeability, ForgeError> {
@@ -1128,6 +1202,98 @@ impl Forge for GitHub {
     }
 }
 
+/// The reads behind [`Forge`]'s strict and relaxed methods.
+impl GitHub {
+    /// [`Forge::list_comments`]; `relaxed`: possibly from the webhook feed.
+    async fn comments(
+        &self,
+        repo: &RepoName,
+        number: u64,
+        since: Option<DateTime<Utc>>,
+        relaxed: bool,
+    ) -> Result<Vec<Comment>, ForgeError> {
+        let mut path = format!("{}/issues/{number}/comments?per_page=100", repo_path(repo));
+        if let Some(since) = since {
+            path.push_str("&since=");
+            path.push_str(&encode(&timestamp(since)));
+        }
+        let relaxed = relaxed
+            .then(|| self.relax(Watch::Comments, WebhookFeed::pr_key(repo, number)))
+            .flatten();
+        let comments: Vec<wire::IssueComment> = self
+            .all_items(RequestKind::ListComments, path, relaxed)
+            .await?;
+        Ok(comments.into_iter().map(Comment::from).collect())
+    }
+
+    /// [`Forge::combined_status`]; `relaxed`: possibly from the webhook feed.
+    async fn statuses(
+        &self,
+        repo: &RepoName,
+        sha: &str,
+        relaxed: bool,
+    ) -> Result<CombinedStatus, ForgeError> {
+        let relaxed = relaxed
+            .then(|| self.relax(Watch::Statuses, WebhookFeed::sha_key(repo, sha)))
+            .flatten();
+        let path = format!(
+            "{}/commits/{}/status?per_page=100",
+            repo_path(repo),
+            encode(sha)
+        );
+        let request = Request::new(RequestKind::CombinedStatus, Method::Get, path.clone());
+        let mut combined: Option<CombinedStatus> = None;
+        for body in self
+            .get_pages(RequestKind::CombinedStatus, path, relaxed)
+            .await?
+        {
+            let page: wire::Combined = parse_json(&request, &body)?;
+            let statuses = page.statuses.into_iter().map(Into::into);
+            match &mut combined {
+                Some(c) => c.statuses.extend(statuses),
+                None => {
+                    combined = Some(CombinedStatus {
+                        sha: page.sha,
+                        state: page.state,
+                        statuses: statuses.collect(),
+                    });
+                }
+            }
+        }
+        combined.ok_or_else(|| ForgeError::InvalidResponse {
+            what: request.what(),
+            detail: "no pages".into(),
+        })
+    }
+
+    /// [`Forge::check_runs`]; `relaxed`: possibly from the webhook feed.
+    async fn runs(
+        &self,
+        repo: &RepoName,
+        sha: &str,
+        relaxed: bool,
+    ) -> Result<Vec<CheckRun>, ForgeError> {
+        let relaxed = relaxed
+            .then(|| self.relax(Watch::CheckRuns, WebhookFeed::sha_key(repo, sha)))
+            .flatten();
+        let path = format!(
+            "{}/commits/{}/check-runs?per_page=100",
+            repo_path(repo),
+            encode(sha)
+        );
+        let request = Request::new(RequestKind::CheckRuns, Method::Get, path.clone());
+        let mut runs = Vec::new();
+        for body in self
+            .get_pages(RequestKind::CheckRuns, path, relaxed)
+            .await?
+        {
+            let page: wire::CheckRuns = parse_json(&request, &body)?;
+            runs.extend(page.check_runs.into_iter().map(CheckRun::from));
+        }
+        Ok(runs)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1168,6 +1334,8 @@ mod tests {
             status: 200,
             body: String::new(),
             link: None,
+            generation: 0,
+            confirmed_at: DateTime::UNIX_EPOCH,
         };
         cache.put("/a".into(), entry("1"));
         cache.put("/b".into(), entry("2"));

@@ -19,8 +19,13 @@
 //!   `If-None-Match`, and a 304 (free of rate-limit cost) returns the cached body.
 //!   [`ForgeStats`] counts every request by [`RequestKind`] and exposes the remaining
 //!   rate-limit budget.
+//! * **Webhooks**: with a [`WebhookFeed`] attached, reads that GitHub's deliveries prove
+//!   unchanged cost nothing at all (the `*_relaxed` methods), and commands written on
+//!   any of autobump's PRs, even closed ones, reach the policy
+//!   ([`Forge::delivered_commands`]).
 
 mod error;
+pub mod feed;
 mod github;
 mod stats;
 pub mod webhook;
@@ -32,6 +37,7 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 
 pub use error::ForgeError;
+pub use feed::{DeliveredComment, WebhookFeed};
 pub use github::{GitHub, GitHubAuth, GitHubConfig, RetryPolicy};
 pub use stats::{ForgeStats, ForgeStatsSnapshot, RequestKind};
 
@@ -433,6 +439,52 @@ pub trait Forge: Send + Sync {
         repo: &RepoName,
         user: &str,
     ) -> impl Future<Output = Result<Permission, ForgeError>> + Send;
+
+    /// All of [`list_comments`](Self::list_comments), or the last answer when GitHub's
+    /// webhooks prove no comment was written or edited since (see [`feed`]). Only for
+    /// reads whose staleness can make autobump wait, never act.
+    fn list_comments_relaxed(
+        &self,
+        repo: &RepoName,
+        number: u64,
+    ) -> impl Future<Output = Result<Vec<Comment>, ForgeError>> + Send {
+        self.list_comments(repo, number, None)
+    }
+
+    /// [`combined_status`](Self::combined_status), or the last answer when webhooks
+    /// prove it unchanged; as for [`list_comments_relaxed`](Self::list_comments_relaxed).
+    fn combined_status_relaxed(
+        &self,
+        repo: &RepoName,
+        sha: &str,
+    ) -> impl Future<Output = Result<CombinedStatus, ForgeError>> + Send {
+        self.combined_status(repo, sha)
+    }
+
+    /// [`check_runs`](Self::check_runs), or the last answer when webhooks prove it
+    /// unchanged; as for [`list_comments_relaxed`](Self::list_comments_relaxed).
+    fn check_runs_relaxed(
+        &self,
+        repo: &RepoName,
+        sha: &str,
+    ) -> impl Future<Output = Result<Vec<CheckRun>, ForgeError>> + Send {
+        self.check_runs(repo, sha)
+    }
+
+    /// Whether the `*_relaxed` reads may answer from memory (a webhook feed is
+    /// attached); when they may, the reconcile confirms a green verdict with strict reads
+    /// before it merges.
+    fn answers_from_memory(&self) -> bool {
+        false
+    }
+
+    /// Command comments delivered by webhook on `policy`'s PRs in `repo`, open or
+    /// closed, oldest first (the reconcile skips those it has handled). Without
+    /// webhooks, none: commands are then read from the open PR only.
+    fn delivered_commands(&self, repo: &RepoName, policy: &str) -> Vec<DeliveredComment> {
+        let _ = (repo, policy);
+        Vec::new()
+    }
 }
 
 #[cfg(test)]

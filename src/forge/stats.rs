@@ -103,6 +103,7 @@ impl RequestKind {
 pub struct ForgeStats {
     by_kind: [AtomicU64; RequestKind::ALL.len()],
     not_modified: AtomicU64,
+    from_webhooks: AtomicU64,
     retries: AtomicU64,
     rate_limited: AtomicU64,
     backoff_millis: AtomicU64,
@@ -117,6 +118,7 @@ impl Default for ForgeStats {
         Self {
             by_kind: std::array::from_fn(|_| AtomicU64::new(0)),
             not_modified: AtomicU64::new(0),
+            from_webhooks: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
             backoff_millis: AtomicU64::new(0),
@@ -133,6 +135,9 @@ pub struct ForgeStatsSnapshot {
     pub by_kind: [u64; RequestKind::ALL.len()],
     /// Conditional GETs answered 304 (served from the `ETag` cache, no rate-limit cost).
     pub not_modified: u64,
+    /// Reads answered without a request because webhooks proved them unchanged
+    /// (see [`WebhookFeed`](super::WebhookFeed)); not counted as requests.
+    pub from_webhooks: u64,
     /// Requests sent again after a retryable failure (5xx, rate limit, timeout,
     /// connection, 401 with a refreshed App token).
     pub retries: u64,
@@ -176,6 +181,7 @@ impl ForgeStatsSnapshot {
         Self {
             by_kind: std::array::from_fn(|i| self.by_kind[i] - earlier.by_kind[i]),
             not_modified: self.not_modified - earlier.not_modified,
+            from_webhooks: self.from_webhooks - earlier.from_webhooks,
             retries: self.retries - earlier.retries,
             rate_limited: self.rate_limited - earlier.rate_limited,
             backoff: self.backoff.saturating_sub(earlier.backoff),
@@ -191,6 +197,10 @@ impl ForgeStats {
 
     pub(crate) fn count_not_modified(&self) {
         self.not_modified.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_from_webhooks(&self) {
+        self.from_webhooks.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn count_retry(&self) {
@@ -237,6 +247,7 @@ impl ForgeStats {
         ForgeStatsSnapshot {
             by_kind: std::array::from_fn(|i| self.by_kind[i].load(Ordering::Relaxed)),
             not_modified: self.not_modified.load(Ordering::Relaxed),
+            from_webhooks: self.from_webhooks.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed),
             rate_limited: self.rate_limited.load(Ordering::Relaxed),
             backoff: Duration::from_millis(self.backoff_millis.load(Ordering::Relaxed)),

@@ -112,6 +112,8 @@ pub enum WebhookEvent {
     IssueComment(IssueCommentEvent),
     /// `pull_request`.
     PullRequest(PullRequestEvent),
+    /// `status`, `check_run` or `check_suite`: a check on a commit changed.
+    Checks(ChecksEvent),
     /// `ping`, sent when the hook is created.
     Ping,
     /// Any other event (the receiver answers 2xx and ignores it).
@@ -138,13 +140,40 @@ pub struct IssueCommentEvent {
     pub number: u64,
     /// Whether the issue is a pull request (`issue.pull_request` is present).
     pub is_pull_request: bool,
+    /// Whether the issue or PR is open.
+    pub issue_open: bool,
+    /// The issue's or PR's author.
+    pub issue_author: String,
+    /// The issue's or PR's description (autobump's PRs carry the policy's marker).
+    pub issue_body: String,
     pub comment_id: u64,
     pub body: String,
     /// The comment author's login.
     pub author: String,
     pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The comment's page.
+    pub html_url: String,
     /// Who caused the event (for `deleted`, possibly not the author).
     pub sender: String,
+}
+
+/// Which kind of check a [`ChecksEvent`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChecksKind {
+    /// A commit status (`status` event).
+    Status,
+    /// A check run or check suite (`check_run`, `check_suite`).
+    CheckRun,
+}
+
+/// A commit status or check run on `sha` was created or changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChecksEvent {
+    pub kind: ChecksKind,
+    pub repo: RepoName,
+    /// The commit the check is on.
+    pub sha: String,
 }
 
 /// `pull_request` actions autobump reacts to; the rest are [`Other`](Self::Other).
@@ -201,6 +230,10 @@ mod payload {
         /// Present (an object of URLs) only when the issue is a PR.
         #[serde(default)]
         pub pull_request: Option<serde_json::Value>,
+        pub state: String,
+        pub user: User,
+        #[serde(default)]
+        pub body: Option<String>,
     }
 
     #[derive(Deserialize)]
@@ -210,6 +243,32 @@ mod payload {
         pub body: Option<String>,
         pub user: User,
         pub created_at: DateTime<Utc>,
+        pub updated_at: DateTime<Utc>,
+        pub html_url: String,
+    }
+
+    /// `status`: the commit is the payload's `sha`.
+    #[derive(Deserialize)]
+    pub struct Status {
+        pub sha: String,
+        pub repository: Repository,
+    }
+
+    #[derive(Deserialize)]
+    pub struct HeadSha {
+        pub head_sha: String,
+    }
+
+    #[derive(Deserialize)]
+    pub struct CheckRun {
+        pub check_run: HeadSha,
+        pub repository: Repository,
+    }
+
+    #[derive(Deserialize)]
+    pub struct CheckSuite {
+        pub check_suite: HeadSha,
+        pub repository: Repository,
     }
 
     #[derive(Deserialize)]
@@ -281,11 +340,48 @@ pub fn parse_webhook(event: &str, body: &[u8]) -> Result<WebhookEvent, WebhookEr
                 repo: repo(&p.repository.full_name)?,
                 number: p.issue.number,
                 is_pull_request: p.issue.pull_request.is_some_and(|v| !v.is_null()),
+                issue_open: p.issue.state == "open",
+                issue_author: p.issue.user.login,
+                issue_body: p.issue.body.unwrap_or_default(),
                 comment_id: p.comment.id,
                 body: p.comment.body.unwrap_or_default(),
                 author: p.comment.user.login,
                 created_at: p.comment.created_at,
+                updated_at: p.comment.updated_at,
+                html_url: p.comment.html_url,
                 sender: p.sender.login,
+            }))
+        }
+        "status" | "check_run" | "check_suite" => {
+            let (kind, sha, full_name) = match event {
+                "status" => {
+                    let p: payload::Status =
+                        serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?;
+                    (ChecksKind::Status, p.sha, p.repository.full_name)
+                }
+                "check_run" => {
+                    let p: payload::CheckRun =
+                        serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?;
+                    (
+                        ChecksKind::CheckRun,
+                        p.check_run.head_sha,
+                        p.repository.full_name,
+                    )
+                }
+                _ => {
+                    let p: payload::CheckSuite =
+                        serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?;
+                    (
+                        ChecksKind::CheckRun,
+                        p.check_suite.head_sha,
+                        p.repository.full_name,
+                    )
+                }
+            };
+            Ok(WebhookEvent::Checks(ChecksEvent {
+                kind,
+                repo: repo(&full_name)?,
+                sha,
             }))
         }
         "pull_request" => {

@@ -11,7 +11,7 @@ use autobump::clock::SystemClock;
 use autobump::controller::{Deps, Report, execute, observe, reconcile_read};
 use autobump::core::gate::{Alert, GateReading, GateVerdict};
 use autobump::core::plan::{Effect, HOLD_LABEL};
-use autobump::forge::{GitHub, GitHubAuth, GitHubConfig, RepoName};
+use autobump::forge::{Forge as _, GitHub, GitHubAuth, GitHubConfig, RepoName, WebhookFeed};
 use autobump::policy::{self, Policy};
 use autobump::registry::{RegistryClient, RegistryConfig};
 use autobump::repo::{Auth, GitConfig, GitRepo, Person, Source};
@@ -97,6 +97,19 @@ impl World {
             registry,
             _cache: cache,
         }
+    }
+
+    /// Lets the GitHub client answer relaxed reads from memory when deliveries to the
+    /// returned feed prove them unchanged (what `autobump run` does with webhooks).
+    fn attach_feed(&mut self) -> Arc<WebhookFeed> {
+        let feed = Arc::new(WebhookFeed::new(chrono::Duration::minutes(10)));
+        self.forge = GitHub::new(
+            GitHubConfig::new(GitHubAuth::Token("test-token".into())).api_url(self.fake.api_url()),
+            Arc::new(SystemClock),
+        )
+        .unwrap()
+        .with_feed(Arc::clone(&feed));
+        feed
     }
 
     fn deps(&self) -> Deps<'_, RegistryClient, GitRepo, GitHub, MemoryStore> {
@@ -193,6 +206,7 @@ fn kinds(report: &Report) -> Vec<&'static str> {
             Effect::SetHold(_) => "SetHold",
             Effect::ClearHold { .. } => "ClearHold",
             Effect::Comment(_) => "Comment",
+            Effect::Reply { .. } => "Reply",
             Effect::AddLabels(_) => "AddLabels",
             Effect::RemoveLabel(_) => "RemoveLabel",
             Effect::PushBranch => "PushBranch",
@@ -561,6 +575,246 @@ async fn github_requests_per_reconcile() {
     assert_eq!(blocked_conditional, 2);
     println!(
         "GitHub requests: opening a PR {opening}; quiet, waiting for checks {quiet} ({conditional} answered 304, free); quiet and blocked {blocked} ({blocked_conditional} answered 304)"
+    );
+    w.fake.assert_responses_valid();
+}
+
+/// A running `/webhooks/github` receiver (the real route) feeding a [`WebhookFeed`].
+struct Hook {
+    url: String,
+    client: reqwest::Client,
+    deliveries: std::sync::atomic::AtomicU64,
+}
+
+const HOOK_SECRET: &[u8] = b"hook-secret";
+
+impl Hook {
+    async fn start(feed: Arc<WebhookFeed>) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/webhooks/github", listener.local_addr().unwrap());
+        let router = autobump::http::github_webhook(HOOK_SECRET.to_vec(), tx, Some(feed));
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        // The reconciles here are driven by the test; drain the pokes.
+        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        Self {
+            url,
+            client: support::http_client(),
+            deliveries: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Delivers `payload` (an `@octokit/webhooks-examples` payload, adjusted) signed.
+    async fn deliver(&self, event: &str, payload: &serde_json::Value) {
+        let body = serde_json::to_vec(payload).unwrap();
+        let n = self
+            .deliveries
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let status = self
+            .client
+            .post(&self.url)
+            .header("X-GitHub-Event", event)
+            .header("X-GitHub-Delivery", format!("delivery-{n}"))
+            .header(
+                "X-Hub-Signature-256",
+                autobump::forge::webhook::sign(HOOK_SECRET, &body),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200, "{event} delivery");
+    }
+}
+
+/// GitHub's example payload of `event` (the first with `action`, if given), moved to
+/// example/infra.
+fn example(event: &str, action: Option<&str>) -> serde_json::Value {
+    let mut payload = support::webhook_examples(event)
+        .into_iter()
+        .find(|e| action.is_none_or(|a| e["action"] == a))
+        .unwrap_or_else(|| panic!("an example of {event} {action:?}"));
+    payload["repository"]["full_name"] = serde_json::json!("example/infra");
+    payload
+}
+
+fn check_run_delivery(sha: &str) -> serde_json::Value {
+    let mut payload = example("check_run", Some("completed"));
+    payload["check_run"]["head_sha"] = serde_json::json!(sha);
+    payload
+}
+
+fn status_delivery(sha: &str) -> serde_json::Value {
+    let mut payload = example("status", None);
+    payload["sha"] = serde_json::json!(sha);
+    payload
+}
+
+/// A comment written at `when` by `author` on PR `number`, whose author and body
+/// (autobump's marker or not) are given.
+fn comment_delivery(
+    (number, open, pr_author, pr_body): (u64, bool, &str, &str),
+    (id, author, text, when): (u64, &str, &str, &str),
+) -> serde_json::Value {
+    let mut payload = example("issue_comment", Some("created"));
+    payload["issue"]["number"] = serde_json::json!(number);
+    payload["issue"]["state"] = serde_json::json!(if open { "open" } else { "closed" });
+    payload["issue"]["user"]["login"] = serde_json::json!(pr_author);
+    payload["issue"]["body"] = serde_json::json!(pr_body);
+    payload["issue"]["pull_request"] = serde_json::json!({
+        "url": format!("https://api.github.com/repos/example/infra/pulls/{number}")
+    });
+    let comment = &mut payload["comment"];
+    comment["id"] = serde_json::json!(id);
+    comment["body"] = serde_json::json!(text);
+    comment["user"]["login"] = serde_json::json!(author);
+    comment["created_at"] = serde_json::json!(when);
+    comment["updated_at"] = serde_json::json!(when);
+    comment["html_url"] = serde_json::json!(format!(
+        "https://github.com/example/infra/pull/{number}#issuecomment-{id}"
+    ));
+    payload
+}
+
+/// With GitHub webhooks: a quiet reconcile while checks run costs one conditional
+/// request (the PR list), and a check's delivery makes the next reconcile read again
+/// and merge. Returns the world with PR #1 merged.
+async fn merged_with_webhooks() -> (World, Hook) {
+    let mut w = World::new("").await;
+    let feed = w.attach_feed();
+    let hook = Hook::start(Arc::clone(&feed)).await;
+
+    w.reconcile(MONDAY).await;
+    let head = w.fake.branch_sha("autobump-prow").unwrap();
+    w.fake.add_check_run(&head, "unit", "in_progress", None);
+    // The hook is subscribed to check runs, statuses and comments: it delivered each.
+    hook.deliver("check_run", &check_run_delivery(&head)).await;
+    hook.deliver(
+        "status",
+        &status_delivery("0123456789abcdef0123456789abcdef01234567"),
+    )
+    .await;
+    hook.deliver(
+        "issue_comment",
+        &comment_delivery(
+            (99, true, "someone", "unrelated"),
+            (9_901, "someone", "thanks!", "2026-11-23T10:00:30Z"),
+        ),
+    )
+    .await;
+    let r = w.reconcile("2026-11-23T10:01:00Z").await;
+    assert_eq!(waiting(&r), "checks running: unit");
+    let before = (
+        w.fake.total_requests(),
+        w.fake.not_modified(),
+        w.fake.writes(),
+    );
+    let r = w.reconcile("2026-11-23T10:02:00Z").await;
+    assert_eq!(waiting(&r), "checks running: unit");
+    let quiet = w.fake.total_requests() - before.0;
+    let conditional = w.fake.not_modified() - before.1;
+    assert_eq!(w.fake.writes(), before.2);
+    assert_eq!(
+        (quiet, conditional),
+        (1, 1),
+        "a quiet reconcile with webhooks reads only the PR list, conditionally"
+    );
+
+    // The check completes and GitHub says so: the next reconcile reads and merges.
+    w.fake
+        .add_check_run(&head, "unit", "completed", Some("success"));
+    hook.deliver("check_run", &check_run_delivery(&head)).await;
+    let r = w.reconcile("2026-11-23T10:03:00Z").await;
+    assert_eq!(kinds(&r), ["Merge"], "{r:?}");
+    assert!(w.fake.pull(1).merged);
+    println!(
+        "GitHub requests with webhooks: quiet, waiting for checks {quiet} ({conditional} answered 304); reads answered from webhooks: {}",
+        w.forge.stats().snapshot().from_webhooks
+    );
+    (w, hook)
+}
+
+#[tokio::test]
+async fn with_webhooks_a_quiet_reconcile_costs_one_conditional_request() {
+    let (w, _hook) = merged_with_webhooks().await;
+    w.fake.assert_responses_valid();
+}
+
+/// `/hold` and `/unhold` written on the merged (closed) PR reach the policy by webhook
+/// and are answered there.
+#[tokio::test]
+async fn with_webhooks_commands_on_a_closed_pr_hold_and_lift() {
+    let (w, hook) = merged_with_webhooks().await;
+    let repo = RepoName::new("example", "infra");
+
+    // `/hold` on the merged PR, by someone with triage: the policy is held, and the
+    // answer is on that PR.
+    let body = w.fake.pull(1).body.unwrap_or_default();
+    w.fake.set_permission("alice", "triage");
+    hook.deliver(
+        "issue_comment",
+        &comment_delivery(
+            (1, false, "autobump-bot", &body),
+            (
+                9_902,
+                "alice",
+                "/hold the database migration",
+                "2026-11-23T10:03:30Z",
+            ),
+        ),
+    )
+    .await;
+    w.reconcile("2026-11-23T10:04:00Z").await;
+    let hold = w
+        .store
+        .load("prow")
+        .unwrap()
+        .hold
+        .expect("held from the closed PR");
+    assert_eq!(
+        (hold.by.as_str(), hold.reason.as_str()),
+        ("user:alice", "the database migration")
+    );
+    let answers = w.forge.list_comments(&repo, 1, None).await.unwrap();
+    assert!(
+        answers
+            .iter()
+            .any(|c| c.author == "autobump-bot" && c.body.contains("`prow` is now on hold")),
+        "{answers:?}"
+    );
+    // The same delivery again (GitHub redelivers on request) changes nothing.
+    w.reconcile("2026-11-23T10:04:30Z").await;
+    assert_eq!(
+        w.forge.list_comments(&repo, 1, None).await.unwrap().len(),
+        answers.len()
+    );
+
+    // `/unhold` by someone with triage only: refused politely there; with write: lifted.
+    w.fake.set_permission("bob", "write");
+    for (id, who, when) in [
+        (9_903, "alice", "2026-11-23T10:05:00Z"),
+        (9_904, "bob", "2026-11-23T10:05:10Z"),
+    ] {
+        hook.deliver(
+            "issue_comment",
+            &comment_delivery(
+                (1, false, "autobump-bot", &body),
+                (id, who, "/unhold", when),
+            ),
+        )
+        .await;
+    }
+    w.reconcile("2026-11-23T10:06:00Z").await;
+    assert!(w.store.load("prow").unwrap().hold.is_none());
+    let answers = w.forge.list_comments(&repo, 1, None).await.unwrap();
+    assert!(
+        answers.iter().any(|c| c.body.starts_with("Sorry @alice")),
+        "{answers:?}"
+    );
+    assert!(
+        answers.iter().any(|c| c.body.contains("is lifted")),
+        "{answers:?}"
     );
     w.fake.assert_responses_valid();
 }

@@ -330,6 +330,72 @@ async fn a_second_identical_read_is_conditional_and_free() {
     fake.assert_responses_valid();
 }
 
+/// With a webhook feed, relaxed reads cost nothing while deliveries prove them
+/// unchanged; a delivery about the commit, or the resync period passing (a lost
+/// delivery), sends the read again; strict reads always go to GitHub.
+#[tokio::test]
+async fn relaxed_reads_are_answered_from_webhooks_until_a_delivery_or_the_resync() {
+    use autobump::forge::webhook::{ChecksEvent, ChecksKind};
+    let fake = GithubFake::start().await;
+    let clock = Arc::new(ManualClock::new(at("2026-03-08T09:00:00Z")));
+    let feed = Arc::new(autobump::forge::WebhookFeed::new(
+        chrono::Duration::minutes(10),
+    ));
+    let gh = client_with(
+        &fake,
+        GitHubAuth::Token("test-token".into()),
+        Arc::clone(&clock) as Arc<dyn Clock>,
+    )
+    .with_feed(Arc::clone(&feed));
+    assert!(gh.answers_from_memory());
+    let repo = repo();
+    let head = seed_bump(&fake);
+    fake.add_check_run(&head, "build", "in_progress", None);
+    let delivery = |sha: &str| {
+        WebhookEvent::Checks(ChecksEvent {
+            kind: ChecksKind::CheckRun,
+            repo: repo.clone(),
+            sha: sha.to_owned(),
+        })
+    };
+    let sent = || fake.requests("checks/list-for-ref");
+
+    // No delivery of check runs yet: the hook may not be subscribed, so every read goes out.
+    gh.check_runs_relaxed(&repo, &head).await.unwrap();
+    gh.check_runs_relaxed(&repo, &head).await.unwrap();
+    assert_eq!(sent(), 2);
+    feed.record(&delivery("0000000000000000000000000000000000000000"));
+    gh.check_runs_relaxed(&repo, &head).await.unwrap();
+    assert_eq!(
+        sent(),
+        3,
+        "the answer before the hook was live is read again"
+    );
+    let runs = gh.check_runs_relaxed(&repo, &head).await.unwrap();
+    assert_eq!(sent(), 3, "proved unchanged: no request");
+    assert_eq!(runs[0].status, CheckStatus::InProgress);
+    assert_eq!(gh.stats().snapshot().from_webhooks, 1);
+    // Strict reads always ask.
+    gh.check_runs(&repo, &head).await.unwrap();
+    assert_eq!(sent(), 4);
+
+    // The run completes and GitHub delivers it: read again, and the change is seen.
+    fake.add_check_run(&head, "build", "completed", Some("success"));
+    feed.record(&delivery(&head));
+    let runs = gh.check_runs_relaxed(&repo, &head).await.unwrap();
+    assert_eq!(sent(), 5);
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].conclusion, Some(CheckConclusion::Success));
+
+    // A lost delivery is made up for by the resync period.
+    gh.check_runs_relaxed(&repo, &head).await.unwrap();
+    assert_eq!(sent(), 5);
+    clock.advance(chrono::Duration::minutes(11));
+    gh.check_runs_relaxed(&repo, &head).await.unwrap();
+    assert_eq!(sent(), 6);
+    fake.assert_responses_valid();
+}
+
 #[tokio::test]
 async fn merging_at_a_stale_head_is_refused_as_head_moved() {
     let fake = GithubFake::start().await;
@@ -869,6 +935,41 @@ fn webhook_examples_verify_and_parse() {
     );
 }
 
+/// Every example of the check and status events GitHub documents parses to the
+/// commit it is about.
+#[test]
+fn check_and_status_examples_name_their_commit() {
+    use autobump::forge::webhook::ChecksKind;
+    for (event, kind, sha_of) in [
+        (
+            "status",
+            ChecksKind::Status,
+            &(|e: &Value| e["sha"].clone()) as &dyn Fn(&Value) -> Value,
+        ),
+        ("check_run", ChecksKind::CheckRun, &|e: &Value| {
+            e["check_run"]["head_sha"].clone()
+        }),
+        ("check_suite", ChecksKind::CheckRun, &|e: &Value| {
+            e["check_suite"]["head_sha"].clone()
+        }),
+    ] {
+        let examples = webhook_examples(event);
+        assert!(!examples.is_empty(), "{event}");
+        for example in examples {
+            let body = serde_json::to_vec(&example).unwrap();
+            let WebhookEvent::Checks(parsed) = parse_webhook(event, &body).unwrap() else {
+                panic!("{event} did not parse as a checks event")
+            };
+            assert_eq!(parsed.kind, kind);
+            assert_eq!(Value::String(parsed.sha), sha_of(&example), "{event}");
+            assert_eq!(
+                parsed.repo.to_string(),
+                example["repository"]["full_name"].as_str().unwrap()
+            );
+        }
+    }
+}
+
 /// `/webhooks/github`: signed deliveries of real example payloads reach the
 /// controller's channel; unsigned, forged, duplicated and irrelevant ones do not.
 // One delivery sequence against one server; splitting it would repeat the setup.
@@ -882,7 +983,7 @@ async fn the_github_webhook_route_verifies_deduplicates_and_forwards() {
     tokio::spawn(async move {
         axum::serve(
             listener,
-            autobump::http::github_webhook(b"s3cret".to_vec(), tx),
+            autobump::http::github_webhook(b"s3cret".to_vec(), tx, None),
         )
         .await
         .unwrap();

@@ -988,6 +988,9 @@ impl Sim {
             }
             if w.state().hold.is_some() {
                 let pr = w.open_pr(&branch, Some(BOT)).map(|p| p.number);
+                // An /unhold written in the same instant as the hold is refused (it may
+                // predate it); the person then asks again, as autobump's reply says.
+                let since = w.state().hold.as_ref().map(|h| h.since);
                 let asked = pr.is_some_and(|n| {
                     w.comments
                         .iter()
@@ -996,6 +999,7 @@ impl Sim {
                         .is_some_and(|c| {
                             commands::parse(&c.body) == Some(Command::Unhold)
                                 && c.created_seq > w.checker.hold_placed_seq()
+                                && since.is_none_or(|s| c.created_at > s)
                                 && w.checker.last_rollback.is_none_or(|r| c.created_seq > r)
                         })
                 });

@@ -165,7 +165,6 @@ fn seed_9f_a_change_to_an_excluded_file_never_merges() {
 /// hold, which nobody asked to lift (commands are judged against the hold in force
 /// when they are read, not when they were written).
 #[test]
-#[ignore = "bug: an /unhold written before a hold lifts it (stale command), see report"]
 fn seed_4b65e69466d51a14_stale_unhold_lifts_a_newer_cli_hold() {
     let seed = 0x4b65_e694_66d5_1a14;
     let s = Scenario::generate(seed);
