@@ -364,6 +364,37 @@ mod tests {
     use super::*;
     use crate::core::schedule::ClosedReason;
 
+    #[test]
+    fn checks_pass_only_when_every_counted_check_succeeded() {
+        let check = |name: &str, state| Check {
+            name: name.into(),
+            state,
+        };
+        let required = ["unit".to_owned()];
+        let green = [
+            check("unit", CheckState::Success),
+            check("lint", CheckState::Failure),
+        ];
+        assert!(checks_pass(&green, &required), "lint is not required");
+        assert!(
+            !checks_pass(&green, &[]),
+            "with none required, every check counts"
+        );
+        assert!(!checks_pass(&[], &[]), "no check reported yet");
+        assert!(
+            !checks_pass(&green[1..], &required),
+            "unit has not reported"
+        );
+        let rerun = [
+            check("unit", CheckState::Success),
+            check("unit", CheckState::Pending),
+        ];
+        assert!(
+            !checks_pass(&rerun, &required),
+            "the worst run of a name counts"
+        );
+    }
+
     struct Case {
         pr: PrView,
         hold: Option<Hold>,
