@@ -111,14 +111,14 @@ enum Command {
         #[arg(long)]
         reason: String,
         #[command(flatten)]
-        state: StateArgs,
+        target: HoldTarget,
     },
     /// Lift a policy's hold (also one autobump placed itself after an alert).
     Unhold {
         /// The policy's name.
         name: String,
         #[command(flatten)]
-        state: StateArgs,
+        target: HoldTarget,
     },
     /// Show every policy: current version, last known-good, hold (by, why, since),
     /// next window opening, age of the last bump, last rollback.
@@ -505,6 +505,56 @@ fn print_tick(tick: &autobump::controller::standalone::Tick) {
     }
 }
 
+/// Where `hold` and `unhold` write: the state file, or an Autobump object's status.
+#[derive(Debug, clap::Args)]
+struct HoldTarget {
+    #[command(flatten)]
+    state: StateArgs,
+    /// The policy is an Autobump object (in-cluster mode): write its status
+    /// (in-cluster config or $KUBECONFIG); NAME may be NAMESPACE/NAME.
+    #[arg(long)]
+    kubernetes: bool,
+    /// With --kubernetes: the namespace of a bare NAME (default: the kubeconfig's).
+    #[arg(long, value_name = "NS")]
+    namespace: Option<String>,
+}
+
+impl HoldTarget {
+    /// Changes `name`'s state with `f` where this target says.
+    fn update(
+        &self,
+        name: &str,
+        f: &mut dyn FnMut(&mut autobump::store::PolicyState),
+    ) -> anyhow::Result<()> {
+        use autobump::incluster::store::{KubeStore, Scope};
+        use autobump::store::Store as _;
+        if !self.kubernetes {
+            autobump::store::FileStore::new(&self.state.path).update(name, f)?;
+            return Ok(());
+        }
+        // KubeStore blocks on this runtime from here (outside it), which needs the
+        // multi-threaded kind to drive its I/O.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        let store = runtime.block_on(async {
+            autobump::install_crypto_provider();
+            let client = kube::Client::try_default().await?;
+            anyhow::Ok(KubeStore::new(
+                client,
+                self.namespace
+                    .clone()
+                    .map_or(Scope::AllNamespaces, Scope::Namespace),
+            ))
+        })?;
+        store
+            .update(name, f)
+            .map_err(|e| anyhow::anyhow!("policy {name}: {e}"))?;
+        Ok(())
+    }
+}
+
 /// Where the standalone state lives.
 #[derive(Debug, clap::Args)]
 struct StateArgs {
@@ -555,9 +605,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Hold {
             name,
             reason,
-            state,
-        } => hold(&name, &reason, &state),
-        Command::Unhold { name, state } => unhold(&name, &state),
+            target,
+        } => hold(&name, &reason, &target),
+        Command::Unhold { name, target } => unhold(&name, &target),
         Command::Status {
             state,
             policies,
@@ -655,16 +705,15 @@ fn operator() -> String {
     format!("cli:{user}")
 }
 
-fn hold(name: &str, reason: &str, state: &StateArgs) -> anyhow::Result<ExitCode> {
+fn hold(name: &str, reason: &str, target: &HoldTarget) -> anyhow::Result<ExitCode> {
     use autobump::clock::Clock as _;
-    use autobump::store::{FileStore, Store as _};
     if reason.trim().is_empty() {
         anyhow::bail!("--reason must say why (it is shown to whoever wonders why nothing deploys)");
     }
     let now = chrono::SubsecRound::trunc_subsecs(SystemClock.now(), 0);
     let by = operator();
     let mut existing = None;
-    FileStore::new(&state.path).update(name, &mut |s| {
+    target.update(name, &mut |s| {
         if let Some(h) = &s.hold {
             existing = Some(h.clone());
             return;
@@ -688,13 +737,12 @@ fn hold(name: &str, reason: &str, state: &StateArgs) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
-fn unhold(name: &str, state: &StateArgs) -> anyhow::Result<ExitCode> {
+fn unhold(name: &str, target: &HoldTarget) -> anyhow::Result<ExitCode> {
     use autobump::clock::Clock as _;
-    use autobump::store::{FileStore, Store as _};
     let now = chrono::SubsecRound::trunc_subsecs(SystemClock.now(), 0);
     let by = operator();
     let mut lifted = None;
-    FileStore::new(&state.path).update(name, &mut |s| {
+    target.update(name, &mut |s| {
         if let Some(h) = s.hold.take() {
             s.record(
                 now,

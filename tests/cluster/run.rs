@@ -124,6 +124,61 @@ async fn run_kubernetes_reconciles_objects_holds_the_lease_and_stops_cleanly() {
         .unwrap_or_else(|| panic!("{table}"));
     assert!(row.contains("1.0.0") && row.contains("open now"), "{table}");
 
+    // autobump hold/unhold --kubernetes write the object's status; the running
+    // controller reacts at once (its interval is an hour) with the Held condition.
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_autobump"))
+            .args(args)
+            .args(["--kubernetes", "--namespace", NS])
+            .env("KUBECONFIG", &cluster.kubeconfig)
+            .env("USER", "oncall")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{args:?}: {text}{out:?}");
+        text
+    };
+    let said = cli(&["hold", "app", "--reason", "incident 4711"]);
+    assert_eq!(said, "app held by cli:oncall: incident 4711\n");
+    let held_condition = |want: &'static str| {
+        let objects = objects.clone();
+        async move {
+            let object = objects.get("app").await.map_err(|e| e.to_string())?;
+            let status = object.status.clone().ok_or("no status")?;
+            let condition = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Held")
+                .ok_or(format!("{status:?}"))?;
+            if condition.status == want {
+                Ok((status.hold.clone(), condition.message.clone()))
+            } else {
+                Err(format!("{condition:?}"))
+            }
+        }
+    };
+    let (hold, message) = eventually("Held=True after autobump hold", async || {
+        held_condition("True").await
+    })
+    .await;
+    let hold = hold.expect("the hold is in the status");
+    assert_eq!(
+        (hold.by.as_str(), hold.reason.as_str()),
+        ("cli:oncall", "incident 4711")
+    );
+    assert!(message.contains("incident 4711"), "{message}");
+    assert!(cli(&["hold", "app", "--reason", "again"]).contains("already held"));
+    assert_eq!(
+        cli(&["unhold", &format!("{NS}/app")]),
+        "app: lifted the hold by cli:oncall (incident 4711)\n"
+            .replace("app:", &format!("{NS}/app:"))
+    );
+    let (hold, _) = eventually("Held=False after autobump unhold", async || {
+        held_condition("False").await
+    })
+    .await;
+    assert!(hold.is_none());
+
     let leases: Api<Lease> = Api::namespaced(client.clone(), NS);
     let holder = leases
         .get("autobump")
