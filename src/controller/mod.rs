@@ -18,11 +18,12 @@ use chrono::{DateTime, Utc};
 use crate::cluster::{ClusterError, DynWorkloads};
 use crate::core::commands;
 use crate::core::gate::{GateReading, GateVerdict};
-use crate::core::merge::{Check, CheckState, DiffVerdict, PrView};
+use crate::core::merge::{Check, CheckState, DiffVerdict, FileChange, PrView};
 use crate::core::plan::{self, CommandSeen, Effect, PlannedBump, PrSnapshot, Snapshot};
 use crate::core::pr::Row;
 use crate::core::reference::ImageRef;
 use crate::core::rewrite::{ImageSelector, Plan, SeriesRule, Target};
+use crate::core::select::covers;
 use crate::forge::{
     CheckConclusion, CheckStatus, Forge, ForgeError, MergeMethod, NewPullRequest, PullRequest,
     PullRequestEdit, RepoName, StatusState,
@@ -418,81 +419,48 @@ fn checks_of(
     checks
 }
 
-/// A PR that does not carry the planned tree may be an older bump (fine: it is
-/// refreshed in the next window) or carry other changes (never merged). It passes when
-/// every file it changes differs from its base only inside references to the policy's
-/// images, each moved within its series to a tag the registry listed and that was
-/// never rolled back (`bad`: canonical image and tag pairs).
+/// A PR that does not carry the planned tree may be an older bump (fine: it may merge,
+/// and is refreshed in the next window), a bump whose versions cannot be verified any
+/// more (never merged; refreshed), or carry other changes (never merged; held): see
+/// [`crate::core::merge::verify_image_moves`]. A version checks out when the tag list
+/// the registry gave in this reconcile has its tag and it was never rolled back
+/// (`bad`: canonical image and tag pairs).
 fn verify_reference_only<R: Registry>(
     files: &[crate::repo::ChangedFile],
     policy: &Policy,
     resolver: &Resolver<R>,
     bad: &BTreeSet<(String, String)>,
 ) -> DiffVerdict {
-    if files.is_empty() {
-        return DiffVerdict::Differs("the PR changes nothing".into());
-    }
-    let mode = policy.spec.source.mode;
-    let source = &policy.spec.source;
-    for f in files {
-        if !source.include.iter().any(|g| g.is_match(&f.path))
-            || source.exclude.iter().any(|g| g.is_match(&f.path))
-        {
-            return DiffVerdict::Differs(format!("{} is not one of the policy's files", f.path));
-        }
-        let (Some(old), Some(new)) = (f.old_text(), f.new_text()) else {
-            return DiffVerdict::Differs(format!("{} is added, deleted or not text", f.path));
-        };
-        // The versions the PR moves to, as targets: applied to the base they must
-        // give exactly the PR's file.
-        let mut targets = Vec::new();
-        for found in crate::core::rewrite::scan(new, mode) {
-            let r = &found.reference;
-            let Some(image) = policy.spec.images.iter().find(|i| covers(i, r)) else {
-                continue;
-            };
-            let Some(tag) = r.tag.clone() else { continue };
-            // No target for a version the registry lacks or that was rolled back: an
-            // unchanged reference needs none, a move to it then differs below.
-            let canonical = r.canonical_repository();
-            if !resolver.registry_has(&canonical, &tag) || bad.contains(&(canonical, tag.clone())) {
-                continue;
-            }
-            let target = Target {
-                image: ImageSelector::Repository(r.repository.clone()),
-                tag,
-                digest: r.digest.clone(),
-                rule: SeriesRule::Policy(image.tags.clone()),
-            };
-            if !targets.contains(&target) {
-                targets.push(target);
-            }
-        }
-        let Ok(plan) = Plan::new(&targets) else {
-            return DiffVerdict::Differs(format!("{} moves one image to several versions", f.path));
-        };
-        if plan.rewrite(&f.path, old, mode).text.as_ref() != new {
-            return DiffVerdict::Differs(format!(
-                "{} changes more than image versions the registry has (and never rolled back)",
-                f.path
-            ));
-        }
-    }
-    DiffVerdict::Matches
+    let texts: Vec<FileChange<'_>> = files
+        .iter()
+        .map(|f| FileChange {
+            path: &f.path,
+            old: f.old_text(),
+            new: f.new_text(),
+        })
+        .collect();
+    crate::core::merge::verify_image_moves(&policy.spec, &texts, &|r| {
+        version_problem(resolver, bad, r)
+    })
 }
 
-fn covers(image: &crate::policy::v1alpha1::ImagePolicy, r: &ImageRef) -> bool {
+/// Why the version `r` names cannot be trusted now, if it cannot.
+fn version_problem<R: Registry>(
+    resolver: &Resolver<R>,
+    bad: &BTreeSet<(String, String)>,
+    r: &ImageRef,
+) -> Option<String> {
     let canonical = r.canonical_repository();
-    let as_canonical = |s: &str| ImageRef::parse(s).map(|i| i.canonical_repository());
-    image
-        .name
-        .as_ref()
-        .is_some_and(|n| as_canonical(n.as_str()).as_deref() == Some(canonical.as_str()))
-        || image.prefix.as_ref().is_some_and(|p| {
-            as_canonical(&format!("{}x", p.as_str()))
-                .and_then(|c| c.strip_suffix('x').map(str::to_owned))
-                .is_some_and(|prefix| canonical.starts_with(&prefix))
-        })
+    let Some(tag) = r.tag.as_deref() else {
+        return Some("no tag".into());
+    };
+    if bad.contains(&(canonical.clone(), tag.to_owned())) {
+        return Some("this version was rolled back before".into());
+    }
+    if !resolver.registry_has(&canonical, tag) {
+        return Some("the registry does not list this tag".into());
+    }
+    None
 }
 
 /// New command comments (oldest first), and how many retest comments the bot posted

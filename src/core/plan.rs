@@ -190,7 +190,9 @@ pub fn plan(s: &Snapshot<'_>, now: DateTime<Utc>) -> Vec<Effect> {
             labels: &labels,
         };
         let (title, body) = (pr::title(&text), pr::body(&text));
-        // A PR carrying other changes is held below, never silently overwritten.
+        // A PR carrying other changes is held below, never silently overwritten; one
+        // that moves to versions that no longer check out is replaced like an older
+        // bump.
         let tampered = pr.is_some_and(|p| matches!(p.diff, DiffVerdict::Differs(_)));
         let needs_push = !tampered && pr.is_none_or(|p| !p.has_planned_tree);
         if needs_push {
@@ -216,8 +218,11 @@ pub fn plan(s: &Snapshot<'_>, now: DateTime<Utc>) -> Vec<Effect> {
                 }
             }
         } else if let Some(p) = pr
+            && p.has_planned_tree
             && (p.title != title || p.body != body)
         {
+            // (A PR held for other changes keeps its title: it does not carry this
+            // bump.)
             effects.push(Effect::UpdatePr { title, body });
         }
     }
@@ -248,24 +253,39 @@ pub fn plan(s: &Snapshot<'_>, now: DateTime<Utc>) -> Vec<Effect> {
             }
             Decision::Hold(why) => {
                 if hold.is_none() {
-                    effects.push(Effect::SetHold(Hold {
-                        by: "autobump".into(),
-                        since: now,
-                        reason: why.clone(),
-                        via: Some(format!("PR #{}", p.view.number)),
-                        automatic: true,
-                    }));
-                    effects.push(Effect::AddLabels(vec![HOLD_LABEL.into()]));
-                    effects.push(Effect::Comment(format!(
-                        "autobump will not merge this PR and has put policy `{}` on hold: {why}. \
-                         A person with write permission can lift the hold with `/unhold` after checking.",
-                        s.policy
-                    )));
+                    hold_for_a_changed_pr(s, p.view.number, &why, now, &mut effects);
                 }
             }
         }
     }
     effects
+}
+
+/// Holds the policy because its PR #`number` carries more than a bump (`why`), labels
+/// the PR and says on it what to do.
+fn hold_for_a_changed_pr(
+    s: &Snapshot<'_>,
+    number: u64,
+    why: &str,
+    now: DateTime<Utc>,
+    effects: &mut Vec<Effect>,
+) {
+    effects.push(Effect::SetHold(Hold {
+        by: "autobump".into(),
+        since: now,
+        reason: why.to_owned(),
+        via: Some(format!("PR #{number}")),
+        automatic: true,
+    }));
+    effects.push(Effect::AddLabels(vec![HOLD_LABEL.into()]));
+    effects.push(Effect::Comment(format!(
+        "autobump will not merge this PR and has put policy `{}` on hold: {why}. \
+         After checking, close this PR (autobump then opens a fresh one with the \
+         planned bump), then lift the hold: `/unhold` on the new PR or \
+         `autobump unhold {}` (needs write permission). While this PR stays open \
+         as it is, autobump keeps refusing it.",
+        s.policy, s.policy
+    )));
 }
 
 /// Plans one reconcile of a direct-push policy: the bump goes straight to the base
@@ -427,6 +447,14 @@ mod tests {
             diff: DiffVerdict::Matches,
         }
     }
+
+    static HELD_BY_AUTOBUMP: std::sync::LazyLock<Hold> = std::sync::LazyLock::new(|| Hold {
+        by: "autobump".into(),
+        since: at("2026-11-23T09:00:00Z"),
+        reason: "PR #3 changes more than the planned bump".into(),
+        via: Some("PR #3".into()),
+        automatic: true,
+    });
 
     fn snapshot<'a>(spec: &'a AutobumpSpec, hold: Option<&'a Hold>) -> Snapshot<'a> {
         Snapshot {
@@ -680,6 +708,49 @@ mod tests {
         tampered.view.labels.push(HOLD_LABEL.into());
         snap.pr = Some(tampered);
         let e = plan(&snap, at("2026-11-23T10:05:00Z"));
+        assert!(e.iter().all(|e| !e.writes()), "{e:?}");
+    }
+
+    #[test]
+    fn a_pr_whose_versions_vanished_is_replaced_not_held() {
+        let s = spec("");
+        let mut snap = snapshot(&s, None);
+        let mut stale = open_pr(&s, "v20240105-bbbbbbb", CheckState::Success);
+        stale.has_planned_tree = false;
+        stale.diff = DiffVerdict::Unverified(
+            "config/hook.yaml:1: the registry does not list this tag".into(),
+        );
+        snap.pr = Some(stale);
+        // Nothing newer to replace it with: it waits, writing nothing (no hold, no
+        // comment: nobody tampered with it).
+        let e = plan(&snap, at("2026-11-23T10:00:00Z"));
+        assert!(e.iter().all(|e| !e.writes()), "{e:?}");
+        assert!(
+            kinds(&e)[0].starts_with("Waiting(the PR moves to versions that cannot be verified"),
+            "{e:?}"
+        );
+        // The next bump replaces its contents (within the schedule and minInterval).
+        snap.bump = Some(bump("v20240106-ccccccc"));
+        assert_eq!(
+            kinds(&plan(&snap, at("2026-11-23T10:00:00Z"))),
+            ["PushBranch", "UpdatePr", "RecordBump"]
+        );
+        snap.last_bump = Some(at("2026-11-23T09:30:00Z"));
+        let e = plan(&snap, at("2026-11-23T10:00:00Z"));
+        assert!(e.iter().all(|e| !e.writes()), "{e:?}");
+    }
+
+    #[test]
+    fn a_tampered_pr_keeps_its_title() {
+        let s = spec("");
+        let mut snap = snapshot(&s, Some(&HELD_BY_AUTOBUMP));
+        let mut tampered = open_pr(&s, "v20240105-bbbbbbb", CheckState::Success);
+        tampered.has_planned_tree = false;
+        tampered.diff = DiffVerdict::Differs("Makefile is changed but not part of the bump".into());
+        tampered.view.labels.push(HOLD_LABEL.into());
+        snap.pr = Some(tampered);
+        snap.bump = Some(bump("v20240106-ccccccc"));
+        let e = plan(&snap, at("2026-11-23T10:00:00Z"));
         assert!(e.iter().all(|e| !e.writes()), "{e:?}");
     }
 

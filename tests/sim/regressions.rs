@@ -107,7 +107,6 @@ fn seed_5_alert_during_bake_restarts_it_without_known_good() {
 /// overwritten: nothing deploys until a person closes the PR. The person here does
 /// what the comment says.
 #[test]
-#[ignore = "bug: a vanished tag turns autobump's own PR into a 'tampered' one and /unhold cannot lift the hold, see report"]
 fn seed_bd27f30de08c5533_vanished_tag_livelock() {
     let seed = 0xbd27_f30d_e08c_5533;
     let s = Scenario::generate(seed);
