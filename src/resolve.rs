@@ -96,8 +96,10 @@ impl<R: Registry> Resolver<R> {
         &self.registry
     }
 
-    /// Whether the last tag list read for `canonical` had `tag` (`false` when the
-    /// image was never listed).
+    /// Whether the last tag list read for `canonical` had `tag`: `false` when the
+    /// image was never listed or its last read failed. (The controller resolves every
+    /// image of a policy before checking its PR, so within a reconcile this is that
+    /// reconcile's listing, never an older one that may still hold a deleted tag.)
     pub fn registry_has(&self, canonical: &str, tag: &str) -> bool {
         lock(&self.listed)
             .get(canonical)
@@ -136,6 +138,9 @@ impl<R: Registry> Resolver<R> {
                     );
                 }
                 Err(e) => {
+                    // What the registry listed before may be gone since: nothing is
+                    // checked against an old listing (see `registry_has`).
+                    lock(&self.listed).remove(canonical);
                     failed.insert(canonical.clone(), e);
                 }
             }
@@ -320,4 +325,91 @@ fn series_of(policy: &ImagePolicy, current: &[String]) -> BTreeSet<Series> {
 
 fn newest_label(current: &[String]) -> String {
     current.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A registry whose tag list is set by the test (`None`: unreachable).
+    struct Fake(Mutex<Option<Vec<String>>>);
+
+    impl Registry for Fake {
+        async fn tags(&self, image: &ImageRef) -> Result<Vec<String>, RegistryError> {
+            lock(&self.0).clone().ok_or_else(|| RegistryError::Server {
+                registry: image.registry().to_owned(),
+                image: image.canonical_repository(),
+                status: 503,
+                attempts: 3,
+            })
+        }
+
+        async fn digest(&self, image: &ImageRef, tag: &str) -> Result<String, RegistryError> {
+            Err(RegistryError::NotFound {
+                registry: image.registry().to_owned(),
+                image: image.canonical_repository(),
+                what: format!("manifest {tag}"),
+            })
+        }
+
+        async fn created(
+            &self,
+            _image: &ImageRef,
+            _tag: &str,
+        ) -> Result<Option<DateTime<Utc>>, RegistryError> {
+            Ok(None)
+        }
+    }
+
+    fn image_policy() -> ImagePolicy {
+        let text = "images: [{prefix: gcr.io/k8s-prow/, tags: {dateSha: {}}}]\nsource: {repo: https://github.com/acme/infra.git}\n";
+        let docs = crate::policy::yaml::parse_documents(text).unwrap();
+        let spec: crate::policy::v1alpha1::AutobumpSpec =
+            crate::policy::yaml::from_node(&docs[0], &crate::policy::yaml::Path::root()).unwrap();
+        spec.images[0].clone()
+    }
+
+    #[tokio::test]
+    async fn a_failed_listing_forgets_the_previous_one() {
+        let hook = "gcr.io/k8s-prow/hook";
+        let references = [ImageRef::parse(&format!("{hook}:v20240101-aaaaaaa")).unwrap()];
+        let listing = vec![
+            "v20240101-aaaaaaa".to_owned(),
+            "v20240102-bbbbbbb".to_owned(),
+        ];
+        let resolver = Resolver::new(Fake(Mutex::new(Some(listing))));
+        let policy = image_policy();
+        resolver
+            .resolve(&policy, &references, &BTreeSet::new())
+            .await;
+        assert!(resolver.registry_has(hook, "v20240102-bbbbbbb"));
+        assert!(!resolver.registry_has(hook, "v20240103-ccccccc"));
+        assert!(!resolver.registry_has("gcr.io/k8s-prow/deck", "v20240102-bbbbbbb"));
+
+        // The tag is deleted, then the registry cannot be read: the old listing no
+        // longer vouches for it.
+        *lock(&resolver.registry.0) = None;
+        let out = resolver
+            .resolve(&policy, &references, &BTreeSet::new())
+            .await;
+        assert!(
+            matches!(
+                out[0].outcome,
+                Resolved::RegistryError {
+                    retryable: true,
+                    ..
+                }
+            ),
+            "{out:?}"
+        );
+        assert!(!resolver.registry_has(hook, "v20240102-bbbbbbb"));
+        assert!(!resolver.registry_has(hook, "v20240101-aaaaaaa"));
+
+        *lock(&resolver.registry.0) = Some(vec!["v20240101-aaaaaaa".to_owned()]);
+        resolver
+            .resolve(&policy, &references, &BTreeSet::new())
+            .await;
+        assert!(resolver.registry_has(hook, "v20240101-aaaaaaa"));
+        assert!(!resolver.registry_has(hook, "v20240102-bbbbbbb"));
+    }
 }

@@ -291,7 +291,6 @@ fn seed_8a60948fb9647a52_second_rollback_to_the_same_version() {
 /// carries the planned tree) is checked against the previous listing, which still has
 /// the deleted tag, and merges.
 #[test]
-#[ignore = "bug: with the registry unreadable, a PR is verified against a stale tag list and merges a deleted tag, see report"]
 fn seed_73e4ffba8f69a339_deleted_tag_merges_when_the_registry_is_unreadable() {
     let seed = 0x73e4_ffba_8f69_a339;
     let s = Scenario::generate(seed);
