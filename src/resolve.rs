@@ -106,6 +106,16 @@ impl<R: Registry> Resolver<R> {
             .is_some_and(|tags| tags.contains(tag))
     }
 
+    /// The digest of `canonical:tag` as this resolver last read it from the registry
+    /// (for a tag it pinned), unless a push to the image made it forget it since
+    /// (`None`: not read). A digest nobody read from the registry is never taken on
+    /// trust.
+    pub fn known_digest(&self, canonical: &str, tag: &str) -> Option<String> {
+        lock(&self.digests)
+            .get(&(canonical.to_owned(), tag.to_owned()))
+            .cloned()
+    }
+
     /// Forgets cached digests and build times of `canonical` (after a push to it).
     pub fn invalidate(&self, canonical: &str) {
         lock(&self.digests).retain(|(image, _), _| image != canonical);
@@ -345,11 +355,14 @@ mod tests {
         }
 
         async fn digest(&self, image: &ImageRef, tag: &str) -> Result<String, RegistryError> {
-            Err(RegistryError::NotFound {
-                registry: image.registry().to_owned(),
-                image: image.canonical_repository(),
-                what: format!("manifest {tag}"),
-            })
+            match lock(&self.0).as_ref() {
+                Some(tags) if tags.iter().any(|t| t == tag) => Ok(digest_of(tag)),
+                _ => Err(RegistryError::NotFound {
+                    registry: image.registry().to_owned(),
+                    image: image.canonical_repository(),
+                    what: format!("manifest {tag}"),
+                }),
+            }
         }
 
         async fn created(
@@ -361,9 +374,16 @@ mod tests {
         }
     }
 
-    fn image_policy() -> ImagePolicy {
-        let text = "images: [{prefix: gcr.io/k8s-prow/, tags: {dateSha: {}}}]\nsource: {repo: https://github.com/acme/infra.git}\n";
-        let docs = crate::policy::yaml::parse_documents(text).unwrap();
+    /// The fake's digest of `tag`: its last hex digit repeated.
+    fn digest_of(tag: &str) -> String {
+        format!("sha256:{}", tag[tag.len() - 1..].repeat(64))
+    }
+
+    fn image_policy(pin: bool) -> ImagePolicy {
+        let text = format!(
+            "images: [{{prefix: gcr.io/k8s-prow/, tags: {{dateSha: {{}}}}, pinDigest: {pin}}}]\nsource: {{repo: https://github.com/acme/infra.git}}\n"
+        );
+        let docs = crate::policy::yaml::parse_documents(&text).unwrap();
         let spec: crate::policy::v1alpha1::AutobumpSpec =
             crate::policy::yaml::from_node(&docs[0], &crate::policy::yaml::Path::root()).unwrap();
         spec.images[0].clone()
@@ -378,7 +398,7 @@ mod tests {
             "v20240102-bbbbbbb".to_owned(),
         ];
         let resolver = Resolver::new(Fake(Mutex::new(Some(listing))));
-        let policy = image_policy();
+        let policy = image_policy(false);
         resolver
             .resolve(&policy, &references, &BTreeSet::new())
             .await;
@@ -411,5 +431,41 @@ mod tests {
             .await;
         assert!(resolver.registry_has(hook, "v20240101-aaaaaaa"));
         assert!(!resolver.registry_has(hook, "v20240102-bbbbbbb"));
+    }
+
+    #[tokio::test]
+    async fn only_digests_read_from_the_registry_are_known() {
+        let hook = "gcr.io/k8s-prow/hook";
+        let references = [ImageRef::parse(&format!("{hook}:v20240101-aaaaaaa")).unwrap()];
+        let listing = vec![
+            "v20240101-aaaaaaa".to_owned(),
+            "v20240102-bbbbbbb".to_owned(),
+        ];
+        let resolver = Resolver::new(Fake(Mutex::new(Some(listing))));
+        // Without pinning nothing is read: no digest is known, not even a listed tag's.
+        resolver
+            .resolve(&image_policy(false), &references, &BTreeSet::new())
+            .await;
+        assert_eq!(resolver.known_digest(hook, "v20240102-bbbbbbb"), None);
+        // Pinning reads the digest of the tag it proposes, and only that one.
+        let out = resolver
+            .resolve(&image_policy(true), &references, &BTreeSet::new())
+            .await;
+        let pinned = digest_of("v20240102-bbbbbbb");
+        assert_eq!(
+            out[0].outcome,
+            Resolved::Bump {
+                tag: "v20240102-bbbbbbb".into(),
+                digest: Some(pinned.clone())
+            }
+        );
+        assert_eq!(
+            resolver.known_digest(hook, "v20240102-bbbbbbb"),
+            Some(pinned)
+        );
+        assert_eq!(resolver.known_digest(hook, "v20240101-aaaaaaa"), None);
+        // A push to the image may have moved the tag: the digest is read again.
+        resolver.invalidate(hook);
+        assert_eq!(resolver.known_digest(hook, "v20240102-bbbbbbb"), None);
     }
 }

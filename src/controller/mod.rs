@@ -423,8 +423,9 @@ fn checks_of(
 /// and is refreshed in the next window), a bump whose versions cannot be verified any
 /// more (never merged; refreshed), or carry other changes (never merged; held): see
 /// [`crate::core::merge::verify_image_moves`]. A version checks out when the tag list
-/// the registry gave in this reconcile has its tag and it was never rolled back
-/// (`bad`: canonical image and tag pairs).
+/// the registry gave in this reconcile has its tag, it was never rolled back (`bad`:
+/// canonical image and tag pairs), and a digest it pins is the one the resolver read
+/// for that tag (so a PR cannot pin an image the tag never had).
 fn verify_reference_only<R: Registry>(
     files: &[crate::repo::ChangedFile],
     policy: &Policy,
@@ -460,7 +461,15 @@ fn version_problem<R: Registry>(
     if !resolver.registry_has(&canonical, tag) {
         return Some("the registry does not list this tag".into());
     }
-    None
+    let digest = r.digest.as_deref()?;
+    match resolver.known_digest(&canonical, tag) {
+        Some(known) if known == digest => None,
+        Some(known) => Some(format!("the registry's digest of {tag} is {known}")),
+        None => Some(format!(
+            "the digest was not read from the registry for {tag} (autobump pins only the \
+             versions it proposes)"
+        )),
+    }
 }
 
 /// New command comments (oldest first), and how many retest comments the bot posted

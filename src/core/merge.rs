@@ -690,13 +690,19 @@ mod tests {
     }
 
     const BASE: &str = "image: gcr.io/k8s-prow/hook:v20240101-aaaaaaa\nreplicas: 2\n";
+    static EVIL: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("sha256:{}", "e".repeat(64)));
 
     fn moved(to: &str) -> String {
         BASE.replace("v20240101-aaaaaaa", to)
     }
 
-    /// Listed tags are `v202401*`; `v20240102-bbbbbbb` was rolled back before.
+    /// Listed tags are `v202401*`; `v20240102-bbbbbbb` was rolled back before; no
+    /// tag has a digest of `e`s.
     fn problem(r: &ImageRef) -> Option<String> {
+        if r.digest.as_deref() == Some(EVIL.as_str()) {
+            return Some("not the tag's digest".into());
+        }
         match r.tag.as_deref() {
             Some("v20240102-bbbbbbb") => Some("rolled back before".into()),
             Some(t) if t.starts_with("v202401") => None,
@@ -727,6 +733,9 @@ mod tests {
         let bad = moved("v20240102-bbbbbbb");
         let scaled = ok.replace("replicas: 2", "replicas: 20");
         let floating = moved("latest");
+        let pinned = moved(&format!("v20240105-ccccccc@{}", *EVIL));
+        let base_pinned = moved(&format!("v20240101-aaaaaaa@sha256:{}", "a".repeat(64)));
+        let repinned = moved(&format!("v20240101-aaaaaaa@{}", *EVIL));
         let elsewhere = BASE.replace("gcr.io/k8s-prow/hook", "evil.io/k8s-prow/hook");
         let cases: Vec<(Vec<Changed<'_>>, &str)> = vec![
             // An older bump to a listed version merges like the plan.
@@ -740,6 +749,21 @@ mod tests {
             (
                 vec![(f, Some(BASE), Some(&bad))],
                 "Unverified: config/hook.yaml:1: gcr.io/k8s-prow/hook:v20240102-bbbbbbb: rolled back before",
+            ),
+            // A digest is part of the version asked about, on a new tag or replacing
+            // another digest of the same tag.
+            (
+                vec![(f, Some(BASE), Some(&pinned))],
+                "Unverified: config/hook.yaml:1: gcr.io/k8s-prow/hook:v20240105-ccccccc@sha256:eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee: not the tag's digest",
+            ),
+            (
+                vec![(f, Some(&base_pinned), Some(&repinned))],
+                "Unverified: config/hook.yaml:1: gcr.io/k8s-prow/hook:v20240101-aaaaaaa@sha256:eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee: not the tag's digest",
+            ),
+            // Adding a digest where the tag stays is not something a bump does.
+            (
+                vec![(f, Some(BASE), Some(&repinned))],
+                "Differs: config/hook.yaml changes more than the versions of the policy's images",
             ),
             // A reference the PR leaves alone is not asked about.
             (

@@ -324,7 +324,6 @@ fn seed_73e4ffba8f69a339_deleted_tag_merges_when_the_registry_is_unreadable() {
 /// image at all); the PR no longer carries the planned tree, the diff check accepts it
 /// because only the tag is checked against the registry, and it merges.
 #[test]
-#[ignore = "bug: a digest in a PR is not checked against the registry, so any image can be pinned through autobump's merge, see report"]
 fn seed_c8629f011261b7b8_a_digest_the_tag_never_had_never_merges() {
     let seed = 0xc862_9f01_1261_b7b8;
     let s = Scenario::generate(seed);
