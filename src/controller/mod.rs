@@ -1007,8 +1007,13 @@ fn hold_reason(reason: &str, reading: &GateReading) -> String {
     text
 }
 
-/// Holds the policy automatically (unless held already) and records every version of
-/// `bad` that is not in `good` as bad. Returns the hold if it was placed now.
+/// Holds the policy automatically and records every version of `bad` that is not in
+/// `good` as bad. Returns the hold if it was placed now.
+///
+/// A person's hold in force is replaced by the automatic one, which names it in its
+/// reason: a person's hold may be liftable with less permission
+/// (`unholdPermission`), but after a bad rollout only a person with write permission
+/// may let deploys resume (an automatic hold already in force stays as it is).
 fn hold_and_mark_bad<S: Store>(
     store: &S,
     name: &str,
@@ -1030,17 +1035,17 @@ fn hold_and_mark_bad<S: Store>(
         // towards promoting this version (it stays deployed when there is no
         // known-good version to go back to).
         s.bake = None;
-        if s.hold.is_none() {
-            let hold = Hold {
-                by: by.clone(),
-                since: now,
-                reason: full_reason.clone(),
-                via: Some("gate".into()),
-                automatic: true,
-            };
+        if let Some(hold) =
+            crate::core::rollout::automatic_hold(s.hold.as_ref(), &by, &full_reason, now)
+        {
+            let replaced = s
+                .hold
+                .as_ref()
+                .map(|h| format!(" (replaces the hold by {})", h.by))
+                .unwrap_or_default();
             s.hold = Some(hold.clone());
             placed = Some(hold);
-            s.record(now, "Held", format!("held by {by}: {reason}"));
+            s.record(now, "Held", format!("held by {by}: {reason}{replaced}"));
         }
         for image in &bad.images {
             if !good.images.contains(image) {

@@ -368,7 +368,6 @@ fn seed_c8629f011261b7b8_a_digest_the_tag_never_had_never_merges() {
 /// hold with `/unhold` and the next bump merges: deploys resume after a rollback
 /// without anyone with write permission deciding so.
 #[test]
-#[ignore = "bug: a rollback under a person's hold records no automatic hold, so a triager resumes deploys, see report"]
 fn seed_309_rollback_under_a_manual_hold() {
     let seed = 0x309;
     let s = Scenario::generate(seed);
