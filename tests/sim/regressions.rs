@@ -225,7 +225,6 @@ fn seed_a6da90e93153a3d4_a_failure_after_marking_a_hold_seen_loses_no_hold() {
 /// and autobump-rollback-sim"): every reconcile fails and the bad version stays
 /// deployed (with squash merges the stale PR conflicts instead).
 #[test]
-#[ignore = "bug: a second rollback to the same known-good tree reuses the merged rollback branch and is blocked, see report"]
 fn seed_8a60948fb9647a52_second_rollback_to_the_same_version() {
     let seed = 0x8a60_948f_b964_7a52;
     let s = Scenario::generate(seed);
