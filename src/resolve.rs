@@ -96,12 +96,24 @@ impl<R: Registry> Resolver<R> {
         &self.registry
     }
 
-    /// Whether the last tag list read for `canonical` had `tag` (`false` when the
-    /// image was never listed).
+    /// Whether the last tag list read for `canonical` had `tag`: `false` when the
+    /// image was never listed or its last read failed. (The controller resolves every
+    /// image of a policy before checking its PR, so within a reconcile this is that
+    /// reconcile's listing, never an older one that may still hold a deleted tag.)
     pub fn registry_has(&self, canonical: &str, tag: &str) -> bool {
         lock(&self.listed)
             .get(canonical)
             .is_some_and(|tags| tags.contains(tag))
+    }
+
+    /// The digest of `canonical:tag` as this resolver last read it from the registry
+    /// (for a tag it pinned), unless a push to the image made it forget it since
+    /// (`None`: not read). A digest nobody read from the registry is never taken on
+    /// trust.
+    pub fn known_digest(&self, canonical: &str, tag: &str) -> Option<String> {
+        lock(&self.digests)
+            .get(&(canonical.to_owned(), tag.to_owned()))
+            .cloned()
     }
 
     /// Forgets cached digests and build times of `canonical` (after a push to it).
@@ -136,6 +148,9 @@ impl<R: Registry> Resolver<R> {
                     );
                 }
                 Err(e) => {
+                    // What the registry listed before may be gone since: nothing is
+                    // checked against an old listing (see `registry_has`).
+                    lock(&self.listed).remove(canonical);
                     failed.insert(canonical.clone(), e);
                 }
             }
@@ -320,4 +335,137 @@ fn series_of(policy: &ImagePolicy, current: &[String]) -> BTreeSet<Series> {
 
 fn newest_label(current: &[String]) -> String {
     current.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A registry whose tag list is set by the test (`None`: unreachable).
+    struct Fake(Mutex<Option<Vec<String>>>);
+
+    impl Registry for Fake {
+        async fn tags(&self, image: &ImageRef) -> Result<Vec<String>, RegistryError> {
+            lock(&self.0).clone().ok_or_else(|| RegistryError::Server {
+                registry: image.registry().to_owned(),
+                image: image.canonical_repository(),
+                status: 503,
+                attempts: 3,
+            })
+        }
+
+        async fn digest(&self, image: &ImageRef, tag: &str) -> Result<String, RegistryError> {
+            match lock(&self.0).as_ref() {
+                Some(tags) if tags.iter().any(|t| t == tag) => Ok(digest_of(tag)),
+                _ => Err(RegistryError::NotFound {
+                    registry: image.registry().to_owned(),
+                    image: image.canonical_repository(),
+                    what: format!("manifest {tag}"),
+                }),
+            }
+        }
+
+        async fn created(
+            &self,
+            _image: &ImageRef,
+            _tag: &str,
+        ) -> Result<Option<DateTime<Utc>>, RegistryError> {
+            Ok(None)
+        }
+    }
+
+    /// The fake's digest of `tag`: its last hex digit repeated.
+    fn digest_of(tag: &str) -> String {
+        format!("sha256:{}", tag[tag.len() - 1..].repeat(64))
+    }
+
+    fn image_policy(pin: bool) -> ImagePolicy {
+        let text = format!(
+            "images: [{{prefix: gcr.io/k8s-prow/, tags: {{dateSha: {{}}}}, pinDigest: {pin}}}]\nsource: {{repo: https://github.com/acme/infra.git}}\n"
+        );
+        let docs = crate::policy::yaml::parse_documents(&text).unwrap();
+        let spec: crate::policy::v1alpha1::AutobumpSpec =
+            crate::policy::yaml::from_node(&docs[0], &crate::policy::yaml::Path::root()).unwrap();
+        spec.images[0].clone()
+    }
+
+    #[tokio::test]
+    async fn a_failed_listing_forgets_the_previous_one() {
+        let hook = "gcr.io/k8s-prow/hook";
+        let references = [ImageRef::parse(&format!("{hook}:v20240101-aaaaaaa")).unwrap()];
+        let listing = vec![
+            "v20240101-aaaaaaa".to_owned(),
+            "v20240102-bbbbbbb".to_owned(),
+        ];
+        let resolver = Resolver::new(Fake(Mutex::new(Some(listing))));
+        let policy = image_policy(false);
+        resolver
+            .resolve(&policy, &references, &BTreeSet::new())
+            .await;
+        assert!(resolver.registry_has(hook, "v20240102-bbbbbbb"));
+        assert!(!resolver.registry_has(hook, "v20240103-ccccccc"));
+        assert!(!resolver.registry_has("gcr.io/k8s-prow/deck", "v20240102-bbbbbbb"));
+
+        // The tag is deleted, then the registry cannot be read: the old listing no
+        // longer vouches for it.
+        *lock(&resolver.registry.0) = None;
+        let out = resolver
+            .resolve(&policy, &references, &BTreeSet::new())
+            .await;
+        assert!(
+            matches!(
+                out[0].outcome,
+                Resolved::RegistryError {
+                    retryable: true,
+                    ..
+                }
+            ),
+            "{out:?}"
+        );
+        assert!(!resolver.registry_has(hook, "v20240102-bbbbbbb"));
+        assert!(!resolver.registry_has(hook, "v20240101-aaaaaaa"));
+
+        *lock(&resolver.registry.0) = Some(vec!["v20240101-aaaaaaa".to_owned()]);
+        resolver
+            .resolve(&policy, &references, &BTreeSet::new())
+            .await;
+        assert!(resolver.registry_has(hook, "v20240101-aaaaaaa"));
+        assert!(!resolver.registry_has(hook, "v20240102-bbbbbbb"));
+    }
+
+    #[tokio::test]
+    async fn only_digests_read_from_the_registry_are_known() {
+        let hook = "gcr.io/k8s-prow/hook";
+        let references = [ImageRef::parse(&format!("{hook}:v20240101-aaaaaaa")).unwrap()];
+        let listing = vec![
+            "v20240101-aaaaaaa".to_owned(),
+            "v20240102-bbbbbbb".to_owned(),
+        ];
+        let resolver = Resolver::new(Fake(Mutex::new(Some(listing))));
+        // Without pinning nothing is read: no digest is known, not even a listed tag's.
+        resolver
+            .resolve(&image_policy(false), &references, &BTreeSet::new())
+            .await;
+        assert_eq!(resolver.known_digest(hook, "v20240102-bbbbbbb"), None);
+        // Pinning reads the digest of the tag it proposes, and only that one.
+        let out = resolver
+            .resolve(&image_policy(true), &references, &BTreeSet::new())
+            .await;
+        let pinned = digest_of("v20240102-bbbbbbb");
+        assert_eq!(
+            out[0].outcome,
+            Resolved::Bump {
+                tag: "v20240102-bbbbbbb".into(),
+                digest: Some(pinned.clone())
+            }
+        );
+        assert_eq!(
+            resolver.known_digest(hook, "v20240102-bbbbbbb"),
+            Some(pinned)
+        );
+        assert_eq!(resolver.known_digest(hook, "v20240101-aaaaaaa"), None);
+        // A push to the image may have moved the tag: the digest is read again.
+        resolver.invalidate(hook);
+        assert_eq!(resolver.known_digest(hook, "v20240102-bbbbbbb"), None);
+    }
 }

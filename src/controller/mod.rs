@@ -18,11 +18,12 @@ use chrono::{DateTime, Utc};
 use crate::cluster::{ClusterError, DynWorkloads};
 use crate::core::commands;
 use crate::core::gate::{GateReading, GateVerdict};
-use crate::core::merge::{Check, CheckState, DiffVerdict, PrView, checks_pass};
+use crate::core::merge::{Check, CheckState, DiffVerdict, FileChange, PrView, checks_pass};
 use crate::core::plan::{self, CommandSeen, Effect, PlannedBump, PrSnapshot, Snapshot};
 use crate::core::pr::Row;
 use crate::core::reference::ImageRef;
 use crate::core::rewrite::{ImageSelector, Plan, SeriesRule, Target};
+use crate::core::select::covers;
 use crate::forge::{
     CheckConclusion, CheckStatus, Forge, ForgeError, MergeMethod, NewPullRequest, PullRequest,
     PullRequestEdit, RepoName, StatusState,
@@ -465,81 +466,57 @@ fn checks_of(
     checks
 }
 
-/// A PR that does not carry the planned tree may be an older bump (fine: it is
-/// refreshed in the next window) or carry other changes (never merged). It passes when
-/// every file it changes differs from its base only inside references to the policy's
-/// images, each moved within its series to a tag the registry listed and that was
-/// never rolled back (`bad`: canonical image and tag pairs).
+/// A PR that does not carry the planned tree may be an older bump (fine: it may merge,
+/// and is refreshed in the next window), a bump whose versions cannot be verified any
+/// more (never merged; refreshed), or carry other changes (never merged; held): see
+/// [`crate::core::merge::verify_image_moves`]. A version checks out when the tag list
+/// the registry gave in this reconcile has its tag, it was never rolled back (`bad`:
+/// canonical image and tag pairs), and a digest it pins is the one the resolver read
+/// for that tag (so a PR cannot pin an image the tag never had).
 fn verify_reference_only<R: Registry>(
     files: &[crate::repo::ChangedFile],
     policy: &Policy,
     resolver: &Resolver<R>,
     bad: &BTreeSet<(String, String)>,
 ) -> DiffVerdict {
-    if files.is_empty() {
-        return DiffVerdict::Differs("the PR changes nothing".into());
-    }
-    let mode = policy.spec.source.mode;
-    let source = &policy.spec.source;
-    for f in files {
-        if !source.include.iter().any(|g| g.is_match(&f.path))
-            || source.exclude.iter().any(|g| g.is_match(&f.path))
-        {
-            return DiffVerdict::Differs(format!("{} is not one of the policy's files", f.path));
-        }
-        let (Some(old), Some(new)) = (f.old_text(), f.new_text()) else {
-            return DiffVerdict::Differs(format!("{} is added, deleted or not text", f.path));
-        };
-        // The versions the PR moves to, as targets: applied to the base they must
-        // give exactly the PR's file.
-        let mut targets = Vec::new();
-        for found in crate::core::rewrite::scan(new, mode) {
-            let r = &found.reference;
-            let Some(image) = policy.spec.images.iter().find(|i| covers(i, r)) else {
-                continue;
-            };
-            let Some(tag) = r.tag.clone() else { continue };
-            // No target for a version the registry lacks or that was rolled back: an
-            // unchanged reference needs none, a move to it then differs below.
-            let canonical = r.canonical_repository();
-            if !resolver.registry_has(&canonical, &tag) || bad.contains(&(canonical, tag.clone())) {
-                continue;
-            }
-            let target = Target {
-                image: ImageSelector::Repository(r.repository.clone()),
-                tag,
-                digest: r.digest.clone(),
-                rule: SeriesRule::Policy(image.tags.clone()),
-            };
-            if !targets.contains(&target) {
-                targets.push(target);
-            }
-        }
-        let Ok(plan) = Plan::new(&targets) else {
-            return DiffVerdict::Differs(format!("{} moves one image to several versions", f.path));
-        };
-        if plan.rewrite(&f.path, old, mode).text.as_ref() != new {
-            return DiffVerdict::Differs(format!(
-                "{} changes more than image versions the registry has (and never rolled back)",
-                f.path
-            ));
-        }
-    }
-    DiffVerdict::Matches
+    let texts: Vec<FileChange<'_>> = files
+        .iter()
+        .map(|f| FileChange {
+            path: &f.path,
+            old: f.old_text(),
+            new: f.new_text(),
+        })
+        .collect();
+    crate::core::merge::verify_image_moves(&policy.spec, &texts, &|r| {
+        version_problem(resolver, bad, r)
+    })
 }
 
-fn covers(image: &crate::policy::v1alpha1::ImagePolicy, r: &ImageRef) -> bool {
+/// Why the version `r` names cannot be trusted now, if it cannot.
+fn version_problem<R: Registry>(
+    resolver: &Resolver<R>,
+    bad: &BTreeSet<(String, String)>,
+    r: &ImageRef,
+) -> Option<String> {
     let canonical = r.canonical_repository();
-    let as_canonical = |s: &str| ImageRef::parse(s).map(|i| i.canonical_repository());
-    image
-        .name
-        .as_ref()
-        .is_some_and(|n| as_canonical(n.as_str()).as_deref() == Some(canonical.as_str()))
-        || image.prefix.as_ref().is_some_and(|p| {
-            as_canonical(&format!("{}x", p.as_str()))
-                .and_then(|c| c.strip_suffix('x').map(str::to_owned))
-                .is_some_and(|prefix| canonical.starts_with(&prefix))
-        })
+    let Some(tag) = r.tag.as_deref() else {
+        return Some("no tag".into());
+    };
+    if bad.contains(&(canonical.clone(), tag.to_owned())) {
+        return Some("this version was rolled back before".into());
+    }
+    if !resolver.registry_has(&canonical, tag) {
+        return Some("the registry does not list this tag".into());
+    }
+    let digest = r.digest.as_deref()?;
+    match resolver.known_digest(&canonical, tag) {
+        Some(known) if known == digest => None,
+        Some(known) => Some(format!("the registry's digest of {tag} is {known}")),
+        None => Some(format!(
+            "the digest was not read from the registry for {tag} (autobump pins only the \
+             versions it proposes)"
+        )),
+    }
 }
 
 /// New command comments (oldest first) from the open PR's `comments` and from those
@@ -1092,8 +1069,13 @@ fn hold_reason(reason: &str, reading: &GateReading) -> String {
     text
 }
 
-/// Holds the policy automatically (unless held already) and records every version of
-/// `bad` that is not in `good` as bad. Returns the hold if it was placed now.
+/// Holds the policy automatically and records every version of `bad` that is not in
+/// `good` as bad. Returns the hold if it was placed now.
+///
+/// A person's hold in force is replaced by the automatic one, which names it in its
+/// reason: a person's hold may be liftable with less permission
+/// (`unholdPermission`), but after a bad rollout only a person with write permission
+/// may let deploys resume (an automatic hold already in force stays as it is).
 fn hold_and_mark_bad<S: Store>(
     store: &S,
     name: &str,
@@ -1115,17 +1097,17 @@ fn hold_and_mark_bad<S: Store>(
         // towards promoting this version (it stays deployed when there is no
         // known-good version to go back to).
         s.bake = None;
-        if s.hold.is_none() {
-            let hold = Hold {
-                by: by.clone(),
-                since: now,
-                reason: full_reason.clone(),
-                via: Some("gate".into()),
-                automatic: true,
-            };
+        if let Some(hold) =
+            crate::core::rollout::automatic_hold(s.hold.as_ref(), &by, &full_reason, now)
+        {
+            let replaced = s
+                .hold
+                .as_ref()
+                .map(|h| format!(" (replaces the hold by {})", h.by))
+                .unwrap_or_default();
             s.hold = Some(hold.clone());
             placed = Some(hold);
-            s.record(now, "Held", format!("held by {by}: {reason}"));
+            s.record(now, "Held", format!("held by {by}: {reason}{replaced}"));
         }
         for image in &bad.images {
             if !good.images.contains(image) {

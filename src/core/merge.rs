@@ -3,8 +3,14 @@
 //! A PR merges only when *all* of these hold, checked in this order (the first that
 //! fails is the reason given):
 //! 1. its author is the policy's bot (anything else is not autobump's to merge);
-//! 2. its diff is exactly the planned bump — otherwise the policy is **held**
-//!    (a bot PR carrying any other change is never merged);
+//! 2. its diff is exactly the planned bump, or an older bump whose versions still
+//!    check out ([`DiffVerdict::Matches`]). A PR carrying any other change is never
+//!    merged and the policy is **held** ([`DiffVerdict::Differs`]); one that only
+//!    moves the policy's images to versions that cannot be verified now (a tag the
+//!    registry no longer lists, a digest the tag does not have, a version rolled back
+//!    before) is never merged either, but waits for the next bump to replace it
+//!    ([`DiffVerdict::Unverified`]): a tag deleted under autobump's own PR is not
+//!    tampering, and a hold there could only be lifted by closing the PR;
 //! 3. the policy is not held and the PR has no `do-not-merge/*` label;
 //! 4. the schedule window is open;
 //! 5. the gate is Clear (Firing and Unknown both wait);
@@ -23,8 +29,12 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 
 use super::gate::GateVerdict;
+use super::reference::ImageRef;
+use super::rewrite::{self, ImageSelector, Plan, SeriesRule, Target};
 use super::schedule::Verdict;
-use crate::policy::v1alpha1::{Hold, RetestSpec};
+use super::select::covers;
+use super::tags;
+use crate::policy::v1alpha1::{AutobumpSpec, Hold, RetestSpec};
 
 /// The state of one check run or commit status, normalised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,13 +77,118 @@ pub struct PrView {
     pub retests_posted: u32,
 }
 
-/// Whether the PR's changes are exactly the planned bump.
+/// Whether the PR's changes are a bump autobump may merge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DiffVerdict {
-    /// Same files, same new contents.
+    /// The planned bump, or only moves of the policy's images within their series to
+    /// versions that check out (listed by the registry, digests the tags' own, never
+    /// rolled back).
     Matches,
-    /// Something else changed; what.
+    /// Something besides image versions changed (other lines or files, an image
+    /// moved out of its series or to another repository); what. Never merged; the
+    /// policy is held.
     Differs(String),
+    /// Only the policy's images moved, within their series, but to versions that
+    /// cannot be verified now; which and why. Never merged, not held: the next bump
+    /// replaces the PR's contents.
+    Unverified(String),
+}
+
+/// One file a pull request changes, both sides as text (`None`: the file does not
+/// exist on that side, or is not UTF-8 text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileChange<'a> {
+    /// Its path, relative to the repository root.
+    pub path: &'a str,
+    /// The text at the PR's merge base.
+    pub old: Option<&'a str>,
+    /// The text at the PR's head.
+    pub new: Option<&'a str>,
+}
+
+/// Checks what a PR that does not carry the planned tree changes (it may be an older
+/// bump, a bump whose versions vanished since, or carry other changes).
+///
+/// Every file must be one of the policy's (`source.include`, not `source.exclude`),
+/// exist on both sides as text, and differ from its base only where a rewrite to the
+/// versions the PR names puts them: only tags and digests of references to the
+/// policy's images, each within its series. Anything else [`DiffVerdict::Differs`].
+/// Then every reference that moved is handed to `problem`, which says why its new
+/// version cannot be trusted (`None`: it can); any answer makes the verdict
+/// [`DiffVerdict::Unverified`]. References the PR leaves alone are not asked about.
+#[must_use]
+pub fn verify_image_moves(
+    spec: &AutobumpSpec,
+    files: &[FileChange<'_>],
+    problem: &dyn Fn(&ImageRef) -> Option<String>,
+) -> DiffVerdict {
+    if files.is_empty() {
+        return DiffVerdict::Differs("the PR changes nothing".into());
+    }
+    let source = &spec.source;
+    let mut problems = Vec::new();
+    for f in files {
+        if !source.include.iter().any(|g| g.is_match(f.path))
+            || source.exclude.iter().any(|g| g.is_match(f.path))
+        {
+            return DiffVerdict::Differs(format!("{} is not one of the policy's files", f.path));
+        }
+        let (Some(old), Some(new)) = (f.old, f.new) else {
+            return DiffVerdict::Differs(format!("{} is added, deleted or not text", f.path));
+        };
+        // The versions the PR names, as targets: applied to the base they must give
+        // exactly the PR's file.
+        let mut targets = Vec::new();
+        for found in rewrite::scan(new, source.mode) {
+            let r = &found.reference;
+            let Some(image) = spec.images.iter().find(|i| covers(i, r)) else {
+                continue;
+            };
+            // A tag outside the policy's series never moves (nor is moved to): if the
+            // PR changed one, the rewrite below does not reproduce it.
+            let Some(tag) = r
+                .tag
+                .clone()
+                .filter(|t| tags::series(&image.tags, t).is_some())
+            else {
+                continue;
+            };
+            let target = Target {
+                image: ImageSelector::Repository(r.repository.clone()),
+                tag,
+                digest: r.digest.clone(),
+                rule: SeriesRule::Policy(image.tags.clone()),
+            };
+            if !targets.contains(&target) {
+                targets.push(target);
+            }
+        }
+        let plan = match Plan::new(&targets) {
+            Ok(plan) => plan,
+            Err(e) => return DiffVerdict::Differs(format!("{}: {e}", f.path)),
+        };
+        let rewritten = plan.rewrite(f.path, old, source.mode);
+        if rewritten.text.as_ref() != new {
+            return DiffVerdict::Differs(format!(
+                "{} changes more than the versions of the policy's images",
+                f.path
+            ));
+        }
+        for change in &rewritten.changes {
+            let why = match ImageRef::parse(&change.new) {
+                Some(r) => problem(&r),
+                None => Some("not an image reference".into()),
+            };
+            if let Some(why) = why {
+                problems.push(format!("{}:{}: {}: {why}", f.path, change.line, change.new));
+            }
+        }
+    }
+    if problems.is_empty() {
+        DiffVerdict::Matches
+    } else {
+        DiffVerdict::Unverified(problems.join("; "))
+    }
 }
 
 /// Everything the decision reads.
@@ -121,6 +236,8 @@ pub enum Decision {
 pub enum WaitReason {
     /// The PR is not by the bot.
     NotBot(String),
+    /// The PR moves images to versions that cannot be verified now; which and why.
+    Unverified(String),
     /// The policy is held by someone.
     Held(String),
     /// A `do-not-merge/*` label is on the PR.
@@ -153,6 +270,7 @@ impl WaitReason {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::NotBot(_) => "NotBotAuthor",
+            Self::Unverified(_) => "UnverifiedVersions",
             Self::Held(_) => "Held",
             Self::DoNotMerge(_) => "DoNotMergeLabel",
             Self::OutsideWindow(_) => "OutsideWindow",
@@ -173,6 +291,10 @@ impl fmt::Display for WaitReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NotBot(author) => write!(f, "the PR is by {author}, not the bot"),
+            Self::Unverified(what) => write!(
+                f,
+                "the PR moves to versions that cannot be verified ({what}); the next bump replaces it"
+            ),
             Self::Held(by) => write!(f, "the policy is held by {by}"),
             Self::DoNotMerge(label) => write!(f, "the PR is labelled {label}"),
             Self::OutsideWindow(Some(at)) => write!(f, "outside the schedule; next opening {at}"),
@@ -206,11 +328,15 @@ pub fn decide(inputs: &MergeInputs<'_>) -> Decision {
     if !pr.author.eq_ignore_ascii_case(inputs.bot_login) {
         return wait(WaitReason::NotBot(pr.author.clone()));
     }
-    if let DiffVerdict::Differs(what) = inputs.diff {
-        return Decision::Hold(format!(
-            "PR #{} changes more than the planned bump: {what}",
-            pr.number
-        ));
+    match inputs.diff {
+        DiffVerdict::Matches => {}
+        DiffVerdict::Differs(what) => {
+            return Decision::Hold(format!(
+                "PR #{} changes more than the planned bump: {what}",
+                pr.number
+            ));
+        }
+        DiffVerdict::Unverified(what) => return wait(WaitReason::Unverified(what.clone())),
     }
     if let Some(hold) = inputs.hold {
         return wait(WaitReason::Held(hold.by.clone()));
@@ -487,6 +613,10 @@ mod tests {
                 "Hold",
             ),
             (
+                Case::green().with(|c| c.diff = DiffVerdict::Unverified("x".into())),
+                "UnverifiedVersions",
+            ),
+            (
                 Case::green().with(|c| {
                     c.hold = Some(Hold {
                         by: "user:alice".into(),
@@ -598,6 +728,133 @@ mod tests {
             c.decide(),
             Decision::Hold("PR #7 changes more than the planned bump: Makefile is changed but not part of the bump".into())
         );
+    }
+
+    fn spec() -> AutobumpSpec {
+        let text = "images: [{prefix: gcr.io/k8s-prow/, tags: {dateSha: {}}}]\n\
+                    source: {repo: https://github.com/acme/infra.git, include: [\"config/**\"], exclude: [\"config/legacy/**\"]}\n";
+        let docs = crate::policy::yaml::parse_documents(text).unwrap();
+        crate::policy::yaml::from_node(&docs[0], &crate::policy::yaml::Path::root()).unwrap()
+    }
+
+    const BASE: &str = "image: gcr.io/k8s-prow/hook:v20240101-aaaaaaa\nreplicas: 2\n";
+    static EVIL: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("sha256:{}", "e".repeat(64)));
+
+    fn moved(to: &str) -> String {
+        BASE.replace("v20240101-aaaaaaa", to)
+    }
+
+    /// Listed tags are `v202401*`; `v20240102-bbbbbbb` was rolled back before; no
+    /// tag has a digest of `e`s.
+    fn problem(r: &ImageRef) -> Option<String> {
+        if r.digest.as_deref() == Some(EVIL.as_str()) {
+            return Some("not the tag's digest".into());
+        }
+        match r.tag.as_deref() {
+            Some("v20240102-bbbbbbb") => Some("rolled back before".into()),
+            Some(t) if t.starts_with("v202401") => None,
+            _ => Some("not listed".into()),
+        }
+    }
+
+    /// A changed file: path, text at the merge base, text at the head.
+    type Changed<'a> = (&'a str, Option<&'a str>, Option<&'a str>);
+
+    fn verdict(files: &[Changed<'_>]) -> String {
+        let files: Vec<FileChange<'_>> = files
+            .iter()
+            .map(|&(path, old, new)| FileChange { path, old, new })
+            .collect();
+        match verify_image_moves(&spec(), &files, &problem) {
+            DiffVerdict::Matches => "Matches".into(),
+            DiffVerdict::Differs(why) => format!("Differs: {why}"),
+            DiffVerdict::Unverified(why) => format!("Unverified: {why}"),
+        }
+    }
+
+    #[test]
+    fn image_moves_are_verified_and_other_changes_differ() {
+        let f = "config/hook.yaml";
+        let ok = moved("v20240105-ccccccc");
+        let vanished = moved("v20991231-deadbee");
+        let bad = moved("v20240102-bbbbbbb");
+        let scaled = ok.replace("replicas: 2", "replicas: 20");
+        let floating = moved("latest");
+        let pinned = moved(&format!("v20240105-ccccccc@{}", *EVIL));
+        let base_pinned = moved(&format!("v20240101-aaaaaaa@sha256:{}", "a".repeat(64)));
+        let repinned = moved(&format!("v20240101-aaaaaaa@{}", *EVIL));
+        let elsewhere = BASE.replace("gcr.io/k8s-prow/hook", "evil.io/k8s-prow/hook");
+        let cases: Vec<(Vec<Changed<'_>>, &str)> = vec![
+            // An older bump to a listed version merges like the plan.
+            (vec![(f, Some(BASE), Some(&ok))], "Matches"),
+            // Only image versions moved, to ones that do not check out: never merged,
+            // but not tampering either.
+            (
+                vec![(f, Some(BASE), Some(&vanished))],
+                "Unverified: config/hook.yaml:1: gcr.io/k8s-prow/hook:v20991231-deadbee: not listed",
+            ),
+            (
+                vec![(f, Some(BASE), Some(&bad))],
+                "Unverified: config/hook.yaml:1: gcr.io/k8s-prow/hook:v20240102-bbbbbbb: rolled back before",
+            ),
+            // A digest is part of the version asked about, on a new tag or replacing
+            // another digest of the same tag.
+            (
+                vec![(f, Some(BASE), Some(&pinned))],
+                "Unverified: config/hook.yaml:1: gcr.io/k8s-prow/hook:v20240105-ccccccc@sha256:eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee: not the tag's digest",
+            ),
+            (
+                vec![(f, Some(&base_pinned), Some(&repinned))],
+                "Unverified: config/hook.yaml:1: gcr.io/k8s-prow/hook:v20240101-aaaaaaa@sha256:eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee: not the tag's digest",
+            ),
+            // Adding a digest where the tag stays is not something a bump does.
+            (
+                vec![(f, Some(BASE), Some(&repinned))],
+                "Differs: config/hook.yaml changes more than the versions of the policy's images",
+            ),
+            // A reference the PR leaves alone is not asked about.
+            (
+                vec![
+                    (f, Some(BASE), Some(&ok)),
+                    ("config/old.yaml", Some("x: 1\n"), Some("x: 2\n")),
+                ],
+                "Differs: config/old.yaml changes more than the versions of the policy's images",
+            ),
+            (
+                vec![(f, Some(BASE), Some(&scaled))],
+                "Differs: config/hook.yaml changes more than the versions of the policy's images",
+            ),
+            (
+                vec![(f, Some(BASE), Some(&floating))],
+                "Differs: config/hook.yaml changes more than the versions of the policy's images",
+            ),
+            (
+                vec![(f, Some(BASE), Some(&elsewhere))],
+                "Differs: config/hook.yaml changes more than the versions of the policy's images",
+            ),
+            (
+                vec![("config/legacy/hook.yaml", Some(BASE), Some(&ok))],
+                "Differs: config/legacy/hook.yaml is not one of the policy's files",
+            ),
+            (
+                vec![("Makefile", Some("a"), Some("b"))],
+                "Differs: Makefile is not one of the policy's files",
+            ),
+            (
+                vec![("config/new.yaml", None, Some(&ok))],
+                "Differs: config/new.yaml is added, deleted or not text",
+            ),
+            (vec![], "Differs: the PR changes nothing"),
+        ];
+        for (i, (files, want)) in cases.iter().enumerate() {
+            assert_eq!(verdict(files), *want, "case {i}");
+        }
+        // An unchanged reference to a version that no longer checks out is fine.
+        let unlisted_base = moved("v20991231-deadbee");
+        let two = format!("{unlisted_base}---\nimage: gcr.io/k8s-prow/deck:v20240101-aaaaaaa\n");
+        let two_moved = two.replace("deck:v20240101-aaaaaaa", "deck:v20240105-ccccccc");
+        assert_eq!(verdict(&[(f, Some(&two), Some(&two_moved))]), "Matches");
     }
 
     #[test]

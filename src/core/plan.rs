@@ -214,7 +214,9 @@ pub fn plan(s: &Snapshot<'_>, now: DateTime<Utc>) -> Vec<Effect> {
             labels: &labels,
         };
         let (title, body) = (pr::title(&text), pr::body(&text));
-        // A PR carrying other changes is held below, never silently overwritten.
+        // A PR carrying other changes is held below, never silently overwritten; one
+        // that moves to versions that no longer check out is replaced like an older
+        // bump.
         let tampered = pr.is_some_and(|p| matches!(p.diff, DiffVerdict::Differs(_)));
         let needs_push = !tampered && pr.is_none_or(|p| !p.has_planned_tree);
         if needs_push {
@@ -240,8 +242,11 @@ pub fn plan(s: &Snapshot<'_>, now: DateTime<Utc>) -> Vec<Effect> {
                 }
             }
         } else if let Some(p) = pr
+            && p.has_planned_tree
             && (p.title != title || p.body != body)
         {
+            // (A PR held for other changes keeps its title: it does not carry this
+            // bump.)
             effects.push(Effect::UpdatePr { title, body });
         }
     }
@@ -272,24 +277,39 @@ pub fn plan(s: &Snapshot<'_>, now: DateTime<Utc>) -> Vec<Effect> {
             }
             Decision::Hold(why) => {
                 if hold.is_none() {
-                    effects.push(Effect::SetHold(Hold {
-                        by: "autobump".into(),
-                        since: now,
-                        reason: why.clone(),
-                        via: Some(format!("PR #{}", p.view.number)),
-                        automatic: true,
-                    }));
-                    effects.push(Effect::AddLabels(vec![HOLD_LABEL.into()]));
-                    effects.push(Effect::Comment(format!(
-                        "autobump will not merge this PR and has put policy `{}` on hold: {why}. \
-                         A person with write permission can lift the hold with `/unhold` after checking.",
-                        s.policy
-                    )));
+                    hold_for_a_changed_pr(s, p.view.number, &why, now, &mut effects);
                 }
             }
         }
     }
     effects
+}
+
+/// Holds the policy because its PR #`number` carries more than a bump (`why`), labels
+/// the PR and says on it what to do.
+fn hold_for_a_changed_pr(
+    s: &Snapshot<'_>,
+    number: u64,
+    why: &str,
+    now: DateTime<Utc>,
+    effects: &mut Vec<Effect>,
+) {
+    effects.push(Effect::SetHold(Hold {
+        by: "autobump".into(),
+        since: now,
+        reason: why.to_owned(),
+        via: Some(format!("PR #{number}")),
+        automatic: true,
+    }));
+    effects.push(Effect::AddLabels(vec![HOLD_LABEL.into()]));
+    effects.push(Effect::Comment(format!(
+        "autobump will not merge this PR and has put policy `{}` on hold: {why}. \
+         After checking, close this PR (autobump then opens a fresh one with the \
+         planned bump), then lift the hold: `/unhold` on the new PR or \
+         `autobump unhold {}` (needs write permission). While this PR stays open \
+         as it is, autobump keeps refusing it.",
+        s.policy, s.policy
+    )));
 }
 
 /// Plans one reconcile of a direct-push policy: the bump goes straight to the base
@@ -350,10 +370,9 @@ fn with_hold_label(mut labels: Vec<String>, held: bool) -> Vec<String> {
 /// label says what happened; on another PR (a closed one, by webhook) a reply does.
 fn apply_commands(s: &Snapshot<'_>, now: DateTime<Utc>, effects: &mut Vec<Effect>) -> Option<Hold> {
     let mut hold = s.hold.cloned();
-    // From when the hold in force counts for stale commands: when it was placed, or for
-    // one placed in this pass, when it was asked for (an /unhold written after that
-    // /hold, read in the same pass, lifts it).
-    let mut held_from = hold.as_ref().map(|h| h.since);
+    // What an /unhold must postdate: the comment that placed the hold in force (also
+    // one placed in this pass), else the time it was placed.
+    let mut held_from = hold.as_ref().map(HeldFrom::of);
     let open_pr = s.pr.as_ref().map(|p| p.view.number);
     for c in &s.commands {
         let reply = |body: String| {
@@ -388,9 +407,9 @@ fn apply_commands(s: &Snapshot<'_>, now: DateTime<Utc>, effects: &mut Vec<Effect
                         )));
                     }
                     hold = Some(h);
-                    held_from = Some(c.at);
+                    held_from = Some(HeldFrom::Comment(c.id));
                 }
-                Command::Unhold if held_from.is_some_and(|from| c.at <= from) => {
+                Command::Unhold if held_from.is_some_and(|from| from.is_after(c)) => {
                     // Written before the hold in force was placed (or in the same
                     // instant: GitHub's times are whole seconds, and keeping a hold is
                     // the safe side): it was not meant for this hold.
@@ -424,6 +443,35 @@ fn apply_commands(s: &Snapshot<'_>, now: DateTime<Utc>, effects: &mut Vec<Effect
         effects.push(Effect::MarkSeen(c.id));
     }
     hold
+}
+
+/// From when the hold in force counts, to tell an /unhold written before it.
+#[derive(Debug, Clone, Copy)]
+enum HeldFrom {
+    /// Placed by this comment: GitHub's comment ids grow, so a later comment has a
+    /// larger id, whatever the clocks say.
+    Comment(u64),
+    /// Placed at this time by autobump or the CLI (autobump's clock).
+    Time(DateTime<Utc>),
+}
+
+impl HeldFrom {
+    fn of(hold: &Hold) -> Self {
+        hold.via
+            .as_deref()
+            .and_then(|via| via.rsplit_once("#issuecomment-"))
+            .and_then(|(_, id)| id.parse().ok())
+            .map_or(Self::Time(hold.since), Self::Comment)
+    }
+
+    /// Whether the hold was placed after command `c` was written (or in the same
+    /// second: GitHub's times are whole seconds, and keeping a hold is the safe side).
+    fn is_after(self, c: &CommandSeen) -> bool {
+        match self {
+            Self::Comment(id) => c.id < id,
+            Self::Time(since) => c.at <= since,
+        }
+    }
 }
 
 fn sync_hold_label(pr: Option<&PrSnapshot>, hold: Option<&Hold>, effects: &mut Vec<Effect>) {
@@ -493,6 +541,14 @@ mod tests {
             diff: DiffVerdict::Matches,
         }
     }
+
+    static HELD_BY_AUTOBUMP: std::sync::LazyLock<Hold> = std::sync::LazyLock::new(|| Hold {
+        by: "autobump".into(),
+        since: at("2026-11-23T09:00:00Z"),
+        reason: "PR #3 changes more than the planned bump".into(),
+        via: Some("PR #3".into()),
+        automatic: true,
+    });
 
     fn snapshot<'a>(spec: &'a AutobumpSpec, hold: Option<&'a Hold>) -> Snapshot<'a> {
         Snapshot {
@@ -697,6 +753,42 @@ mod tests {
     }
 
     #[test]
+    fn a_hold_by_comment_is_ordered_by_comment_id_not_by_clocks() {
+        let s = spec("");
+        // autobump's clock ran ahead of GitHub's when it recorded the hold.
+        let by_comment = Hold {
+            by: "user:trinity".into(),
+            since: at("2026-11-23T12:00:00Z"),
+            reason: "migration".into(),
+            via: Some("https://github.com/acme/infra/pull/3#issuecomment-50".into()),
+            automatic: false,
+        };
+        let mut snap = snapshot(&s, Some(&by_comment));
+        snap.pr = Some(open_pr(&s, "v20240105-bbbbbbb", CheckState::Success));
+        snap.commands = vec![command(
+            49,
+            "wanda",
+            Command::Unhold,
+            "2026-11-23T11:00:00Z",
+            3,
+        )];
+        let e = plan(&snap, at("2026-11-23T12:30:00Z"));
+        assert!(
+            !e.iter().any(|e| matches!(e, Effect::ClearHold { .. })),
+            "{e:?}"
+        );
+        snap.commands = vec![command(
+            51,
+            "wanda",
+            Command::Unhold,
+            "2026-11-23T11:00:00Z",
+            3,
+        )];
+        let e = plan(&snap, at("2026-11-23T12:30:00Z"));
+        assert_eq!(kinds(&e)[..2], ["ClearHold", "MarkSeen"], "{e:?}");
+    }
+
+    #[test]
     fn a_hold_and_a_later_unhold_read_together_both_apply() {
         let s = spec("");
         let mut snap = snapshot(&s, None);
@@ -850,6 +942,49 @@ mod tests {
         tampered.view.labels.push(HOLD_LABEL.into());
         snap.pr = Some(tampered);
         let e = plan(&snap, at("2026-11-23T10:05:00Z"));
+        assert!(e.iter().all(|e| !e.writes()), "{e:?}");
+    }
+
+    #[test]
+    fn a_pr_whose_versions_vanished_is_replaced_not_held() {
+        let s = spec("");
+        let mut snap = snapshot(&s, None);
+        let mut stale = open_pr(&s, "v20240105-bbbbbbb", CheckState::Success);
+        stale.has_planned_tree = false;
+        stale.diff = DiffVerdict::Unverified(
+            "config/hook.yaml:1: the registry does not list this tag".into(),
+        );
+        snap.pr = Some(stale);
+        // Nothing newer to replace it with: it waits, writing nothing (no hold, no
+        // comment: nobody tampered with it).
+        let e = plan(&snap, at("2026-11-23T10:00:00Z"));
+        assert!(e.iter().all(|e| !e.writes()), "{e:?}");
+        assert!(
+            kinds(&e)[0].starts_with("Waiting(the PR moves to versions that cannot be verified"),
+            "{e:?}"
+        );
+        // The next bump replaces its contents (within the schedule and minInterval).
+        snap.bump = Some(bump("v20240106-ccccccc"));
+        assert_eq!(
+            kinds(&plan(&snap, at("2026-11-23T10:00:00Z"))),
+            ["PushBranch", "UpdatePr", "RecordBump"]
+        );
+        snap.last_bump = Some(at("2026-11-23T09:30:00Z"));
+        let e = plan(&snap, at("2026-11-23T10:00:00Z"));
+        assert!(e.iter().all(|e| !e.writes()), "{e:?}");
+    }
+
+    #[test]
+    fn a_tampered_pr_keeps_its_title() {
+        let s = spec("");
+        let mut snap = snapshot(&s, Some(&HELD_BY_AUTOBUMP));
+        let mut tampered = open_pr(&s, "v20240105-bbbbbbb", CheckState::Success);
+        tampered.has_planned_tree = false;
+        tampered.diff = DiffVerdict::Differs("Makefile is changed but not part of the bump".into());
+        tampered.view.labels.push(HOLD_LABEL.into());
+        snap.pr = Some(tampered);
+        snap.bump = Some(bump("v20240106-ccccccc"));
+        let e = plan(&snap, at("2026-11-23T10:00:00Z"));
         assert!(e.iter().all(|e| !e.writes()), "{e:?}");
     }
 

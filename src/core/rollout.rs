@@ -16,6 +16,11 @@
 //! A version that already is the last known-good does not bake again. Without a known-
 //! good version there is nothing to roll back to: the policy is held instead.
 //!
+//! A bad rollout always leaves an automatic hold ([`automatic_hold`]), which only a
+//! person with write permission may lift: a person's hold in force is replaced by it
+//! (and named in its reason), so whoever may lift that person's hold cannot resume
+//! deploys after a rollback by themselves.
+//!
 //! Reconciles observe the gate at instants, so "clear for the whole bake" means: every
 //! observation for at least `bake`, starting with the first after the deploy delay,
 //! was Clear. The caller keeps [`BakeProgress`]
@@ -25,7 +30,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::gate::GateVerdict;
-use crate::policy::v1alpha1::Release;
+use crate::policy::v1alpha1::{Hold, Release};
 
 /// What is known about the deployed version's rollout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,6 +223,47 @@ pub fn same_versions(a: &Release, b: &Release) -> bool {
         v
     };
     key(a) == key(b)
+}
+
+/// The hold to put in force when a rollout turned out bad: an automatic one by `by`
+/// (`alert:…` or `autobump`) with `reason`, since `now` — or `None` when `current` is
+/// automatic already (it stays, with its first reason). A person's hold in force is
+/// replaced: the new reason ends with who placed it, when, from where and why, since
+/// lifting the automatic hold lifts both.
+#[must_use]
+pub fn automatic_hold(
+    current: Option<&Hold>,
+    by: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Option<Hold> {
+    let mut reason = reason.to_owned();
+    match current {
+        Some(h) if h.automatic => return None,
+        Some(h) => {
+            use std::fmt::Write as _;
+            // Writing into a String cannot fail.
+            let _ = write!(
+                reason,
+                "\n\nThis replaces the hold {} placed at {}{}: {}. Lifting this hold lifts both.",
+                h.by,
+                h.since.to_rfc3339(),
+                h.via
+                    .as_deref()
+                    .map(|v| format!(" via {v}"))
+                    .unwrap_or_default(),
+                h.reason
+            );
+        }
+        None => {}
+    }
+    Some(Hold {
+        by: by.to_owned(),
+        since: now,
+        reason,
+        via: Some("gate".into()),
+        automatic: true,
+    })
 }
 
 #[cfg(test)]
@@ -426,5 +472,42 @@ mod tests {
             w.at("2026-11-21T10:10:00Z"),
             RolloutDecision::Baking { .. }
         ));
+    }
+
+    #[test]
+    fn a_bad_rollout_leaves_an_automatic_hold_even_under_a_persons() {
+        let now = at("2026-11-23T10:00:00Z");
+        let placed = automatic_hold(None, "alert:HookDown", "hook 2 hurt", now).unwrap();
+        assert_eq!(
+            (placed.by.as_str(), placed.reason.as_str(), placed.since),
+            ("alert:HookDown", "hook 2 hurt", now)
+        );
+        assert!(placed.automatic);
+
+        // Already held automatically: that hold stays as it is.
+        assert_eq!(
+            automatic_hold(Some(&placed), "alert:Other", "again", now),
+            None
+        );
+
+        // A person's hold is replaced, and the new one says whose it was.
+        let person = Hold {
+            by: "user:alice".into(),
+            since: at("2026-11-23T09:00:00Z"),
+            reason: "database migration".into(),
+            via: Some("cli".into()),
+            automatic: false,
+        };
+        let upgraded = automatic_hold(Some(&person), "alert:HookDown", "hook 2 hurt", now).unwrap();
+        assert!(upgraded.automatic);
+        assert_eq!(
+            (upgraded.by.as_str(), upgraded.since),
+            ("alert:HookDown", now)
+        );
+        assert_eq!(
+            upgraded.reason,
+            "hook 2 hurt\n\nThis replaces the hold user:alice placed at \
+             2026-11-23T09:00:00+00:00 via cli: database migration. Lifting this hold lifts both."
+        );
     }
 }

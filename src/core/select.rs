@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 
+use super::reference::ImageRef;
 use super::tags::{self, Key, Series};
 use crate::policy::v1alpha1::{ImagePolicy, TagPolicy};
 
@@ -73,6 +74,25 @@ pub enum Outcome {
     UpToDate,
     /// Nothing can be chosen, and why.
     NoCandidate(String),
+}
+
+/// Whether `image` (an entry of a policy's `images`) covers the reference `r`: by
+/// canonical repository, `name` exactly, `prefix` as a leading path (so `nginx` and
+/// `docker.io/library/nginx` are the same image, and `gcr.io/x/` does not cover
+/// `ghcr.io/x/app`).
+#[must_use]
+pub fn covers(image: &ImagePolicy, r: &ImageRef) -> bool {
+    let canonical = r.canonical_repository();
+    let as_canonical = |s: &str| ImageRef::parse(s).map(|i| i.canonical_repository());
+    image
+        .name
+        .as_ref()
+        .is_some_and(|n| as_canonical(n.as_str()).as_deref() == Some(canonical.as_str()))
+        || image.prefix.as_ref().is_some_and(|p| {
+            as_canonical(&format!("{}x", p.as_str()))
+                .and_then(|c| c.strip_suffix('x').map(str::to_owned))
+                .is_some_and(|prefix| canonical.starts_with(&prefix))
+        })
 }
 
 /// A tag with what orders it.

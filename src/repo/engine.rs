@@ -158,7 +158,7 @@ impl Engine {
                 Delivery::DirectPush => None,
             };
             let up_to_date = match (&commit, branch_head) {
-                (Some(c), Some(head)) => tree_of(repo, head, &url)? == c.tree,
+                (Some(c), Some(head)) => carries(repo, head, base, &c.tree, &url)?,
                 _ => false,
             };
             Ok(PreparedBump {
@@ -223,8 +223,9 @@ impl Engine {
             };
             commit = c;
         }
+        let base = base_head(&heads, source)?;
         if let Some(head) = existing
-            && tree_of(repo, head, url)? == commit.tree
+            && carries(repo, head, base, &commit.tree, url)?
         {
             tracing::info!(%head, %branch, "branch already has the bump's tree; not pushing");
             return Ok(not_pushed(branch, Some(head.to_string())));
@@ -407,6 +408,27 @@ fn base_head(heads: &HashMap<String, Oid>, source: &Source) -> Result<Oid, Failu
 
 fn has_commit(repo: &Repository, sha: &str) -> bool {
     Oid::from_str(sha).is_ok_and(|id| repo.find_commit(id).is_ok())
+}
+
+/// Whether the branch at `head` already carries a bump with `tree` on the base at
+/// `base`: same tree, and the base head is the branch head or one of its ancestors.
+/// A branch that the base has moved past with the same content (its PR merged, or
+/// the base changed the same references since) would open an empty or conflicting
+/// PR: it must get the bump again, on the current base.
+fn carries(
+    repo: &Repository,
+    head: Oid,
+    base: Oid,
+    tree: &str,
+    url: &str,
+) -> Result<bool, Failure> {
+    if tree_of(repo, head, url)? != tree {
+        return Ok(false);
+    }
+    Ok(head == base
+        || repo
+            .graph_descendant_of(head, base)
+            .map_err(|e| classify(&e, Phase::Local, url, false))?)
 }
 
 fn tree_of(repo: &Repository, commit: Oid, url: &str) -> Result<String, Failure> {

@@ -15,9 +15,11 @@
 //!   author and committer, the time passed in, and a message built only from the
 //!   policy name and the changes ([`commit_message`]): the same plan on the same base
 //!   at the same time is the same commit id.
-//! * **Push** ([`Repo::push`]): to a pull-request branch, only when the branch's tree
-//!   differs from the bump's (a push of the same content re-triggers CI), forced only
-//!   when the branch exists; or directly to the base branch, never forced: when
+//! * **Push** ([`Repo::push`]): to a pull-request branch, only when the branch does
+//!   not already carry the bump — its tree differs from the bump's, or the base has
+//!   moved past it (its PR merged, or the base changed the same references since: a
+//!   PR from it would be empty or conflict) — since a push of the same content
+//!   re-triggers CI; forced only when the branch exists; or directly to the base branch, never forced: when
 //!   another push wins the race, the base is fetched again, the rewrite applied to the
 //!   new head, and the push retried, up to [`GitConfig::direct_push_attempts`] times.
 //! * **Diffs** ([`Repo::changed_files`]): the files a pull request changes, with both
@@ -190,8 +192,9 @@ pub struct PreparedBump {
     pub notices: Vec<Notice>,
     /// Pull-request mode: the PR branch's head on the remote, if the branch exists.
     pub branch_head: Option<String>,
-    /// Pull-request mode: the PR branch already has exactly the bump's tree, so
-    /// [`Repo::push`] will not push. Always `false` in direct-push mode.
+    /// Pull-request mode: the PR branch already has exactly the bump's tree and
+    /// contains the base head it was built on, so [`Repo::push`] will not push.
+    /// Always `false` in direct-push mode.
     pub up_to_date: bool,
     /// The request, for [`Repo::push`] to re-apply after a lost race.
     pub request: Arc<BumpRequest>,
@@ -275,7 +278,9 @@ pub trait Repo: Send + Sync {
     ) -> impl Future<Output = Result<PreparedBump, RepoError>> + Send;
 
     /// Ensures the remote has the bump: pull-request mode pushes to the PR branch
-    /// unless it already has the bump's tree (checked again against the remote);
+    /// unless it already has the bump's tree and contains the current base head
+    /// (checked again against the remote: a branch the base moved past, such as one
+    /// whose PR merged, gets the bump again);
     /// direct-push mode pushes to the base branch, re-fetching and re-applying the
     /// rewrite after each lost race, up to the configured number of attempts
     /// ([`RepoError::PushRace`] after that). A bump without a commit pushes nothing.

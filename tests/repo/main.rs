@@ -434,6 +434,83 @@ async fn push_rechecks_the_branch_and_does_not_push_what_is_already_there() {
 }
 
 #[tokio::test]
+async fn a_branch_the_base_moved_past_gets_the_same_tree_again() {
+    // A second rollback to the same known-good version: the first rollback's branch
+    // merged (merge commit), the bad version came back on main, and the rollback on
+    // the new main has exactly the tree the old branch has. A PR from the old branch
+    // would be empty ("No commits between"): it must be pushed again.
+    let f = Fixture::new();
+    let branch = "refs/heads/autobump-prow";
+    let first = f
+        .repo
+        .prepare_bump(f.request("v20240102-def5678", pr()), t0())
+        .await
+        .unwrap();
+    assert!(f.repo.push(&first).await.unwrap().pushed);
+    let old_head = f.origin_ref(branch).unwrap();
+    let main = f.origin_ref("main").unwrap();
+    let tree = git(&f.origin, &["rev-parse", &format!("{old_head}^{{tree}}")]);
+    let merge = git(
+        &f.origin,
+        &[
+            "-c",
+            "user.name=merger",
+            "-c",
+            "user.email=merger@example.com",
+            "commit-tree",
+            &tree,
+            "-p",
+            &main,
+            "-p",
+            &old_head,
+            "-m",
+            "Merge the rollback",
+        ],
+    );
+    git(&f.origin, &["update-ref", "refs/heads/main", &merge]);
+    commit_to(
+        &f.origin,
+        "main",
+        &[
+            ("config/prow/hook.yaml", HOOK),
+            ("config/prow/deck.yaml", DECK),
+        ],
+        "the old versions are back",
+    );
+
+    let later = t0() + chrono::Duration::hours(1);
+    let again = f
+        .repo
+        .prepare_bump(f.request("v20240102-def5678", pr()), later)
+        .await
+        .unwrap();
+    assert_eq!(
+        commit_of(&again).tree,
+        tree,
+        "the same tree as the old branch"
+    );
+    assert!(!again.up_to_date, "the branch is already merged into main");
+    let pushed = f.repo.push(&again).await.unwrap();
+    assert!(pushed.pushed && pushed.forced, "{pushed:?}");
+    let head = f.origin_ref(branch).unwrap();
+    assert_eq!(pushed.head.as_deref(), Some(head.as_str()));
+    assert_eq!(
+        git(&f.origin, &["rev-parse", &format!("{head}^")]),
+        f.origin_ref("main").unwrap(),
+        "the bump sits on the current base"
+    );
+
+    // Now it carries the bump on the current base: nothing more is pushed.
+    let rerun = f
+        .repo
+        .prepare_bump(f.request("v20240102-def5678", pr()), later)
+        .await
+        .unwrap();
+    assert!(rerun.up_to_date);
+    assert!(!f.repo.push(&rerun).await.unwrap().pushed);
+}
+
+#[tokio::test]
 async fn direct_push_after_a_lost_race_reapplies_on_the_new_head() {
     let f = Fixture::new();
     let bump = f

@@ -230,6 +230,13 @@ fn make_bump(
     )
 }
 
+/// Whether the branch at `head` already carries a bump with `tree` on `base`: same
+/// tree, and `base` is `head` or one of its ancestors (as the real adapter).
+fn carries(w: &World, head: &str, base: &str, tree: &str) -> bool {
+    w.git.commit(head).is_some_and(|c| c.tree_id == tree)
+        && w.git.merge_base(head, base).as_deref() == Some(base)
+}
+
 impl SimRepo {
     fn main(w: &World) -> Result<String, RepoError> {
         w.git
@@ -257,7 +264,7 @@ impl SimRepo {
             Delivery::DirectPush => None,
         };
         let up_to_date = match (&commit, &branch_head) {
-            (Some(c), Some(h)) => w.git.commit(h).is_some_and(|b| b.tree_id == c.tree),
+            (Some(c), Some(h)) => carries(&w, h, &base, &c.tree),
             _ => false,
         };
         Ok(PreparedBump {
@@ -285,10 +292,10 @@ impl SimRepo {
             (None, Delivery::DirectPush) => not_pushed(&target, Some(bump.base.clone())),
             (Some(commit), Delivery::PullRequest { branch }) => {
                 let existing = w.git.head(branch.as_str()).map(str::to_owned);
+                let base = Self::main(&w)?;
                 let same = existing
                     .as_ref()
-                    .and_then(|h| w.git.commit(h))
-                    .is_some_and(|c| c.tree_id == commit.tree);
+                    .is_some_and(|h| carries(&w, h, &base, &commit.tree));
                 if same {
                     not_pushed(&target, existing)
                 } else {

@@ -581,6 +581,9 @@ pub fn on_pr_created(w: &mut World, _number: u64) {
 pub fn on_store_write(w: &mut World, before: &PolicyState, after: &PolicyState, writer: &Writer) {
     match (&before.hold, &after.hold) {
         (None, Some(h)) => placed(w, h, writer),
+        // A bad rollout puts an automatic hold in force over a person's (it names
+        // theirs): placing it is checked like any other.
+        (Some(a), Some(b)) if !a.automatic && b.automatic => placed(w, b, writer),
         (Some(a), Some(b)) if a != b => {
             w.checker.count(I6);
             w.checker.fail(I6, format!("hold {a:?} replaced by {b:?}"));

@@ -107,7 +107,6 @@ fn seed_5_alert_during_bake_restarts_it_without_known_good() {
 /// overwritten: nothing deploys until a person closes the PR. The person here does
 /// what the comment says.
 #[test]
-#[ignore = "bug: a vanished tag turns autobump's own PR into a 'tampered' one and /unhold cannot lift the hold, see report"]
 fn seed_bd27f30de08c5533_vanished_tag_livelock() {
     let seed = 0xbd27_f30d_e08c_5533;
     let s = Scenario::generate(seed);
@@ -225,7 +224,6 @@ fn seed_a6da90e93153a3d4_a_failure_after_marking_a_hold_seen_loses_no_hold() {
 /// and autobump-rollback-sim"): every reconcile fails and the bad version stays
 /// deployed (with squash merges the stale PR conflicts instead).
 #[test]
-#[ignore = "bug: a second rollback to the same known-good tree reuses the merged rollback branch and is blocked, see report"]
 fn seed_8a60948fb9647a52_second_rollback_to_the_same_version() {
     let seed = 0x8a60_948f_b964_7a52;
     let s = Scenario::generate(seed);
@@ -291,7 +289,6 @@ fn seed_8a60948fb9647a52_second_rollback_to_the_same_version() {
 /// carries the planned tree) is checked against the previous listing, which still has
 /// the deleted tag, and merges.
 #[test]
-#[ignore = "bug: with the registry unreadable, a PR is verified against a stale tag list and merges a deleted tag, see report"]
 fn seed_73e4ffba8f69a339_deleted_tag_merges_when_the_registry_is_unreadable() {
     let seed = 0x73e4_ffba_8f69_a339;
     let s = Scenario::generate(seed);
@@ -325,7 +322,6 @@ fn seed_73e4ffba8f69a339_deleted_tag_merges_when_the_registry_is_unreadable() {
 /// image at all); the PR no longer carries the planned tree, the diff check accepts it
 /// because only the tag is checked against the registry, and it merges.
 #[test]
-#[ignore = "bug: a digest in a PR is not checked against the registry, so any image can be pinned through autobump's merge, see report"]
 fn seed_c8629f011261b7b8_a_digest_the_tag_never_had_never_merges() {
     let seed = 0xc862_9f01_1261_b7b8;
     let s = Scenario::generate(seed);
@@ -370,7 +366,6 @@ fn seed_c8629f011261b7b8_a_digest_the_tag_never_had_never_merges() {
 /// hold with `/unhold` and the next bump merges: deploys resume after a rollback
 /// without anyone with write permission deciding so.
 #[test]
-#[ignore = "bug: a rollback under a person's hold records no automatic hold, so a triager resumes deploys, see report"]
 fn seed_309_rollback_under_a_manual_hold() {
     let seed = 0x309;
     let s = Scenario::generate(seed);
