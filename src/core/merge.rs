@@ -176,7 +176,21 @@ pub fn verify_image_moves(
         }
         for change in &rewritten.changes {
             let why = match ImageRef::parse(&change.new) {
-                Some(r) => problem(&r),
+                Some(r) => {
+                    let refused = spec.images.iter().find(|i| covers(i, &r)).is_some_and(|i| {
+                        r.tag
+                            .as_deref()
+                            .is_some_and(|t| !crate::core::select::tag_allowed(i, t))
+                    });
+                    if refused {
+                        Some(
+                            "the policy excludes this tag (excludeTags, range or pre-release)"
+                                .into(),
+                        )
+                    } else {
+                        problem(&r)
+                    }
+                }
                 None => Some("not an image reference".into()),
             };
             if let Some(why) = why {
@@ -771,6 +785,30 @@ mod tests {
             DiffVerdict::Differs(why) => format!("Differs: {why}"),
             DiffVerdict::Unverified(why) => format!("Unverified: {why}"),
         }
+    }
+
+    #[test]
+    fn a_move_to_a_tag_the_policy_excludes_is_never_verified() {
+        let text = "images: [{prefix: gcr.io/k8s-prow/, tags: {dateSha: {}}, excludeTags: [\"*-ccccccc\"]}]\n\
+                    source: {repo: https://github.com/acme/infra.git, include: [\"config/**\"]}\n";
+        let docs = crate::policy::yaml::parse_documents(text).unwrap();
+        let spec: AutobumpSpec =
+            crate::policy::yaml::from_node(&docs[0], &crate::policy::yaml::Path::root()).unwrap();
+        let (excluded, allowed) = (moved("v20240105-ccccccc"), moved("v20240106-ddddddd"));
+        let check = |new: &str| {
+            let files = [FileChange {
+                path: "config/hook.yaml",
+                old: Some(BASE),
+                new: Some(new),
+            }];
+            verify_image_moves(&spec, &files, &problem)
+        };
+        assert!(
+            matches!(&check(&excluded), DiffVerdict::Unverified(why) if why.contains("excludes")),
+            "{:?}",
+            check(&excluded)
+        );
+        assert_eq!(check(&allowed), DiffVerdict::Matches);
     }
 
     #[test]

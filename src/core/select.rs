@@ -140,12 +140,18 @@ fn rank(inputs: &Inputs<'_>, image: &str, tag: &str) -> Option<Ranked> {
 
 /// Whether the policy accepts `tag` as a candidate at all (independent of series).
 fn acceptable(inputs: &Inputs<'_>, image: &str, tag: &str) -> bool {
-    if inputs.policy.exclude_tags.iter().any(|g| g.is_match(tag))
-        || inputs.bad.contains(&(image.to_owned(), tag.to_owned()))
-    {
+    !inputs.bad.contains(&(image.to_owned(), tag.to_owned())) && tag_allowed(inputs.policy, tag)
+}
+
+/// Whether `policy` allows `tag` at all: not excluded (`excludeTags`), and for semver
+/// within the range, a pre-release only when asked for. A PR moving an image to a tag
+/// this refuses was not planned by autobump and is never merged.
+#[must_use]
+pub fn tag_allowed(policy: &ImagePolicy, tag: &str) -> bool {
+    if policy.exclude_tags.iter().any(|g| g.is_match(tag)) {
         return false;
     }
-    match &inputs.policy.tags {
+    match &policy.tags {
         TagPolicy::Semver(semver) => {
             let Some(version) = tags::parse_semver(tag) else {
                 return false;
