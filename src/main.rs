@@ -448,7 +448,12 @@ async fn run_in_cluster(
         .delta()
         .to_std()
         .unwrap_or(std::time::Duration::from_secs(60));
-    let driver = Driver::new(client, config, clock, ClusterReconciler::new(engine))?;
+    let driver = Driver::new(
+        client,
+        config,
+        clock,
+        ClusterReconciler::new(Arc::clone(&engine)),
+    )?;
     let mut leadership = driver.leadership();
     {
         let metrics = Arc::clone(&metrics);
@@ -465,11 +470,35 @@ async fn run_in_cluster(
     }
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
     if let Some(addr) = args.listen {
-        // Deliveries are accepted (and authenticated) but in-cluster the driver's
-        // watch and interval drive reconciles.
+        // Each delivery (Alertmanager, registry, GitHub) reconciles every object now;
+        // the reconcile reads the gate, registries and forge afresh, so a delivery
+        // only decides when. A registry push first drops what is cached of its image.
         let poke = Arc::new(tokio::sync::Notify::new());
-        let pushed = Arc::new(std::sync::Mutex::new(Vec::new()));
-        serve_webhooks(addr, feed, poke, pushed, metrics, Arc::clone(&ready)).await?;
+        let pushed = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        serve_webhooks(
+            addr,
+            feed,
+            Arc::clone(&poke),
+            Arc::clone(&pushed),
+            metrics,
+            Arc::clone(&ready),
+        )
+        .await?;
+        let trigger = driver.trigger();
+        tokio::spawn(async move {
+            loop {
+                poke.notified().await;
+                let images = std::mem::take(
+                    &mut *pushed
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner),
+                );
+                for image in images {
+                    engine.invalidate(&image);
+                }
+                trigger.reconcile_all();
+            }
+        });
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

@@ -16,6 +16,12 @@
 //! * A watch event caused only by this process's own status writes (each one is a
 //!   new `resourceVersion`) does not start a reconcile before it is due; any other
 //!   change (spec, a hold written by the CLI) does.
+//! * A [`Trigger`] (a webhook delivery: Alertmanager, registry, GitHub) makes every
+//!   object due at once, except one backing off after failures (its back-off keeps a
+//!   burst of deliveries off a struggling forge or registry). A trigger only says
+//!   *when*: the reconcile reads the gate, registry and forge afresh, so a forged
+//!   delivery alone cannot cause a hold or a rollback. Triggers during a reconcile
+//!   are not lost: that object reconciles once more right after.
 //! * Shutdown (the signal says `true`): no new reconciles, the ones in flight finish,
 //!   then the Lease is released so a successor takes over at once.
 //!
@@ -219,12 +225,37 @@ pub fn backoff(base: Duration, max: Duration, failures: u32) -> Duration {
     base.saturating_mul(factor).min(max)
 }
 
-/// When each object is due, its failures in a row, and the generation last
-/// reconciled.
+/// Asks a running [`Driver`] to reconcile every object now (see the module docs);
+/// cheap to clone and to call often: triggers that arrive together coalesce.
+#[derive(Debug, Clone)]
+pub struct Trigger {
+    count: Arc<watch::Sender<u64>>,
+}
+
+impl Trigger {
+    fn new() -> Self {
+        Self {
+            count: Arc::new(watch::channel(0).0),
+        }
+    }
+
+    /// Every object (but those backing off after failures) reconciles at once.
+    pub fn reconcile_all(&self) {
+        self.count.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.count.subscribe()
+    }
+}
+
+/// When each object is due, its failures in a row, the generation last reconciled,
+/// and the trigger count when that reconcile started.
 struct Pace {
     due: Deadline,
     failures: u32,
     generation: Option<i64>,
+    triggers: u64,
 }
 
 struct Shared<R> {
@@ -233,6 +264,7 @@ struct Shared<R> {
     events: EventPublisher,
     clock: Arc<dyn Clock>,
     leader: watch::Receiver<bool>,
+    triggers: watch::Receiver<u64>,
     config: DriverConfig,
     pace: Mutex<HashMap<PolicyKey, Pace>>,
 }
@@ -251,26 +283,34 @@ impl<R> Shared<R> {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The trigger count now.
+    fn triggers(&self) -> u64 {
+        *self.triggers.borrow()
+    }
+
     /// The wait left when nothing changed since this object's last reconcile but
-    /// this process's own writes (same generation, a `resourceVersion` it wrote)
-    /// and it is not due yet.
+    /// this process's own writes (same generation, a `resourceVersion` it wrote),
+    /// it is not due yet, and no trigger came since that reconcile started (or it is
+    /// backing off after failures, which a trigger does not cut short).
     fn not_due(&self, key: &PolicyKey, object: &Autobump) -> Option<Duration> {
         let pace = self.pace();
         let last = pace.get(key)?;
         let own = object
             .resource_version()
             .is_some_and(|rv| self.store.wrote(key, &rv));
-        (own && last.generation == object.metadata.generation && !last.due.expired())
+        let triggered = last.failures == 0 && last.triggers != self.triggers();
+        (own && !triggered && last.generation == object.metadata.generation && !last.due.expired())
             .then(|| last.due.remaining())
     }
 
-    fn succeeded(&self, key: &PolicyKey, generation: Option<i64>, wait: Duration) {
+    fn succeeded(&self, key: &PolicyKey, generation: Option<i64>, triggers: u64, wait: Duration) {
         self.pace().insert(
             key.clone(),
             Pace {
                 due: Deadline::after(wait),
                 failures: 0,
                 generation,
+                triggers,
             },
         );
     }
@@ -286,12 +326,15 @@ impl<R> Shared<R> {
         } else {
             max
         };
+        // A trigger never shortens a back-off, so the count seen does not matter.
+        let triggers = self.triggers();
         pace.insert(
             key.clone(),
             Pace {
                 due: Deadline::after(wait),
                 failures,
                 generation,
+                triggers,
             },
         );
         wait
@@ -330,6 +373,8 @@ async fn reconcile_policy<R: PolicyReconciler>(
     key: PolicyKey,
     shared: Arc<Shared<R>>,
 ) -> Result<Action, DriverError> {
+    // Taken before anything is read: a trigger from now on reconciles again.
+    let triggers = shared.triggers();
     let store = shared.store.in_namespace(&key.namespace);
     let request = Request {
         object: Arc::clone(&object),
@@ -386,7 +431,7 @@ async fn reconcile_policy<R: PolicyReconciler>(
             let wait = outcome
                 .requeue_after
                 .map_or(shared.config.interval, |d| d.min(shared.config.interval));
-            shared.succeeded(&key, generation, wait);
+            shared.succeeded(&key, generation, triggers, wait);
             tracing::debug!(policy = %key, summary = %outcome.summary, "reconciled");
             Ok(Action::requeue(wait))
         }
@@ -425,6 +470,7 @@ pub struct Driver<R> {
     reconciler: R,
     elector: Arc<LeaderElector>,
     store: KubeStore,
+    trigger: Trigger,
 }
 
 impl<R: PolicyReconciler> Driver<R> {
@@ -449,7 +495,15 @@ impl<R: PolicyReconciler> Driver<R> {
             reconciler,
             elector,
             store,
+            trigger: Trigger::new(),
         })
+    }
+
+    /// A handle that makes the running driver reconcile every object now (for the
+    /// webhooks: Alertmanager, registry pushes, GitHub events).
+    #[must_use]
+    pub fn trigger(&self) -> Trigger {
+        self.trigger.clone()
     }
 
     /// Leadership as it changes (`true` while this replica leads), e.g. for
@@ -488,6 +542,7 @@ impl<R: PolicyReconciler> Driver<R> {
                 .with_window(self.config.event_window),
             clock: self.clock,
             leader: self.elector.subscribe(),
+            triggers: self.trigger.subscribe(),
             config: self.config,
             pace: Mutex::default(),
         });
@@ -503,6 +558,11 @@ impl<R: PolicyReconciler> Driver<R> {
             }
         })
         .map(move |()| on_gain.gained_leadership());
+        // A trigger: every object at once (`not_due` lets them through).
+        let triggered = futures::stream::unfold(self.trigger.subscribe(), |mut rx| async move {
+            rx.changed().await.ok()?;
+            Some(((), rx))
+        });
 
         // The Controller wants a `Sync` shutdown future; a oneshot receiver is one.
         let (graceful_tx, graceful_rx) = futures::channel::oneshot::channel::<()>();
@@ -514,6 +574,7 @@ impl<R: PolicyReconciler> Driver<R> {
         let controller = Controller::new(api, watcher::Config::default())
             .with_config(controller::Config::default().concurrency(shared.config.concurrency))
             .reconcile_all_on(gained)
+            .reconcile_all_on(triggered)
             .graceful_shutdown_on(async move {
                 let _ = graceful_rx.await;
             })

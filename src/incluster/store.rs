@@ -399,13 +399,32 @@ impl KubeStore {
         &self,
         fut: impl Future<Output = Result<T, KubeStoreError>>,
     ) -> Result<T, KubeStoreError> {
-        match Handle::try_current() {
-            Ok(handle) => match handle.runtime_flavor() {
-                RuntimeFlavor::MultiThread => tokio::task::block_in_place(|| handle.block_on(fut)),
-                _ => Err(KubeStoreError::Runtime),
-            },
-            Err(_) => self.handle.block_on(fut),
-        }
+        block_on_here(&self.handle, fut)
+    }
+}
+
+/// Runs `fut` to completion on this thread from synchronous code: in a multi-thread
+/// runtime inside `block_in_place`, outside any runtime on `fallback`'s.
+///
+/// Inside a runtime the future is driven by an executor with its own wake-up
+/// (`futures::executor::block_on`), not by `Handle::block_on`: on the thread running
+/// `Runtime::block_on` (`autobump run` drives the in-cluster driver there) a nested
+/// `Handle::block_on` parks on the same parker as the outer one and swallows the
+/// wake-ups meant for the futures around this call, which then sleep until some
+/// unrelated wake-up (or forever). The reactor and timers keep running on the
+/// runtime's workers, so I/O inside `fut` still completes.
+fn block_on_here<T>(
+    fallback: &Handle,
+    fut: impl Future<Output = Result<T, KubeStoreError>>,
+) -> Result<T, KubeStoreError> {
+    match Handle::try_current() {
+        Ok(handle) => match handle.runtime_flavor() {
+            RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| futures::executor::block_on(fut))
+            }
+            _ => Err(KubeStoreError::Runtime),
+        },
+        Err(_) => fallback.block_on(fut),
     }
 }
 
@@ -527,6 +546,39 @@ fn required(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::policy::v1alpha1::Condition;
+
+    /// Two futures on the thread running `Runtime::block_on` (as the driver's
+    /// reconciles are in `autobump run --kubernetes`): while one blocks in a store
+    /// call, the other is woken. It must run as soon as the blocking call returns,
+    /// not when something else happens to wake the task (here: the 5 s timeout).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_blocking_call_keeps_the_wake_ups_of_the_futures_around_it() {
+        let handle = Handle::current();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let woken = async { rx.await.unwrap() };
+        let blocking = async {
+            // Let `woken` register its waker first.
+            tokio::task::yield_now().await;
+            block_on_here(&handle, async {
+                tx.send(()).unwrap();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Ok(())
+            })
+            .unwrap();
+        };
+        let watch = crate::clock::Stopwatch::start();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            futures::future::join(woken, blocking),
+        )
+        .await
+        .expect("the woken future never ran");
+        assert!(
+            watch.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            watch.elapsed()
+        );
+    }
 
     fn at(s: &str) -> chrono::DateTime<chrono::Utc> {
         s.parse().unwrap()

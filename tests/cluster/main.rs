@@ -2,10 +2,15 @@
 //! `../shared/tools/kube-test-cluster`, built by `scripts/setup`). Every test starts
 //! its own throw-away cluster; there is no kubelet, so tests write workload status.
 
+#[path = "../support/mod.rs"]
+mod support;
+
 mod crd;
+mod e2e;
 mod incluster;
 mod manifests;
 mod run;
+mod webhooks;
 mod workloads;
 
 use std::path::PathBuf;

@@ -569,6 +569,12 @@ impl GithubFake {
         }
     }
 
+    /// Every PR the fake holds, in number order.
+    pub fn pulls(&self) -> Vec<FakePull> {
+        let numbers: Vec<u64> = self.lock().pulls.keys().copied().collect();
+        numbers.into_iter().map(|n| self.pull(n)).collect()
+    }
+
     /// Panics listing every response that broke GitHub's description; returns how many
     /// responses were validated.
     pub fn assert_responses_valid(&self) -> u64 {
