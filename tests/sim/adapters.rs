@@ -28,12 +28,13 @@ use autobump::repo::{
 use autobump::store::{PolicyState, Store, StoreError};
 use chrono::{DateTime, Utc};
 
-use crate::world::{Admit, BOT, Files, MAIN, Pr, World, Writer, hash_hex, merge_trees};
+use crate::world::{Admit, BOT, Files, MAIN, Pr, Tree, World, Writer, hash_hex, merge_trees};
 
 /// The world, shared by the adapters and the driver.
 pub type Shared = Arc<Mutex<World>>;
 
-fn lock(w: &Shared) -> MutexGuard<'_, World> {
+/// Locks the world (a panic elsewhere does not poison it for the report).
+pub fn lock(w: &Shared) -> MutexGuard<'_, World> {
     w.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -201,6 +202,16 @@ fn message(request: &BumpRequest, changes: &[autobump::core::rewrite::Change]) -
     }
 }
 
+/// What a bump request makes of a tree: the new files (shared), the changes, the
+/// notices and the commit message. A pure function of the tree and the request, so
+/// the world memoizes it (reconciles prepare the same bump again and again).
+pub type BumpRewrite = (
+    Tree,
+    Vec<autobump::core::rewrite::Change>,
+    Vec<autobump::core::rewrite::Notice>,
+    String,
+);
+
 /// Builds the bump commit on `base` (not on any branch).
 fn make_bump(
     w: &mut World,
@@ -208,15 +219,44 @@ fn make_bump(
     base: &str,
     time: DateTime<Utc>,
 ) -> (Option<BumpCommit>, Vec<autobump::core::rewrite::Notice>) {
-    let files = w.git.tree(base);
-    let (new, changes, notices) = rewrite(&files, request);
+    let tree_id = w
+        .git
+        .commit(base)
+        .map(|c| c.tree_id.clone())
+        .unwrap_or_default();
+    let key = (
+        tree_id,
+        // (The globs are the policy's, fixed for a history; their Debug form is costly.)
+        format!(
+            "{:?}|{:?}|{:?}|{}",
+            request.plan, request.mode, request.rollback, request.policy
+        ),
+    );
+    let done = if let Some(done) = w.memo.bumps.get(&key) {
+        Arc::clone(done)
+    } else {
+        let files = w.git.tree(base);
+        let (new, changes, notices) = rewrite(&files, request);
+        let msg = if changes.is_empty() {
+            String::new()
+        } else {
+            message(request, &changes)
+        };
+        let done = Arc::new((Arc::new(new), changes, notices, msg));
+        w.memo.bumps.insert(key, Arc::clone(&done));
+        done
+    };
+    let (new, changes, notices, msg) = &*done;
+    let (changes, notices, msg) = (changes.clone(), notices.clone(), msg.clone());
     if changes.is_empty() {
         return (None, notices);
     }
-    let msg = message(request, &changes);
-    let id = w
-        .git
-        .make_commit(vec![base.to_owned()], Arc::new(new), &msg, time.timestamp());
+    let id = w.git.make_commit(
+        vec![base.to_owned()],
+        Arc::clone(new),
+        &msg,
+        time.timestamp(),
+    );
     let tree = w.git.commit(&id).expect("just made").tree_id.clone();
     (
         Some(BumpCommit {
@@ -396,12 +436,22 @@ impl SimRepo {
         }
         let head = Self::main(&w)?;
         let tree = w.git.tree(&head);
-        let files = tree
-            .iter()
-            .filter(|(p, _)| selected(p, include, exclude))
-            .map(|(p, text)| (p.clone(), autobump::core::rewrite::scan(text, mode)))
-            .filter(|(_, found)| !found.is_empty())
-            .collect();
+        let structured = mode == RewriteMode::Structured;
+        let mut files = Vec::new();
+        for (path, text) in tree.iter() {
+            if !selected(path, include, exclude) {
+                continue;
+            }
+            // A pure function of the text: memoized across reconciles.
+            let found = w
+                .memo
+                .scans
+                .entry((Arc::clone(text), structured))
+                .or_insert_with(|| autobump::core::rewrite::scan(text, mode));
+            if !found.is_empty() {
+                files.push((path.clone(), found.clone()));
+            }
+        }
         Ok(Scanned { head, files })
     }
 }

@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
+use autobump::cluster::DynWorkloads;
 use autobump::controller::{Deps, DirectDeps, reconcile, reconcile_direct};
 use autobump::core::commands::{self, Command};
 use autobump::forge::RepoName;
@@ -15,10 +16,11 @@ use chrono::TimeDelta;
 use fastrand::Rng;
 
 use crate::adapters::{SimAlerts, SimForge, SimRegistry, SimRepo, SimStore};
+use crate::cluster::SimCluster;
 use crate::invariants::{self, L1, L2, Violation};
-use crate::scenario::{Scenario, transitions};
+use crate::scenario::{Mix, Scenario, transitions};
 use crate::world::{
-    AlertRec, BOT, Cause, CiMode, Fault, FaultKind, MAIN, Reconciling, USERS, World, Writer,
+    AlertRec, BOT, Cause, CiMode, Fault, FaultKind, MAIN, OddTag, Reconciling, USERS, World, Writer,
 };
 
 /// What a person writes in a comment.
@@ -156,6 +158,30 @@ pub enum Step {
     ClosePr,
     /// autobump restarts (in-memory state dropped).
     Restart,
+    /// A tag the policy must not move to is pushed for every app (or a pre-release it
+    /// may take).
+    OddTag(OddTag),
+    /// The cluster's API server goes down (for a while) or comes back.
+    ClusterReachable(bool),
+    /// One workload refuses autobump's writes for a while.
+    RefusePatch {
+        /// Which workload (modulo their number).
+        pick: u32,
+        /// Conflicts (retryable) or a denial (permanent).
+        retryable: bool,
+        /// For how long.
+        minutes: i64,
+    },
+    /// One workload has an unready replica for a while (a node drain).
+    Disrupt {
+        /// Which workload (modulo their number).
+        pick: u32,
+        /// For how long.
+        minutes: i64,
+    },
+    /// The GitOps applier re-applies the base branch now (self-heal), reverting
+    /// autobump's patches.
+    Resync,
 }
 
 /// Draws a random history of `n` steps.
@@ -254,6 +280,25 @@ fn random_step(rng: &mut Rng, top: bool) -> Step {
         }),
         913..=927 => Step::ClosePr,
         928..=952 if top => Step::Restart,
+        953..=966 => Step::OddTag(match rng.u32(0..6) {
+            0 => OddTag::Floating,
+            1 => OddTag::Signature,
+            2 => OddTag::Prerelease,
+            3 => OddTag::OutOfRange,
+            4 => OddTag::Old,
+            _ => OddTag::Alias,
+        }),
+        967..=974 => Step::ClusterReachable(rng.u32(0..3) > 0),
+        975..=982 => Step::RefusePatch {
+            pick: rng.u32(..),
+            retryable: rng.bool(),
+            minutes: rng.i64(5..240),
+        },
+        983..=990 => Step::Disrupt {
+            pick: rng.u32(..),
+            minutes: rng.i64(5..90),
+        },
+        991..=996 => Step::Resync,
         _ => Step::Advance { minutes: 5 },
     }
 }
@@ -416,6 +461,41 @@ pub fn apply_world_event(w: &mut World, step: &Step) {
         }
         Step::Tamper(kind) => tamper(w, *kind),
         Step::HumanMain(kind) => human_main(w, *kind),
+        Step::OddTag(kind) => {
+            if let Some(tag) = w.odd_tag(*kind) {
+                w.note(format!("  pushed {kind:?} tag {tag}"));
+            }
+        }
+        Step::ClusterReachable(up) => {
+            let now = w.now;
+            if let Some(c) = w.cluster.as_mut() {
+                c.set_reachable(*up, now);
+            }
+        }
+        Step::RefusePatch {
+            pick,
+            retryable,
+            minutes,
+        } => {
+            let now = w.now;
+            if let Some(c) = w.cluster.as_mut() {
+                c.refuse(*pick, *retryable, *minutes, now);
+            }
+        }
+        Step::Disrupt { pick, minutes } => {
+            let now = w.now;
+            if let Some(c) = w.cluster.as_mut() {
+                c.disrupt(*pick, *minutes, now);
+            }
+        }
+        Step::Resync => {
+            let now = w.now;
+            if let Some(c) = w.cluster.as_mut() {
+                c.resync(now);
+                w.sync_cluster();
+                w.update_alerts();
+            }
+        }
         Step::ClosePr => {
             let branch = w.scenario.bump_branch.clone();
             let head = w.git.head(&branch).map(str::to_owned);
@@ -491,7 +571,7 @@ fn tamper(w: &mut World, kind: Tamper) {
             &mut files,
             &app_file,
             &format!("{repo}:{tag}"),
-            &format!("{repo}:v20991231-deadbee"),
+            &format!("{repo}:{}", w.scenario.tags.unknown_tag()),
         ),
         (Tamper::OtherRegistry, Some((repo, tag))) => {
             let evil = repo.replace("registry.sim", "evil.sim");
@@ -614,6 +694,7 @@ struct Process {
     repo: SimRepo,
     forge: SimForge,
     store: SimStore,
+    cluster: SimCluster,
 }
 
 impl Process {
@@ -623,6 +704,7 @@ impl Process {
             repo: SimRepo(Arc::clone(world)),
             forge: SimForge(Arc::clone(world)),
             store: SimStore(Arc::clone(world)),
+            cluster: SimCluster(Arc::clone(world)),
         }
     }
 }
@@ -641,6 +723,8 @@ pub struct Outcome {
     pub rollbacks: u32,
     /// Bumps landed.
     pub bumps: u32,
+    /// Bumps landed that deploy a bad build.
+    pub bad_bumps: u32,
     /// Merges a concurrent CLI hold raced.
     pub hold_races: u32,
     /// Bumps that landed a tag deleted while their reconcile ran.
@@ -651,6 +735,9 @@ pub struct Outcome {
     pub known: std::collections::BTreeMap<&'static str, u64>,
     /// Reconciles that started held, with the gate not Clear, with a bad build deployed.
     pub coverage: [u64; 3],
+    /// The scenario's shape: tag scheme (0 dateSha, 1 semver, 2 regex) and cluster (0
+    /// none, 1 observed, 2 observed and patched on rollback).
+    pub shape: (usize, usize),
     /// The trace (verbose runs).
     pub trace: Vec<String>,
 }
@@ -671,11 +758,13 @@ pub struct Sim {
     closed_refused: u32,
     /// See [`Outcome::coverage`].
     coverage: [u64; 3],
+    /// Webhook deliveries (wide scenarios).
+    deliveries: Rng,
 }
 
 impl Sim {
-    fn new(seed: u64, verbose: bool) -> Self {
-        let scenario = Arc::new(Scenario::generate(seed));
+    fn new(seed: u64, mix: Mix, verbose: bool) -> Self {
+        let scenario = Arc::new(Scenario::generate_mix(seed, mix));
         let mut world = World::new(seed, Arc::clone(&scenario));
         world.verbose = verbose;
         let world = Arc::new(Mutex::new(world));
@@ -693,6 +782,7 @@ impl Sim {
             workarounds: true,
             closed_refused: 0,
             coverage: [0; 3],
+            deliveries: Rng::with_seed(seed ^ 0xde11_7e55),
         }
     }
 
@@ -737,6 +827,8 @@ impl Sim {
                 concurrent_cli_unhold: false,
                 rollback_due: false,
                 registry_failed: false,
+                cluster_error: None,
+                rollout_complete: None,
                 calls_log: Vec::new(),
             });
             invariants::on_reconcile_start(&mut w);
@@ -747,13 +839,14 @@ impl Sim {
             branch: policy.spec.source.branch.clone(),
             auth: Auth::None,
         };
+        let workloads = self.workloads();
         let result = if self.scenario.direct {
             let deps = DirectDeps {
                 resolver: &self.process.resolver,
                 repo: &self.process.repo,
                 store: &self.process.store,
                 source,
-                workloads: None,
+                workloads,
             };
             self.runtime
                 .block_on(reconcile_direct(policy, &deps, &gate, now))
@@ -766,7 +859,7 @@ impl Sim {
                 source,
                 forge_repo: RepoName::new("sim", "infra"),
                 bot_login: BOT.into(),
-                workloads: None,
+                workloads,
             };
             self.runtime
                 .block_on(reconcile(policy, &deps, gate.clone(), now))
@@ -806,11 +899,21 @@ impl Sim {
         }
     }
 
+    /// The cluster autobump is given: the simulated one when the policy observes
+    /// workloads.
+    fn workloads(&self) -> Option<&dyn DynWorkloads> {
+        self.scenario
+            .cluster
+            .as_ref()
+            .map(|_| &self.process.cluster as &dyn DynWorkloads)
+    }
+
     fn violation(&self) -> Option<Violation> {
         self.w().checker.violations.first().cloned()
     }
 
     fn apply(&mut self, step: &Step) {
+        let firing = self.firing();
         match step {
             Step::Reconcile { fault, interleave } => {
                 self.reconcile(
@@ -826,6 +929,9 @@ impl Sim {
                     for a in 0..self.scenario.apps.len() {
                         self.process.resolver.invalidate(&self.scenario.repo(a));
                     }
+                    // (Wide scenarios: and, like `autobump run`, reconciles at once, once
+                    // or twice: a duplicated delivery.)
+                    self.deliver(1);
                 }
             }
             Step::Comment { webhook, .. } => {
@@ -836,6 +942,32 @@ impl Sim {
             }
             _ => apply_world_event(&mut self.w(), step),
         }
+        // Wide scenarios: an alert that starts firing reaches autobump by Alertmanager's
+        // webhook: lost, delivered, or delivered twice (each an immediate reconcile).
+        if self.firing() > firing {
+            self.deliver(0);
+        }
+    }
+
+    /// How many alerts the gate's matchers select that are firing now.
+    fn firing(&self) -> usize {
+        let w = self.w();
+        let now = w.now;
+        w.active_alerts()
+            .iter()
+            .filter(|a| a.counts && now >= a.pending_until)
+            .count()
+    }
+
+    /// Webhook deliveries in wide scenarios: at least `min`, at most 2 immediate
+    /// reconciles (drawn from the sim's own stream).
+    fn deliver(&mut self, min: u32) {
+        if self.scenario.mix != Mix::Wide {
+            return;
+        }
+        for _ in 0..self.deliveries.u32(min..=2) {
+            self.reconcile(None, None);
+        }
     }
 
     fn flush_notes(&mut self, header: String) {
@@ -845,6 +977,30 @@ impl Sim {
         self.trace.push(header);
         let notes = std::mem::take(&mut self.w().notes);
         self.trace.extend(notes);
+    }
+
+    /// Most wide histories start after autobump has run for a while: it reconciles
+    /// every ten minutes (nothing else happens) until the deployed version is known-good
+    /// (so that bad builds in the history can be rolled back), at most for
+    /// `deployDelay + bake` and half an hour.
+    fn warm_up(&mut self) -> Option<Violation> {
+        let s = Arc::clone(&self.scenario);
+        let limit = s.deploy_delay + s.bake.unwrap_or(TimeDelta::zero()) + TimeDelta::minutes(30);
+        let mut elapsed = TimeDelta::zero();
+        while elapsed <= limit {
+            self.reconcile(None, None);
+            let now = self.w().now;
+            self.flush_notes(format!("warm-up @{now}"));
+            if let Some(v) = self.violation() {
+                return Some(v);
+            }
+            if self.w().state().last_known_good.is_some() {
+                break;
+            }
+            self.w().advance(TimeDelta::minutes(10));
+            elapsed += TimeDelta::minutes(10);
+        }
+        None
     }
 
     /// The liveness phase: faults stop, on-call silences the alerts, people lift holds
@@ -858,6 +1014,10 @@ impl Sim {
             w.alerts_silenced = true;
             w.alerts_reachable = true;
             w.ci_mode = CiMode::Green;
+            let now = w.now;
+            if let Some(c) = w.cluster.as_mut() {
+                c.heal(now);
+            }
             let apps: Vec<usize> = (0..w.scenario.apps.len()).collect();
             let tag = w.new_tag(&apps, true, 1);
             (tag, w.checker.rollbacks > 0)
@@ -866,10 +1026,18 @@ impl Sim {
             self.process.resolver.invalidate(&self.scenario.repo(a));
         }
         let s = Arc::clone(&self.scenario);
+        // With a cluster: the applier's delay (up to 12 minutes), the rollout (up to 9),
+        // and a status that lags a minute.
+        let cluster = if s.cluster.is_some() {
+            TimeDelta::minutes(30)
+        } else {
+            TimeDelta::zero()
+        };
         let budget = s.deploy_delay
             + s.bake.unwrap_or(TimeDelta::zero())
             + s.min_interval
             + TimeDelta::minutes(10)
+            + cluster
             + tick * 4;
         let mut open_time = TimeDelta::zero();
         let mut elapsed = TimeDelta::zero();
@@ -1033,23 +1201,35 @@ fn effect_name(e: &autobump::core::plan::Effect) -> String {
     }
 }
 
-/// Runs the history `(seed, steps)`; stops at the first violation.
-pub fn run(seed: u64, steps: &[Step], verbose: bool) -> Outcome {
-    run_with(seed, steps, verbose, true)
-}
-
-/// [`run`], strictly: known issues are violations, and the liveness phase's person
-/// does only what autobump tells them (no workarounds).
+/// [`run_as`] on the classic scenario, strictly: known issues are violations, and the
+/// liveness phase's person does only what autobump tells them (no workarounds).
 pub fn run_strict(seed: u64, steps: &[Step], verbose: bool) -> Outcome {
-    run_with(seed, steps, verbose, false)
+    run_with(seed, Mix::Classic, steps, verbose, false)
 }
 
-fn run_with(seed: u64, steps: &[Step], verbose: bool, workarounds: bool) -> Outcome {
-    let mut sim = Sim::new(seed, verbose);
+/// [`run_strict`] on the scenario of `mix`.
+pub fn run_strict_mix(seed: u64, mix: Mix, steps: &[Step], verbose: bool) -> Outcome {
+    run_with(seed, mix, steps, verbose, false)
+}
+
+/// Runs the history `(seed, steps)` on the scenario of `mix`; stops at the first
+/// violation. `strict`: see [`run_strict`].
+pub fn run_as(seed: u64, mix: Mix, strict: bool, steps: &[Step], verbose: bool) -> Outcome {
+    run_with(seed, mix, steps, verbose, !strict)
+}
+
+fn run_with(seed: u64, mix: Mix, steps: &[Step], verbose: bool, workarounds: bool) -> Outcome {
+    let mut sim = Sim::new(seed, mix, verbose);
     sim.workarounds = workarounds;
     sim.w().checker.strict = !workarounds;
     let mut violation = None;
+    if mix == Mix::Wide && Rng::with_seed(seed ^ 0x3a7e_0b0e).u32(0..10) < 7 {
+        violation = sim.warm_up().map(|v| (None, v));
+    }
     for (i, step) in steps.iter().enumerate() {
+        if violation.is_some() {
+            break;
+        }
         sim.apply(step);
         let now = sim.w().now;
         sim.flush_notes(format!("step {i} @{now}: {step:?}"));
@@ -1071,20 +1251,37 @@ fn run_with(seed: u64, steps: &[Step], verbose: bool, workarounds: bool) -> Outc
         crashes: sim.crashes,
         rollbacks: w.checker.rollbacks,
         bumps: w.checker.bumps_landed,
+        bad_bumps: w.checker.bad_bumps,
         hold_races: w.checker.hold_races,
         tag_races: w.checker.tag_races,
         closed_refused: sim.closed_refused,
         known: w.checker.known.clone(),
         coverage: sim.coverage,
+        shape: (
+            match sim.scenario.tags {
+                crate::scenario::TagScheme::DateSha => 0,
+                crate::scenario::TagScheme::Semver { .. } => 1,
+                crate::scenario::TagScheme::Regex => 2,
+            },
+            sim.scenario
+                .cluster
+                .as_ref()
+                .map_or(0, |c| if c.patch { 2 } else { 1 }),
+        ),
         trace: sim.trace.clone(),
     }
 }
 
 /// The shortest prefix of `steps` (then single steps removed while it still fails
 /// the same invariant) that violates `invariant`.
-pub fn shrink(seed: u64, steps: &[Step], invariant: &str, failed_at: Option<usize>) -> Vec<Step> {
+pub fn shrink(
+    (seed, mix, strict): (u64, Mix, bool),
+    steps: &[Step],
+    invariant: &str,
+    failed_at: Option<usize>,
+) -> Vec<Step> {
     let fails = |s: &[Step]| {
-        run(seed, s, false)
+        run_as(seed, mix, strict, s, false)
             .violation
             .is_some_and(|(_, v)| v.invariant == invariant)
     };

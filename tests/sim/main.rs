@@ -3,26 +3,42 @@
 //! autobump's real planner and executor (`controller::reconcile` for pull-request
 //! policies, `controller::reconcile_direct` for direct-push ones, with the real
 //! resolver, rewrite engine, merge engine, schedule and rollout decisions) run against
-//! simulated adapters for the registry, git, GitHub, the alert source and the store,
-//! in one thread on a current-thread runtime, with seeded randomness: a history is its
-//! seed and its list of steps, and replays exactly.
+//! simulated adapters for the registry, git, GitHub, the alert source, the cluster and
+//! the store, on a current-thread runtime, with seeded randomness and a simulated
+//! clock: a history is its seed and its list of steps, and replays exactly. Histories
+//! run on several threads (`AUTOBUMP_SIM_THREADS`), each history on one, and the
+//! totals do not depend on how they were spread.
+//!
+//! Scenarios vary the policy (pull requests or direct push, windows and freezes across
+//! DST changes, gate and bake, checks, digests, structured or text rewriting), the tag
+//! scheme (dateSha, semver with ranges and pre-releases, a regex over build numbers)
+//! and whether the images run in a simulated cluster whose rollouts autobump observes
+//! (`rollout.workloads`) and patches on rollback (`rollback.patchCluster`). Histories
+//! mix new good and bad builds, floods, re-pushed and deleted tags, odd tags the policy
+//! must skip, comments and duplicated or lost webhooks, CLI holds, alerts and outages,
+//! tampering, people pushing to main, applier delays and resyncs, stuck rollouts,
+//! drained nodes, refused writes, retryable and permanent adapter errors, crashes and
+//! restarts.
 //!
 //! After every step the safety invariants of `DESIGN.md` are checked against the
 //! world's history (see `invariants.rs`); every history ends with a liveness phase. A
 //! violation prints the seed, the shortest history that still shows it, and a trace.
 //!
 //! Environment:
-//! * `AUTOBUMP_SIM_HISTORIES` (default 400): how many histories;
+//! * `AUTOBUMP_SIM_HISTORIES` (default 2000): how many histories;
+//! * `AUTOBUMP_SIM_THREADS` (default: the available parallelism): worker threads;
 //! * `AUTOBUMP_SIM_SEED` (default 0xc0ffee): the base seed (decimal or 0x-hex);
 //!   history `i` gets a seed derived from it;
 //! * `AUTOBUMP_SIM_FIRST` (default 0): the first `i` (to split a run over processes);
 //! * `AUTOBUMP_SIM_KEEP_GOING`: tally every kind of violation instead of stopping;
+//! * `AUTOBUMP_SIM_STRICT`: known issues fail too (to shrink one into a regression);
 //! * `AUTOBUMP_SIM_REPLAY=SEED`: run only that history, verbosely (with
 //!   `AUTOBUMP_SIM_STEPS=N`: only its first N steps).
 //!
 //! `scripts/sim --histories N --seed S` runs a release build of this test.
 
 mod adapters;
+mod cluster;
 mod history;
 mod invariants;
 mod regressions;
@@ -30,12 +46,14 @@ mod scenario;
 mod world;
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use autobump::clock::Stopwatch;
+use scenario::Mix;
 
-/// Histories `cargo test --test sim` runs (about 60 s in a debug build on 2 shared cores;
-/// `scripts/sim` runs a release build, about ten times as fast).
-const DEFAULT_HISTORIES: u64 = 400;
+/// Histories `cargo test --test sim` runs (`scripts/sim` runs a release build).
+const DEFAULT_HISTORIES: u64 = 2000;
 /// The first seed `cargo test --test sim` uses.
 const DEFAULT_SEED: u64 = 0x00c0_ffee;
 
@@ -47,6 +65,13 @@ fn env_u64(name: &str) -> Option<u64> {
         None => text.parse(),
     };
     Some(parsed.unwrap_or_else(|e| panic!("{name}={text}: {e}")))
+}
+
+/// `AUTOBUMP_SIM_STRICT`: known issues are violations (and the liveness phase's
+/// person works around nothing), to shrink one into a regression test.
+fn strict() -> bool {
+    static STRICT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *STRICT.get_or_init(|| std::env::var_os("AUTOBUMP_SIM_STRICT").is_some())
 }
 
 /// The seed of history `i` after `base` (splitmix64: neighbouring histories differ).
@@ -78,9 +103,9 @@ fn report(
         ),
         v.message
     );
-    let minimal = history::shrink(seed, steps, v.invariant, failed_at);
-    let out = history::run(seed, &minimal, true);
-    let scenario = scenario::Scenario::generate(seed);
+    let minimal = history::shrink((seed, Mix::Wide, strict()), steps, v.invariant, failed_at);
+    let out = history::run_as(seed, Mix::Wide, strict(), &minimal, true);
+    let scenario = scenario::Scenario::generate_mix(seed, Mix::Wide);
     eprintln!("\npolicy:\n{}", scenario.yaml);
     eprintln!("start {}, apps {:?}", scenario.start, scenario.apps);
     eprintln!(
@@ -117,10 +142,14 @@ struct Totals {
     crashes: u64,
     rollbacks: u64,
     bumps: u64,
+    bad_bumps: u64,
     hold_races: u64,
     tag_races: u64,
     closed_refused: u64,
     coverage: [u64; 3],
+    /// Histories and rollbacks by tag scheme and by cluster (see `Outcome::shape`).
+    schemes: [(u64, u64); 3],
+    clusters: [(u64, u64); 3],
     counts: BTreeMap<&'static str, u64>,
     /// Known issues: how often, and the first history that showed each.
     known: BTreeMap<&'static str, (u64, u64)>,
@@ -136,11 +165,19 @@ impl Totals {
         self.crashes += out.crashes;
         self.rollbacks += u64::from(out.rollbacks);
         self.bumps += u64::from(out.bumps);
+        self.bad_bumps += u64::from(out.bad_bumps);
         self.hold_races += u64::from(out.hold_races);
         self.tag_races += u64::from(out.tag_races);
         self.closed_refused += u64::from(out.closed_refused);
         for (total, c) in self.coverage.iter_mut().zip(out.coverage) {
             *total += c;
+        }
+        for (slot, i) in [
+            (&mut self.schemes, out.shape.0),
+            (&mut self.clusters, out.shape.1),
+        ] {
+            slot[i].0 += 1;
+            slot[i].1 += u64::from(out.rollbacks);
         }
         for (k, v) in out.counts {
             *self.counts.entry(k).or_default() += v;
@@ -168,9 +205,9 @@ impl Totals {
 
     // Rates and percentages for people to read; precision beyond 2^52 is moot.
     #[allow(clippy::cast_precision_loss)]
-    fn print(&self, base: u64, range: std::ops::Range<u64>, secs: f64) {
+    fn print(&self, base: u64, range: std::ops::Range<u64>, secs: f64, threads: usize) {
         println!(
-            "sim: {} histories ({}..{}) from seed {base:#x} in {secs:.1} s ({:.1} histories/s): {} steps, {} reconciles, {} crash-restarts, {} rollbacks, {} bumps landed; races no check can close: {} merges with a CLI hold placed mid-reconcile, {} bumps with their tag deleted mid-reconcile",
+            "sim: {} histories ({}..{}) from seed {base:#x} in {secs:.1} s on {threads} threads ({:.1} histories/s): {} steps, {} reconciles, {} crash-restarts, {} rollbacks, {} bumps landed ({} of bad builds); races no check can close: {} merges with a CLI hold placed mid-reconcile, {} bumps with their tag deleted mid-reconcile",
             self.histories,
             range.start,
             range.end,
@@ -180,6 +217,7 @@ impl Totals {
             self.crashes,
             self.rollbacks,
             self.bumps,
+            self.bad_bumps,
             self.hold_races,
             self.tag_races
         );
@@ -202,6 +240,22 @@ impl Totals {
             } else {
                 known.join("; ")
             }
+        );
+        let shape = |names: [&str; 3], counts: &[(u64, u64); 3]| {
+            names
+                .iter()
+                .zip(counts)
+                .map(|(n, (h, r))| format!("{n} {h}/{r}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!(
+            "scenarios (histories/rollbacks): {}; {}",
+            shape(["dateSha", "semver", "regex"], &self.schemes),
+            shape(
+                ["no cluster", "cluster observed", "cluster patched"],
+                &self.clusters
+            )
         );
         let pct = |n: u64| 100.0 * n as f64 / self.reconciles.max(1) as f64;
         println!(
@@ -226,8 +280,11 @@ fn replay(seed: u64) {
     if let Some(n) = env_u64("AUTOBUMP_SIM_STEPS") {
         steps.truncate(usize::try_from(n).expect("small"));
     }
-    let out = history::run(seed, &steps, true);
-    println!("policy:\n{}", scenario::Scenario::generate(seed).yaml);
+    let out = history::run_as(seed, Mix::Wide, strict(), &steps, true);
+    println!(
+        "policy:\n{}",
+        scenario::Scenario::generate_mix(seed, Mix::Wide).yaml
+    );
     for line in &out.trace {
         println!("{line}");
     }
@@ -235,6 +292,57 @@ fn replay(seed: u64) {
         report(seed, &steps, at, &v);
     }
     println!("history {seed:#x}: no violation");
+}
+
+/// One history's result, with where it stands in the run.
+struct Ran {
+    index: u64,
+    seed: u64,
+    steps: Vec<history::Step>,
+    out: history::Outcome,
+}
+
+/// Runs histories `range` of `base` on `threads` threads; returns them in index order.
+/// Without `keep_going`, histories after the first failing one may be skipped (every
+/// history before it still runs, so which failure is first does not depend on the
+/// threads).
+fn run_all(base: u64, range: std::ops::Range<u64>, threads: usize, keep_going: bool) -> Vec<Ran> {
+    let next = AtomicU64::new(range.start);
+    let first_failure = AtomicU64::new(u64::MAX);
+    let done = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            scope.spawn(|| {
+                let mut mine = Vec::new();
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    if index >= range.end || index > first_failure.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let seed = history_seed(base, index);
+                    let steps = history::generate(seed, history_len(seed));
+                    let out = history::run_as(seed, Mix::Wide, strict(), &steps, false);
+                    if out.violation.is_some() && !keep_going {
+                        first_failure.fetch_min(index, Ordering::Relaxed);
+                    }
+                    mine.push(Ran {
+                        index,
+                        seed,
+                        steps,
+                        out,
+                    });
+                }
+                done.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .append(&mut mine);
+            });
+        }
+    });
+    let mut all = done
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    all.sort_by_key(|r| r.index);
+    all
 }
 
 #[test]
@@ -246,22 +354,25 @@ fn random_histories() {
     let n = env_u64("AUTOBUMP_SIM_HISTORIES").unwrap_or(DEFAULT_HISTORIES);
     let base = env_u64("AUTOBUMP_SIM_SEED").unwrap_or(DEFAULT_SEED);
     let first = env_u64("AUTOBUMP_SIM_FIRST").unwrap_or(0);
+    let threads = env_u64("AUTOBUMP_SIM_THREADS").map_or_else(
+        || std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        |t| usize::try_from(t).expect("a thread count"),
+    );
     let keep_going = std::env::var_os("AUTOBUMP_SIM_KEEP_GOING").is_some();
     let watch = Stopwatch::start();
+    let ran = run_all(base, first..first + n, threads, keep_going);
+    let secs = watch.elapsed().as_secs_f64();
     let mut t = Totals::default();
-    for i in first..first + n {
-        let seed = history_seed(base, i);
-        let steps = history::generate(seed, history_len(seed));
-        let out = history::run(seed, &steps, false);
-        if let Some((at, v)) = &out.violation {
+    for r in ran {
+        if let Some((at, v)) = &r.out.violation {
             if !keep_going {
-                report(seed, &steps, *at, v);
+                report(r.seed, &r.steps, *at, v);
             }
-            t.failed(seed, v);
+            t.failed(r.seed, v);
         }
-        t.add(seed, steps.len(), out);
+        t.add(r.seed, r.steps.len(), r.out);
     }
-    t.print(base, first..first + n, watch.elapsed().as_secs_f64());
+    t.print(base, first..first + n, secs, threads);
     assert!(
         t.failures.is_empty(),
         "{} kinds of violations",

@@ -1,11 +1,15 @@
 //! A random scenario: the policy under test (built from YAML by the real loader), the
-//! apps and their manifests, the checks CI runs, and an independent oracle for the
-//! schedule (windows and freezes in the policy's timezone, DST included).
+//! apps and their manifests, the checks CI runs, the tag scheme (dateSha, semver with a
+//! range and pre-releases, or a regex over build numbers), the cluster the images run in
+//! (if the policy observes workloads), and independent oracles for the schedule
+//! (windows and freezes in the policy's timezone, DST included) and for which tags the
+//! policy accepts and in what order.
 
 use std::fmt::Write as _;
 use std::sync::OnceLock;
 
 use autobump::core::commands::{Permission, Requirements};
+use autobump::policy::v1alpha1::WorkloadKind;
 use autobump::policy::{self, Policy};
 use chrono::{DateTime, Datelike as _, NaiveDate, TimeDelta, Timelike as _, Utc};
 use chrono_tz::Tz;
@@ -71,6 +75,59 @@ impl ScheduleOracle {
     }
 }
 
+/// Which dimensions a scenario draws.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mix {
+    /// The first generator's: dateSha tags, no cluster. The fixed-seed regressions were
+    /// found (and are replayed) with these scenarios, so they never change.
+    Classic,
+    /// Classic, plus the dimensions added later, drawn from their own stream: semver and
+    /// regex tag schemes, and a cluster with `rollout.workloads` and maybe
+    /// `rollback.patchCluster`. The random histories use these.
+    Wide,
+}
+
+/// The tag scheme of the policy's images.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagScheme {
+    /// `vYYYYMMDD-<hex>` (`tags: {dateSha: {}}`).
+    DateSha,
+    /// `[v]MAJOR.MINOR.PATCH[-rc.N]` (`tags: {semver: {range, prerelease}}`).
+    Semver {
+        /// Tags are written with a leading `v`.
+        v: bool,
+        /// `semver.range` (Cargo syntax), if any.
+        range: Option<&'static str>,
+        /// `semver.prerelease`.
+        prerelease: bool,
+    },
+    /// `build-N` (`tags: {regex: {pattern: '^build-(?P<n>[0-9]+)$', extract: n}}`).
+    Regex,
+}
+
+/// The regex scheme's pattern.
+pub const BUILD_PATTERN: &str = "^build-(?P<n>[0-9]+)$";
+
+/// The cluster of a scenario whose policy observes workloads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterScenario {
+    /// The kind of each app's workload (by app index).
+    pub kinds: Vec<WorkloadKind>,
+    /// `rollback.patchCluster`.
+    pub patch: bool,
+    /// Apps whose workload also runs the app's image in an init container.
+    pub init: Vec<bool>,
+    /// Apps whose workload has a sidecar of another image.
+    pub sidecar: Vec<bool>,
+}
+
+/// The namespace of the simulated workloads.
+pub const NAMESPACE: &str = "sim";
+/// The label every simulated workload carries, and the policy selects.
+pub const PART_OF: (&str, &str) = ("app.kubernetes.io/part-of", "sim");
+/// The image of the sidecars (not one of the policy's).
+pub const SIDECAR: &str = "registry.sim/infra/proxy:1.4.2";
+
 /// Everything fixed for one history.
 pub struct Scenario {
     /// The policy's name.
@@ -109,6 +166,12 @@ pub struct Scenario {
     pub pin_digest: bool,
     /// Where the history starts.
     pub start: DateTime<Utc>,
+    /// The dimensions it was drawn with.
+    pub mix: Mix,
+    /// How the images are tagged.
+    pub tags: TagScheme,
+    /// The cluster, when the policy observes workloads.
+    pub cluster: Option<ClusterScenario>,
 }
 
 const ZONES: &[&str] = &[
@@ -202,10 +265,17 @@ fn duration(minutes: i64) -> String {
 }
 
 impl Scenario {
-    /// A random scenario.
+    /// The classic scenario of `seed` (see [`Mix::Classic`]).
+    pub fn generate(seed: u64) -> Self {
+        Self::generate_mix(seed, Mix::Classic)
+    }
+
+    /// A random scenario with the dimensions of `mix`. The classic choices come first
+    /// and from the same streams in every mix, so a wide scenario is its classic one
+    /// plus a tag scheme and a cluster.
     // One policy's worth of choices, read top to bottom like the YAML it writes.
     #[allow(clippy::too_many_lines)]
-    pub fn generate(seed: u64) -> Self {
+    pub fn generate_mix(seed: u64, mix: Mix) -> Self {
         let mut rng = Rng::with_seed(seed ^ 0x5ce7_a410);
         let name = "sim".to_owned();
         let direct = rng.u32(0..100) < 35;
@@ -300,6 +370,10 @@ impl Scenario {
         let retest = rng.bool();
         let hold_permission = *pick(&mut rng, &["triage", "triage", "write", "read"]);
         let unhold_permission = *pick(&mut rng, &["write", "write", "maintain", "triage"]);
+        let (tags, cluster) = match mix {
+            Mix::Classic => (TagScheme::DateSha, None),
+            Mix::Wide => wide_choices(seed, n_apps),
+        };
 
         let mut y = String::new();
         let _ = writeln!(
@@ -308,7 +382,8 @@ impl Scenario {
         );
         let _ = writeln!(
             y,
-            "  images:\n    - prefix: {PREFIX}\n      tags: {{dateSha: {{}}}}\n      consistent: {consistent}\n      pinDigest: {pin_digest}"
+            "  images:\n    - prefix: {PREFIX}\n      tags: {}\n      consistent: {consistent}\n      pinDigest: {pin_digest}",
+            tags.yaml()
         );
         let _ = writeln!(
             y,
@@ -354,10 +429,46 @@ impl Scenario {
                 duration(bake)
             );
         }
-        if deploy_delay > 0 {
-            let _ = writeln!(y, "  rollout: {{deployDelay: {}}}", duration(deploy_delay));
+        let delay = if deploy_delay > 0 {
+            format!("deployDelay: {}", duration(deploy_delay))
+        } else {
+            String::new()
+        };
+        match &cluster {
+            None if deploy_delay > 0 => {
+                let _ = writeln!(y, "  rollout: {{{delay}}}");
+            }
+            None => {}
+            Some(c) => {
+                let mut kinds: Vec<&str> = c.kinds.iter().map(|k| kind_name(*k)).collect();
+                kinds.sort_unstable();
+                kinds.dedup();
+                let specs: Vec<String> = kinds
+                    .iter()
+                    .map(|k| {
+                        format!(
+                            "{{kind: {k}, namespace: {NAMESPACE}, selector: \"{}={}\"}}",
+                            PART_OF.0, PART_OF.1
+                        )
+                    })
+                    .collect();
+                let sep = if delay.is_empty() { "" } else { ", " };
+                let _ = writeln!(
+                    y,
+                    "  rollout: {{{delay}{sep}workloads: [{}]}}",
+                    specs.join(", ")
+                );
+            }
         }
-        let _ = writeln!(y, "  rollback: {{pullRequest: true}}");
+        let _ = writeln!(
+            y,
+            "  rollback: {{pullRequest: true{}}}",
+            if cluster.as_ref().is_some_and(|c| c.patch) {
+                ", patchCluster: true"
+            } else {
+                ""
+            }
+        );
 
         let (mut policies, diagnostics) = policy::load_str(std::path::Path::new("sim.yaml"), &y);
         assert!(
@@ -399,6 +510,9 @@ impl Scenario {
             structured,
             pin_digest,
             start,
+            mix,
+            tags,
+            cluster,
         }
     }
 
@@ -476,6 +590,183 @@ impl Scenario {
             format!("# infra\n\nDeploys {PREFIX}{app}:{tag} and friends.\n").into(),
         );
         files
+    }
+}
+
+/// The tag scheme and the cluster of a wide scenario, from their own stream.
+fn wide_choices(seed: u64, n_apps: usize) -> (TagScheme, Option<ClusterScenario>) {
+    let mut rng = Rng::with_seed(seed ^ 0x3c1d_e5a7_0b0e);
+    let tags = match rng.u32(0..100) {
+        0..=44 => TagScheme::DateSha,
+        45..=84 => TagScheme::Semver {
+            v: rng.bool(),
+            range: *pick(&mut rng, &[None, Some("^1"), Some(">=1.2, <2")]),
+            prerelease: rng.u32(0..3) == 0,
+        },
+        _ => TagScheme::Regex,
+    };
+    let cluster = (rng.u32(0..100) < 45).then(|| {
+        let kinds = (0..n_apps)
+            .map(|a| {
+                if a == 0 {
+                    WorkloadKind::Deployment
+                } else {
+                    *pick(
+                        &mut rng,
+                        &[
+                            WorkloadKind::Deployment,
+                            WorkloadKind::StatefulSet,
+                            WorkloadKind::DaemonSet,
+                        ],
+                    )
+                }
+            })
+            .collect();
+        ClusterScenario {
+            kinds,
+            patch: rng.u32(0..10) < 6,
+            init: (0..n_apps).map(|a| a == 0 && rng.bool()).collect(),
+            sidecar: (0..n_apps).map(|_| rng.bool()).collect(),
+        }
+    });
+    (tags, cluster)
+}
+
+/// The kind's name as the policy spells it.
+pub fn kind_name(kind: WorkloadKind) -> &'static str {
+    match kind {
+        WorkloadKind::Deployment => "Deployment",
+        WorkloadKind::StatefulSet => "StatefulSet",
+        WorkloadKind::DaemonSet => "DaemonSet",
+    }
+}
+
+/// A `vYYYYMMDD-<hex>[-variant]` tag: its date and variant (own parser, for the oracle).
+fn date_sha(tag: &str) -> Option<(u32, Option<&str>)> {
+    let rest = tag.strip_prefix('v')?;
+    let (date, rest) = (rest.get(..8)?, rest.get(8..)?);
+    if !date.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    NaiveDate::parse_from_str(date, "%Y%m%d").ok()?;
+    let rest = rest.strip_prefix('-')?;
+    let (hex, variant) = match rest.split_once('-') {
+        Some((h, v)) => (h, Some(v)),
+        None => (rest, None),
+    };
+    let hex_ok = (7..=10).contains(&hex.len())
+        && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let variant_ok = variant.is_none_or(|v| {
+        v.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    });
+    (hex_ok && variant_ok).then(|| (date.parse().expect("digits"), variant))
+}
+
+/// The build number of a `build-N` tag, without leading zeros.
+fn build_number(tag: &str) -> Option<&str> {
+    let digits = tag.strip_prefix("build-")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let trimmed = digits.trim_start_matches('0');
+    Some(if trimmed.is_empty() { "0" } else { trimmed })
+}
+
+fn semver_of(tag: &str) -> Option<semver::Version> {
+    semver::Version::parse(tag.strip_prefix('v').unwrap_or(tag)).ok()
+}
+
+impl TagScheme {
+    /// The `tags:` value in the policy.
+    pub fn yaml(&self) -> String {
+        match self {
+            Self::DateSha => "{dateSha: {}}".to_owned(),
+            Self::Semver {
+                range, prerelease, ..
+            } => {
+                let mut opts = Vec::new();
+                if let Some(r) = range {
+                    opts.push(format!("range: \"{r}\""));
+                }
+                if *prerelease {
+                    opts.push("prerelease: true".to_owned());
+                }
+                format!("{{semver: {{{}}}}}", opts.join(", "))
+            }
+            Self::Regex => format!("{{regex: {{pattern: '{BUILD_PATTERN}', extract: n}}}}"),
+        }
+    }
+
+    /// Whether the policy takes `tag` as a version at all (its pattern, range and
+    /// pre-release rules; never floating or signature tags).
+    pub fn accepts(&self, tag: &str) -> bool {
+        match self {
+            Self::DateSha => date_sha(tag).is_some(),
+            Self::Semver {
+                range, prerelease, ..
+            } => {
+                let Some(version) = semver_of(tag) else {
+                    return false;
+                };
+                if !version.pre.is_empty() && !prerelease {
+                    return false;
+                }
+                range.is_none_or(|r| {
+                    let req = semver::VersionReq::parse(r).expect("valid range");
+                    let mut release = version.clone();
+                    release.pre = semver::Prerelease::EMPTY;
+                    req.matches(&version) || (*prerelease && req.matches(&release))
+                })
+            }
+            Self::Regex => build_number(tag).is_some(),
+        }
+    }
+
+    /// Whether `a` may be replaced by `b` (one series: a dateSha variant, semver, or
+    /// the pattern).
+    pub fn same_series(&self, a: &str, b: &str) -> bool {
+        match self {
+            Self::DateSha => match (date_sha(a), date_sha(b)) {
+                (Some((_, va)), Some((_, vb))) => va == vb,
+                _ => false,
+            },
+            Self::Semver { .. } => semver_of(a).is_some() && semver_of(b).is_some(),
+            Self::Regex => build_number(a).is_some() && build_number(b).is_some(),
+        }
+    }
+
+    /// Whether `b` is strictly newer than `a` (same dateSha date: only with both build
+    /// times known, the later one).
+    pub fn newer(&self, a: &str, b: &str, built: impl Fn(&str) -> Option<DateTime<Utc>>) -> bool {
+        match self {
+            Self::DateSha => match (date_sha(a), date_sha(b)) {
+                (Some((da, _)), Some((db, _))) => {
+                    db > da
+                        || (db == da && matches!((built(a), built(b)), (Some(x), Some(y)) if y > x))
+                }
+                _ => false,
+            },
+            Self::Semver { .. } => match (semver_of(a), semver_of(b)) {
+                (Some(va), Some(vb)) => vb.cmp_precedence(&va).is_gt(),
+                _ => false,
+            },
+            Self::Regex => match (build_number(a), build_number(b)) {
+                (Some(na), Some(nb)) => (nb.len(), nb) > (na.len(), na),
+                _ => false,
+            },
+        }
+    }
+
+    /// A tag in the series that no registry has.
+    pub fn unknown_tag(&self) -> &'static str {
+        match self {
+            Self::DateSha => "v20991231-deadbee",
+            Self::Semver { v: true, .. } => "v1.99.99",
+            Self::Semver { v: false, .. } => "1.99.99",
+            Self::Regex => "build-99999",
+        }
     }
 }
 

@@ -1,14 +1,15 @@
 //! The simulated world: everything that survives a crash of autobump — the git
 //! remote, the registry, GitHub (pull requests, comments, checks, permissions), the
-//! alert source, the state store and the clock — plus the fault injector that sits
-//! between autobump's adapters and the world, and the record of what happened.
+//! alert source, the cluster (see `cluster.rs`), the state store and the clock — plus
+//! the fault injector that sits between autobump's adapters and the world, and the
+//! record of what happened.
 //!
 //! The world is deterministic: its own random choices (check durations, alert lags,
 //! "GitHub is still computing mergeability") come from `rng`, seeded per history.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use autobump::core::gate::GateVerdict;
 use autobump::core::merge::CheckState;
@@ -18,8 +19,9 @@ use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use fastrand::Rng;
 use sha2::{Digest as _, Sha256};
 
+use crate::cluster::ClusterWorld;
 use crate::invariants::Checker;
-use crate::scenario::{Scenario, image_tokens};
+use crate::scenario::{Scenario, TagScheme, image_tokens};
 
 /// Image versions: `(repository, tag)`.
 pub type Versions = BTreeSet<(String, String)>;
@@ -63,6 +65,8 @@ pub struct Commit {
     pub tree: Tree,
     /// [`tree_id`] of the tree.
     pub tree_id: String,
+    /// The policy's image versions the tree deploys (computed once, on first use).
+    pub versions: OnceLock<Arc<Versions>>,
 }
 
 /// The git remote: every object ever made, and the branches.
@@ -95,6 +99,7 @@ impl Git {
             parents,
             tree,
             tree_id: tid,
+            versions: OnceLock::new(),
         });
         id
     }
@@ -206,6 +211,16 @@ pub struct RegistryWorld {
     pub deleted: HashMap<(String, String), u64>,
     /// The date the next tag is built on.
     pub next_date: Option<NaiveDate>,
+    /// Semver: the newest release version `(major, minor, patch)` pushed.
+    pub semver: (u64, u64, u64),
+    /// Regex: the newest build number pushed.
+    pub build: u64,
+    /// How many odd tags were pushed (numbers them).
+    pub odd: u64,
+    /// The last tag [`World::new_tag`] pushed.
+    pub last: Option<String>,
+    /// When `(repository, tag)` was (last) pushed, deleted tags included.
+    pub built: HashMap<(String, String), DateTime<Utc>>,
 }
 
 impl RegistryWorld {
@@ -243,6 +258,25 @@ impl RegistryWorld {
             .get(&(repo.to_owned(), tag.to_owned()))
             .is_some_and(|good| !good)
     }
+}
+
+/// A tag pushed next to the builds that the policy must never move to (a pre-release
+/// the policy takes aside).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OddTag {
+    /// `latest` or `stable`.
+    Floating,
+    /// A cosign signature (`sha256-<hex>.sig`).
+    Signature,
+    /// Semver `-rc.N` of the next patch; a dateSha `-debug` variant; `build-N-rcM`.
+    Prerelease,
+    /// Semver: the next major, outside the range (without a range: as [`OddTag::Old`]).
+    OutOfRange,
+    /// An older version (a backport, an old build).
+    Old,
+    /// The newest build under another spelling of the same version (`v1.2.3` for
+    /// `1.2.3`, `build-0101` for `build-101`).
+    Alias,
 }
 
 /// A pull request.
@@ -432,6 +466,10 @@ pub struct Reconciling {
     pub rollback_due: bool,
     /// A registry tag listing failed during this reconcile.
     pub registry_failed: bool,
+    /// A cluster call (`"observe"` or `"patch"`) failed during this reconcile.
+    pub cluster_error: Option<&'static str>,
+    /// Whether the last rollout autobump observed in this reconcile was complete.
+    pub rollout_complete: Option<bool>,
     /// Trace of calls (verbose runs only).
     pub calls_log: Vec<String>,
 }
@@ -443,6 +481,16 @@ pub enum CiMode {
     Random,
     /// Every check passes after ten minutes (the liveness phase).
     Green,
+}
+
+/// Results of pure computations over world data, kept to save time (not state: a
+/// restart of autobump could drop them without any difference).
+#[derive(Default)]
+pub struct Memo {
+    /// `rewrite::scan` of a file's text, structured (else text) mode.
+    pub scans: HashMap<(Arc<str>, bool), Vec<autobump::core::rewrite::Found>>,
+    /// Bump rewrites by tree id and request.
+    pub bumps: HashMap<(String, String), Arc<crate::adapters::BumpRewrite>>,
 }
 
 /// The world.
@@ -461,6 +509,8 @@ pub struct World {
     pub git: Git,
     /// The registry.
     pub registry: RegistryWorld,
+    /// The cluster and its GitOps applier (when the policy observes workloads).
+    pub cluster: Option<ClusterWorld>,
     /// Pull requests by number.
     pub prs: BTreeMap<u64, Pr>,
     /// Comments.
@@ -495,6 +545,8 @@ pub struct World {
     pub merged_heads: HashSet<String>,
     /// Invariant bookkeeping and results.
     pub checker: Checker,
+    /// Memoized pure computations.
+    pub memo: Memo,
     /// Keep a call trace.
     pub verbose: bool,
     /// Lines for the trace of the current step.
@@ -526,6 +578,7 @@ impl World {
             rng: Rng::with_seed(seed ^ 0x5eed_f301_1d00),
             git: Git::default(),
             registry: RegistryWorld::default(),
+            cluster: None,
             prs: BTreeMap::new(),
             comments: Vec::new(),
             next_comment: 1000,
@@ -543,17 +596,32 @@ impl World {
             tampered: BTreeSet::new(),
             merged_heads: HashSet::new(),
             checker: Checker::default(),
+            memo: Memo::default(),
             verbose: false,
             notes: Vec::new(),
             scenario,
         };
         w.seed_registry_and_repo();
+        if let Some(c) = &w.scenario.cluster {
+            let head = w.git.head(MAIN).expect("main exists");
+            let images = w.manifest_images(&w.git.tree(head));
+            // The cluster draws from a stream of its own: the classic ones stay as they were.
+            w.cluster = Some(ClusterWorld::new(
+                seed ^ 0xc1a5_7e55,
+                &w.scenario,
+                c,
+                &images,
+                w.now,
+            ));
+        }
         w
     }
 
     fn seed_registry_and_repo(&mut self) {
         let start = NaiveDate::from_ymd_opt(2026, 1, 1).expect("valid date");
         self.registry.next_date = Some(start);
+        self.registry.semver = (1, 3, 0);
+        self.registry.build = 100;
         let apps: Vec<usize> = (0..self.scenario.apps.len()).collect();
         let mut first = Vec::new();
         for _ in 0..3 {
@@ -587,41 +655,179 @@ impl World {
         }
     }
 
-    /// Pushes a new build for the apps at `apps`, `days` after the last one; returns the tag.
+    /// Pushes a new build for the apps at `apps`, `days` after the last one (semver: a
+    /// minor release when `days` is 2, else a patch; regex: `days + 1` build numbers
+    /// later); returns the tag.
     pub fn new_tag(&mut self, apps: &[usize], good: bool, days: u32) -> String {
-        let date = self
-            .registry
-            .next_date
-            .expect("seeded")
-            .checked_add_days(chrono::Days::new(u64::from(days)))
-            .expect("date in range");
-        self.registry.next_date = Some(date);
-        let hex: String = (0..7)
+        let tag = match self.scenario.tags {
+            TagScheme::DateSha => {
+                let date = self
+                    .registry
+                    .next_date
+                    .expect("seeded")
+                    .checked_add_days(chrono::Days::new(u64::from(days)))
+                    .expect("date in range");
+                self.registry.next_date = Some(date);
+                let hex = self.hex(7);
+                format!("v{}-{hex}", date.format("%Y%m%d"))
+            }
+            TagScheme::Semver { v, .. } => {
+                let (major, minor, patch) = self.registry.semver;
+                let next = if days >= 2 {
+                    (major, minor + 1, 0)
+                } else {
+                    (major, minor, patch + 1)
+                };
+                self.registry.semver = next;
+                format!(
+                    "{}{}.{}.{}",
+                    if v { "v" } else { "" },
+                    next.0,
+                    next.1,
+                    next.2
+                )
+            }
+            TagScheme::Regex => {
+                self.registry.build += 1 + u64::from(days);
+                format!("build-{}", self.registry.build)
+            }
+        };
+        self.registry.last = Some(tag.clone());
+        self.push_tag(apps, &tag, good);
+        tag
+    }
+
+    /// `n` random lowercase hex digits.
+    fn hex(&mut self, n: usize) -> String {
+        (0..n)
             .map(|_| char::from_digit(self.rng.u32(0..16), 16).expect("hex digit"))
-            .collect();
-        let tag = format!("v{}-{hex}", date.format("%Y%m%d"));
+            .collect()
+    }
+
+    /// Pushes a tag the policy must never move to (or, for a pre-release the policy
+    /// takes, may): see [`OddTag`]. Returns it, or `None` when the kind does not apply
+    /// to the scheme.
+    pub fn odd_tag(&mut self, kind: OddTag) -> Option<String> {
+        self.registry.odd += 1;
+        let n = self.registry.odd;
+        let (major, minor, patch) = self.registry.semver;
+        let scheme = self.scenario.tags.clone();
+        let v = matches!(scheme, TagScheme::Semver { v: true, .. });
+        let v = if v { "v" } else { "" };
+        let tag = match (kind, scheme) {
+            (OddTag::Floating, _) => (if n.is_multiple_of(2) {
+                "latest"
+            } else {
+                "stable"
+            })
+            .to_owned(),
+            (OddTag::Signature, _) => format!("sha256-{}.sig", self.hex(64)),
+            (OddTag::Prerelease, TagScheme::Semver { .. }) => {
+                format!("{v}{major}.{minor}.{}-rc.{n}", patch + 1)
+            }
+            (OddTag::Prerelease, TagScheme::DateSha) => {
+                let date = self.registry.next_date.expect("seeded");
+                format!("v{}-{}-debug", date.format("%Y%m%d"), self.hex(7))
+            }
+            (OddTag::Prerelease, TagScheme::Regex) => {
+                format!("build-{}-rc{n}", self.registry.build + 1)
+            }
+            (OddTag::OutOfRange, TagScheme::Semver { range: Some(_), .. }) => {
+                format!("{v}{}.0.0", major + 1)
+            }
+            (OddTag::OutOfRange | OddTag::Old, TagScheme::Semver { .. }) => {
+                format!("{v}{major}.0.{n}")
+            }
+            (OddTag::OutOfRange | OddTag::Old, TagScheme::DateSha) => {
+                format!("v202512{:02}-{}", n % 28 + 1, self.hex(7))
+            }
+            (OddTag::OutOfRange | OddTag::Old, TagScheme::Regex) => format!("build-{}", n % 50),
+            (OddTag::Alias, TagScheme::Semver { .. }) => {
+                let last = self.registry.last.clone()?;
+                match last.strip_prefix('v') {
+                    Some(bare) => bare.to_owned(),
+                    None => format!("v{last}"),
+                }
+            }
+            (OddTag::Alias, TagScheme::Regex) => {
+                format!(
+                    "build-0{}",
+                    self.registry.last.clone()?.strip_prefix("build-")?
+                )
+            }
+            (OddTag::Alias, TagScheme::DateSha) => return None,
+        };
+        let apps: Vec<usize> = (0..self.scenario.apps.len()).collect();
+        self.push_tag(&apps, &tag, true);
+        Some(tag)
+    }
+
+    fn push_tag(&mut self, apps: &[usize], tag: &str, good: bool) {
         for &a in apps {
             let repo = self.scenario.repo(a);
-            self.registry.ever.insert((repo.clone(), tag.clone()), good);
+            self.registry
+                .ever
+                .insert((repo.clone(), tag.to_owned()), good);
             self.registry
                 .digests
-                .entry((repo.clone(), tag.clone()))
+                .entry((repo.clone(), tag.to_owned()))
                 .or_default()
-                .push(digest_of(&repo, &tag, 0));
+                .push(digest_of(&repo, tag, 0));
+            self.registry
+                .built
+                .insert((repo.clone(), tag.to_owned()), self.now);
             self.registry.repos.entry(repo).or_default().push(TagInfo {
-                tag: tag.clone(),
+                tag: tag.to_owned(),
                 created: self.now,
                 generation: 0,
             });
         }
         self.seq += 1;
-        tag
     }
 
     /// The versions of the policy's images on the base branch: `(repo, tag)`.
     pub fn deployed_versions(&self) -> Versions {
+        (*self.deployed()).clone()
+    }
+
+    /// [`World::deployed_versions`], shared (computed once per commit).
+    pub fn deployed(&self) -> Arc<Versions> {
         let head = self.git.head(MAIN).expect("main exists");
-        self.versions_in(&self.git.tree(head))
+        let commit = self.git.commit(head).expect("main's commit exists");
+        Arc::clone(
+            commit
+                .versions
+                .get_or_init(|| Arc::new(self.versions_in(&commit.tree))),
+        )
+    }
+
+    /// The versions the running workloads have: the cluster's, or (without a cluster)
+    /// the base branch's.
+    pub fn serving_versions(&self) -> Arc<Versions> {
+        match &self.cluster {
+            Some(c) => Arc::new(c.running_versions(&self.scenario.prefix)),
+            None => self.deployed(),
+        }
+    }
+
+    /// The full image reference (`repo:tag[@digest]`) of each of the policy's
+    /// repositories in a tree (the first outside comments, in the policy's files).
+    pub fn manifest_images(&self, tree: &Files) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for (path, text) in tree {
+            if !self.scenario.included(path) {
+                continue;
+            }
+            for line in text.lines() {
+                let code = line.split('#').next().unwrap_or("");
+                for t in image_tokens(code, &self.scenario.prefix) {
+                    let full = &code[t.at..t.version_at() + t.version_len()];
+                    out.entry(t.repo.to_owned())
+                        .or_insert_with(|| full.to_owned());
+                }
+            }
+        }
+        out
     }
 
     /// The versions of the policy's images a tree deploys (outside comments, in the
@@ -642,11 +848,37 @@ impl World {
         out
     }
 
-    /// Moves the clock and lets the world react (checks finish, alerts fire).
+    /// Moves the clock and lets the world react (the applier syncs, checks finish,
+    /// alerts fire).
     pub fn advance(&mut self, by: TimeDelta) {
         self.now += by;
         self.seq += 1;
+        self.sync_cluster();
         self.update_alerts();
+    }
+
+    /// Lets the GitOps applier apply the base branch if a sync is due.
+    pub fn sync_cluster(&mut self) {
+        let now = self.now;
+        let due = self.cluster.as_mut().and_then(|c| c.sync_due(now));
+        if let Some(at) = due {
+            let tree = self.git.tree(self.git.head(MAIN).expect("main"));
+            let images = self.manifest_images(&tree);
+            let prefix = self.scenario.prefix.clone();
+            let registry = &self.registry;
+            let good = |r: &str, t: &str| !registry.is_bad(r, t);
+            let changed = self
+                .cluster
+                .as_mut()
+                .expect("checked")
+                .apply(&images, at, &prefix, &good);
+            if changed > 0 {
+                self.seq += 1;
+                self.note(format!(
+                    "  the applier synced main to the cluster ({changed} workloads changed)"
+                ));
+            }
+        }
     }
 
     /// Fires and resolves the alerts that bad deployed builds cause; noise resolves and
@@ -660,9 +892,10 @@ impl World {
             self.alerts_reachable = true;
         }
         let bad: Vec<(String, String)> = self
-            .deployed_versions()
-            .into_iter()
+            .serving_versions()
+            .iter()
             .filter(|(r, t)| self.registry.is_bad(r, t))
+            .cloned()
             .collect();
         if bad.is_empty() {
             if self.bad_deployed.take().is_some() {
@@ -797,6 +1030,10 @@ impl World {
         if branch == MAIN {
             let versions = self.deployed_versions();
             self.checker.on_main_changed(self.now, &versions);
+            if let Some(c) = self.cluster.as_mut() {
+                c.main_changed(self.now);
+            }
+            self.sync_cluster();
             self.update_alerts();
         } else {
             self.ensure_ci(id);
