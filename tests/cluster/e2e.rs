@@ -540,6 +540,7 @@ fn kinds(report: &Report) -> Vec<&'static str> {
             Effect::SetHold(_) => "SetHold",
             Effect::ClearHold { .. } => "ClearHold",
             Effect::Comment(_) => "Comment",
+            Effect::Reply { .. } => "Reply",
             Effect::AddLabels(_) => "AddLabels",
             Effect::RemoveLabel(_) => "RemoveLabel",
             Effect::PushBranch => "PushBranch",
