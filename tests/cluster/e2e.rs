@@ -750,7 +750,6 @@ impl Trial {
     /// and a new one reconciles a minute later.
     async fn step(&mut self, step: Step, advance: TimeDelta) -> Outcome {
         self.now += advance;
-        eprintln!("trial {}: {step:?}", self.k);
         let crash_after = self.crash.filter(|c| c.step == step).map(|c| c.after);
         let faults = Faults::new(crash_after);
         let engine = Engine::boot(self, &faults).await;
