@@ -889,7 +889,21 @@ async fn assess_rollout<S: Store>(
             let placed = hold_and_mark_bad(store, name, &current, &good, reading, &reason, now)?;
             let mut effects = vec![Effect::Rollback(reason.clone())];
             if policy.spec.rollback.patch_cluster {
-                effects.extend(patch_cluster(policy, (store, workloads), &good, now).await?);
+                // The break-glass patch must never stand in the way of the rollback in
+                // git: on failure it is recorded and the rollback goes ahead.
+                match patch_cluster(policy, (store, workloads), &good, now).await {
+                    Ok(patched) => effects.extend(patched),
+                    Err(e) => {
+                        tracing::warn!(policy = name, error = %e, "the cluster patch failed; rolling back in git");
+                        store.update(name, &mut |s| {
+                            s.record(
+                                now,
+                                "ClusterPatchFailed",
+                                format!("patching the workloads to {} failed: {e}", good.summary),
+                            );
+                        })?;
+                    }
+                }
             }
             Ok((
                 effects,
