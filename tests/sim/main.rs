@@ -25,7 +25,7 @@
 //! violation prints the seed, the shortest history that still shows it, and a trace.
 //!
 //! Environment:
-//! * `AUTOBUMP_SIM_HISTORIES` (default 2000): how many histories;
+//! * `AUTOBUMP_SIM_HISTORIES` (default 3000): how many histories;
 //! * `AUTOBUMP_SIM_THREADS` (default: the available parallelism): worker threads;
 //! * `AUTOBUMP_SIM_SEED` (default 0xc0ffee): the base seed (decimal or 0x-hex);
 //!   history `i` gets a seed derived from it;
@@ -53,7 +53,7 @@ use autobump::clock::Stopwatch;
 use scenario::Mix;
 
 /// Histories `cargo test --test sim` runs (`scripts/sim` runs a release build).
-const DEFAULT_HISTORIES: u64 = 2000;
+const DEFAULT_HISTORIES: u64 = 3000;
 /// The first seed `cargo test --test sim` uses.
 const DEFAULT_SEED: u64 = 0x00c0_ffee;
 
