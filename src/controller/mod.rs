@@ -123,11 +123,7 @@ impl Report {
             .iter()
             .map(|e| match e {
                 Effect::Waiting(why) => format!("waiting: {why}"),
-                other => format!("{other:?}")
-                    .split([' ', '(', '{'])
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned(),
+                other => other.kind().to_owned(),
             })
             .collect();
         parts.extend(

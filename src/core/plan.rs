@@ -171,6 +171,31 @@ impl Effect {
         !matches!(self, Self::Waiting(_))
     }
 
+    /// The effect's kind, as its variant is named (`Merge`, `SetHold`, …), for
+    /// reports, logs and tests.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::MarkSeen(_) => "MarkSeen",
+            Self::SetHold(_) => "SetHold",
+            Self::ClearHold { .. } => "ClearHold",
+            Self::Comment(_) => "Comment",
+            Self::Reply { .. } => "Reply",
+            Self::AddLabels(_) => "AddLabels",
+            Self::RemoveLabel(_) => "RemoveLabel",
+            Self::PushBranch => "PushBranch",
+            Self::PushDirect => "PushDirect",
+            Self::Promote => "Promote",
+            Self::Rollback(_) => "Rollback",
+            Self::PatchCluster(_) => "PatchCluster",
+            Self::CreatePr { .. } => "CreatePr",
+            Self::UpdatePr { .. } => "UpdatePr",
+            Self::RecordBump => "RecordBump",
+            Self::Merge { .. } => "Merge",
+            Self::Waiting(_) => "Waiting",
+        }
+    }
+
     /// Where a [`Comment`](Self::Comment) (on the open PR, `open`) or a
     /// [`Reply`](Self::Reply) goes, and its text; `None` for other effects and for a
     /// comment with no PR open.
@@ -573,11 +598,7 @@ mod tests {
                 Effect::Merge { sha, .. } => format!("Merge({sha})"),
                 Effect::AddLabels(l) => format!("AddLabels({})", l.join(",")),
                 Effect::RemoveLabel(l) => format!("RemoveLabel({l})"),
-                other => format!("{other:?}")
-                    .split([' ', '(', '{'])
-                    .next()
-                    .unwrap()
-                    .to_owned(),
+                other => other.kind().to_owned(),
             })
             .collect()
     }

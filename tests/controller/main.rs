@@ -198,29 +198,7 @@ impl World {
 }
 
 fn kinds(report: &Report) -> Vec<&'static str> {
-    report
-        .effects
-        .iter()
-        .map(|e| match e {
-            Effect::MarkSeen(_) => "MarkSeen",
-            Effect::SetHold(_) => "SetHold",
-            Effect::ClearHold { .. } => "ClearHold",
-            Effect::Comment(_) => "Comment",
-            Effect::Reply { .. } => "Reply",
-            Effect::AddLabels(_) => "AddLabels",
-            Effect::RemoveLabel(_) => "RemoveLabel",
-            Effect::PushBranch => "PushBranch",
-            Effect::PushDirect => "PushDirect",
-            Effect::Promote => "Promote",
-            Effect::Rollback(_) => "Rollback",
-            Effect::PatchCluster(_) => "PatchCluster",
-            Effect::CreatePr { .. } => "CreatePr",
-            Effect::UpdatePr { .. } => "UpdatePr",
-            Effect::RecordBump => "RecordBump",
-            Effect::Merge { .. } => "Merge",
-            Effect::Waiting(_) => "Waiting",
-        })
-        .collect()
+    report.effects.iter().map(Effect::kind).collect()
 }
 
 fn waiting(report: &Report) -> String {

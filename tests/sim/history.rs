@@ -1193,11 +1193,7 @@ fn effect_name(e: &autobump::core::plan::Effect) -> String {
         Effect::MarkSeen(id) => format!("MarkSeen({id})"),
         Effect::SetHold(h) => format!("SetHold({})", h.by),
         Effect::ClearHold { by } => format!("ClearHold({by})"),
-        other => format!("{other:?}")
-            .split([' ', '(', '{'])
-            .next()
-            .unwrap_or("?")
-            .to_owned(),
+        other => other.kind().to_owned(),
     }
 }
 
