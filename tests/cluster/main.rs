@@ -32,18 +32,23 @@ pub(crate) struct Cluster {
 }
 
 impl Cluster {
-    /// Starts a cluster; one retry in a fresh directory, since etcd was once seen to
-    /// exit at start-up without a word (infrastructure, not the code under test).
+    /// Starts a cluster, retrying in a fresh directory. `start` has a start-up race: it
+    /// checks that etcd (and then kube-apiserver) is alive by reading the new process's
+    /// command line, and on a loaded machine it may read it before `nohup` has exec'd
+    /// the server, so it gives up within a second with "not healthy after 120s" and an
+    /// empty log (seen in CI). Such an attempt costs about a second, so a few retries are
+    /// cheap; a real problem (binaries missing) fails every attempt and is reported.
     pub(crate) fn start() -> Self {
+        const ATTEMPTS: usize = 5;
         let mut failures = Vec::new();
-        for _ in 0..2 {
+        for _ in 0..ATTEMPTS {
             match Self::try_start() {
                 Ok(cluster) => return cluster,
                 Err(why) => failures.push(why),
             }
         }
         panic!(
-            "{} failed twice: run scripts/setup (it builds the cluster binaries)\n{}",
+            "{} failed {ATTEMPTS} times: run scripts/setup (it builds the cluster binaries)\n{}",
             tools().join("start").display(),
             failures.join("\n---\n")
         );
