@@ -826,7 +826,20 @@ async fn assess_rollout<S: Store>(
         })?;
     }
     let current = state.current.clone().unwrap_or(deployed);
-    let (rollout_state, rollout_detail) = observe_rollout(policy, workloads, &current).await?;
+    let (rollout_state, rollout_detail) = match observe_rollout(policy, workloads, &current).await {
+        Ok(observed) => observed,
+        // A cluster that cannot be observed must not delay a rollback: alerts firing
+        // (or a version recorded as bad) decide it whatever the rollout's state, and
+        // Progressing lets nothing be promoted.
+        Err(e) if rollback_needs_no_rollout(policy, &state, &current, gate) => {
+            tracing::warn!(policy = name, error = %e, "the rollout cannot be observed; deciding the rollback without it");
+            (
+                rollout::RolloutState::Progressing,
+                Some(format!("the rollout cannot be observed: {e}")),
+            )
+        }
+        Err(e) => return Err(e),
+    };
     let decision = decide_rollout(policy, &state, &current, gate, rollout_state, now);
     match decision {
         RolloutDecision::Idle => Ok((Vec::new(), None, None)),
@@ -989,6 +1002,30 @@ async fn patch_cluster<S: Store>(
     Ok(vec![Effect::PatchCluster(lines.clone())])
 }
 
+/// Whether the rollout decision is a rollback whatever the rollout's state: the deployed
+/// version is recorded as bad, or the policy's gate is Firing.
+fn rollback_needs_no_rollout(
+    policy: &Policy,
+    state: &crate::store::PolicyState,
+    current: &crate::policy::v1alpha1::Release,
+    gate: &GateVerdict,
+) -> bool {
+    (recorded_bad(state, current) && state.last_known_good.is_some())
+        || (policy.spec.gate.is_some() && matches!(gate, GateVerdict::Firing(_)))
+}
+
+/// Whether an image version of `current` is recorded as bad.
+fn recorded_bad(
+    state: &crate::store::PolicyState,
+    current: &crate::policy::v1alpha1::Release,
+) -> bool {
+    let bad = state.bad_pairs();
+    current
+        .images
+        .iter()
+        .any(|i| bad.contains(&(canonical(&i.image), i.tag.clone())))
+}
+
 fn decide_rollout(
     policy: &Policy,
     state: &crate::store::PolicyState,
@@ -998,11 +1035,7 @@ fn decide_rollout(
     now: DateTime<Utc>,
 ) -> crate::core::rollout::RolloutDecision {
     use crate::core::rollout::{self, RolloutDecision, RolloutInputs};
-    let bad = state.bad_pairs();
-    let known_bad = current
-        .images
-        .iter()
-        .any(|i| bad.contains(&(canonical(&i.image), i.tag.clone())));
+    let known_bad = recorded_bad(state, current);
     let (bake, gated) = policy
         .spec
         .gate

@@ -140,44 +140,46 @@ pub fn decide(inputs: &RolloutInputs<'_>) -> RolloutDecision {
         Some(_) => RolloutDecision::Rollback { reason },
         None => RolloutDecision::HoldWithoutRollback { reason },
     };
-    match inputs.rollout {
-        RolloutState::Failed => {
-            return bad(format!("the rollout of {} failed", release.summary));
-        }
-        RolloutState::Progressing => {
-            // A version still rolling out can already hurt: firing alerts count.
-            if let GateVerdict::Firing(alerts) = inputs.gate {
-                return bad(firing_reason(&release.summary, alerts));
-            }
-            return RolloutDecision::Deploying;
-        }
-        RolloutState::Complete => {}
-    }
-    let bake_start = deployed_at + inputs.deploy_delay;
-    // (The bake's clock starts at the first Clear observation at or after `bake_start`.)
-    if inputs.now < bake_start {
-        if let GateVerdict::Firing(alerts) = inputs.gate {
-            return bad(firing_reason(&release.summary, alerts));
-        }
-        return RolloutDecision::Deploying;
-    }
     // Progress of another version does not count.
     let previous = inputs
         .progress
         .filter(|p| p.version == release.summary)
         .cloned();
+    // The gate Unknown pauses the bake and restarts it: no reading of it may be skipped
+    // because the rollout is (again) unready or the deploy delay is running.
+    let paused = |why: &String| RolloutDecision::Baking {
+        progress: BakeProgress {
+            version: release.summary.clone(),
+            clear_since: None,
+            restarts: previous.as_ref().map_or(0, |p| p.restarts)
+                + u32::from(previous.as_ref().is_some_and(|p| p.clear_since.is_some())),
+        },
+        remaining: inputs.bake,
+        paused: Some(why.clone()),
+    };
+    let bake_started = previous.as_ref().is_some_and(|p| p.clear_since.is_some());
+    let bake_start = deployed_at + inputs.deploy_delay;
+    let not_yet = match inputs.rollout {
+        RolloutState::Failed => {
+            return bad(format!("the rollout of {} failed", release.summary));
+        }
+        // A version still rolling out can already hurt: firing alerts count.
+        RolloutState::Progressing => true,
+        // (The bake's clock starts at the first Clear observation at or after `bake_start`.)
+        RolloutState::Complete => inputs.now < bake_start,
+    };
+    if not_yet {
+        return match inputs.gate {
+            GateVerdict::Firing(alerts) => bad(firing_reason(&release.summary, alerts)),
+            // A rollout that became unready mid-bake (a node drained) does not hide an
+            // Unknown gate: the bake restarts, as it would with the rollout complete.
+            GateVerdict::Unknown(why) if bake_started => paused(why),
+            _ => RolloutDecision::Deploying,
+        };
+    }
     match inputs.gate {
         GateVerdict::Firing(alerts) => bad(firing_reason(&release.summary, alerts)),
-        GateVerdict::Unknown(why) => RolloutDecision::Baking {
-            progress: BakeProgress {
-                version: release.summary.clone(),
-                clear_since: None,
-                restarts: previous.as_ref().map_or(0, |p| p.restarts)
-                    + u32::from(previous.as_ref().is_some_and(|p| p.clear_since.is_some())),
-            },
-            remaining: inputs.bake,
-            paused: Some(why.clone()),
-        },
+        GateVerdict::Unknown(why) => paused(why),
         GateVerdict::Clear => {
             // The quiet period starts at the first Clear observation: time nobody
             // observed (the controller down, the gate Unknown) does not count.
@@ -416,6 +418,41 @@ mod tests {
             RolloutDecision::Promote
         );
         assert_eq!(w.progress.as_ref().unwrap().restarts, 1);
+    }
+
+    /// Simulator seed 0xf880c3f8f795616c: a replica becomes unready mid-bake (the
+    /// rollout reads as Progressing) while the gate is Unknown; the bake must restart,
+    /// not resume from before the Unknown reading once the rollout is complete again.
+    #[test]
+    fn an_unready_rollout_mid_bake_does_not_hide_an_unknown_gate() {
+        let mut w = World::new();
+        w.step("2026-11-21T10:05:00Z", GateVerdict::Clear);
+        w.rollout = RolloutState::Progressing;
+        let d = w.step("2026-11-21T10:57:00Z", GateVerdict::Unknown("down".into()));
+        assert_eq!(d.reason(), "BakePaused");
+        // Still unready and Unknown: the paused bake stays paused, counted once.
+        assert_eq!(
+            w.step("2026-11-21T11:00:00Z", GateVerdict::Unknown("down".into())),
+            RolloutDecision::Deploying
+        );
+        w.rollout = RolloutState::Complete;
+        assert!(matches!(
+            w.step("2026-11-21T11:07:00Z", GateVerdict::Clear),
+            RolloutDecision::Baking { .. }
+        ));
+        assert_eq!(
+            w.step("2026-11-21T12:07:00Z", GateVerdict::Clear),
+            RolloutDecision::Promote,
+            "an hour of Clear counted from 11:07"
+        );
+        assert_eq!(w.progress.as_ref().unwrap().restarts, 1);
+        // Before the bake started, Unknown while rolling out is just waiting.
+        let mut w = World::new();
+        w.rollout = RolloutState::Progressing;
+        assert_eq!(
+            w.step("2026-11-21T10:30:00Z", GateVerdict::Unknown("down".into())),
+            RolloutDecision::Deploying
+        );
     }
 
     #[test]
