@@ -29,7 +29,7 @@ use crate::forge::{
     PullRequestEdit, RepoName, StatusState,
 };
 use crate::policy::Policy;
-use crate::policy::v1alpha1::Hold;
+use crate::policy::v1alpha1::{Hold, ImageVersion, Intent, IntentKind};
 use crate::registry::Registry;
 use crate::repo::{BumpRequest, Delivery, PreparedBump, Repo, RepoError, Source};
 use crate::resolve::{Resolved, Resolver};
@@ -643,6 +643,7 @@ pub async fn reconcile_direct_read<R: Registry, G: Repo, S: Store>(
     let name = policy.name();
     let source = &policy.spec.source;
     let (scanned, references) = scan_base(deps.repo, &deps.source, policy).await?;
+    settle_push(policy, deps.store, &references, &scanned.head, now)?;
     let (mut watched, rollback, _) = assess_rollout(
         policy,
         (deps.store, deps.workloads),
@@ -697,25 +698,35 @@ pub async fn reconcile_direct_read<R: Registry, G: Repo, S: Store>(
         match effect {
             Effect::PushDirect => {
                 if let Some(p) = &prepared {
-                    // Remember the bump before making it (see `apply`).
-                    deps.store.update(name, &mut |s| s.last_bump = Some(now))?;
-                    let pushed = deps.repo.push(p).await?;
                     let rows = rows_of(p);
+                    let moves: Vec<String> = rows
+                        .iter()
+                        .map(|r| format!("{} {} -> {}", r.image, r.from, r.to))
+                        .collect();
+                    let images: Vec<ImageVersion> = rows
+                        .iter()
+                        .map(|r| ImageVersion {
+                            image: r.image.clone(),
+                            tag: r.to.split('@').next().unwrap_or(&r.to).to_owned(),
+                            digest: None,
+                        })
+                        .collect();
+                    let what = format!("to {}: {}", source.branch, moves.join(", "));
+                    // Remember the bump before making it (see `apply`), and what it will
+                    // record once the branch carries it (see `settle_push`).
                     deps.store.update(name, &mut |s| {
-                        let moves: Vec<String> = rows
-                            .iter()
-                            .map(|r| format!("{} {} -> {}", r.image, r.from, r.to))
-                            .collect();
-                        s.record(
-                            now,
+                        s.last_bump = Some(now);
+                        s.intend(push_intent(
                             "Pushed",
-                            format!(
-                                "pushed {} to {}: {}",
-                                pushed.head.as_deref().unwrap_or("nothing new"),
-                                source.branch,
-                                moves.join(", ")
-                            ),
-                        );
+                            format!("pushed {what}"),
+                            &images,
+                            now,
+                        ));
+                    })?;
+                    let pushed = deps.repo.push(p).await?;
+                    let head = pushed.head.as_deref().unwrap_or("nothing new");
+                    deps.store.update(name, &mut |s| {
+                        s.fulfil(IntentKind::Push, Some(format!("pushed {head} {what}")));
                     })?;
                 }
             }
@@ -988,16 +999,48 @@ async fn patch_cluster<S: Store>(
             "rollback.patchCluster is set but there are no workloads or no cluster access".into(),
         )]);
     };
+    // The intent (written once per rollback: this runs on every reconcile until the
+    // rollback is on the branch) makes a crash between the patch and its record
+    // settle here next time: the workloads then need no patch, and the record is due.
+    let name = policy.name();
+    let earlier = store
+        .load(name)?
+        .intent(IntentKind::Patch)
+        .is_some_and(|i| i.images == good.images);
+    if !earlier {
+        store.update(name, &mut |s| {
+            s.intend(Intent {
+                kind: IntentKind::Patch,
+                record: Some("ClusterPatched".to_owned()),
+                message: format!(
+                    "the workloads run {}: patched before a restart or an error",
+                    good.summary
+                ),
+                pull_request: None,
+                images: good.images.clone(),
+                labels: Vec::new(),
+                since: now,
+            });
+        })?;
+    }
+    // On an error the intent stays: the next patch settles it.
     let patched = cluster.patch_images_boxed(specs, good).await?;
     if patched.is_empty() {
+        store.update(name, &mut |s| {
+            if earlier {
+                s.fulfil(IntentKind::Patch, None);
+            } else {
+                s.abandon(IntentKind::Patch);
+            }
+        })?;
         return Ok(Vec::new());
     }
     let lines: Vec<String> = patched
         .iter()
         .map(|p| format!("{} {}: {} -> {}", p.workload, p.container, p.from, p.to))
         .collect();
-    store.update(policy.name(), &mut |s| {
-        s.record(now, "ClusterPatched", lines.join("; "));
+    store.update(name, &mut |s| {
+        s.fulfil(IntentKind::Patch, Some(lines.join("; ")));
     })?;
     Ok(vec![Effect::PatchCluster(lines.clone())])
 }
@@ -1227,19 +1270,69 @@ async fn roll_back<R: Registry, G: Repo, S: Store>(
     else {
         return Ok(());
     };
-    let pushed = deps.repo.push(&prepared).await?;
+    let what = format!("{} -> {}", rb.bad.summary, rb.good.summary);
     deps.store.update(policy.name(), &mut |s| {
-        s.record(
-            now,
+        s.intend(push_intent(
             "RolledBack",
-            format!(
-                "{} -> {} pushed as {}",
-                rb.bad.summary,
-                rb.good.summary,
-                pushed.head.as_deref().unwrap_or("nothing new")
-            ),
-        );
+            format!("{what} pushed"),
+            &rb.good.images,
+            now,
+        ));
     })?;
+    let pushed = deps.repo.push(&prepared).await?;
+    let head = pushed.head.as_deref().unwrap_or("nothing new");
+    deps.store.update(policy.name(), &mut |s| {
+        s.fulfil(IntentKind::Push, Some(format!("{what} pushed as {head}")));
+    })?;
+    Ok(())
+}
+
+/// The intent of a push to `source.branch` that records `reason` once the branch
+/// carries `images`.
+fn push_intent(
+    reason: &str,
+    message: String,
+    images: &[ImageVersion],
+    now: DateTime<Utc>,
+) -> Intent {
+    Intent {
+        kind: IntentKind::Push,
+        record: Some(reason.to_owned()),
+        message,
+        pull_request: None,
+        images: images.to_vec(),
+        labels: Vec::new(),
+        since: now,
+    }
+}
+
+/// Settles a push intent left by a crash or an error: once the base branch carries
+/// its versions, its record is written. (Until then it stays: the push is retried by
+/// the decision that made it, which writes its intent again.)
+fn settle_push<S: Store>(
+    policy: &Policy,
+    store: &S,
+    references: &[ImageRef],
+    head: &str,
+    now: DateTime<Utc>,
+) -> Result<(), ReconcileError> {
+    let name = policy.name();
+    let state = store.load(name)?;
+    let Some(intent) = state.intent(IntentKind::Push) else {
+        return Ok(());
+    };
+    let Some(deployed) = deployed_release(policy, references, head, now) else {
+        return Ok(());
+    };
+    let carried = intent.images.iter().all(|want| {
+        deployed
+            .images
+            .iter()
+            .any(|d| d.tag == want.tag && canonical(&d.image) == canonical(&want.image))
+    });
+    if carried {
+        store.update(name, &mut |s| s.fulfil(IntentKind::Push, None))?;
+    }
     Ok(())
 }
 
@@ -1309,40 +1402,122 @@ async fn ensure_rollback_pr<R: Registry, G: Repo, F: Forge, S: Store>(
             }
         ))]);
     }
-    match deps
-        .forge
-        .merge(
-            repo,
-            pr.number,
-            MergeMethod::from(policy.spec.merge.method),
-            &mergeability.head_sha,
-        )
-        .await
-    {
+    let method = MergeMethod::from(policy.spec.merge.method);
+    let message = format!(
+        "{} -> {} merged as PR #{}",
+        rb.bad.summary, rb.good.summary, pr.number
+    );
+    let merged = merge_recorded(
+        deps,
+        name,
+        (pr.number, &mergeability.head_sha, method),
+        ("RolledBack", message),
+        now,
+    )
+    .await?;
+    if merged {
+        Ok(vec![Effect::Merge {
+            sha: mergeability.head_sha,
+            method: policy.spec.merge.method,
+        }])
+    } else {
+        Ok(vec![Effect::Waiting(format!(
+            "rollback PR #{} changed; merging next time",
+            pr.number
+        ))])
+    }
+}
+
+/// Merges PR `n` at `sha` and records it (`Merged`, or `RolledBack`, with `message`
+/// and the merge commit) with an intent written first, so a crash between the merge
+/// and its record is settled by the next reconcile ([`settle_merge`]). `false` when
+/// GitHub refused because the head moved or the PR is not mergeable (the next
+/// reconcile reads it again).
+async fn merge_recorded<R: Registry, G: Repo, F: Forge, S: Store>(
+    deps: &Deps<'_, R, G, F, S>,
+    name: &str,
+    (n, sha, method): (u64, &str, MergeMethod),
+    (reason, message): (&str, String),
+    now: DateTime<Utc>,
+) -> Result<bool, ReconcileError> {
+    deps.store.update(name, &mut |s| {
+        s.intend(Intent {
+            kind: IntentKind::Merge,
+            record: Some(reason.to_owned()),
+            message: message.clone(),
+            pull_request: Some(n),
+            images: Vec::new(),
+            labels: Vec::new(),
+            since: now,
+        });
+    })?;
+    match deps.forge.merge(&deps.forge_repo, n, method, sha).await {
         Ok(merged) => {
+            let done = format!("{message} ({})", merged.sha);
             deps.store.update(name, &mut |s| {
-                s.record(
-                    now,
-                    "RolledBack",
-                    format!(
-                        "{} -> {} merged as PR #{} ({})",
-                        rb.bad.summary, rb.good.summary, pr.number, merged.sha
-                    ),
-                );
+                s.fulfil(IntentKind::Merge, Some(done.clone()));
             })?;
-            Ok(vec![Effect::Merge {
-                sha: mergeability.head_sha,
-                method: policy.spec.merge.method,
-            }])
+            Ok(true)
         }
+        // The head moved after its checks were read: not merged, and the next
+        // reconcile reads the new head's checks.
         Err(ForgeError::HeadMoved { .. } | ForgeError::NotMergeable { .. }) => {
-            Ok(vec![Effect::Waiting(format!(
-                "rollback PR #{} changed; merging next time",
-                pr.number
-            ))])
+            deps.store
+                .update(name, &mut |s| s.abandon(IntentKind::Merge))?;
+            Ok(false)
         }
+        // Unknown whether it merged: the intent stays for the next reconcile to settle.
         Err(e) => Err(e.into()),
     }
+}
+
+/// Settles a label intent left by a crash between opening the bump PR and labelling
+/// it: the open bump PR gets the labels it lacks.
+async fn settle_labels<R: Registry, G: Repo, F: Forge, S: Store>(
+    deps: &Deps<'_, R, G, F, S>,
+    name: &str,
+    pr: &PullRequest,
+) -> Result<Option<Effect>, ReconcileError> {
+    let state = deps.store.load(name)?;
+    let Some(intent) = state.intent(IntentKind::Label) else {
+        return Ok(None);
+    };
+    let missing: Vec<String> = intent
+        .labels
+        .iter()
+        .filter(|l| !pr.labels.contains(l))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        deps.forge
+            .add_labels(&deps.forge_repo, pr.number, &missing)
+            .await?;
+    }
+    deps.store
+        .update(name, &mut |s| s.abandon(IntentKind::Label))?;
+    Ok((!missing.is_empty()).then_some(Effect::AddLabels(missing)))
+}
+
+/// Settles a merge intent left by a crash or an error: GitHub says whether the pull
+/// request was merged; if so its record is written now, else the intent ends (the
+/// merge engine decides again from what it observes).
+async fn settle_merge<R: Registry, G: Repo, F: Forge, S: Store>(
+    deps: &Deps<'_, R, G, F, S>,
+    name: &str,
+) -> Result<(), ReconcileError> {
+    let state = deps.store.load(name)?;
+    let Some(n) = state.intent(IntentKind::Merge).and_then(|i| i.pull_request) else {
+        return Ok(());
+    };
+    let pr = deps.forge.mergeability(&deps.forge_repo, n).await?;
+    deps.store.update(name, &mut |s| {
+        if pr.merged {
+            s.fulfil(IntentKind::Merge, None);
+        } else {
+            s.abandon(IntentKind::Merge);
+        }
+    })?;
+    Ok(())
 }
 
 /// The checks of `required` that have not succeeded on `sha` (none read when none
@@ -1391,6 +1566,8 @@ pub async fn reconcile_read<R: Registry, G: Repo, F: Forge, S: Store>(
 ) -> Result<Report, ReconcileError> {
     let gate = reading.verdict.clone();
     let base = scan_base(deps.repo, &deps.source, policy).await?;
+    settle_merge(deps, policy.name()).await?;
+    settle_push(policy, deps.store, &base.1, &base.0.head, now)?;
     let (mut rollout, rollback, held_now) = assess_rollout(
         policy,
         (deps.store, deps.workloads),
@@ -1412,6 +1589,9 @@ pub async fn reconcile_read<R: Registry, G: Repo, F: Forge, S: Store>(
     }
     let mut observed = observe_scanned(policy, deps, &gate, now, base).await?;
     observed.rollout_block = block;
+    if let Some(pr) = &observed.pr {
+        rollout.extend(settle_labels(deps, policy.name(), pr).await?);
+    }
     if let (Some(hold), Some(pr)) = (&held_now, &observed.pr) {
         // The label follows the hold through the plan; the comment says why. (A crash
         // right here loses only this comment: the hold and the label stand.)
@@ -1488,8 +1668,7 @@ async fn apply<R: Registry, G: Repo, F: Forge, S: Store>(
     effect: &Effect,
     pr_number: &mut Option<u64>,
 ) -> Result<(), ReconcileError> {
-    let (policy, now, name) = (run.policy, run.now, run.policy.name());
-    let branch = &run.branch;
+    let (now, name) = (run.now, run.policy.name());
     let current = *pr_number;
     if record(run, deps.store, effect)? {
         return Ok(());
@@ -1523,25 +1702,7 @@ async fn apply<R: Registry, G: Repo, F: Forge, S: Store>(
             body,
             labels,
         } => {
-            let created = deps
-                .forge
-                .create_pr(
-                    &deps.forge_repo,
-                    &NewPullRequest {
-                        title: title.clone(),
-                        body: body.clone(),
-                        head_branch: branch.to_string(),
-                        base_branch: policy.spec.source.branch.to_string(),
-                        draft: false,
-                    },
-                )
-                .await?;
-            if !labels.is_empty() {
-                deps.forge
-                    .add_labels(&deps.forge_repo, created.number, labels)
-                    .await?;
-            }
-            *pr_number = Some(created.number);
+            *pr_number = Some(open_pr(run, deps, (title, body), labels).await?);
         }
         Effect::UpdatePr { title, body } => {
             if let Some(n) = current {
@@ -1559,25 +1720,9 @@ async fn apply<R: Registry, G: Repo, F: Forge, S: Store>(
         }
         Effect::Merge { sha, method } => {
             if let Some(n) = current {
-                match deps
-                    .forge
-                    .merge(&deps.forge_repo, n, MergeMethod::from(*method), sha)
-                    .await
-                {
-                    Ok(merged) => {
-                        deps.store.update(name, &mut |s| {
-                            s.record(
-                                now,
-                                "Merged",
-                                format!("PR #{n} merged at {sha} as {}", merged.sha),
-                            );
-                        })?;
-                    }
-                    // The head moved after its checks were read: not merged, and
-                    // the next reconcile reads the new head's checks.
-                    Err(ForgeError::HeadMoved { .. } | ForgeError::NotMergeable { .. }) => {}
-                    Err(e) => return Err(e.into()),
-                }
+                let method = MergeMethod::from(*method);
+                let message = format!("PR #{n} merged at {sha}");
+                merge_recorded(deps, name, (n, sha, method), ("Merged", message), now).await?;
             }
         }
         Effect::MarkSeen(_)
@@ -1590,6 +1735,51 @@ async fn apply<R: Registry, G: Repo, F: Forge, S: Store>(
         | Effect::Waiting(_) => {}
     }
     Ok(())
+}
+
+/// Opens the bump PR and labels it (two calls on GitHub, so an intent makes a crash
+/// between them settle at the next reconcile: `settle_labels`); returns its number.
+async fn open_pr<R: Registry, G: Repo, F: Forge, S: Store>(
+    run: &Run<'_>,
+    deps: &Deps<'_, R, G, F, S>,
+    (title, body): (&str, &str),
+    labels: &[String],
+) -> Result<u64, ReconcileError> {
+    let (policy, now, name) = (run.policy, run.now, run.policy.name());
+    if !labels.is_empty() {
+        deps.store.update(name, &mut |s| {
+            s.intend(Intent {
+                kind: IntentKind::Label,
+                record: None,
+                message: format!("label the pull request {}", labels.join(", ")),
+                pull_request: None,
+                images: Vec::new(),
+                labels: labels.to_vec(),
+                since: now,
+            });
+        })?;
+    }
+    let created = deps
+        .forge
+        .create_pr(
+            &deps.forge_repo,
+            &NewPullRequest {
+                title: title.to_owned(),
+                body: body.to_owned(),
+                head_branch: run.branch.to_string(),
+                base_branch: policy.spec.source.branch.to_string(),
+                draft: false,
+            },
+        )
+        .await?;
+    if !labels.is_empty() {
+        deps.forge
+            .add_labels(&deps.forge_repo, created.number, labels)
+            .await?;
+        deps.store
+            .update(name, &mut |s| s.abandon(IntentKind::Label))?;
+    }
+    Ok(created.number)
 }
 
 /// Performs the effects that only change the policy's state; `true` when `effect`

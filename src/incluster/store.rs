@@ -34,7 +34,7 @@ use tokio::runtime::{Handle, RuntimeFlavor};
 
 use super::PolicyKey;
 use crate::core::rollout::BakeProgress;
-use crate::policy::v1alpha1::{BakeStatus, HistoryEntry, Hold, ImageVersion, Release};
+use crate::policy::v1alpha1::{BakeStatus, HistoryEntry, Hold, ImageVersion, Intent, Release};
 use crate::policy::{Autobump, AutobumpStatus};
 use crate::store::{BadVersion, PolicyState, Store, StoreError};
 
@@ -474,6 +474,7 @@ pub fn state_of(status: &AutobumpStatus) -> PolicyState {
         seen_comments: status.seen_comments.clone(),
         notified_seq: status.notified_seq,
         history: status.history.clone(),
+        intents: status.intents.clone(),
     }
 }
 
@@ -512,6 +513,14 @@ pub fn set_state(status: &mut AutobumpStatus, state: &PolicyState) {
             reason: required(&e.reason),
             message: required(&e.message),
             seq: e.seq,
+        })
+        .collect();
+    status.intents = state
+        .intents
+        .iter()
+        .map(|i| Intent {
+            message: required(&i.message),
+            ..i.clone()
         })
         .collect();
 }
@@ -627,6 +636,15 @@ mod tests {
         s.see_comment(17);
         s.see_comment(4_000_000_001);
         s.record(at("2026-11-21T10:00:00Z"), "Held", "held by alert:HookDown");
+        s.intend(crate::policy::v1alpha1::Intent {
+            kind: crate::policy::v1alpha1::IntentKind::Merge,
+            record: Some("RolledBack".into()),
+            message: "v20261121-bbbbbbb -> v20261120-aaaaaaa merged as PR #9".into(),
+            pull_request: Some(9),
+            images: release("v20261120-aaaaaaa").images,
+            labels: vec!["skip-review".into()],
+            since: at("2026-11-21T10:01:00Z"),
+        });
         s
     }
 

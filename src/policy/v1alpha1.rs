@@ -631,6 +631,10 @@ pub struct AutobumpStatus {
     /// The last history entry (its `seq`) notifications were sent for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notified_seq: Option<u64>,
+    /// Writes under way (a merge, a push, the cluster patch, labels) whose history
+    /// entries wait for their outcome; a restart settles any left behind.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub intents: Vec<Intent>,
 }
 
 /// The bake of a deployed version: promoted to known-good once the gate stayed clear
@@ -682,6 +686,49 @@ pub struct Release {
     /// The commit of `source.branch` that carried it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
+}
+
+/// A write to the world that autobump is about to make, whose history entry waits for
+/// its outcome: written before the write and replaced by the entry after it. A
+/// restart that finds one settles it from what it observes (the pull request merged,
+/// the branch carrying the versions, the workloads running them), so a crash between
+/// a write and its record loses neither.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Intent {
+    /// What is being done.
+    pub kind: IntentKind,
+    /// The history entry's reason once it happened (`Merged`, `RolledBack`, `Pushed`,
+    /// `ClusterPatched`); none for labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<String>,
+    /// The history entry's message once it happened.
+    pub message: String,
+    /// The pull request being merged (`Merge`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<u64>,
+    /// The versions the branch (`Push`) or the workloads (`Patch`) carry once it
+    /// happened.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageVersion>,
+    /// The labels to add to the bump pull request being opened (`Label`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    /// When it was decided.
+    pub since: DateTime<Utc>,
+}
+
+/// The kinds of [`Intent`]: at most one of each is in force.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum IntentKind {
+    /// Merging a pull request (a bump or a rollback).
+    Merge,
+    /// Pushing to `source.branch` (direct push: a bump or a rollback).
+    Push,
+    /// The break-glass patch of the workloads.
+    Patch,
+    /// Labelling the bump pull request being opened (`pullRequest.labels`).
+    Label,
 }
 
 /// An image at a version.

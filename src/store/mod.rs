@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::policy::v1alpha1::{HistoryEntry, Hold, Release};
+use crate::policy::v1alpha1::{HistoryEntry, Hold, Intent, IntentKind, Release};
 
 /// How many history entries a policy keeps (oldest dropped first).
 pub const HISTORY_LIMIT: usize = 200;
@@ -67,6 +67,10 @@ pub struct PolicyState {
     /// Recent decisions, newest last, at most [`HISTORY_LIMIT`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryEntry>,
+    /// Writes under way whose history entries wait for their outcome, at most one of
+    /// each kind (see [`Intent`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub intents: Vec<Intent>,
 }
 
 impl PolicyState {
@@ -83,6 +87,36 @@ impl PolicyState {
             let excess = self.history.len() - HISTORY_LIMIT;
             self.history.drain(..excess);
         }
+    }
+
+    /// Puts `intent` in force, replacing the one of its kind.
+    pub fn intend(&mut self, intent: Intent) {
+        self.intents.retain(|i| i.kind != intent.kind);
+        self.intents.push(intent);
+    }
+
+    /// The intent of `kind` in force.
+    #[must_use]
+    pub fn intent(&self, kind: IntentKind) -> Option<&Intent> {
+        self.intents.iter().find(|i| i.kind == kind)
+    }
+
+    /// The intent of `kind` happened: it ends, and its history entry is written at the
+    /// time it was decided, with `message` if given (what only the outcome tells) or
+    /// its own. Nothing when no such intent is in force.
+    pub fn fulfil(&mut self, kind: IntentKind, message: Option<String>) {
+        let Some(at) = self.intents.iter().position(|i| i.kind == kind) else {
+            return;
+        };
+        let intent = self.intents.remove(at);
+        if let Some(reason) = &intent.record {
+            self.record(intent.since, reason, message.unwrap_or(intent.message));
+        }
+    }
+
+    /// The intent of `kind` did not happen (or needs no record): it ends.
+    pub fn abandon(&mut self, kind: IntentKind) {
+        self.intents.retain(|i| i.kind != kind);
     }
 
     /// Remembers a comment id; returns false if it was seen before.
@@ -357,6 +391,55 @@ mod tests {
             via: Some("https://github.com/acme/deploy/pull/7#issuecomment-1".into()),
             automatic: false,
         }
+    }
+
+    fn merge_intent(pr: u64, since: &str) -> Intent {
+        Intent {
+            kind: IntentKind::Merge,
+            record: Some("Merged".into()),
+            message: format!("PR #{pr} merged"),
+            pull_request: Some(pr),
+            images: Vec::new(),
+            labels: Vec::new(),
+            since: at(since),
+        }
+    }
+
+    #[test]
+    fn intents_are_one_per_kind_and_end_with_their_record_or_none() {
+        let mut s = PolicyState::default();
+        s.intend(merge_intent(1, "2026-11-21T10:00:00Z"));
+        s.intend(merge_intent(2, "2026-11-21T10:05:00Z"));
+        assert_eq!(s.intents.len(), 1, "a new intent replaces its kind's");
+        assert_eq!(s.intent(IntentKind::Merge).unwrap().pull_request, Some(2));
+        s.record(at("2026-11-21T10:06:00Z"), "Deployed", "x");
+        s.fulfil(IntentKind::Merge, Some("PR #2 merged as abc".into()));
+        assert!(s.intents.is_empty());
+        let last = s.history.last().unwrap();
+        assert_eq!(
+            (
+                last.reason.as_str(),
+                last.message.as_str(),
+                last.at,
+                last.seq
+            ),
+            (
+                "Merged",
+                "PR #2 merged as abc",
+                at("2026-11-21T10:05:00Z"),
+                2
+            ),
+            "recorded at the time it was decided, in order of recording"
+        );
+        // Its own message when the outcome adds nothing; nothing when abandoned or absent.
+        s.intend(merge_intent(3, "2026-11-21T11:00:00Z"));
+        s.fulfil(IntentKind::Merge, None);
+        assert_eq!(s.history.last().unwrap().message, "PR #3 merged");
+        s.intend(merge_intent(4, "2026-11-21T12:00:00Z"));
+        s.abandon(IntentKind::Merge);
+        s.fulfil(IntentKind::Merge, None);
+        assert_eq!(s.history.len(), 3);
+        assert!(s.intents.is_empty());
     }
 
     #[test]

@@ -912,6 +912,122 @@ async fn direct_push_bumps_the_base_branch_when_not_held_and_the_gate_is_clear()
     assert!(r.effects.is_empty(), "{r:?}");
 }
 
+/// A store whose write of a history entry with reason `refuse` fails, as if the
+/// process died right before it (the write before it, and the world, stand).
+struct RefusingStore<'a> {
+    inner: &'a MemoryStore,
+    refuse: std::sync::Mutex<Option<&'static str>>,
+}
+
+impl autobump::store::Store for RefusingStore<'_> {
+    fn load(
+        &self,
+        policy: &str,
+    ) -> Result<autobump::store::PolicyState, autobump::store::StoreError> {
+        self.inner.load(policy)
+    }
+
+    fn load_all(
+        &self,
+    ) -> Result<
+        std::collections::BTreeMap<String, autobump::store::PolicyState>,
+        autobump::store::StoreError,
+    > {
+        self.inner.load_all()
+    }
+
+    fn update(
+        &self,
+        policy: &str,
+        f: &mut dyn FnMut(&mut autobump::store::PolicyState),
+    ) -> Result<autobump::store::PolicyState, autobump::store::StoreError> {
+        let before = self.inner.load(policy)?;
+        let mut after = before.clone();
+        f(&mut after);
+        let added = &after.history[before.history.len().min(after.history.len())..];
+        if let Some(reason) = *self.refuse.lock().unwrap()
+            && added.iter().any(|e| e.reason == reason)
+        {
+            return Err(autobump::store::StoreError::Io {
+                path: "crash".into(),
+                source: std::io::Error::other(format!("crashed before recording {reason}")),
+            });
+        }
+        self.inner.update(policy, f)
+    }
+}
+
+/// Direct push: a crash between the push and its `Pushed` record loses nothing; the
+/// restart finds the branch carrying the versions and records it, once.
+#[tokio::test]
+async fn a_crash_between_a_direct_push_and_its_record_is_settled_on_restart() {
+    use autobump::controller::{DirectDeps, reconcile_direct};
+    let w = World::new("").await;
+    let text = direct_policy_text(&w, "direct");
+    let (mut policies, diagnostics) = policy::load_str(std::path::Path::new("direct.yaml"), &text);
+    assert!(diagnostics.is_empty(), "{diagnostics:?}");
+    let direct = policies.remove(0);
+    let plain = w.direct_deps(&direct);
+    let store = RefusingStore {
+        inner: &w.store,
+        refuse: std::sync::Mutex::new(Some("Pushed")),
+    };
+    let deps = DirectDeps {
+        resolver: plain.resolver,
+        repo: plain.repo,
+        store: &store,
+        source: plain.source.clone(),
+        workloads: None,
+    };
+    let before = w.fake.branch_sha("main").unwrap();
+    let crashed = reconcile_direct(&direct, &deps, &GateVerdict::Clear, at(MONDAY)).await;
+    assert!(crashed.is_err(), "{crashed:?}");
+    assert_ne!(
+        w.fake.branch_sha("main").unwrap(),
+        before,
+        "the push happened"
+    );
+    let pushed = |w: &World| {
+        w.store
+            .load("direct")
+            .unwrap()
+            .history
+            .iter()
+            .filter(|h| h.reason == "Pushed")
+            .count()
+    };
+    assert_eq!(pushed(&w), 0);
+    assert_eq!(w.store.load("direct").unwrap().intents.len(), 1);
+
+    // The restart: a fresh reconcile with a store that works.
+    *store.refuse.lock().unwrap() = None;
+    reconcile_direct(
+        &direct,
+        &deps,
+        &GateVerdict::Clear,
+        at("2026-11-23T10:01:00Z"),
+    )
+    .await
+    .unwrap();
+    reconcile_direct(
+        &direct,
+        &deps,
+        &GateVerdict::Clear,
+        at("2026-11-23T10:02:00Z"),
+    )
+    .await
+    .unwrap();
+    let state = w.store.load("direct").unwrap();
+    assert_eq!(pushed(&w), 1, "{:?}", state.history);
+    assert!(state.intents.is_empty(), "{:?}", state.intents);
+    let record = state.history.iter().find(|h| h.reason == "Pushed").unwrap();
+    assert_eq!(record.at, at(MONDAY), "recorded at the time of the push");
+    assert!(
+        record.message.contains(&format!("{OLD} -> {NEW}")),
+        "{record:?}"
+    );
+}
+
 fn direct_policy_text(w: &World, name: &str) -> String {
     format!(
         "apiVersion: autobump.dev/v1alpha1\nkind: Autobump\nmetadata: {{name: {name}}}\nspec:\n  images:\n    - prefix: {}/prow/\n      tags: {{dateSha: {{}}}}\n  source:\n    repo: file://{}\n    include: [\"config/**/*.yaml\"]\n  directPush: {{}}\n",
