@@ -626,7 +626,14 @@ impl SimCluster {
         specs: &[WorkloadSpec],
         release: &Release,
     ) -> Result<RolloutObservation, ClusterError> {
-        Self::observe_in(&mut lock(&self.0), specs, release)
+        let mut w = lock(&self.0);
+        let result = Self::observe_in(&mut w, specs, release);
+        if result.is_err()
+            && let Some(rc) = w.rc.as_mut()
+        {
+            rc.observe_failed = true;
+        }
+        result
     }
 
     fn observe_in(

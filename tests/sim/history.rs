@@ -729,6 +729,8 @@ pub struct Outcome {
     pub hold_races: u32,
     /// Bumps that landed a tag deleted while their reconcile ran.
     pub tag_races: u32,
+    /// Rollbacks decided while the rollout could not be observed.
+    pub blind_rollbacks: u32,
     /// Reconciles that started held, with the gate not Clear, with a bad build deployed.
     pub coverage: [u64; 3],
     /// The scenario's shape: tag scheme (0 dateSha, 1 semver, 2 regex) and cluster (0
@@ -816,6 +818,7 @@ impl Sim {
                 concurrent_cli_hold: false,
                 concurrent_cli_unhold: false,
                 rollback_due: false,
+                observe_failed: false,
                 calls_log: Vec::new(),
             });
             invariants::on_reconcile_start(&mut w);
@@ -1198,6 +1201,7 @@ pub fn run(seed: u64, mix: Mix, steps: &[Step], verbose: bool) -> Outcome {
         bad_bumps: w.checker.bad_bumps,
         hold_races: w.checker.hold_races,
         tag_races: w.checker.tag_races,
+        blind_rollbacks: w.checker.blind_rollbacks,
         coverage: sim.coverage,
         shape: (
             match sim.scenario.tags {

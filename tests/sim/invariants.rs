@@ -114,6 +114,9 @@ pub struct Checker {
     pub hold_races: u32,
     /// Bumps that landed a tag deleted while their reconcile ran (after it was listed).
     pub tag_races: u32,
+    /// Rollbacks decided in a reconcile that could not observe the rollout (the
+    /// cluster unreachable or failing): the cluster must not delay a rollback.
+    pub blind_rollbacks: u32,
     /// Holds lifted.
     lifts: Vec<Lift>,
     /// Every version ever promoted: `(repo, tag)`.
@@ -615,6 +618,9 @@ pub fn on_store_write(w: &mut World, before: &PolicyState, after: &PolicyState, 
         w.checker.last_rollback = Some(w.seq);
         if let Some(rc) = w.rc.as_mut() {
             rc.rollback_due = true;
+            if rc.observe_failed {
+                w.checker.blind_rollbacks += 1;
+            }
         }
     }
     let new_seen: Vec<u64> = after

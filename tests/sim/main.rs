@@ -137,6 +137,7 @@ struct Totals {
     bad_bumps: u64,
     hold_races: u64,
     tag_races: u64,
+    blind_rollbacks: u64,
     coverage: [u64; 3],
     /// Histories and rollbacks by tag scheme and by cluster (see `Outcome::shape`).
     schemes: [(u64, u64); 3],
@@ -157,6 +158,7 @@ impl Totals {
         self.bad_bumps += u64::from(out.bad_bumps);
         self.hold_races += u64::from(out.hold_races);
         self.tag_races += u64::from(out.tag_races);
+        self.blind_rollbacks += u64::from(out.blind_rollbacks);
         for (total, c) in self.coverage.iter_mut().zip(out.coverage) {
             *total += c;
         }
@@ -206,7 +208,14 @@ impl Totals {
             self.hold_races,
             self.tag_races
         );
-        println!("invariant checks (evaluations, all passed):");
+        println!(
+            "invariant checks (evaluations, {}):",
+            if self.failures.is_empty() {
+                "all passed"
+            } else {
+                "some FAILED, see below"
+            }
+        );
         for name in invariants::ALL {
             println!(
                 "  {name:28} {}",
@@ -222,12 +231,13 @@ impl Totals {
                 .join(", ")
         };
         println!(
-            "scenarios (histories/rollbacks): {}; {}",
+            "scenarios (histories/rollbacks): {}; {}; {} rollbacks decided while the rollout could not be observed",
             shape(["dateSha", "semver", "regex"], &self.schemes),
             shape(
                 ["no cluster", "cluster observed", "cluster patched"],
                 &self.clusters
-            )
+            ),
+            self.blind_rollbacks
         );
         let pct = |n: u64| 100.0 * n as f64 / self.reconciles.max(1) as f64;
         println!(

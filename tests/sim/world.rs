@@ -464,6 +464,8 @@ pub struct Reconciling {
     pub concurrent_cli_unhold: bool,
     /// A rollback was due when the reconcile started, or decided during it.
     pub rollback_due: bool,
+    /// Observing the rollout in the cluster failed during this reconcile.
+    pub observe_failed: bool,
     /// Trace of calls (verbose runs only).
     pub calls_log: Vec<String>,
 }
