@@ -63,9 +63,6 @@ impl SimRegistry {
     fn tags_now(&self, image: &ImageRef) -> Result<Vec<String>, RegistryError> {
         let mut w = lock(&self.0);
         if let Admit::Fail { retryable } = w.admit("registry.tags", false) {
-            if let Some(rc) = w.rc.as_mut() {
-                rc.registry_failed = true;
-            }
             return Err(registry_error(image, retryable));
         }
         let repo = image.canonical_repository();
@@ -984,7 +981,6 @@ impl Forge for SimForge {
                 p.merged = true;
                 p.final_head = Some(head.clone());
             }
-            w.merged_heads.insert(head.clone());
             let kind = if pr.head_branch == w.scenario.bump_branch {
                 crate::invariants::Landing::Bump
             } else if pr.head_branch == w.scenario.rollback_branch {

@@ -19,7 +19,6 @@ use autobump::cluster::{
     ClusterError, ContainerImage, Patched, RolloutObservation, WorkloadId, WorkloadObservation,
     Workloads, aggregate,
 };
-use autobump::core::rollout::RolloutState;
 use autobump::policy::v1alpha1::{Release, WorkloadKind, WorkloadSpec};
 use chrono::{DateTime, TimeDelta, Utc};
 use fastrand::Rng;
@@ -629,11 +628,10 @@ impl SimCluster {
     ) -> Result<RolloutObservation, ClusterError> {
         let mut w = lock(&self.0);
         let result = Self::observe_in(&mut w, specs, release);
-        if let Some(rc) = w.rc.as_mut() {
-            match &result {
-                Ok(o) => rc.rollout_complete = Some(o.state == RolloutState::Complete),
-                Err(_) => rc.cluster_error = Some("observe"),
-            }
+        if result.is_err()
+            && let Some(rc) = w.rc.as_mut()
+        {
+            rc.observe_failed = true;
         }
         result
     }
@@ -665,14 +663,7 @@ impl SimCluster {
         specs: &[WorkloadSpec],
         release: &Release,
     ) -> Result<Vec<Patched>, ClusterError> {
-        let mut w = lock(&self.0);
-        let result = Self::patch_in(&mut w, specs, release);
-        if result.is_err()
-            && let Some(rc) = w.rc.as_mut()
-        {
-            rc.cluster_error = Some("patch");
-        }
-        result
+        Self::patch_in(&mut lock(&self.0), specs, release)
     }
 
     fn patch_in(

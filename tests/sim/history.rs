@@ -729,10 +729,8 @@ pub struct Outcome {
     pub hold_races: u32,
     /// Bumps that landed a tag deleted while their reconcile ran.
     pub tag_races: u32,
-    /// PRs autobump refused (not a person's tampering) that a person closed.
-    pub closed_refused: u32,
-    /// Known issues seen, by name.
-    pub known: std::collections::BTreeMap<&'static str, u64>,
+    /// Rollbacks decided while the rollout could not be observed.
+    pub blind_rollbacks: u32,
     /// Reconciles that started held, with the gate not Clear, with a bad build deployed.
     pub coverage: [u64; 3],
     /// The scenario's shape: tag scheme (0 dateSha, 1 semver, 2 regex) and cluster (0
@@ -752,10 +750,6 @@ pub struct Sim {
     crashes: u64,
     verbose: bool,
     trace: Vec<String>,
-    /// The liveness phase's person works around known bugs (see `person_cleans_up`).
-    workarounds: bool,
-    /// PRs autobump refused that a person closed in the liveness phase.
-    closed_refused: u32,
     /// See [`Outcome::coverage`].
     coverage: [u64; 3],
     /// Webhook deliveries (wide scenarios).
@@ -779,8 +773,6 @@ impl Sim {
             crashes: 0,
             verbose,
             trace: Vec::new(),
-            workarounds: true,
-            closed_refused: 0,
             coverage: [0; 3],
             deliveries: Rng::with_seed(seed ^ 0xde11_7e55),
         }
@@ -826,9 +818,7 @@ impl Sim {
                 concurrent_cli_hold: false,
                 concurrent_cli_unhold: false,
                 rollback_due: false,
-                registry_failed: false,
-                cluster_error: None,
-                rollout_complete: None,
+                observe_failed: false,
                 calls_log: Vec::new(),
             });
             invariants::on_reconcile_start(&mut w);
@@ -1118,69 +1108,47 @@ impl Sim {
     /// What a person does in the liveness phase: lift a hold (by `/unhold` on the
     /// open PR, else the CLI) and close a PR someone tampered with.
     fn person_cleans_up(&mut self) {
-        let workarounds = self.workarounds;
-        let mut closed_refused = 0;
-        {
-            let mut w = self.w();
-            let branch = w.scenario.bump_branch.clone();
-            // autobump holds the policy when its PR is not exactly a bump; `/unhold`
-            // cannot lift that while the PR stays open (the next reconcile holds again),
-            // so the person closes it. (Without `workarounds`, a PR nobody tampered with
-            // gets only the `/unhold` the hold comment asks for: see
-            // `regressions::seed_bd27f30de08c5533_vanished_tag_livelock`.)
-            let refused = w.state().hold.as_ref().is_some_and(|h| {
-                h.by == "autobump" && h.reason.contains("changes more than the planned bump")
-            });
-            // A rollback stuck on its own merged branch: the person deletes the branch.
-            if workarounds && invariants::rollback_due(&w) && invariants::stale_rollback_branch(&w)
+        let mut w = self.w();
+        let branch = w.scenario.bump_branch.clone();
+        // A PR a person changed into more than a bump: they close it. A PR nobody
+        // tampered with gets only the `/unhold` autobump's comment asks for (see
+        // `regressions::seed_bd27f30de08c5533_vanished_tag_livelock`).
+        if w.tampered.remove(&branch) {
+            let head = w.git.head(&branch).map(str::to_owned);
+            if let Some(pr) = w
+                .prs
+                .values_mut()
+                .find(|p| p.open && p.head_branch == branch)
             {
-                let rollback = w.scenario.rollback_branch.clone();
-                w.git.branches.remove(&rollback);
-                closed_refused += 1;
-            }
-            let tampered = w.tampered.contains(&branch);
-            if tampered || (refused && workarounds) {
-                let head = w.git.head(&branch).map(str::to_owned);
-                if let Some(pr) = w
-                    .prs
-                    .values_mut()
-                    .find(|p| p.open && p.head_branch == branch)
-                {
-                    pr.open = false;
-                    pr.final_head = head;
-                    if !tampered {
-                        closed_refused += 1;
-                    }
-                }
-                w.tampered.remove(&branch);
-            }
-            if w.state().hold.is_some() {
-                let pr = w.open_pr(&branch, Some(BOT)).map(|p| p.number);
-                // An /unhold written in the same instant as the hold is refused (it may
-                // predate it); the person then asks again, as autobump's reply says.
-                let since = w.state().hold.as_ref().map(|h| h.since);
-                let asked = pr.is_some_and(|n| {
-                    w.comments
-                        .iter()
-                        .rev()
-                        .find(|c| c.pr == n && c.author == "alice")
-                        .is_some_and(|c| {
-                            commands::parse(&c.body) == Some(Command::Unhold)
-                                && c.created_seq > w.checker.hold_placed_seq()
-                                && since.is_none_or(|s| c.created_at > s)
-                                && w.checker.last_rollback.is_none_or(|r| c.created_seq > r)
-                        })
-                });
-                match pr {
-                    Some(n) if !asked => {
-                        w.add_comment(n, "alice", "/unhold");
-                    }
-                    Some(_) => {}
-                    None => apply_world_event(&mut w, &Step::Cli { hold: false }),
-                }
+                pr.open = false;
+                pr.final_head = head;
             }
         }
-        self.closed_refused += closed_refused;
+        if w.state().hold.is_some() {
+            let pr = w.open_pr(&branch, Some(BOT)).map(|p| p.number);
+            // An /unhold written in the same instant as the hold is refused (it may
+            // predate it); the person then asks again, as autobump's reply says.
+            let since = w.state().hold.as_ref().map(|h| h.since);
+            let asked = pr.is_some_and(|n| {
+                w.comments
+                    .iter()
+                    .rev()
+                    .find(|c| c.pr == n && c.author == "alice")
+                    .is_some_and(|c| {
+                        commands::parse(&c.body) == Some(Command::Unhold)
+                            && c.created_seq > w.checker.hold_placed_seq()
+                            && since.is_none_or(|s| c.created_at > s)
+                            && w.checker.last_rollback.is_none_or(|r| c.created_seq > r)
+                    })
+            });
+            match pr {
+                Some(n) if !asked => {
+                    w.add_comment(n, "alice", "/unhold");
+                }
+                Some(_) => {}
+                None => apply_world_event(&mut w, &Step::Cli { hold: false }),
+            }
+        }
     }
 }
 
@@ -1197,27 +1165,10 @@ fn effect_name(e: &autobump::core::plan::Effect) -> String {
     }
 }
 
-/// [`run_as`] on the classic scenario, strictly: known issues are violations, and the
-/// liveness phase's person does only what autobump tells them (no workarounds).
-pub fn run_strict(seed: u64, steps: &[Step], verbose: bool) -> Outcome {
-    run_with(seed, Mix::Classic, steps, verbose, false)
-}
-
-/// [`run_strict`] on the scenario of `mix`.
-pub fn run_strict_mix(seed: u64, mix: Mix, steps: &[Step], verbose: bool) -> Outcome {
-    run_with(seed, mix, steps, verbose, false)
-}
-
 /// Runs the history `(seed, steps)` on the scenario of `mix`; stops at the first
-/// violation. `strict`: see [`run_strict`].
-pub fn run_as(seed: u64, mix: Mix, strict: bool, steps: &[Step], verbose: bool) -> Outcome {
-    run_with(seed, mix, steps, verbose, !strict)
-}
-
-fn run_with(seed: u64, mix: Mix, steps: &[Step], verbose: bool, workarounds: bool) -> Outcome {
+/// violation.
+pub fn run(seed: u64, mix: Mix, steps: &[Step], verbose: bool) -> Outcome {
     let mut sim = Sim::new(seed, mix, verbose);
-    sim.workarounds = workarounds;
-    sim.w().checker.strict = !workarounds;
     let mut violation = None;
     if mix == Mix::Wide && Rng::with_seed(seed ^ 0x3a7e_0b0e).u32(0..10) < 7 {
         violation = sim.warm_up().map(|v| (None, v));
@@ -1250,8 +1201,7 @@ fn run_with(seed: u64, mix: Mix, steps: &[Step], verbose: bool, workarounds: boo
         bad_bumps: w.checker.bad_bumps,
         hold_races: w.checker.hold_races,
         tag_races: w.checker.tag_races,
-        closed_refused: sim.closed_refused,
-        known: w.checker.known.clone(),
+        blind_rollbacks: w.checker.blind_rollbacks,
         coverage: sim.coverage,
         shape: (
             match sim.scenario.tags {
@@ -1271,13 +1221,13 @@ fn run_with(seed: u64, mix: Mix, steps: &[Step], verbose: bool, workarounds: boo
 /// The shortest prefix of `steps` (then single steps removed while it still fails
 /// the same invariant) that violates `invariant`.
 pub fn shrink(
-    (seed, mix, strict): (u64, Mix, bool),
+    (seed, mix): (u64, Mix),
     steps: &[Step],
     invariant: &str,
     failed_at: Option<usize>,
 ) -> Vec<Step> {
     let fails = |s: &[Step]| {
-        run_as(seed, mix, strict, s, false)
+        run(seed, mix, s, false)
             .violation
             .is_some_and(|(_, v)| v.invariant == invariant)
     };

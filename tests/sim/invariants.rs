@@ -54,41 +54,6 @@ pub const L1: &str = "L1 bump liveness";
 /// Liveness: after a rollback and the hold lifted, a newer good version goes out.
 pub const L2: &str = "L2 liveness after rollback";
 
-/// Known issue: an `/unhold` is judged against the hold in force when it is read, not
-/// when it was written, so one written before a hold lifts it.
-pub const STALE_UNHOLD: &str = "stale /unhold lifts a newer hold";
-/// Known issue: a rollback while a person's hold is in force records no automatic
-/// hold, so whoever may lift the person's hold resumes deploys.
-pub const MANUAL_HOLD_ABSORBS_ROLLBACK: &str =
-    "rollback under a manual hold leaves no automatic hold";
-
-/// Known issue: a second rollback to the same known-good tree finds the rollback
-/// branch still at the first rollback's (merged) commit with that tree, pushes
-/// nothing, and its PR is refused ("No commits between") or conflicts.
-pub const STALE_ROLLBACK_BRANCH: &str = "rollback branch reused after its PR merged";
-
-/// Known issue: when the registry cannot be read, the diff check of a PR that does
-/// not carry the planned tree uses the last tag list read, which may still list a
-/// tag deleted since; the PR merges with a tag the registry no longer has.
-pub const STALE_TAG_LIST: &str = "diff checked against a stale tag list";
-
-/// Known issue: the diff check of a PR that does not carry the planned tree checks
-/// tags against the registry but not digests, so a reference pinned to any digest
-/// merges.
-pub const UNVERIFIED_DIGEST: &str = "digest in a PR not checked against the registry";
-const NEVER_HAD: &str = "which that tag never had";
-
-/// Known issue: a cluster error (the rollout cannot be observed, or the break-glass
-/// patch fails) fails the whole reconcile, so the rollback in git (push or rollback PR)
-/// is not delivered either, for as long as the cluster error lasts.
-pub const CLUSTER_BLOCKS_ROLLBACK: &str = "a cluster error blocks the rollback in git";
-
-/// Known issue: while a workload is not ready mid-bake (the rollout reads as
-/// Progressing), gate readings are not taken into account: an Unknown one neither
-/// pauses nor restarts the bake, which then counts from its old start.
-pub const BAKE_ACROSS_UNREADY: &str =
-    "an Unknown gate while a rollout is unready does not restart the bake";
-
 /// Every name, in report order.
 pub const ALL: &[&str] = &[I1, I2, I3, I4, I5, I6, I7, C2, C3, C5, C7, L1, L2];
 
@@ -135,8 +100,6 @@ pub struct Checker {
     pub last_rollback: Option<u64>,
     /// Clean reconciles since a rollback became due.
     rollback_due_clean: u32,
-    /// The due rollback's stale branch was reported.
-    stale_rollback_reported: bool,
     /// Rollback decisions so far.
     pub rollbacks: u32,
     /// Bumps landed on main.
@@ -151,10 +114,9 @@ pub struct Checker {
     pub hold_races: u32,
     /// Bumps that landed a tag deleted while their reconcile ran (after it was listed).
     pub tag_races: u32,
-    /// Known issues (design questions in the report) fail only in strict runs.
-    pub strict: bool,
-    /// Known issues seen, by name.
-    pub known: BTreeMap<&'static str, u64>,
+    /// Rollbacks decided in a reconcile that could not observe the rollout (the
+    /// cluster unreachable or failing): the cluster must not delay a rollback.
+    pub blind_rollbacks: u32,
     /// Holds lifted.
     lifts: Vec<Lift>,
     /// Every version ever promoted: `(repo, tag)`.
@@ -163,9 +125,8 @@ pub struct Checker {
     cluster_due_clean: u32,
 }
 
-/// A completed reconcile: when, whether the gate was Clear, what main deployed, and
-/// whether the rollout it observed (if any) was complete.
-type Reading = (DateTime<Utc>, bool, Versions, bool);
+/// A completed reconcile: when, whether the gate was Clear, what main deployed.
+type Reading = (DateTime<Utc>, bool, Versions);
 
 /// A hold lifted.
 #[derive(Debug, Clone, Copy)]
@@ -176,8 +137,6 @@ struct Lift {
     decided: u64,
     /// The person's role.
     role: Permission,
-    /// The command was older than the hold it lifted.
-    stale: bool,
 }
 
 impl Checker {
@@ -192,21 +151,6 @@ impl Checker {
             invariant: inv,
             message: message.into(),
         });
-    }
-
-    /// A known issue (see the report): counted, and a violation of `inv` only in strict
-    /// runs.
-    pub fn known_issue(
-        &mut self,
-        inv: &'static str,
-        issue: &'static str,
-        message: impl Into<String>,
-    ) {
-        if self.strict {
-            self.fail(inv, format!("[{issue}] {}", message.into()));
-        } else {
-            *self.known.entry(issue).or_default() += 1;
-        }
     }
 
     /// The event counter when the hold in force was placed.
@@ -284,7 +228,7 @@ fn image_only_diff(w: &World, before: &Files, after: &Files) -> Result<Vec<Move>
                     && !w.registry.had_digest(b.repo, b.tag, d)
                 {
                     return Err(format!(
-                        "{path}:{}: {}:{} pinned to {d}, {NEVER_HAD}",
+                        "{path}:{}: {}:{} pinned to {d}, which that tag never had",
                         i + 1,
                         b.repo,
                         b.tag
@@ -424,6 +368,8 @@ fn landing_bump(w: &mut World, before: &Files, after: &Files, pr: Option<(&Pr, &
                 .hold_placed
                 .is_some_and(|(seq, cli)| cli && seq > w.rc.as_ref().map_or(0, |rc| rc.start_seq));
         if raced {
+            // Not a bug: a hold placed with the CLI after the reconcile read the store
+            // is a race no check closes (the merge was decided before it existed).
             w.checker.hold_races += 1;
         } else {
             w.checker.fail(
@@ -447,11 +393,6 @@ fn landing_bump(w: &mut World, before: &Files, after: &Files, pr: Option<(&Pr, &
     // 3: diff, registry, head and checks.
     w.checker.count(I3);
     match image_only_diff(w, before, after) {
-        Err(why) if why.contains(NEVER_HAD) => w.checker.known_issue(
-            I3,
-            UNVERIFIED_DIGEST,
-            format!("a bump changed more than image versions: {why}"),
-        ),
         Err(why) => w.checker.fail(
             I3,
             format!("a bump changed more than image versions: {why}"),
@@ -462,17 +403,18 @@ fn landing_bump(w: &mut World, before: &Files, after: &Files, pr: Option<(&Pr, &
             }
             policy_order(w, &moved);
             if let Some((repo, _, tag)) = moved.iter().find(|(r, _, t)| !w.registry.has(r, t)) {
-                let message =
-                    format!("a bump moved {repo}:{tag}, which the registry does not list");
                 let m = (repo.clone(), tag.clone());
                 let start = w.rc.as_ref().map_or(u64::MAX, |rc| rc.start_seq);
                 if w.registry.deleted.get(&m).is_some_and(|at| *at > start) {
-                    // Deleted between the listing and the push: a race no check closes.
+                    // Not a bug: deleted between the listing and the push, a race no
+                    // check closes. (A tag deleted earlier must not merge, even when
+                    // the registry cannot be read in the reconcile that merges.)
                     w.checker.tag_races += 1;
-                } else if w.rc.as_ref().is_some_and(|rc| rc.registry_failed) {
-                    w.checker.known_issue(I3, STALE_TAG_LIST, message);
                 } else {
-                    w.checker.fail(I3, message);
+                    w.checker.fail(
+                        I3,
+                        format!("a bump moved {repo}:{tag}, which the registry does not list"),
+                    );
                 }
             }
             let bad = state.bad_pairs();
@@ -568,22 +510,20 @@ fn after_rollback_needs_person(w: &mut World, what: &str) {
         .collect();
     if after
         .iter()
-        .any(|l| l.decided > r && l.role >= Permission::Write && !l.stale)
+        .any(|l| l.decided > r && l.role >= Permission::Write)
     {
         return;
     }
-    if after.iter().any(|l| l.stale || l.decided <= r) {
-        w.checker.known_issue(
+    if after.iter().any(|l| l.decided <= r) {
+        w.checker.fail(
             I6,
-            STALE_UNHOLD,
             format!(
                 "{what} after a rollback; the hold was lifted only by an /unhold written before it"
             ),
         );
     } else if !after.is_empty() {
-        w.checker.known_issue(
+        w.checker.fail(
             I6,
-            MANUAL_HOLD_ABSORBS_ROLLBACK,
             format!("{what} after a rollback; the hold in force was lifted by someone without write permission"),
         );
     } else {
@@ -678,6 +618,9 @@ pub fn on_store_write(w: &mut World, before: &PolicyState, after: &PolicyState, 
         w.checker.last_rollback = Some(w.seq);
         if let Some(rc) = w.rc.as_mut() {
             rc.rollback_due = true;
+            if rc.observe_failed {
+                w.checker.blind_rollbacks += 1;
+            }
         }
     }
     let new_seen: Vec<u64> = after
@@ -741,7 +684,6 @@ fn lifted(w: &mut World, automatic: bool, writer: &Writer) {
             written: seq,
             decided: seq,
             role: Permission::Admin,
-            stale: false,
         }),
         Writer::Controller => {
             let needs = w.scenario.unhold_needs(automatic);
@@ -763,7 +705,6 @@ fn lifted(w: &mut World, automatic: bool, writer: &Writer) {
                         written: seq,
                         decided: created,
                         role,
-                        stale: false,
                     });
                 }
                 (None, Some(&(id, created, role))) => {
@@ -772,11 +713,9 @@ fn lifted(w: &mut World, automatic: bool, writer: &Writer) {
                         written: seq,
                         decided: created,
                         role,
-                        stale: true,
                     });
-                    w.checker.known_issue(
+                    w.checker.fail(
                         I6,
-                        STALE_UNHOLD,
                         format!("a{} hold was lifted by an /unhold written before the hold was placed (comment {id})", if automatic { "n automatic" } else { "" }),
                     );
                 }
@@ -837,25 +776,22 @@ fn promoted(w: &mut World, good: &autobump::policy::v1alpha1::Release, state: &P
         // Readings strictly inside the bake: one at its very start may precede (at the
         // same instant) the Clear reading that started it.
         let window_start = now - bake;
-        let mut noisy: Vec<(DateTime<Utc>, bool)> = w
+        // Whether or not the rollout was complete at that reading: an Unknown gate
+        // restarts a started bake either way.
+        let noisy = w
             .checker
             .completed
             .iter()
-            .filter(|(t, clear, v, _)| *t > window_start && *t < now && !clear && *v == versions)
-            .map(|(t, _, _, complete)| (*t, *complete))
-            .collect();
-        // A reading while the rollout was complete first: that is no known issue.
-        noisy.sort_by_key(|(_, complete)| !complete);
-        if let Some(&(t, complete)) = noisy.first() {
-            let message = format!(
-                "{} promoted at {now}, but a reconcile at {t} saw the gate not Clear during its bake",
-                good.summary
+            .find(|(t, clear, v)| *t > window_start && *t < now && !clear && *v == versions)
+            .map(|(t, ..)| *t);
+        if let Some(t) = noisy {
+            w.checker.fail(
+                I2,
+                format!(
+                    "{} promoted at {now}, but a reconcile at {t} saw the gate not Clear during its bake",
+                    good.summary
+                ),
             );
-            if complete {
-                w.checker.fail(I2, message);
-            } else {
-                w.checker.known_issue(I2, BAKE_ACROSS_UNREADY, message);
-            }
         }
     }
     let bad = state.bad_pairs();
@@ -1018,6 +954,9 @@ fn cluster_rollback(w: &mut World, clean: bool) {
     let good = state.last_known_good.clone().expect("a rollback is due");
     let prefix = w.scenario.prefix.clone();
     let cluster = w.cluster.as_ref().expect("a cluster");
+    // Not a bug: a workload cannot be written while the API server is unreachable or
+    // while it refuses writes; such reconciles do not count towards the limit (the
+    // rollback in git is checked by 5 whatever the cluster does).
     let blocked = !cluster.reachable || cluster.refusal.is_some_and(|r| now < r.until);
     let behind: Vec<String> = cluster
         .workloads
@@ -1080,12 +1019,9 @@ pub fn on_reconcile_end(w: &mut World, ok: bool) {
     let clean = !rc.fault_fired && rc.interleave.is_none() && !w.crashed;
     if ok {
         let deployed = w.deployed_versions();
-        w.checker.completed.push((
-            now,
-            rc.gate.is_clear(),
-            deployed,
-            rc.rollout_complete.unwrap_or(true),
-        ));
+        w.checker
+            .completed
+            .push((now, rc.gate.is_clear(), deployed));
         let horizon = now - TimeDelta::hours(12);
         w.checker.completed.retain(|(t, ..)| *t >= horizon);
     }
@@ -1100,25 +1036,10 @@ pub fn on_reconcile_end(w: &mut World, ok: bool) {
     }
     if !due {
         w.checker.rollback_due_clean = 0;
-        w.checker.stale_rollback_reported = false;
-    } else if clean && stale_rollback_branch(w) {
-        // Blocked by a known issue: counted once per rollback, not towards the limit.
-        if !w.checker.stale_rollback_reported {
-            w.checker.stale_rollback_reported = true;
-            w.checker.known_issue(
-                I5,
-                STALE_ROLLBACK_BRANCH,
-                "the rollback is blocked by the rollback branch of an earlier, merged rollback",
-            );
-        }
-    } else if clean && let Some(call) = rc.cluster_error {
-        // Blocked by a known issue: the cluster's error fails the whole reconcile.
-        w.checker.known_issue(
-            I5,
-            CLUSTER_BLOCKS_ROLLBACK,
-            format!("the rollback is blocked by a failed cluster {call}"),
-        );
     } else if clean {
+        // Every clean reconcile counts, whatever else failed in it: neither a cluster
+        // that cannot be observed or patched nor an earlier rollback's branch may
+        // stand in the way of the rollback in git.
         w.checker.rollback_due_clean += 1;
         if w.checker.rollback_due_clean > 3 {
             let main = w.git.head(MAIN).unwrap_or_default().to_owned();
@@ -1132,13 +1053,6 @@ pub fn on_reconcile_end(w: &mut World, ok: bool) {
             );
         }
     }
-}
-
-/// Whether the rollback branch still points at a rollback PR that merged.
-pub fn stale_rollback_branch(w: &World) -> bool {
-    w.git
-        .head(&w.scenario.rollback_branch)
-        .is_some_and(|h| w.merged_heads.contains(h))
 }
 
 /// Whether main deploys a version recorded as bad while there is a known-good one.

@@ -31,7 +31,6 @@
 //!   history `i` gets a seed derived from it;
 //! * `AUTOBUMP_SIM_FIRST` (default 0): the first `i` (to split a run over processes);
 //! * `AUTOBUMP_SIM_KEEP_GOING`: tally every kind of violation instead of stopping;
-//! * `AUTOBUMP_SIM_STRICT`: known issues fail too (to shrink one into a regression);
 //! * `AUTOBUMP_SIM_REPLAY=SEED`: run only that history, verbosely (with
 //!   `AUTOBUMP_SIM_STEPS=N`: only its first N steps).
 //!
@@ -67,13 +66,6 @@ fn env_u64(name: &str) -> Option<u64> {
     Some(parsed.unwrap_or_else(|e| panic!("{name}={text}: {e}")))
 }
 
-/// `AUTOBUMP_SIM_STRICT`: known issues are violations (and the liveness phase's
-/// person works around nothing), to shrink one into a regression test.
-fn strict() -> bool {
-    static STRICT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *STRICT.get_or_init(|| std::env::var_os("AUTOBUMP_SIM_STRICT").is_some())
-}
-
 /// The seed of history `i` after `base` (splitmix64: neighbouring histories differ).
 fn history_seed(base: u64, i: u64) -> u64 {
     let mut z = base.wrapping_add(i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
@@ -103,8 +95,8 @@ fn report(
         ),
         v.message
     );
-    let minimal = history::shrink((seed, Mix::Wide, strict()), steps, v.invariant, failed_at);
-    let out = history::run_as(seed, Mix::Wide, strict(), &minimal, true);
+    let minimal = history::shrink((seed, Mix::Wide), steps, v.invariant, failed_at);
+    let out = history::run(seed, Mix::Wide, &minimal, true);
     let scenario = scenario::Scenario::generate_mix(seed, Mix::Wide);
     eprintln!("\npolicy:\n{}", scenario.yaml);
     eprintln!("start {}, apps {:?}", scenario.start, scenario.apps);
@@ -145,20 +137,18 @@ struct Totals {
     bad_bumps: u64,
     hold_races: u64,
     tag_races: u64,
-    closed_refused: u64,
+    blind_rollbacks: u64,
     coverage: [u64; 3],
     /// Histories and rollbacks by tag scheme and by cluster (see `Outcome::shape`).
     schemes: [(u64, u64); 3],
     clusters: [(u64, u64); 3],
     counts: BTreeMap<&'static str, u64>,
-    /// Known issues: how often, and the first history that showed each.
-    known: BTreeMap<&'static str, (u64, u64)>,
     /// Violations by invariant and message shape: how many, and one seed.
     failures: BTreeMap<String, (u64, u64)>,
 }
 
 impl Totals {
-    fn add(&mut self, seed: u64, steps: usize, out: history::Outcome) {
+    fn add(&mut self, steps: usize, out: history::Outcome) {
         self.histories += 1;
         self.steps += steps as u64;
         self.reconciles += out.reconciles;
@@ -168,7 +158,7 @@ impl Totals {
         self.bad_bumps += u64::from(out.bad_bumps);
         self.hold_races += u64::from(out.hold_races);
         self.tag_races += u64::from(out.tag_races);
-        self.closed_refused += u64::from(out.closed_refused);
+        self.blind_rollbacks += u64::from(out.blind_rollbacks);
         for (total, c) in self.coverage.iter_mut().zip(out.coverage) {
             *total += c;
         }
@@ -181,9 +171,6 @@ impl Totals {
         }
         for (k, v) in out.counts {
             *self.counts.entry(k).or_default() += v;
-        }
-        for (k, v) in out.known {
-            self.known.entry(k).or_insert((0, seed)).0 += v;
         }
     }
 
@@ -221,26 +208,20 @@ impl Totals {
             self.hold_races,
             self.tag_races
         );
-        println!("invariant checks (evaluations, all passed):");
+        println!(
+            "invariant checks (evaluations, {}):",
+            if self.failures.is_empty() {
+                "all passed"
+            } else {
+                "some FAILED, see below"
+            }
+        );
         for name in invariants::ALL {
             println!(
                 "  {name:28} {}",
                 self.counts.get(name).copied().unwrap_or(0)
             );
         }
-        let known: Vec<String> = self
-            .known
-            .iter()
-            .map(|(k, (n, seed))| format!("{k}: {n} (first in history {seed:#x})"))
-            .collect();
-        println!(
-            "known issues (design questions in the report; counted, not failed): {}",
-            if known.is_empty() {
-                "none seen".to_owned()
-            } else {
-                known.join("; ")
-            }
-        );
         let shape = |names: [&str; 3], counts: &[(u64, u64); 3]| {
             names
                 .iter()
@@ -250,12 +231,13 @@ impl Totals {
                 .join(", ")
         };
         println!(
-            "scenarios (histories/rollbacks): {}; {}",
+            "scenarios (histories/rollbacks): {}; {}; {} rollbacks decided while the rollout could not be observed",
             shape(["dateSha", "semver", "regex"], &self.schemes),
             shape(
                 ["no cluster", "cluster observed", "cluster patched"],
                 &self.clusters
-            )
+            ),
+            self.blind_rollbacks
         );
         let pct = |n: u64| 100.0 * n as f64 / self.reconciles.max(1) as f64;
         println!(
@@ -263,10 +245,6 @@ impl Totals {
             pct(self.coverage[0]),
             pct(self.coverage[1]),
             pct(self.coverage[2])
-        );
-        println!(
-            "liveness phase: a person worked around a known issue {} times (closed a PR autobump refused although nobody tampered with it, or deleted a stale rollback branch)",
-            self.closed_refused
         );
         for (shape, (count, seed)) in &self.failures {
             println!("FAILED {count}x (e.g. seed {seed:#x}) {shape}");
@@ -280,7 +258,7 @@ fn replay(seed: u64) {
     if let Some(n) = env_u64("AUTOBUMP_SIM_STEPS") {
         steps.truncate(usize::try_from(n).expect("small"));
     }
-    let out = history::run_as(seed, Mix::Wide, strict(), &steps, true);
+    let out = history::run(seed, Mix::Wide, &steps, true);
     println!(
         "policy:\n{}",
         scenario::Scenario::generate_mix(seed, Mix::Wide).yaml
@@ -321,7 +299,7 @@ fn run_all(base: u64, range: std::ops::Range<u64>, threads: usize, keep_going: b
                     }
                     let seed = history_seed(base, index);
                     let steps = history::generate(seed, history_len(seed));
-                    let out = history::run_as(seed, Mix::Wide, strict(), &steps, false);
+                    let out = history::run(seed, Mix::Wide, &steps, false);
                     if out.violation.is_some() && !keep_going {
                         first_failure.fetch_min(index, Ordering::Relaxed);
                     }
@@ -370,7 +348,7 @@ fn random_histories() {
             }
             t.failed(r.seed, v);
         }
-        t.add(r.seed, r.steps.len(), r.out);
+        t.add(r.steps.len(), r.out);
     }
     t.print(base, first..first + n, secs, threads);
     assert!(

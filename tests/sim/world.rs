@@ -464,12 +464,8 @@ pub struct Reconciling {
     pub concurrent_cli_unhold: bool,
     /// A rollback was due when the reconcile started, or decided during it.
     pub rollback_due: bool,
-    /// A registry tag listing failed during this reconcile.
-    pub registry_failed: bool,
-    /// A cluster call (`"observe"` or `"patch"`) failed during this reconcile.
-    pub cluster_error: Option<&'static str>,
-    /// Whether the last rollout autobump observed in this reconcile was complete.
-    pub rollout_complete: Option<bool>,
+    /// Observing the rollout in the cluster failed during this reconcile.
+    pub observe_failed: bool,
     /// Trace of calls (verbose runs only).
     pub calls_log: Vec<String>,
 }
@@ -541,8 +537,6 @@ pub struct World {
     pub rc: Option<Reconciling>,
     /// Branches a person pushed non-bump changes to (the bot's PR branch tampered).
     pub tampered: BTreeSet<String>,
-    /// Heads of PRs that merged.
-    pub merged_heads: HashSet<String>,
     /// Invariant bookkeeping and results.
     pub checker: Checker,
     /// Memoized pure computations.
@@ -594,7 +588,6 @@ impl World {
             crashed: false,
             rc: None,
             tampered: BTreeSet::new(),
-            merged_heads: HashSet::new(),
             checker: Checker::default(),
             memo: Memo::default(),
             verbose: false,
