@@ -994,21 +994,38 @@ pub fn on_reconcile_end(w: &mut World, ok: bool) {
     // 7: no lost hold. The last permitted command among the comments this reconcile
     // marked seen decides whether a person's hold must be in force.
     w.checker.count(I7);
-    let mut wants_hold = false;
+    let mut wants_hold: Option<(DateTime<Utc>, u64)> = None;
     for id in &rc.newly_seen {
         let Some(c) = w.comments.iter().find(|c| c.id == *id) else {
             continue;
         };
         let role = World::permission(&c.author);
         match commands::parse(&c.body) {
-            Some(Command::Hold(_)) if role >= w.scenario.requirements.hold => wants_hold = true,
-            Some(Command::Unhold) if role >= w.scenario.unhold_needs(false) => wants_hold = false,
+            Some(Command::Hold(_)) if role >= w.scenario.requirements.hold => {
+                wants_hold = Some((c.created_at, c.id));
+            }
+            Some(Command::Unhold) if role >= w.scenario.unhold_needs(false) => wants_hold = None,
             _ => {}
         }
     }
+    // Not a bug: a reconcile that failed or crashed after applying a later permitted
+    // /unhold but before marking it seen (commands apply in order, each followed by its
+    // mark) lifted the hold legitimately; the restart reads that /unhold again.
+    let lifted_unseen = |hold: (DateTime<Utc>, u64)| {
+        !ok && w.comments.iter().any(|c| {
+            c.created_seq < rc.start_seq
+                && (c.created_at, c.id) > hold
+                && !state.seen_comments.contains(&c.id)
+                && matches!(commands::parse(&c.body), Some(Command::Unhold))
+                && World::permission(&c.author) >= w.scenario.unhold_needs(false)
+        })
+    };
     // (A person lifting the hold with the CLI while the reconcile ran races it:
     // the command was judged against the hold read at the start.)
-    if wants_hold && state.hold.is_none() && !rc.concurrent_cli_unhold {
+    if wants_hold.is_some_and(|h| !lifted_unseen(h))
+        && state.hold.is_none()
+        && !rc.concurrent_cli_unhold
+    {
         w.checker.fail(
             I7,
             "a permitted /hold was marked seen but no hold is in force (lost hold)",

@@ -601,3 +601,51 @@ fn seed_12da84e2a1ad7141_an_unobservable_rollout_does_not_delay_the_rollback() {
         "the rollback was not decided while the cluster was unreachable"
     );
 }
+
+/// A checker bug, kept honest by this test. alice comments "/unhold\n/hold waiting for
+/// the release notes" (a permitted /hold), then mia, who may lift holds, comments
+/// "/remove-hold"; the reconcile that reads both applies them in order, each followed
+/// by its mark (`SetHold`, `MarkSeen`, `ClearHold`, `MarkSeen`), and the store fails on the last
+/// mark. The hold is then off, as mia asked, with her comment not yet marked seen (the
+/// restart reads it again). The crash-convergence check took only the comments marked
+/// seen into account and called the hold lost.
+#[test]
+fn seed_79d7eb9b212b433d_an_unhold_applied_but_not_yet_marked_seen_is_no_lost_hold() {
+    let seed = 0x79d7_eb9b_212b_433d;
+    passes_wide(
+        seed,
+        &[
+            Step::Noise {
+                fire: true,
+                counts: true,
+                pending: true,
+            },
+            Step::ClusterReachable(false),
+            Step::Advance { minutes: 26 },
+            Step::PushTag {
+                apps: 0,
+                good: true,
+                days: 0,
+                notify: false,
+            },
+            Step::Comment {
+                user: 0,
+                text: 9,
+                open_pr: true,
+                webhook: 2,
+            },
+            Step::Comment {
+                user: 1,
+                text: 4,
+                open_pr: true,
+                webhook: 1,
+            },
+            Step::Reconcile {
+                fault: None,
+                interleave: Some((2, Box::new(Step::Tamper(Tamper::Empty)))),
+            },
+            Step::Advance { minutes: 31 },
+            reconcile_with(22, FaultKind::FailBefore { retryable: true }),
+        ],
+    );
+}
