@@ -854,20 +854,36 @@ async fn assess_rollout<S: Store>(
     let decision = decide_rollout(policy, &state, &current, gate, rollout_state, now);
     match decision {
         RolloutDecision::Idle => Ok((Vec::new(), None, None)),
-        RolloutDecision::Deploying => Ok((
-            vec![Effect::Waiting(match rollout_detail {
-                Some(detail) => format!(
-                    "{} is rolling out ({detail}); the next bump waits until it is known-good",
-                    current.summary
-                ),
-                None => format!(
-                    "{} is deploying; the next bump waits until it is known-good",
-                    current.summary
-                ),
-            })],
-            None,
-            None,
-        )),
+        RolloutDecision::Deploying => {
+            let v = &current.summary;
+            let why = match (rollout_state, rollout_detail) {
+                // Rolled out (or, standalone, on the branch), within `deployDelay`.
+                (rollout::RolloutState::Complete, detail) => {
+                    let delay = policy
+                        .spec
+                        .rollout
+                        .as_ref()
+                        .map_or(chrono::TimeDelta::zero(), |r| r.deploy_delay.delta());
+                    format!(
+                        "{v} {}; its bake starts after rollout.deployDelay, at {}",
+                        detail.map_or_else(
+                            || format!("is on {}", policy.spec.source.branch),
+                            |d| format!("rolled out ({d})")
+                        ),
+                        (current.since + delay).format("%Y-%m-%dT%H:%M:%SZ")
+                    )
+                }
+                (_, Some(detail)) => format!("{v} is rolling out ({detail})"),
+                (_, None) => format!("{v} is deploying"),
+            };
+            Ok((
+                vec![Effect::Waiting(format!(
+                    "{why}; the next bump waits until it is known-good"
+                ))],
+                None,
+                None,
+            ))
+        }
         RolloutDecision::Baking {
             progress,
             paused,
@@ -1577,10 +1593,15 @@ pub async fn reconcile_read<R: Registry, G: Repo, F: Forge, S: Store>(
         now,
     )
     .await?;
-    let mut block = rollout.iter().find_map(|e| match e {
-        Effect::Waiting(why) => Some(why.clone()),
-        _ => None,
-    });
+    // A deploy or bake in progress blocks the bump; the plan reports it as the reason
+    // nothing new goes out (taken out of the rollout's effects, so it is said once).
+    let mut block = None;
+    if rollback.is_none()
+        && let Some(at) = rollout.iter().position(|e| matches!(e, Effect::Waiting(_)))
+        && let Effect::Waiting(why) = rollout.remove(at)
+    {
+        block = Some(why);
+    }
     if let Some(rb) = &rollback {
         if policy.spec.rollback.pull_request {
             rollout.extend(ensure_rollback_pr(policy, deps, rb, now).await?);

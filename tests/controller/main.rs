@@ -1028,6 +1028,41 @@ async fn a_crash_between_a_direct_push_and_its_record_is_settled_on_restart() {
     );
 }
 
+/// Within `rollout.deployDelay` the deployed version waits to bake, and says so
+/// plainly (not "deploying" with a finished rollout).
+#[tokio::test]
+async fn within_the_deploy_delay_the_wait_says_when_the_bake_starts() {
+    use autobump::controller::reconcile_direct;
+    let w = World::new("").await;
+    let text = format!(
+        "{}  rollout: {{deployDelay: 10m}}\n",
+        direct_policy_text(&w, "direct")
+    );
+    let (mut policies, diagnostics) = policy::load_str(std::path::Path::new("direct.yaml"), &text);
+    assert!(diagnostics.is_empty(), "{diagnostics:?}");
+    let direct = policies.remove(0);
+    let deps = w.direct_deps(&direct);
+    let r = reconcile_direct(&direct, &deps, &GateVerdict::Clear, at(MONDAY))
+        .await
+        .unwrap();
+    assert_eq!(
+        waiting(&r),
+        format!(
+            "{OLD} is on main; its bake starts after rollout.deployDelay, at 2026-11-23T10:10:00Z; the next bump waits until it is known-good"
+        ),
+        "{r:?}"
+    );
+    let r = reconcile_direct(
+        &direct,
+        &deps,
+        &GateVerdict::Clear,
+        at("2026-11-23T10:10:00Z"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(kinds(&r)[0], "Promote", "{r:?}");
+}
+
 fn direct_policy_text(w: &World, name: &str) -> String {
     format!(
         "apiVersion: autobump.dev/v1alpha1\nkind: Autobump\nmetadata: {{name: {name}}}\nspec:\n  images:\n    - prefix: {}/prow/\n      tags: {{dateSha: {{}}}}\n  source:\n    repo: file://{}\n    include: [\"config/**/*.yaml\"]\n  directPush: {{}}\n",
@@ -1434,8 +1469,9 @@ async fn a_firing_alert_after_a_merge_is_rolled_back_by_a_rollback_pr() {
     alert.source_url = Some("http://prometheus.example/alerts".into());
     let evidence = GateReading::from_alerts(vec![alert]);
 
-    // OLD bakes first: no PR meanwhile.
+    // OLD bakes first: no PR meanwhile (said once, as the reason the bump waits).
     let r = w.reconcile(MONDAY).await;
+    assert_eq!(kinds(&r), ["Waiting"], "{r:?}");
     assert!(waiting(&r).contains("is baking (30m left)"), "{r:?}");
     assert!(w.fake.branch_sha("autobump-prow").is_none());
     // Known-good: the bump PR opens; green; merged.
