@@ -849,6 +849,8 @@ enum Refusal {
 /// known-good summaries, else why not.
 fn rollback_refusal(state: &autobump::store::PolicyState) -> Result<(String, String), Refusal> {
     use autobump::core::rollout::same_versions;
+    const ANOTHER: &str = "; to deploy another version, hold the policy and write it by hand \
+                           (autobump rewrite and a PR; runbooks/procedures.md)";
     if let Some(pending) = &state.rollback_request {
         return Err(Refusal::Pending(pending.clone()));
     }
@@ -859,15 +861,15 @@ fn rollback_refusal(state: &autobump::store::PolicyState) -> Result<(String, Str
         ));
     }
     match (&state.current, &state.last_known_good) {
-        (_, None) => Err(Refusal::Nothing(
-            "it has no last known-good version: nothing to roll back to".to_owned(),
-        )),
+        (_, None) => Err(Refusal::Nothing(format!(
+            "it has no last known-good version: nothing to roll back to{ANOTHER}"
+        ))),
         (None, Some(_)) => Err(Refusal::Nothing(
             "no deployed version is recorded yet: nothing to roll back".to_owned(),
         )),
         (Some(current), Some(good)) if same_versions(current, good) => {
             Err(Refusal::Nothing(format!(
-                "it already runs its last known-good version {}: nothing to roll back",
+                "it already runs its last known-good version {}: nothing to roll back{ANOTHER}",
                 good.summary
             )))
         }
@@ -937,10 +939,7 @@ fn rollback(
             Ok(ExitCode::SUCCESS)
         }
         Err(Refusal::Nothing(why)) => {
-            eprintln!(
-                "autobump: {name}: {why}; to deploy another version, hold the policy and \
-                 write it by hand (autobump rewrite; runbooks/procedures.md)"
-            );
+            eprintln!("autobump: {name}: {why}");
             Ok(ExitCode::from(1))
         }
     }
