@@ -120,6 +120,39 @@ enum Command {
         #[command(flatten)]
         target: HoldTarget,
     },
+    /// Roll a policy back to its last known-good version now, as if its alerts had
+    /// fired.
+    ///
+    /// Records a rollback request in the policy's state (the state file, or with
+    /// --kubernetes the object's status). The controller acts on it at its next
+    /// reconcile, whatever the gate, the schedule or a hold say: it holds the policy in
+    /// your name (cli:$USER: a person's hold, lifted like any other with autobump
+    /// unhold or /unhold), records the deployed versions as bad so they are never
+    /// proposed again, puts the last known-good versions back in git (rollback PR or
+    /// push, as the policy says) and, with rollback.patchCluster, patches the
+    /// workloads.
+    ///
+    /// autobump remembers only the last known-good version. To go back to any other
+    /// version, hold the policy and write it by hand: autobump rewrite DIR --policy
+    /// FILE --set IMAGE=TAG, then a commit and a PR (runbooks/procedures.md,
+    /// "Break-glass: roll back without autobump").
+    ///
+    /// Exit status: 0 when the request was recorded (or one was already pending), 1
+    /// when there is nothing to roll back (no last known-good version, or the deployed
+    /// version is the last known-good), 2 on usage or I/O errors.
+    Rollback {
+        /// The policy's name.
+        name: String,
+        /// Why (shown in the hold, the rollback commit or PR, and notifications).
+        #[arg(long)]
+        reason: String,
+        /// Not supported: autobump can only go back to the last known-good version
+        /// (see above for any other version).
+        #[arg(long, value_name = "VERSION", hide = true)]
+        to: Option<String>,
+        #[command(flatten)]
+        target: HoldTarget,
+    },
     /// Show every policy: current version, last known-good, hold (by, why, since),
     /// next window opening, age of the last bump, last rollback.
     ///
@@ -555,11 +588,23 @@ impl HoldTarget {
         name: &str,
         f: &mut dyn FnMut(&mut autobump::store::PolicyState),
     ) -> anyhow::Result<()> {
+        self.with_store(&mut |store| {
+            store
+                .update(name, f)
+                .map_err(|e| anyhow::anyhow!("policy {name}: {e}"))?;
+            Ok(())
+        })
+    }
+
+    /// Runs `f` on the store this target says (the state file, or the Autobump
+    /// objects' status).
+    fn with_store(
+        &self,
+        f: &mut dyn FnMut(&dyn autobump::store::Store) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
         use autobump::incluster::store::{KubeStore, Scope};
-        use autobump::store::Store as _;
         if !self.kubernetes {
-            autobump::store::FileStore::new(&self.state.path).update(name, f)?;
-            return Ok(());
+            return f(&autobump::store::FileStore::new(&self.state.path));
         }
         // KubeStore blocks on this runtime from here (outside it), which needs the
         // multi-threaded kind to drive its I/O.
@@ -577,10 +622,7 @@ impl HoldTarget {
                     .map_or(Scope::AllNamespaces, Scope::Namespace),
             ))
         })?;
-        store
-            .update(name, f)
-            .map_err(|e| anyhow::anyhow!("policy {name}: {e}"))?;
-        Ok(())
+        f(&store)
     }
 }
 
@@ -637,6 +679,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             target,
         } => hold(&name, &reason, &target),
         Command::Unhold { name, target } => unhold(&name, &target),
+        Command::Rollback {
+            name,
+            reason,
+            to,
+            target,
+        } => rollback(&name, &reason, to.as_deref(), &target),
         Command::Status {
             state,
             policies,
@@ -786,6 +834,115 @@ fn unhold(name: &str, target: &HoldTarget) -> anyhow::Result<ExitCode> {
         None => println!("{name} is not held; nothing changed"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Why `autobump rollback` refuses for `state`, if it does: a request already pending,
+/// or nothing to roll back.
+enum Refusal {
+    /// A request was already made (by, since, why); nothing changes.
+    Pending(autobump::policy::v1alpha1::RollbackRequest),
+    /// Nothing to roll back, and why.
+    Nothing(String),
+}
+
+/// Whether a rollback can be requested for `state`: `Ok` with the deployed and the last
+/// known-good summaries, else why not.
+fn rollback_refusal(state: &autobump::store::PolicyState) -> Result<(String, String), Refusal> {
+    use autobump::core::rollout::same_versions;
+    const ANOTHER: &str = "; to deploy another version, hold the policy and write it by hand \
+                           (autobump rewrite and a PR; runbooks/procedures.md)";
+    if let Some(pending) = &state.rollback_request {
+        return Err(Refusal::Pending(pending.clone()));
+    }
+    if *state == autobump::store::PolicyState::default() {
+        return Err(Refusal::Nothing(
+            "autobump has recorded nothing for it (is the name right, and has autobump run?)"
+                .to_owned(),
+        ));
+    }
+    match (&state.current, &state.last_known_good) {
+        (_, None) => Err(Refusal::Nothing(format!(
+            "it has no last known-good version: nothing to roll back to{ANOTHER}"
+        ))),
+        (None, Some(_)) => Err(Refusal::Nothing(
+            "no deployed version is recorded yet: nothing to roll back".to_owned(),
+        )),
+        (Some(current), Some(good)) if same_versions(current, good) => {
+            Err(Refusal::Nothing(format!(
+                "it already runs its last known-good version {}: nothing to roll back{ANOTHER}",
+                good.summary
+            )))
+        }
+        (Some(current), Some(good)) => Ok((current.summary.clone(), good.summary.clone())),
+    }
+}
+
+fn rollback(
+    name: &str,
+    reason: &str,
+    to: Option<&str>,
+    target: &HoldTarget,
+) -> anyhow::Result<ExitCode> {
+    use autobump::clock::Clock as _;
+    if let Some(version) = to {
+        anyhow::bail!(
+            "--to {version}: autobump can roll back only to the last known-good version; for \
+             another one, hold the policy and write it by hand (autobump rewrite DIR --policy \
+             FILE --set IMAGE={version}, then a commit and a PR; runbooks/procedures.md, \
+             \"Break-glass: roll back without autobump\")"
+        );
+    }
+    if reason.trim().is_empty() {
+        anyhow::bail!("--reason must say why (it is shown in the hold and the rollback)");
+    }
+    let now = chrono::SubsecRound::trunc_subsecs(SystemClock.now(), 0);
+    let by = operator();
+    let mut outcome = Ok((String::new(), String::new()));
+    target.with_store(&mut |store| {
+        // A refusal writes nothing (not even an empty entry for a mistyped name).
+        outcome = rollback_refusal(&store.load(name)?);
+        if outcome.is_err() {
+            return Ok(());
+        }
+        store
+            .update(name, &mut |s| {
+                // Decided again on the state being written (an update may also be
+                // retried on fresher state).
+                outcome = rollback_refusal(s);
+                if let Ok((current, good)) = &outcome {
+                    s.rollback_request = Some(autobump::policy::v1alpha1::RollbackRequest {
+                        by: by.clone(),
+                        since: now,
+                        reason: reason.to_owned(),
+                        via: Some("cli".to_owned()),
+                    });
+                    s.record(
+                        now,
+                        "RollbackRequested",
+                        format!("rollback from {current} to {good} requested by {by}: {reason}"),
+                    );
+                }
+            })
+            .map_err(|e| anyhow::anyhow!("policy {name}: {e}"))?;
+        Ok(())
+    })?;
+    match outcome {
+        Ok((current, good)) => {
+            println!("{name}: rollback from {current} to {good} requested by {by}: {reason}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(Refusal::Pending(r)) => {
+            println!(
+                "{name}: a rollback was already requested by {} at {} ({}); nothing changed",
+                r.by, r.since, r.reason
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(Refusal::Nothing(why)) => {
+            eprintln!("autobump: {name}: {why}");
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 /// Loads a file that must hold exactly one valid policy.

@@ -29,7 +29,7 @@ use crate::forge::{
     PullRequestEdit, RepoName, StatusState,
 };
 use crate::policy::Policy;
-use crate::policy::v1alpha1::{Hold, ImageVersion, Intent, IntentKind};
+use crate::policy::v1alpha1::{Hold, ImageVersion, Intent, IntentKind, RollbackRequest};
 use crate::registry::Registry;
 use crate::repo::{BumpRequest, Delivery, PreparedBump, Repo, RepoError, Source};
 use crate::resolve::{Resolved, Resolver};
@@ -795,15 +795,20 @@ struct RollbackTo {
     reason: String,
 }
 
+/// What watching the deployed version decided: effects to report, the rollback to
+/// perform, and the hold placed just now (by the gate or for a rollback request) if
+/// any.
+type Assessed = (Vec<Effect>, Option<RollbackTo>, Option<Hold>);
+
 /// Tracks the deployed release, bakes it against the gate, promotes it, or decides a
 /// rollback (holding the policy and recording the bad versions; the caller delivers
 /// it). A deployed version already recorded as bad is rolled back again until the
 /// known-good version is on the branch, so a crash between the hold and the delivery
 /// converges.
-/// What watching the deployed version decided: effects to report, the rollback to
-/// perform, and the hold placed just now (automatically) if any.
-type Assessed = (Vec<Effect>, Option<RollbackTo>, Option<Hold>);
-
+///
+/// A rollback request (`autobump rollback`) decides a rollback whatever the gate, the
+/// rollout, the hold or the schedule say, when the deployed version is not the last
+/// known-good; otherwise it is dropped with a `NothingToRollBack` entry.
 #[allow(clippy::too_many_lines)] // one match over the rollout decision; each arm is short
 async fn assess_rollout<S: Store>(
     policy: &Policy,
@@ -837,10 +842,14 @@ async fn assess_rollout<S: Store>(
         })?;
     }
     let current = state.current.clone().unwrap_or(deployed);
+    if state.rollback_request.is_some() && requested_rollback(&state, &current).is_none() {
+        state = drop_rollback_request(policy, store, &state, &current, now)?;
+    }
     let (rollout_state, rollout_detail) = match observe_rollout(policy, workloads, &current).await {
         Ok(observed) => observed,
         // A cluster that cannot be observed must not delay a rollback: alerts firing
-        // (or a version recorded as bad) decide it whatever the rollout's state, and
+        // (or a version recorded as bad, or a rollback request) decide it whatever the
+        // rollout's state, and
         // Progressing lets nothing be promoted.
         Err(e) if rollback_needs_no_rollout(policy, &state, &current, gate) => {
             tracing::warn!(policy = name, error = %e, "the rollout cannot be observed; deciding the rollback without it");
@@ -922,7 +931,13 @@ async fn assess_rollout<S: Store>(
                 .last_known_good
                 .clone()
                 .unwrap_or_else(|| current.clone());
-            let placed = hold_and_mark_bad(store, name, &current, &good, reading, &reason, now)?;
+            // The request that decided this rollback, if one did: its hold is the
+            // requester's, and the same update removes it.
+            let by = match requested_rollback(&state, &current) {
+                Some(request) => HoldBy::Request(request),
+                None => HoldBy::Gate(reading),
+            };
+            let placed = hold_and_mark_bad(store, name, (&current, &good), by, &reason, now)?;
             let mut effects = vec![Effect::Rollback(reason.clone())];
             if policy.spec.rollback.patch_cluster {
                 // The break-glass patch must never stand in the way of the rollback in
@@ -952,7 +967,14 @@ async fn assess_rollout<S: Store>(
             ))
         }
         RolloutDecision::HoldWithoutRollback { reason } => {
-            let placed = hold_and_mark_bad(store, name, &current, &current, reading, &reason, now)?;
+            let placed = hold_and_mark_bad(
+                store,
+                name,
+                (&current, &current),
+                HoldBy::Gate(reading),
+                &reason,
+                now,
+            )?;
             Ok((
                 vec![Effect::Waiting(format!(
                     "held without a known-good version: {reason}"
@@ -1062,7 +1084,7 @@ async fn patch_cluster<S: Store>(
 }
 
 /// Whether the rollout decision is a rollback whatever the rollout's state: the deployed
-/// version is recorded as bad, or the policy's gate is Firing.
+/// version is recorded as bad, a rollback was requested, or the policy's gate is Firing.
 fn rollback_needs_no_rollout(
     policy: &Policy,
     state: &crate::store::PolicyState,
@@ -1070,7 +1092,50 @@ fn rollback_needs_no_rollout(
     gate: &GateVerdict,
 ) -> bool {
     (recorded_bad(state, current) && state.last_known_good.is_some())
+        || requested_rollback(state, current).is_some()
         || (policy.spec.gate.is_some() && matches!(gate, GateVerdict::Firing(_)))
+}
+
+/// The rollback request in force for the deployed `current` release: one was made, and
+/// there is a last known-good version that `current` is not.
+fn requested_rollback<'a>(
+    state: &'a crate::store::PolicyState,
+    current: &crate::policy::v1alpha1::Release,
+) -> Option<&'a RollbackRequest> {
+    let good = state.last_known_good.as_ref()?;
+    state
+        .rollback_request
+        .as_ref()
+        .filter(|_| !crate::core::rollout::same_versions(good, current))
+}
+
+/// Removes a rollback request there is nothing to do for (`current` is the last
+/// known-good, or there is none), with a history entry saying so. Returns the new
+/// state.
+fn drop_rollback_request<S: Store>(
+    policy: &Policy,
+    store: &S,
+    state: &crate::store::PolicyState,
+    current: &crate::policy::v1alpha1::Release,
+    now: DateTime<Utc>,
+) -> Result<crate::store::PolicyState, ReconcileError> {
+    let why = if state.last_known_good.is_some() {
+        format!(
+            "nothing to roll back: {} on {} is the last known-good",
+            current.summary, policy.spec.source.branch
+        )
+    } else {
+        "nothing to roll back to: no version is known-good yet".to_owned()
+    };
+    Ok(store.update(policy.name(), &mut |s| {
+        if let Some(r) = s.rollback_request.take() {
+            s.record(
+                now,
+                "NothingToRollBack",
+                format!("rollback requested by {}: {}; {why}", r.by, r.reason),
+            );
+        }
+    })?)
 }
 
 /// Whether an image version of `current` is recorded as bad.
@@ -1102,7 +1167,11 @@ fn decide_rollout(
         .map_or((chrono::TimeDelta::zero(), false), |g| {
             (g.bake.delta(), true)
         });
-    if known_bad && state.last_known_good.is_some() {
+    if let Some(request) = requested_rollback(state, current) {
+        RolloutDecision::Rollback {
+            reason: format!("rollback requested by {}: {}", request.by, request.reason),
+        }
+    } else if known_bad && state.last_known_good.is_some() {
         RolloutDecision::Rollback {
             reason: format!("{} was rolled back before", current.summary),
         }
@@ -1171,27 +1240,54 @@ fn hold_reason(reason: &str, reading: &GateReading) -> String {
     text
 }
 
-/// Holds the policy automatically and records every version of `bad` that is not in
-/// `good` as bad. Returns the hold if it was placed now.
+/// Who holds the policy when a rollback (or a bad version without one) is decided.
+#[derive(Clone, Copy)]
+enum HoldBy<'a> {
+    /// autobump itself, after what the gate read (or a failed rollout).
+    Gate(&'a GateReading),
+    /// The person whose rollback request decided it.
+    Request(&'a RollbackRequest),
+}
+
+/// Holds the policy and records every version of `bad` that is not in `good` as bad.
+/// Returns the hold if it was placed now.
 ///
-/// A person's hold in force is replaced by the automatic one, which names it in its
-/// reason: a person's hold may be liftable with less permission
-/// (`unholdPermission`), but after a bad rollout only a person with write permission
-/// may let deploys resume (an automatic hold already in force stays as it is).
+/// [`HoldBy::Gate`]: the hold is automatic. A person's hold in force is replaced by
+/// the automatic one, which names it in its reason: a person's hold may be liftable
+/// with less permission (`unholdPermission`), but after a bad rollout only a person
+/// with write permission may let deploys resume (an automatic hold already in force
+/// stays as it is).
+///
+/// [`HoldBy::Request`]: the hold is the requester's (a person's hold, lifted like any
+/// other), placed unless a hold is already in force; the same update removes the
+/// request, so from then on the versions recorded as bad carry the rollback to its end.
 fn hold_and_mark_bad<S: Store>(
     store: &S,
     name: &str,
-    bad: &crate::policy::v1alpha1::Release,
-    good: &crate::policy::v1alpha1::Release,
-    reading: &GateReading,
+    (bad, good): (
+        &crate::policy::v1alpha1::Release,
+        &crate::policy::v1alpha1::Release,
+    ),
+    holder: HoldBy<'_>,
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<Hold>, ReconcileError> {
-    let by = match &reading.verdict {
-        GateVerdict::Firing(alerts) => format!("alert:{}", alerts.join(",")),
-        _ => "autobump".to_owned(),
+    let (by, full_reason) = match holder {
+        HoldBy::Gate(reading) => (
+            match &reading.verdict {
+                GateVerdict::Firing(alerts) => format!("alert:{}", alerts.join(",")),
+                _ => "autobump".to_owned(),
+            },
+            hold_reason(reason, reading),
+        ),
+        HoldBy::Request(request) => (
+            request.by.clone(),
+            format!(
+                "rollback from {} requested: {}",
+                bad.summary, request.reason
+            ),
+        ),
     };
-    let full_reason = hold_reason(reason, reading);
     let mut placed = None;
     store.update(name, &mut |s| {
         placed = None;
@@ -1199,17 +1295,36 @@ fn hold_and_mark_bad<S: Store>(
         // towards promoting this version (it stays deployed when there is no
         // known-good version to go back to).
         s.bake = None;
-        if let Some(hold) =
-            crate::core::rollout::automatic_hold(s.hold.as_ref(), &by, &full_reason, now)
-        {
-            let replaced = s
-                .hold
-                .as_ref()
-                .map(|h| format!(" (replaces the hold by {})", h.by))
-                .unwrap_or_default();
-            s.hold = Some(hold.clone());
-            placed = Some(hold);
-            s.record(now, "Held", format!("held by {by}: {reason}{replaced}"));
+        match holder {
+            HoldBy::Gate(_) => {
+                if let Some(hold) =
+                    crate::core::rollout::automatic_hold(s.hold.as_ref(), &by, &full_reason, now)
+                {
+                    let replaced = s
+                        .hold
+                        .as_ref()
+                        .map(|h| format!(" (replaces the hold by {})", h.by))
+                        .unwrap_or_default();
+                    s.hold = Some(hold.clone());
+                    placed = Some(hold);
+                    s.record(now, "Held", format!("held by {by}: {reason}{replaced}"));
+                }
+            }
+            HoldBy::Request(request) => {
+                s.rollback_request = None;
+                if s.hold.is_none() {
+                    let hold = Hold {
+                        by: by.clone(),
+                        since: now,
+                        reason: full_reason.clone(),
+                        via: request.via.clone(),
+                        automatic: false,
+                    };
+                    s.hold = Some(hold.clone());
+                    placed = Some(hold);
+                    s.record(now, "Held", format!("held by {by}: {full_reason}"));
+                }
+            }
         }
         for image in &bad.images {
             if !good.images.contains(image) {
@@ -1616,11 +1731,21 @@ pub async fn reconcile_read<R: Registry, G: Repo, F: Forge, S: Store>(
     if let (Some(hold), Some(pr)) = (&held_now, &observed.pr) {
         // The label follows the hold through the plan; the comment says why. (A crash
         // right here loses only this comment: the hold and the label stand.)
-        let body = format!(
-            "autobump held this policy automatically: nothing merges until a person with \
-             write permission comments `/unhold`.\n\n{}",
-            hold.reason
-        );
+        let body = if hold.automatic {
+            format!(
+                "autobump held this policy automatically: nothing merges until a person \
+                 with write permission comments `/unhold`.\n\n{}",
+                hold.reason
+            )
+        } else {
+            format!(
+                "autobump rolls this policy back, as {} asked, who holds it now: nothing \
+                 merges until the hold is lifted (`/unhold`, or `autobump unhold {}`).\n\n{}",
+                hold.by,
+                policy.name(),
+                hold.reason
+            )
+        };
         deps.forge
             .post_comment(&deps.forge_repo, pr.number, &body)
             .await?;
@@ -1842,4 +1967,122 @@ fn record<S: Store>(run: &Run<'_>, store: &S, effect: &Effect) -> Result<bool, R
         _ => return Ok(false),
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::v1alpha1::Release;
+    use crate::store::{MemoryStore, PolicyState};
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn release(tag: &str) -> Release {
+        Release {
+            summary: tag.into(),
+            images: vec![ImageVersion {
+                image: "gcr.io/k8s-prow/hook".into(),
+                tag: tag.into(),
+                digest: None,
+            }],
+            since: at("2026-11-23T10:00:00Z"),
+            commit: None,
+        }
+    }
+
+    fn request() -> RollbackRequest {
+        RollbackRequest {
+            by: "cli:bob".into(),
+            since: at("2026-11-23T10:05:00Z"),
+            reason: "p99 doubled".into(),
+            via: Some("cli".into()),
+        }
+    }
+
+    fn requested(hold: Option<&Hold>) -> MemoryStore {
+        let store = MemoryStore::default();
+        store
+            .update("p", &mut |s| {
+                s.hold = hold.cloned();
+                s.current = Some(release("v2"));
+                s.last_known_good = Some(release("v1"));
+                s.rollback_request = Some(request());
+            })
+            .unwrap();
+        store
+    }
+
+    #[test]
+    fn a_requested_rollback_is_held_by_the_requester_and_consumes_the_request() {
+        let store = requested(None);
+        let (bad, good, r) = (release("v2"), release("v1"), request());
+        let placed = hold_and_mark_bad(
+            &store,
+            "p",
+            (&bad, &good),
+            HoldBy::Request(&r),
+            "rollback requested by cli:bob: p99 doubled",
+            at("2026-11-23T10:06:00Z"),
+        )
+        .unwrap()
+        .expect("a hold is placed");
+        assert_eq!(
+            (placed.by.as_str(), placed.automatic, placed.via.as_deref()),
+            ("cli:bob", false, Some("cli"))
+        );
+        assert_eq!(placed.reason, "rollback from v2 requested: p99 doubled");
+        let s = store.load("p").unwrap();
+        assert_eq!(s.hold, Some(placed));
+        assert!(s.rollback_request.is_none(), "consumed in the same update");
+        assert_eq!(
+            s.bad_pairs(),
+            [("gcr.io/k8s-prow/hook".to_owned(), "v2".to_owned())].into()
+        );
+        assert_eq!(
+            s.history.last().unwrap().message,
+            "held by cli:bob: rollback from v2 requested: p99 doubled"
+        );
+    }
+
+    #[test]
+    fn a_requested_rollback_keeps_a_hold_in_force() {
+        let alice = Hold {
+            by: "user:alice".into(),
+            since: at("2026-11-23T09:00:00Z"),
+            reason: "freeze".into(),
+            via: None,
+            automatic: false,
+        };
+        let store = requested(Some(&alice));
+        let (bad, good, r) = (release("v2"), release("v1"), request());
+        let placed = hold_and_mark_bad(
+            &store,
+            "p",
+            (&bad, &good),
+            HoldBy::Request(&r),
+            "rollback requested",
+            at("2026-11-23T10:06:00Z"),
+        )
+        .unwrap();
+        assert!(placed.is_none());
+        let s = store.load("p").unwrap();
+        assert_eq!(s.hold, Some(alice));
+        assert!(s.rollback_request.is_none());
+        assert_eq!(s.bad_pairs().len(), 1);
+    }
+
+    #[test]
+    fn a_request_applies_only_when_the_deployed_version_is_not_the_known_good() {
+        let mut s = PolicyState {
+            rollback_request: Some(request()),
+            last_known_good: Some(release("v1")),
+            ..PolicyState::default()
+        };
+        assert!(requested_rollback(&s, &release("v2")).is_some());
+        assert!(requested_rollback(&s, &release("v1")).is_none());
+        s.last_known_good = None;
+        assert!(requested_rollback(&s, &release("v2")).is_none());
+    }
 }

@@ -34,7 +34,9 @@ use tokio::runtime::{Handle, RuntimeFlavor};
 
 use super::PolicyKey;
 use crate::core::rollout::BakeProgress;
-use crate::policy::v1alpha1::{BakeStatus, HistoryEntry, Hold, ImageVersion, Intent, Release};
+use crate::policy::v1alpha1::{
+    BakeStatus, HistoryEntry, Hold, ImageVersion, Intent, Release, RollbackRequest,
+};
 use crate::policy::{Autobump, AutobumpStatus};
 use crate::store::{BadVersion, PolicyState, Store, StoreError};
 
@@ -475,6 +477,7 @@ pub fn state_of(status: &AutobumpStatus) -> PolicyState {
         notified_seq: status.notified_seq,
         history: status.history.clone(),
         intents: status.intents.clone(),
+        rollback_request: status.rollback_request.clone(),
     }
 }
 
@@ -523,6 +526,11 @@ pub fn set_state(status: &mut AutobumpStatus, state: &PolicyState) {
             ..i.clone()
         })
         .collect();
+    status.rollback_request = state.rollback_request.as_ref().map(|r| RollbackRequest {
+        by: required(&r.by),
+        reason: required(&r.reason),
+        ..r.clone()
+    });
 }
 
 fn release(r: &Release) -> Release {
@@ -645,6 +653,12 @@ mod tests {
             labels: vec!["skip-review".into()],
             since: at("2026-11-21T10:01:00Z"),
         });
+        s.rollback_request = Some(RollbackRequest {
+            by: "cli:bob".into(),
+            since: at("2026-11-21T10:02:00Z"),
+            reason: "p99 latency doubled".into(),
+            via: Some("cli".into()),
+        });
         s
     }
 
@@ -697,10 +711,14 @@ mod tests {
         if let Some(h) = state.hold.as_mut() {
             h.reason = String::new();
         }
+        if let Some(r) = state.rollback_request.as_mut() {
+            r.reason = String::new();
+        }
         state.record(at("2026-11-21T11:00:00Z"), "Held", "");
         let mut status = AutobumpStatus::default();
         set_state(&mut status, &state);
         assert_eq!(status.hold.as_ref().unwrap().reason, "-");
+        assert_eq!(status.rollback_request.as_ref().unwrap().reason, "-");
         assert_eq!(status.history.last().unwrap().message, "-");
     }
 
@@ -718,7 +736,13 @@ mod tests {
         let mut again = AutobumpStatus::default();
         set_state(&mut again, &state);
         let json = serde_json::to_value(&again).unwrap();
-        for absent in ["bake", "lastBump", "badVersions", "seenComments"] {
+        for absent in [
+            "bake",
+            "lastBump",
+            "badVersions",
+            "seenComments",
+            "rollbackRequest",
+        ] {
             assert!(json.get(absent).is_none(), "{absent}: {json}");
         }
     }

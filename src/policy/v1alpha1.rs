@@ -635,6 +635,10 @@ pub struct AutobumpStatus {
     /// entries wait for their outcome; a restart settles any left behind.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub intents: Vec<Intent>,
+    /// A person asked for a rollback to the last known-good version
+    /// (`autobump rollback`); the next reconcile carries it out and removes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_request: Option<RollbackRequest>,
 }
 
 /// The bake of a deployed version: promoted to known-good once the gate stayed clear
@@ -761,6 +765,24 @@ pub struct Hold {
     /// permission may lift it.
     #[serde(default)]
     pub automatic: bool,
+}
+
+/// A person's request to roll the policy back to its last known-good version now,
+/// whatever the gate says (`autobump rollback`). The controller acts on it at its next
+/// reconcile: it holds the policy in the requester's name, records the deployed
+/// versions as bad and delivers the rollback like an alert-driven one.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackRequest {
+    /// Who asked (`cli:alice`); the hold the rollback places is theirs.
+    pub by: String,
+    /// When.
+    pub since: DateTime<Utc>,
+    /// Why, as given.
+    pub reason: String,
+    /// Where it came from (`cli`); becomes the hold's `via`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
 }
 
 /// One decision in the policy's history.

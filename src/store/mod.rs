@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::policy::v1alpha1::{HistoryEntry, Hold, Intent, IntentKind, Release};
+use crate::policy::v1alpha1::{HistoryEntry, Hold, Intent, IntentKind, Release, RollbackRequest};
 
 /// How many history entries a policy keeps (oldest dropped first).
 pub const HISTORY_LIMIT: usize = 200;
@@ -71,6 +71,11 @@ pub struct PolicyState {
     /// each kind (see [`Intent`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub intents: Vec<Intent>,
+    /// A rollback a person asked for (`autobump rollback`), until a reconcile acts on
+    /// it: it is removed in the same update that places the hold and records the bad
+    /// versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_request: Option<RollbackRequest>,
 }
 
 impl PolicyState {

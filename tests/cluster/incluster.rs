@@ -233,9 +233,16 @@ fn every_field_round_trips(cluster: &Cluster, store: &KubeStore) {
             });
             s.see_comment(4_000_000_001);
             s.record(t, "Held", "held by user:alice");
+            s.rollback_request = Some(autobump::policy::v1alpha1::RollbackRequest {
+                by: "cli:bob".into(),
+                since: t,
+                reason: "p99 doubled".into(),
+                via: Some("cli".into()),
+            });
         })
         .unwrap();
     assert_eq!(written.hold.as_ref().unwrap().reason, "-");
+    assert!(written.rollback_request.is_some(), "kept by the CRD schema");
     assert_eq!(store.load("prow").unwrap(), written);
     assert_eq!(store.load(&format!("{NS}/prow")).unwrap(), written);
     let all = store.load_all().unwrap();

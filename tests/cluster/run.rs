@@ -214,3 +214,106 @@ async fn run_kubernetes_reconciles_objects_holds_the_lease_and_stops_cleanly() {
         "the lease is released on shutdown: {holder:?}"
     );
 }
+
+/// `autobump rollback --kubernetes` records the request in the object's status (where
+/// the controller acts on it), as `cli:$USER`; it refuses, writing nothing, when there
+/// is nothing to roll back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_kubernetes_records_the_request_in_the_status() {
+    use autobump::incluster::store::{KubeStore, Scope};
+    use autobump::policy::v1alpha1::{ImageVersion, Release};
+    use autobump::store::Store as _;
+    use kube::ResourceExt as _;
+
+    let (cluster, client) = cluster().await;
+    let spec: AutobumpSpec = serde_json::from_value(serde_json::json!({
+        "images": [{"name": "127.0.0.1:9/team/app", "tags": {"semver": {}}}],
+        "source": {"repo": "https://github.com/example/infra.git"},
+        "directPush": {},
+    }))
+    .unwrap();
+    let objects: Api<Autobump> = Api::namespaced(client.clone(), NS);
+    objects
+        .create(&PostParams::default(), &Autobump::new("app", spec))
+        .await
+        .unwrap();
+    let release = |tag: &str| Release {
+        summary: tag.into(),
+        images: vec![ImageVersion {
+            image: "127.0.0.1:9/team/app".into(),
+            tag: tag.into(),
+            digest: None,
+        }],
+        since: "2026-11-23T10:00:00Z".parse().unwrap(),
+        commit: None,
+    };
+    let store = KubeStore::new(client.clone(), Scope::Namespace(NS.into()));
+    store
+        .update("app", &mut |s| {
+            s.current = Some(release("1.1.0"));
+            s.last_known_good = Some(release("1.1.0"));
+        })
+        .unwrap();
+    let rollback = |name: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_autobump"))
+            .args(["rollback", name, "--reason", "checkout errors"])
+            .args(["--kubernetes", "--namespace", NS])
+            .env("KUBECONFIG", &cluster.kubeconfig)
+            .env("USER", "oncall")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // The deployed version is the known-good one: refused, the object untouched.
+    let version = objects.get("app").await.unwrap().resource_version();
+    let (code, out, err) = rollback("app");
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        err.contains("already runs its last known-good version 1.1.0"),
+        "{err}"
+    );
+    assert_eq!(
+        objects.get("app").await.unwrap().resource_version(),
+        version
+    );
+
+    // 1.2.0 is deployed: the request lands in the status.
+    store
+        .update("app", &mut |s| s.current = Some(release("1.2.0")))
+        .unwrap();
+    let (code, out, err) = rollback(&format!("{NS}/app"));
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(
+        out,
+        format!(
+            "{NS}/app: rollback from 1.2.0 to 1.1.0 requested by cli:oncall: checkout errors\n"
+        )
+    );
+    let status = objects.get("app").await.unwrap().status.unwrap();
+    let request = status
+        .rollback_request
+        .expect("the request is in the status");
+    assert_eq!(
+        (
+            request.by.as_str(),
+            request.reason.as_str(),
+            request.via.as_deref()
+        ),
+        ("cli:oncall", "checkout errors", Some("cli"))
+    );
+    let last = status.history.last().unwrap();
+    assert_eq!(last.reason, "RollbackRequested");
+    assert_eq!(
+        last.message,
+        "rollback from 1.2.0 to 1.1.0 requested by cli:oncall: checkout errors"
+    );
+    // Asked again: already pending, nothing changes.
+    let (code, out, _) = rollback("app");
+    assert_eq!(code, Some(0));
+    assert!(out.contains("already requested by cli:oncall"), "{out}");
+}

@@ -5,6 +5,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod rollback;
+
 use std::sync::Arc;
 
 use autobump::clock::SystemClock;

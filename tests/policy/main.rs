@@ -276,7 +276,8 @@ fn help_lists_only_working_commands() {
     assert_eq!(
         commands,
         [
-            "check", "resolve", "rewrite", "run", "hold", "unhold", "status", "crd", "help"
+            "check", "resolve", "rewrite", "run", "hold", "unhold", "rollback", "status", "crd",
+            "help"
         ]
     );
 }
