@@ -932,10 +932,14 @@ async fn assess_rollout<S: Store>(
                 .clone()
                 .unwrap_or_else(|| current.clone());
             // The request that decided this rollback, if one did: its hold is the
-            // requester's, and the same update removes it.
+            // requester's, and the same update removes it. With alerts firing the hold
+            // is the automatic one all the same (only a person with write permission
+            // may lift it), and the request is fulfilled by this rollback.
+            let firing =
+                policy.spec.gate.is_some() && matches!(reading.verdict, GateVerdict::Firing(_));
             let by = match requested_rollback(&state, &current) {
-                Some(request) => HoldBy::Request(request),
-                None => HoldBy::Gate(reading),
+                Some(request) if !firing => HoldBy::Request(request),
+                _ => HoldBy::Gate(reading),
             };
             let placed = hold_and_mark_bad(store, name, (&current, &good), by, &reason, now)?;
             let mut effects = vec![Effect::Rollback(reason.clone())];
@@ -1252,7 +1256,8 @@ enum HoldBy<'a> {
 /// Holds the policy and records every version of `bad` that is not in `good` as bad.
 /// Returns the hold if it was placed now.
 ///
-/// [`HoldBy::Gate`]: the hold is automatic. A person's hold in force is replaced by
+/// [`HoldBy::Gate`]: the hold is automatic (and a pending rollback request is
+/// fulfilled by this rollback). A person's hold in force is replaced by
 /// the automatic one, which names it in its reason: a person's hold may be liftable
 /// with less permission (`unholdPermission`), but after a bad rollout only a person
 /// with write permission may let deploys resume (an automatic hold already in force
@@ -1297,6 +1302,7 @@ fn hold_and_mark_bad<S: Store>(
         s.bake = None;
         match holder {
             HoldBy::Gate(_) => {
+                s.rollback_request = None;
                 if let Some(hold) =
                     crate::core::rollout::automatic_hold(s.hold.as_ref(), &by, &full_reason, now)
                 {
@@ -2070,6 +2076,30 @@ mod tests {
         let s = store.load("p").unwrap();
         assert_eq!(s.hold, Some(alice));
         assert!(s.rollback_request.is_none());
+        assert_eq!(s.bad_pairs().len(), 1);
+    }
+
+    #[test]
+    fn with_alerts_firing_a_requested_rollback_is_held_automatically() {
+        let store = requested(None);
+        let (bad, good) = (release("v2"), release("v1"));
+        let reading = GateReading::of(GateVerdict::Firing(vec!["HookDown".into()]));
+        let placed = hold_and_mark_bad(
+            &store,
+            "p",
+            (&bad, &good),
+            HoldBy::Gate(&reading),
+            "rollback requested by cli:bob: p99 doubled",
+            at("2026-11-23T10:06:00Z"),
+        )
+        .unwrap()
+        .expect("a hold is placed");
+        assert_eq!(
+            (placed.by.as_str(), placed.automatic),
+            ("alert:HookDown", true)
+        );
+        let s = store.load("p").unwrap();
+        assert!(s.rollback_request.is_none(), "fulfilled by this rollback");
         assert_eq!(s.bad_pairs().len(), 1);
     }
 
