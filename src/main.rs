@@ -127,7 +127,8 @@ enum Command {
     /// --kubernetes the object's status). The controller acts on it at its next
     /// reconcile, whatever the gate, the schedule or a hold say: it holds the policy in
     /// your name (cli:$USER: a person's hold, lifted like any other with autobump
-    /// unhold or /unhold), records the deployed versions as bad so they are never
+    /// unhold or /unhold; with the policy's alerts firing, the automatic hold that only
+    /// a person with write permission may lift), records the deployed versions as bad so they are never
     /// proposed again, puts the last known-good versions back in git (rollback PR or
     /// push, as the policy says) and, with rollback.patchCluster, patches the
     /// workloads.
