@@ -8,7 +8,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 
 use crate::policy::Policy;
-use crate::policy::v1alpha1::Hold;
+use crate::policy::v1alpha1::{Hold, RollbackRequest};
 use crate::store::PolicyState;
 
 /// What `autobump status` shows for one policy.
@@ -30,6 +30,10 @@ pub struct StatusRow {
     pub last_bump: Option<DateTime<Utc>>,
     /// The last rollback: when, and what it said.
     pub last_rollback: Option<(DateTime<Utc>, String)>,
+    /// A rollback asked for with `autobump rollback` that the controller has not acted
+    /// on yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback_request: Option<RollbackRequest>,
     /// Whether a policy file defines the policy (false: state of a removed policy).
     pub defined: bool,
 }
@@ -83,6 +87,7 @@ pub fn rows_keyed(
                     .rev()
                     .find(|e| e.reason == "RolledBack")
                     .map(|e| (e.at, e.message.clone())),
+                rollback_request: state.rollback_request.clone(),
                 defined: policy.is_some(),
             }
         })
@@ -142,9 +147,18 @@ pub fn table(rows: &[StatusRow], now: DateTime<Utc>) -> String {
                 next,
                 r.last_bump
                     .map_or_else(dash, |t| format!("{} ago", human(now - t))),
-                r.last_rollback.as_ref().map_or_else(dash, |(t, m)| {
-                    format!("{} ago: {}", human(now - *t), one_line(m, 60))
-                }),
+                match (&r.rollback_request, &r.last_rollback) {
+                    (Some(q), _) => format!(
+                        "requested by {} {} ago, pending: {}",
+                        q.by,
+                        human(now - q.since),
+                        one_line(&q.reason, 60)
+                    ),
+                    (None, Some((t, m))) => {
+                        format!("{} ago: {}", human(now - *t), one_line(m, 60))
+                    }
+                    (None, None) => dash(),
+                },
             ]
         })
         .collect();
@@ -247,6 +261,31 @@ mod tests {
         let json = serde_json::to_value(&rows).unwrap();
         assert_eq!(json[0]["hold"]["by"], "alert:HighErrorRate");
         assert_eq!(json[0]["lastRollback"][1], "1.1.0 -> 1.0.0 pushed as abc");
+    }
+
+    #[test]
+    fn a_pending_rollback_request_shows() {
+        let now = at("2026-11-21T12:00:00Z");
+        let s = PolicyState {
+            current: Some(release("1.1.0")),
+            last_known_good: Some(release("1.0.0")),
+            rollback_request: Some(RollbackRequest {
+                by: "cli:bob".into(),
+                since: at("2026-11-21T11:55:00Z"),
+                reason: "p99 doubled".into(),
+                via: Some("cli".into()),
+            }),
+            ..PolicyState::default()
+        };
+        let states = BTreeMap::from([("web".to_owned(), s)]);
+        let rows = rows(&[], &states, now);
+        let text = table(&rows, now);
+        assert!(
+            text.contains("requested by cli:bob 5m ago, pending: p99 doubled"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&rows).unwrap();
+        assert_eq!(json[0]["rollbackRequest"]["by"], "cli:bob");
     }
 
     #[test]
