@@ -641,14 +641,14 @@ pub async fn reconcile_direct_read<R: Registry, G: Repo, S: Store>(
 ) -> Result<Report, ReconcileError> {
     let gate = &reading.verdict;
     let name = policy.name();
-    let source = &policy.spec.source;
     let (scanned, references) = scan_base(deps.repo, &deps.source, policy).await?;
-    settle_push(policy, deps.store, &references, &scanned.head, now)?;
+    let state = deps.store.load(name)?;
+    let state = settle_push(policy, deps.store, (&references, &scanned.head), state, now)?;
     let (mut watched, rollback, _) = assess_rollout(
         policy,
         (deps.store, deps.workloads),
-        &references,
-        &scanned.head,
+        state,
+        (&references, &scanned.head),
         reading,
         now,
     )
@@ -698,36 +698,7 @@ pub async fn reconcile_direct_read<R: Registry, G: Repo, S: Store>(
         match effect {
             Effect::PushDirect => {
                 if let Some(p) = &prepared {
-                    let rows = rows_of(p);
-                    let moves: Vec<String> = rows
-                        .iter()
-                        .map(|r| format!("{} {} -> {}", r.image, r.from, r.to))
-                        .collect();
-                    let images: Vec<ImageVersion> = rows
-                        .iter()
-                        .map(|r| ImageVersion {
-                            image: r.image.clone(),
-                            tag: r.to.split('@').next().unwrap_or(&r.to).to_owned(),
-                            digest: None,
-                        })
-                        .collect();
-                    let what = format!("to {}: {}", source.branch, moves.join(", "));
-                    // Remember the bump before making it (see `apply`), and what it will
-                    // record once the branch carries it (see `settle_push`).
-                    deps.store.update(name, &mut |s| {
-                        s.last_bump = Some(now);
-                        s.intend(push_intent(
-                            "Pushed",
-                            format!("pushed {what}"),
-                            &images,
-                            now,
-                        ));
-                    })?;
-                    let pushed = deps.repo.push(p).await?;
-                    let head = pushed.head.as_deref().unwrap_or("nothing new");
-                    deps.store.update(name, &mut |s| {
-                        s.fulfil(IntentKind::Push, Some(format!("pushed {head} {what}")));
-                    })?;
+                    push_bump(policy, deps, p, now).await?;
                 }
             }
             Effect::RecordBump => {
@@ -741,6 +712,47 @@ pub async fn reconcile_direct_read<R: Registry, G: Repo, S: Store>(
         registry_problems,
         pr: None,
     })
+}
+
+/// Pushes a bump straight to the base branch, remembering it before (for
+/// `minInterval`, and the intent of its `Pushed` record: see `settle_push`) and
+/// recording it after.
+async fn push_bump<R: Registry, G: Repo, S: Store>(
+    policy: &Policy,
+    deps: &DirectDeps<'_, R, G, S>,
+    prepared: &PreparedBump,
+    now: DateTime<Utc>,
+) -> Result<(), ReconcileError> {
+    let name = policy.name();
+    let rows = rows_of(prepared);
+    let moves: Vec<String> = rows
+        .iter()
+        .map(|r| format!("{} {} -> {}", r.image, r.from, r.to))
+        .collect();
+    let images: Vec<ImageVersion> = rows
+        .iter()
+        .map(|r| ImageVersion {
+            image: r.image.clone(),
+            tag: r.to.split('@').next().unwrap_or(&r.to).to_owned(),
+            digest: None,
+        })
+        .collect();
+    let what = format!("to {}: {}", policy.spec.source.branch, moves.join(", "));
+    deps.store.update(name, &mut |s| {
+        s.last_bump = Some(now);
+        s.intend(push_intent(
+            "Pushed",
+            format!("pushed {what}"),
+            &images,
+            now,
+        ));
+    })?;
+    let pushed = deps.repo.push(prepared).await?;
+    let head = pushed.head.as_deref().unwrap_or("nothing new");
+    deps.store.update(name, &mut |s| {
+        s.fulfil(IntentKind::Push, Some(format!("pushed {head} {what}")));
+    })?;
+    Ok(())
 }
 
 /// The versions of the policy's images the base branch carries now.
@@ -813,8 +825,8 @@ type Assessed = (Vec<Effect>, Option<RollbackTo>, Option<Hold>);
 async fn assess_rollout<S: Store>(
     policy: &Policy,
     (store, workloads): (&S, Option<&dyn DynWorkloads>),
-    references: &[ImageRef],
-    head: &str,
+    mut state: crate::store::PolicyState,
+    (references, head): (&[ImageRef], &str),
     reading: &GateReading,
     now: DateTime<Utc>,
 ) -> Result<Assessed, ReconcileError> {
@@ -824,7 +836,6 @@ async fn assess_rollout<S: Store>(
     let Some(deployed) = deployed_release(policy, references, head, now) else {
         return Ok((Vec::new(), None, None));
     };
-    let mut state = store.load(name)?;
     if state
         .current
         .as_ref()
@@ -946,7 +957,11 @@ async fn assess_rollout<S: Store>(
             if policy.spec.rollback.patch_cluster {
                 // The break-glass patch must never stand in the way of the rollback in
                 // git: on failure it is recorded and the rollback goes ahead.
-                match patch_cluster(policy, (store, workloads), &good, now).await {
+                // An intent for this patch left by an earlier reconcile: see `patch_cluster`.
+                let earlier = state
+                    .intent(IntentKind::Patch)
+                    .is_some_and(|i| i.images == good.images);
+                match patch_cluster(policy, (store, workloads), (&good, earlier), now).await {
                     Ok(patched) => effects.extend(patched),
                     Err(e) => {
                         tracing::warn!(policy = name, error = %e, "the cluster patch failed; rolling back in git");
@@ -1032,7 +1047,7 @@ async fn observe_rollout(
 async fn patch_cluster<S: Store>(
     policy: &Policy,
     (store, workloads): (&S, Option<&dyn DynWorkloads>),
-    good: &crate::policy::v1alpha1::Release,
+    (good, earlier): (&crate::policy::v1alpha1::Release, bool),
     now: DateTime<Utc>,
 ) -> Result<Vec<Effect>, ReconcileError> {
     let specs = workload_specs(policy);
@@ -1042,26 +1057,23 @@ async fn patch_cluster<S: Store>(
         )]);
     };
     // The intent (written once per rollback: this runs on every reconcile until the
-    // rollback is on the branch) makes a crash between the patch and its record
-    // settle here next time: the workloads then need no patch, and the record is due.
+    // rollback is on the branch; `earlier` when it is in force already) makes a crash
+    // between the patch and its record settle here next time: the workloads then need
+    // no patch, and the record is due.
     let name = policy.name();
-    let earlier = store
-        .load(name)?
-        .intent(IntentKind::Patch)
-        .is_some_and(|i| i.images == good.images);
     if !earlier {
         store.update(name, &mut |s| {
             s.intend(Intent {
-                kind: IntentKind::Patch,
-                record: Some("ClusterPatched".to_owned()),
-                message: format!(
-                    "the workloads run {}: patched before a restart or an error",
-                    good.summary
-                ),
-                pull_request: None,
                 images: good.images.clone(),
-                labels: Vec::new(),
-                since: now,
+                ..Intent::new(
+                    IntentKind::Patch,
+                    Some("ClusterPatched"),
+                    format!(
+                        "the workloads run {}: patched before a restart or an error",
+                        good.summary
+                    ),
+                    now,
+                )
             });
         })?;
     }
@@ -1433,13 +1445,8 @@ fn push_intent(
     now: DateTime<Utc>,
 ) -> Intent {
     Intent {
-        kind: IntentKind::Push,
-        record: Some(reason.to_owned()),
-        message,
-        pull_request: None,
         images: images.to_vec(),
-        labels: Vec::new(),
-        since: now,
+        ..Intent::new(IntentKind::Push, Some(reason), message, now)
     }
 }
 
@@ -1449,17 +1456,15 @@ fn push_intent(
 fn settle_push<S: Store>(
     policy: &Policy,
     store: &S,
-    references: &[ImageRef],
-    head: &str,
+    (references, head): (&[ImageRef], &str),
+    state: crate::store::PolicyState,
     now: DateTime<Utc>,
-) -> Result<(), ReconcileError> {
-    let name = policy.name();
-    let state = store.load(name)?;
+) -> Result<crate::store::PolicyState, ReconcileError> {
     let Some(intent) = state.intent(IntentKind::Push) else {
-        return Ok(());
+        return Ok(state);
     };
     let Some(deployed) = deployed_release(policy, references, head, now) else {
-        return Ok(());
+        return Ok(state);
     };
     let carried = intent.images.iter().all(|want| {
         deployed
@@ -1467,10 +1472,10 @@ fn settle_push<S: Store>(
             .iter()
             .any(|d| d.tag == want.tag && canonical(&d.image) == canonical(&want.image))
     });
-    if carried {
-        store.update(name, &mut |s| s.fulfil(IntentKind::Push, None))?;
+    if !carried {
+        return Ok(state);
     }
-    Ok(())
+    Ok(store.update(policy.name(), &mut |s| s.fulfil(IntentKind::Push, None))?)
 }
 
 /// Ensures the rollback pull request: its own branch carrying the known-good versions
@@ -1579,13 +1584,8 @@ async fn merge_recorded<R: Registry, G: Repo, F: Forge, S: Store>(
 ) -> Result<bool, ReconcileError> {
     deps.store.update(name, &mut |s| {
         s.intend(Intent {
-            kind: IntentKind::Merge,
-            record: Some(reason.to_owned()),
-            message: message.clone(),
             pull_request: Some(n),
-            images: Vec::new(),
-            labels: Vec::new(),
-            since: now,
+            ..Intent::new(IntentKind::Merge, Some(reason), message.clone(), now)
         });
     })?;
     match deps.forge.merge(&deps.forge_repo, n, method, sha).await {
@@ -1608,19 +1608,15 @@ async fn merge_recorded<R: Registry, G: Repo, F: Forge, S: Store>(
     }
 }
 
-/// Settles a label intent left by a crash between opening the bump PR and labelling
-/// it: the open bump PR gets the labels it lacks.
+/// Settles a label intent (its `labels`) left by a crash between opening the bump PR
+/// and labelling it: the open bump PR gets the labels it lacks.
 async fn settle_labels<R: Registry, G: Repo, F: Forge, S: Store>(
     deps: &Deps<'_, R, G, F, S>,
     name: &str,
     pr: &PullRequest,
+    labels: &[String],
 ) -> Result<Option<Effect>, ReconcileError> {
-    let state = deps.store.load(name)?;
-    let Some(intent) = state.intent(IntentKind::Label) else {
-        return Ok(None);
-    };
-    let missing: Vec<String> = intent
-        .labels
+    let missing: Vec<String> = labels
         .iter()
         .filter(|l| !pr.labels.contains(l))
         .cloned()
@@ -1641,20 +1637,19 @@ async fn settle_labels<R: Registry, G: Repo, F: Forge, S: Store>(
 async fn settle_merge<R: Registry, G: Repo, F: Forge, S: Store>(
     deps: &Deps<'_, R, G, F, S>,
     name: &str,
-) -> Result<(), ReconcileError> {
-    let state = deps.store.load(name)?;
+    state: crate::store::PolicyState,
+) -> Result<crate::store::PolicyState, ReconcileError> {
     let Some(n) = state.intent(IntentKind::Merge).and_then(|i| i.pull_request) else {
-        return Ok(());
+        return Ok(state);
     };
     let pr = deps.forge.mergeability(&deps.forge_repo, n).await?;
-    deps.store.update(name, &mut |s| {
+    Ok(deps.store.update(name, &mut |s| {
         if pr.merged {
             s.fulfil(IntentKind::Merge, None);
         } else {
             s.abandon(IntentKind::Merge);
         }
-    })?;
-    Ok(())
+    })?)
 }
 
 /// The checks of `required` that have not succeeded on `sha` (none read when none
@@ -1703,13 +1698,17 @@ pub async fn reconcile_read<R: Registry, G: Repo, F: Forge, S: Store>(
 ) -> Result<Report, ReconcileError> {
     let gate = reading.verdict.clone();
     let base = scan_base(deps.repo, &deps.source, policy).await?;
-    settle_merge(deps, policy.name()).await?;
-    settle_push(policy, deps.store, &base.1, &base.0.head, now)?;
+    let name = policy.name();
+    // Intents a crash or an error left behind are settled first, from one read of the
+    // state, so their records come before what follows from them.
+    let state = settle_merge(deps, name, deps.store.load(name)?).await?;
+    let state = settle_push(policy, deps.store, (&base.1, &base.0.head), state, now)?;
+    let labels = state.intent(IntentKind::Label).map(|i| i.labels.clone());
     let (mut rollout, rollback, held_now) = assess_rollout(
         policy,
         (deps.store, deps.workloads),
-        &base.1,
-        &base.0.head,
+        state,
+        (&base.1, &base.0.head),
         reading,
         now,
     )
@@ -1731,8 +1730,8 @@ pub async fn reconcile_read<R: Registry, G: Repo, F: Forge, S: Store>(
     }
     let mut observed = observe_scanned(policy, deps, &gate, now, base).await?;
     observed.rollout_block = block;
-    if let Some(pr) = &observed.pr {
-        rollout.extend(settle_labels(deps, policy.name(), pr).await?);
+    if let (Some(pr), Some(labels)) = (&observed.pr, &labels) {
+        rollout.extend(settle_labels(deps, name, pr, labels).await?);
     }
     if let (Some(hold), Some(pr)) = (&held_now, &observed.pr) {
         // The label follows the hold through the plan; the comment says why. (A crash
@@ -1901,13 +1900,13 @@ async fn open_pr<R: Registry, G: Repo, F: Forge, S: Store>(
     if !labels.is_empty() {
         deps.store.update(name, &mut |s| {
             s.intend(Intent {
-                kind: IntentKind::Label,
-                record: None,
-                message: format!("label the pull request {}", labels.join(", ")),
-                pull_request: None,
-                images: Vec::new(),
                 labels: labels.to_vec(),
-                since: now,
+                ..Intent::new(
+                    IntentKind::Label,
+                    None,
+                    format!("label the pull request {}", labels.join(", ")),
+                    now,
+                )
             });
         })?;
     }

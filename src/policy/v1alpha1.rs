@@ -722,6 +722,28 @@ pub struct Intent {
     pub since: DateTime<Utc>,
 }
 
+impl Intent {
+    /// An intent of `kind` decided at `since` that records `record` (if any) with
+    /// `message` once it happened; the fields of particular kinds start empty.
+    #[must_use]
+    pub fn new(
+        kind: IntentKind,
+        record: Option<&str>,
+        message: String,
+        since: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            kind,
+            record: record.map(str::to_owned),
+            message,
+            pull_request: None,
+            images: Vec::new(),
+            labels: Vec::new(),
+            since,
+        }
+    }
+}
+
 /// The kinds of [`Intent`]: at most one of each is in force.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum IntentKind {

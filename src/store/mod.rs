@@ -400,13 +400,13 @@ mod tests {
 
     fn merge_intent(pr: u64, since: &str) -> Intent {
         Intent {
-            kind: IntentKind::Merge,
-            record: Some("Merged".into()),
-            message: format!("PR #{pr} merged"),
             pull_request: Some(pr),
-            images: Vec::new(),
-            labels: Vec::new(),
-            since: at(since),
+            ..Intent::new(
+                IntentKind::Merge,
+                Some("Merged"),
+                format!("PR #{pr} merged"),
+                at(since),
+            )
         }
     }
 
