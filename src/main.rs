@@ -21,7 +21,14 @@ use autobump::policy::{self, Diagnostic};
 /// autobump keeps a service's deployed images current through its GitOps repository,
 /// and rolls back to the last known-good version when its alerts fire.
 #[derive(Debug, Parser)]
-#[command(name = "autobump", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "autobump",
+    version,
+    about,
+    long_about = None,
+    propagate_version = true,
+    after_help = "Example (the example policies of autobump's repository):\n  autobump check policies/"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -64,6 +71,7 @@ enum Command {
     /// Exit status: 0 when every policy is valid, 1 when any is invalid (every
     /// problem is printed as FILE:LINE:COL: field.path: message), 2 on usage or I/O
     /// errors.
+    #[command(after_help = "Example:\n  autobump check policies/")]
     Check {
         /// Policy files or directories.
         #[arg(required = true, value_name = "PATH")]
@@ -80,6 +88,9 @@ enum Command {
     ///
     /// Exit status: 0 when every image was resolved, 1 when a registry could not be
     /// read or no reference to the policy's images was found, 2 on usage or I/O errors.
+    #[command(
+        after_help = "Example:\n  autobump resolve --policy policies/payments.yaml --repo-dir ../deploy"
+    )]
     Resolve(ResolveArgs),
     /// Rewrite image references under DIR to new versions.
     ///
@@ -89,6 +100,7 @@ enum Command {
     /// with --dry-run prints a unified diff instead and writes nothing.
     ///
     /// Exit status: 0 on success (also when nothing changed), 2 on usage or I/O errors.
+    #[command(after_help = "Example:\n  autobump rewrite . --set nginx=1.27.3-alpine --dry-run")]
     Rewrite(RewriteArgs),
     /// Reconcile every policy on a tick (standalone: files, no cluster).
     ///
@@ -100,10 +112,16 @@ enum Command {
     ///
     /// Exit status with --once: 0 when every policy reconciled and every file loaded,
     /// 1 otherwise; 2 on usage or I/O errors.
+    #[command(
+        after_help = "Example:\n  autobump run --policies policies/ --state autobump-state.json --listen 127.0.0.1:8080"
+    )]
     Run(Box<RunArgs>),
     /// Hold a policy: no bump merges until the hold is lifted (rollbacks still do).
     ///
     /// The hold records who, when, why and from where, and survives restarts.
+    #[command(
+        after_help = "Example:\n  autobump hold payments-api --reason \"INC-1234: investigating checkout errors\""
+    )]
     Hold {
         /// The policy's name.
         name: String,
@@ -114,6 +132,7 @@ enum Command {
         target: HoldTarget,
     },
     /// Lift a policy's hold (also one autobump placed itself after an alert).
+    #[command(after_help = "Example:\n  autobump unhold payments-api")]
     Unhold {
         /// The policy's name.
         name: String,
@@ -141,6 +160,9 @@ enum Command {
     /// Exit status: 0 when the request was recorded (or one was already pending), 1
     /// when there is nothing to roll back (no last known-good version, or the deployed
     /// version is the last known-good), 2 on usage or I/O errors.
+    #[command(
+        after_help = "Example:\n  autobump rollback payments-api --reason \"p99 latency doubled after the last bump\""
+    )]
     Rollback {
         /// The policy's name.
         name: String,
@@ -159,6 +181,7 @@ enum Command {
     ///
     /// Reads the state file; with --policies also the schedules (for the next
     /// window). Exit status: 0, or 2 on usage or I/O errors.
+    #[command(after_help = "Example:\n  autobump status --policies policies/")]
     Status {
         #[command(flatten)]
         state: StateArgs,
@@ -177,6 +200,7 @@ enum Command {
         output: Output,
     },
     /// Print the CustomResourceDefinition of the Autobump kind (YAML).
+    #[command(after_help = "Example:\n  autobump crd | kubectl apply -f -")]
     Crd,
 }
 
@@ -753,6 +777,19 @@ fn cluster_status(namespace: Option<&str>, output: Output) -> anyhow::Result<Exi
     // Rows are keyed by namespace/name: the same name may exist in two namespaces.
     let keyed: Vec<(String, &Policy)> = policies.iter().map(|(k, p)| (k.clone(), p)).collect();
     let rows = autobump::status::rows_keyed(&keyed, &states, now);
+    if rows.is_empty() {
+        eprintln!(
+            "autobump: no Autobump objects in {} of the cluster ($KUBECONFIG or in-cluster); \
+             create one with: kubectl apply -f POLICY.yaml (autobump check POLICY.yaml first)",
+            namespace.map_or_else(
+                || "any namespace".to_owned(),
+                |ns| format!("namespace {ns}")
+            ),
+        );
+        if output == Output::Text {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
     print_status(&rows, now, output)
 }
 
@@ -771,6 +808,26 @@ fn status(state: &StateArgs, policies: &[PathBuf], output: Output) -> anyhow::Re
         loaded.policies
     };
     let rows = autobump::status::rows(&loaded, &states, now);
+    if rows.is_empty() {
+        // An empty table says nothing; say where we looked and how to begin.
+        let what = if state.path.exists() {
+            "holds no policy yet"
+        } else {
+            "does not exist"
+        };
+        eprintln!(
+            "autobump: no policies: the state file {} {what}, and no --policies were given.\n\
+             It is written by autobump run; start it with:\n  \
+             autobump run --policies policies/ --state {}\n\
+             (or point --state / $AUTOBUMP_STATE at the state file it writes; \
+             for Autobump objects in a cluster: autobump status --kubernetes)",
+            state.path.display(),
+            state.path.display(),
+        );
+        if output == Output::Text {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
     print_status(&rows, now, output)
 }
 
@@ -1285,4 +1342,66 @@ fn rewrite(args: &RewriteArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::Cli;
+
+    /// Splits a shell line into words: whitespace separates, double quotes group;
+    /// a pipe ends the command.
+    fn words(line: &str) -> Vec<String> {
+        let command = line.split(" | ").next().unwrap_or_default();
+        let mut out = Vec::new();
+        let mut word = String::new();
+        let mut quoted = false;
+        for c in command.chars() {
+            match c {
+                '"' => quoted = !quoted,
+                c if c.is_whitespace() && !quoted => {
+                    if !word.is_empty() {
+                        out.push(std::mem::take(&mut word));
+                    }
+                }
+                c => word.push(c),
+            }
+        }
+        if !word.is_empty() {
+            out.push(word);
+        }
+        out
+    }
+
+    /// `autobump --help` and every subcommand's help end with an example, and the
+    /// example is a command line the parser accepts as written.
+    #[test]
+    fn every_help_ends_with_an_example_that_parses() {
+        let cli = Cli::command();
+        let mut commands = vec![cli.clone()];
+        commands.extend(cli.get_subcommands().cloned());
+        for command in commands {
+            let help = command
+                .get_after_help()
+                .unwrap_or_else(|| panic!("{}: no example in --help", command.get_name()))
+                .to_string();
+            let example = help.lines().last().unwrap_or_default().trim().to_owned();
+            let argv = words(&example);
+            assert_eq!(
+                argv.first().map(String::as_str),
+                Some("autobump"),
+                "{example}"
+            );
+            if command.get_name() != "autobump" {
+                assert_eq!(argv.get(1).map(String::as_str), Some(command.get_name()));
+            }
+            if let Err(e) = <Cli as clap::Parser>::try_parse_from(&argv) {
+                panic!(
+                    "{}: example `{example}` does not parse: {e}",
+                    command.get_name()
+                );
+            }
+        }
+    }
 }

@@ -1591,3 +1591,63 @@ async fn the_demo_ends_held_and_rolled_back_and_leaves_nothing_running() {
     }
     assert!(left.is_empty(), "processes left behind: {left:?}");
 }
+
+/// The README's first command prepares only what the demo needs: `scripts/setup
+/// --for demo` never starts the kube-apiserver build (4-10 minutes on a fresh
+/// machine), which the tests' setup (the default) does start.
+#[test]
+fn setup_for_the_demo_does_not_build_the_test_cluster() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    // A stand-in for ../shared/tools/kube-test-cluster whose build leaves a mark.
+    let tools = dir.path().join("kube-test-cluster");
+    std::fs::create_dir(&tools).unwrap();
+    let mark = dir.path().join("build-ran");
+    let build = tools.join("build");
+    std::fs::write(
+        &build,
+        format!(
+            "#!/bin/sh\ntouch '{}'\necho 'cached: stand-in'\n",
+            mark.display()
+        ),
+    )
+    .unwrap();
+    let mut perms = std::fs::metadata(&build).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&build, perms).unwrap();
+    let setup = |args: &[&str]| {
+        let out = std::process::Command::new(root.join("scripts/setup"))
+            .args(args)
+            .env("KUBE_TEST_CLUSTER_DIR", &tools)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "scripts/setup {args:?}:\n{text}");
+        text
+    };
+
+    let demo = setup(&["--for", "demo"]);
+    assert!(
+        !mark.exists(),
+        "the demo's setup started the cluster build:\n{demo}"
+    );
+    assert!(demo.contains("ready for the demo"), "{demo}");
+    assert!(
+        !demo.contains("kube-test-cluster") && !demo.contains("npm"),
+        "the demo's setup touched test-only things:\n{demo}"
+    );
+
+    let tests = setup(&[]);
+    assert!(
+        mark.exists(),
+        "the tests' setup must build the cluster:\n{tests}"
+    );
+    assert!(
+        tests.contains("kube-test-cluster: cached: stand-in"),
+        "{tests}"
+    );
+}

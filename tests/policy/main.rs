@@ -358,6 +358,36 @@ fn status_shows_holds_and_windows_as_a_table_and_as_json() {
     assert_eq!(rows[0]["defined"], false, "no --policies: state only");
 }
 
+/// A first `autobump status` (no state yet, no policies named) says where it looked
+/// and how to begin, instead of printing an empty table.
+#[test]
+fn status_without_state_says_where_it_looked_and_how_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("autobump-state.json");
+    let state = state.to_str().unwrap();
+    let (code, out, err) = autobump(&["status", "--state", state]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "", "no empty table");
+    assert!(
+        err.contains(&format!("the state file {state} does not exist")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "autobump run --policies policies/ --state {state}"
+        )),
+        "{err}"
+    );
+    // JSON stays machine-readable: an empty list, the hint on stderr.
+    let (code, out, err) = autobump(&["status", "--state", state, "--output", "json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+        serde_json::json!([])
+    );
+    assert!(err.contains("does not exist"), "{err}");
+}
+
 #[test]
 fn checked_in_crd_matches_the_types() {
     let generated = policy::crd_yaml();
