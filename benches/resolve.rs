@@ -23,6 +23,9 @@ use support::registry::{ManifestKind, Registry};
 
 const IMAGES: usize = 200;
 
+/// The manifest type every bench image is pushed as.
+const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json";
+
 #[tokio::main]
 async fn main() {
     let registry = Registry::start().await;
@@ -51,12 +54,11 @@ const SUFFIXES: [&str; 15] = [
     "perl",
 ];
 
-/// Pushes the many-variants image; returns its tags.
-async fn push_variants(registry: &Registry) -> Vec<String> {
-    let accept = "application/vnd.oci.image.manifest.v1+json";
+/// The OCI manifest of `bench/base:1.0.0` and the digests of its blobs.
+async fn base_manifest(registry: &Registry) -> (Vec<u8>, Vec<String>) {
     let manifest = registry
         .request(reqwest::Method::GET, "/v2/bench/base/manifests/1.0.0")
-        .header("Accept", accept)
+        .header("Accept", ACCEPT)
         .send()
         .await
         .unwrap()
@@ -72,17 +74,30 @@ async fn push_variants(registry: &Registry) -> Vec<String> {
         .map(|l| l["digest"].as_str().unwrap().to_owned())
         .chain(std::iter::once(
             body["config"]["digest"].as_str().unwrap().to_owned(),
-        ));
+        ))
+        .collect();
+    (manifest, blobs)
+}
+
+/// Blobs are per repository: mounts `bench/base`'s into `repo`.
+async fn mount(registry: &Registry, repo: &str, blobs: &[String]) {
     for blob in blobs {
-        registry
+        let r = registry
             .request(
                 reqwest::Method::POST,
-                &format!("/v2/bench/variants/blobs/uploads/?mount={blob}&from=bench/base"),
+                &format!("/v2/{repo}/blobs/uploads/?mount={blob}&from=bench/base"),
             )
             .send()
             .await
             .unwrap();
+        assert_eq!(r.status(), 201, "mount {blob} into {repo}");
     }
+}
+
+/// Pushes the many-variants image; returns its tags.
+async fn push_variants(registry: &Registry) -> Vec<String> {
+    let (manifest, blobs) = base_manifest(registry).await;
+    mount(registry, "bench/variants", &blobs).await;
     let mut tags = Vec::new();
     let mut minor = 0;
     while tags.len() < 2_000 {
@@ -105,7 +120,7 @@ async fn push_variants(registry: &Registry) -> Vec<String> {
     let setup = Stopwatch::start();
     for tag in &tags {
         registry
-            .put_manifest("bench/variants", tag, accept, manifest.clone())
+            .put_manifest("bench/variants", tag, ACCEPT, manifest.clone())
             .await;
     }
     println!(
@@ -193,51 +208,17 @@ async fn variants(registry: &Registry, host: &str) {
 /// Pushes one image, then tags it into `IMAGES` repositories (blob mounts and
 /// manifest PUTs only, so setup takes seconds).
 async fn populate(registry: &Registry) {
-    let accept = "application/vnd.oci.image.manifest.v1+json";
     let setup = Stopwatch::start();
     registry
         .push_image("bench/base", "1.0.0", ManifestKind::OciManifest, None)
         .await;
-    let manifest = registry
-        .request(reqwest::Method::GET, "/v2/bench/base/manifests/1.0.0")
-        .header("Accept", accept)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap()
-        .to_vec();
-    // Blobs are per repository: mount them, then PUT the manifest under each tag.
-    let blobs: Vec<String> =
-        serde_json::from_slice::<serde_json::Value>(&manifest).unwrap()["layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| l["digest"].as_str().unwrap().to_owned())
-            .chain(std::iter::once(
-                serde_json::from_slice::<serde_json::Value>(&manifest).unwrap()["config"]["digest"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned(),
-            ))
-            .collect();
+    let (manifest, blobs) = base_manifest(registry).await;
     for i in 0..IMAGES {
         let repo = format!("bench/app-{i:03}");
-        for blob in &blobs {
-            let r = registry
-                .request(
-                    reqwest::Method::POST,
-                    &format!("/v2/{repo}/blobs/uploads/?mount={blob}&from=bench/base"),
-                )
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 201, "mount {blob} into {repo}");
-        }
+        mount(registry, &repo, &blobs).await;
         for tag in ["1.0.0", "1.0.1", "1.1.0", "2.0.0-rc.1", "latest"] {
             registry
-                .put_manifest(&repo, tag, accept, manifest.clone())
+                .put_manifest(&repo, tag, ACCEPT, manifest.clone())
                 .await;
         }
     }

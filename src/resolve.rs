@@ -363,15 +363,20 @@ impl<R: Registry> Resolver<R> {
         covered: &BTreeMap<String, Covered>,
         now: DateTime<Utc>,
     ) -> Vec<select::Decision> {
-        let mut ages = HashMap::new();
-        let mut build_times = self.known_build_times();
-        let needed = select::build_times_needed(&Inputs {
+        let none = HashMap::new();
+        let base = Inputs {
             policy,
             images,
             bad,
-            build_times: &build_times,
-            ages: &ages,
+            build_times: &none,
+            ages: &none,
             now,
+        };
+        let mut ages = HashMap::new();
+        let mut build_times = self.known_build_times();
+        let needed = select::build_times_needed(&Inputs {
+            build_times: &build_times,
+            ..base
         });
         for (key, created) in needed.iter().zip(self.created(covered, &needed).await) {
             // An image without a build time stays unknown: the tie is then broken
@@ -382,12 +387,9 @@ impl<R: Registry> Resolver<R> {
         }
         loop {
             let needed = select::ages_needed(&Inputs {
-                policy,
-                images,
-                bad,
                 build_times: &build_times,
                 ages: &ages,
-                now,
+                ..base
             });
             if needed.is_empty() {
                 break;
@@ -407,12 +409,9 @@ impl<R: Registry> Resolver<R> {
             }
         }
         select::select(&Inputs {
-            policy,
-            images,
-            bad,
             build_times: &build_times,
             ages: &ages,
-            now,
+            ..base
         })
     }
 
