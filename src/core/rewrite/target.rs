@@ -619,6 +619,28 @@ mod tests {
         ));
     }
 
+    /// A rollback puts back a known-good release that names one image in several
+    /// variants (policy targets, as `controller::rollback_targets` builds them): each
+    /// target moves only its own series, and they do not conflict.
+    #[test]
+    fn policy_targets_of_one_image_in_several_variants() {
+        let images: Vec<ImagePolicy> = serde_json::from_value(serde_json::json!([
+            {"name": "nginx", "tags": {"semver": {}}},
+        ]))
+        .unwrap();
+        let t = |s: &str| Target::parse(s).unwrap().with_policy(&images).unwrap();
+        let p = Plan::new(&[t("nginx=1.25.3"), t("nginx=1.25.3-alpine")]).unwrap();
+        for (reference, want) in [
+            ("nginx:1.26.0", Some("1.25.3")),
+            ("nginx:1.26.0-alpine", Some("1.25.3-alpine")),
+            ("nginx:1.26.0-alpine-slim", None),
+            ("nginx:1.26-alpine", None),
+            ("nginx:alpine", None),
+        ] {
+            assert_eq!(moves(&p, reference).as_deref(), want, "{reference}");
+        }
+    }
+
     #[test]
     fn most_specific_target_wins() {
         let p = plan(&[
