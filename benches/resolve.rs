@@ -1,6 +1,9 @@
 //! Resolving 200 images against a real local registry (docker-registry on 127.0.0.1):
 //! wall time of a cold poll (tag lists + digests for pinning) and of a quiet poll
-//! (nothing changed), and the registry requests each costs per image.
+//! (nothing changed), and the registry requests each costs per image. Then one image
+//! with 2,000 tags in 30 variants (Docker Hub style: `1.25.3-alpine`,
+//! `3.12-slim-bookworm`, ...) with 30 references, one per variant: a resolve and the
+//! selection alone.
 //!
 //! Run: `cargo bench --bench resolve` (or `scripts/bench`). Prints figures; asserts
 //! nothing about time.
@@ -8,7 +11,7 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use autobump::clock::{Stopwatch, SystemClock};
@@ -20,25 +23,42 @@ use support::registry::{ManifestKind, Registry};
 
 const IMAGES: usize = 200;
 
+/// The manifest type every bench image is pushed as.
+const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json";
+
 #[tokio::main]
 async fn main() {
     let registry = Registry::start().await;
     let host = registry.host();
     populate(&registry).await;
     measure(&host).await;
+    variants(&registry, &host).await;
 }
 
-/// Pushes one image, then tags it into `IMAGES` repositories (blob mounts and
-/// manifest PUTs only, so setup takes seconds).
-async fn populate(registry: &Registry) {
-    let accept = "application/vnd.oci.image.manifest.v1+json";
-    let setup = Stopwatch::start();
-    registry
-        .push_image("bench/base", "1.0.0", ManifestKind::OciManifest, None)
-        .await;
+/// The variant suffixes of the many-variants image (`""`: plain).
+const SUFFIXES: [&str; 15] = [
+    "",
+    "alpine",
+    "alpine-slim",
+    "bookworm",
+    "slim-bookworm",
+    "bullseye",
+    "slim-bullseye",
+    "alpine3.18",
+    "alpine3.19",
+    "musl",
+    "glibc",
+    "uclibc",
+    "ubuntu",
+    "windowsservercore-ltsc2022",
+    "perl",
+];
+
+/// The OCI manifest of `bench/base:1.0.0` and the digests of its blobs.
+async fn base_manifest(registry: &Registry) -> (Vec<u8>, Vec<String>) {
     let manifest = registry
         .request(reqwest::Method::GET, "/v2/bench/base/manifests/1.0.0")
-        .header("Accept", accept)
+        .header("Accept", ACCEPT)
         .send()
         .await
         .unwrap()
@@ -46,36 +66,159 @@ async fn populate(registry: &Registry) {
         .await
         .unwrap()
         .to_vec();
-    // Blobs are per repository: mount them, then PUT the manifest under each tag.
-    let blobs: Vec<String> =
-        serde_json::from_slice::<serde_json::Value>(&manifest).unwrap()["layers"]
-            .as_array()
-            .unwrap()
+    let body: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let blobs = body["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_owned())
+        .chain(std::iter::once(
+            body["config"]["digest"].as_str().unwrap().to_owned(),
+        ))
+        .collect();
+    (manifest, blobs)
+}
+
+/// Blobs are per repository: mounts `bench/base`'s into `repo`.
+async fn mount(registry: &Registry, repo: &str, blobs: &[String]) {
+    for blob in blobs {
+        let r = registry
+            .request(
+                reqwest::Method::POST,
+                &format!("/v2/{repo}/blobs/uploads/?mount={blob}&from=bench/base"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "mount {blob} into {repo}");
+    }
+}
+
+/// Pushes the many-variants image; returns its tags.
+async fn push_variants(registry: &Registry) -> Vec<String> {
+    let (manifest, blobs) = base_manifest(registry).await;
+    mount(registry, "bench/variants", &blobs).await;
+    let mut tags = Vec::new();
+    let mut minor = 0;
+    while tags.len() < 2_000 {
+        for (i, suffix) in SUFFIXES.iter().enumerate() {
+            let dash = if suffix.is_empty() { "" } else { "-" };
+            let patch = minor % 7;
+            let minor = minor / 7;
+            tags.push(format!("1.{minor}.{patch}{dash}{suffix}"));
+            if patch == 0 {
+                tags.push(format!("1.{minor}{dash}{suffix}"));
+            }
+            if i % 5 == 0 {
+                tags.push(format!("1.{minor}.{}-rc{patch}{dash}{suffix}", patch + 1));
+            }
+        }
+        minor += 1;
+    }
+    tags.truncate(2_000);
+    tags.extend(["latest", "alpine", "slim-bookworm"].map(str::to_owned));
+    let setup = Stopwatch::start();
+    for tag in &tags {
+        registry
+            .put_manifest("bench/variants", tag, ACCEPT, manifest.clone())
+            .await;
+    }
+    println!(
+        "setup: bench/variants with {} tags pushed in {:.1} s",
+        tags.len(),
+        setup.elapsed().as_secs_f64()
+    );
+    tags
+}
+
+/// 2,000 tags in 30 series (15 suffixes x three-part and two-part versions, plus
+/// floating aliases and release candidates), 30 references; prints the time of a
+/// resolve (tag list included) and of the selection alone.
+async fn variants(registry: &Registry, host: &str) {
+    let tags = push_variants(registry).await;
+    let docs = autobump::policy::yaml::parse_documents(&format!(
+        "name: {host}/bench/variants\ntags: {{semver: {{}}}}\n"
+    ))
+    .unwrap();
+    let policy: ImagePolicy =
+        autobump::policy::yaml::from_node(&docs[0], &autobump::policy::yaml::Path::root()).unwrap();
+    let references: Vec<ImageRef> = SUFFIXES
+        .iter()
+        .flat_map(|suffix| {
+            let dash = if suffix.is_empty() { "" } else { "-" };
+            [
+                format!("{host}/bench/variants:1.3.2{dash}{suffix}"),
+                format!("{host}/bench/variants:1.3{dash}{suffix}"),
+            ]
+        })
+        .map(|r| ImageRef::parse(&r).unwrap())
+        .collect();
+    let resolver = Resolver::new(
+        RegistryClient::new(RegistryConfig::default(), Arc::new(SystemClock)).unwrap(),
+    );
+    let mut best = f64::INFINITY;
+    let mut results = Vec::new();
+    for _ in 0..5 {
+        let now = autobump::clock::Clock::now(&SystemClock);
+        let watch = Stopwatch::start();
+        results = resolver
+            .resolve(&policy, &references, &BTreeSet::new(), now)
+            .await;
+        best = best.min(watch.elapsed().as_secs_f64());
+    }
+    assert_eq!(results.len(), 30, "{results:?}");
+    assert!(
+        results
             .iter()
-            .map(|l| l["digest"].as_str().unwrap().to_owned())
-            .chain(std::iter::once(
-                serde_json::from_slice::<serde_json::Value>(&manifest).unwrap()["config"]["digest"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned(),
-            ))
-            .collect();
+            .all(|r| matches!(r.outcome, Resolved::Bump { .. }))
+    );
+    // The selection alone, on the same tags.
+    let current: Vec<String> = references.iter().filter_map(|r| r.tag.clone()).collect();
+    let images = std::collections::BTreeMap::from([(
+        format!("{host}/bench/variants"),
+        autobump::core::select::ImageState {
+            current,
+            available: tags.clone(),
+        },
+    )]);
+    let (bad, built, ages) = (BTreeSet::new(), HashMap::new(), HashMap::new());
+    let inputs = autobump::core::select::Inputs {
+        policy: &policy,
+        images: &images,
+        bad: &bad,
+        build_times: &built,
+        ages: &ages,
+        now: autobump::clock::Clock::now(&SystemClock),
+    };
+    let mut select_best = f64::INFINITY;
+    for _ in 0..20 {
+        let watch = Stopwatch::start();
+        let decisions = autobump::core::select::select(&inputs);
+        select_best = select_best.min(watch.elapsed().as_secs_f64());
+        assert_eq!(decisions.len(), 30);
+    }
+    println!(
+        "many variants: 1 image, {} tags in 30 series, 30 references: resolve {:.1} ms (best of 5, tag list included), selection alone {:.2} ms (best of 20)",
+        tags.len(),
+        best * 1000.0,
+        select_best * 1000.0
+    );
+}
+
+/// Pushes one image, then tags it into `IMAGES` repositories (blob mounts and
+/// manifest PUTs only, so setup takes seconds).
+async fn populate(registry: &Registry) {
+    let setup = Stopwatch::start();
+    registry
+        .push_image("bench/base", "1.0.0", ManifestKind::OciManifest, None)
+        .await;
+    let (manifest, blobs) = base_manifest(registry).await;
     for i in 0..IMAGES {
         let repo = format!("bench/app-{i:03}");
-        for blob in &blobs {
-            let r = registry
-                .request(
-                    reqwest::Method::POST,
-                    &format!("/v2/{repo}/blobs/uploads/?mount={blob}&from=bench/base"),
-                )
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 201, "mount {blob} into {repo}");
-        }
+        mount(registry, &repo, &blobs).await;
         for tag in ["1.0.0", "1.0.1", "1.1.0", "2.0.0-rc.1", "latest"] {
             registry
-                .put_manifest(&repo, tag, accept, manifest.clone())
+                .put_manifest(&repo, tag, ACCEPT, manifest.clone())
                 .await;
         }
     }
@@ -110,7 +253,8 @@ async fn measure(host: &str) {
         for _ in 0..runs {
             let before = resolver.registry().stats().snapshot();
             let watch = Stopwatch::start();
-            let results = resolver.resolve(&policy, &references, &bad).await;
+            let now = autobump::clock::Clock::now(&SystemClock);
+            let results = resolver.resolve(&policy, &references, &bad, now).await;
             let secs = watch.elapsed().as_secs_f64();
             let after = resolver.registry().stats().snapshot();
             assert_eq!(results.len(), IMAGES);

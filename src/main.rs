@@ -1098,6 +1098,7 @@ fn resolve(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
         .collect();
 
     let resolver = Resolver::new(args.registry.client()?);
+    let now = autobump::clock::Clock::now(&SystemClock);
     // No store yet: nothing is recorded as bad.
     let bad = std::collections::BTreeSet::new();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -1106,7 +1107,7 @@ fn resolve(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
     let results: Vec<_> = runtime.block_on(async {
         let mut all = Vec::new();
         for image in &policy.spec.images {
-            all.extend(resolver.resolve(image, &references, &bad).await);
+            all.extend(resolver.resolve(image, &references, &bad, now).await);
         }
         all
     });
@@ -1122,16 +1123,7 @@ fn resolve(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
         }
         Output::Text => {
             for r in &results {
-                let what = match &r.outcome {
-                    Resolved::Bump {
-                        tag,
-                        digest: Some(d),
-                    } => format!("-> {tag}@{d}"),
-                    Resolved::Bump { tag, digest: None } => format!("-> {tag}"),
-                    Resolved::UpToDate => "up to date".to_owned(),
-                    Resolved::NoCandidate { reason } => format!("nothing chosen: {reason}"),
-                    Resolved::RegistryError { error, .. } => format!("registry error: {error}"),
-                };
+                let what = r.outcome.describe();
                 writeln!(text, "{} [{}] {}: {what}", r.image, r.series, r.current)?;
             }
         }

@@ -4,12 +4,26 @@
 //! Per image policy: the images are the repository's current references that the
 //! policy covers (a `prefix` discovers them; no registry catalog is needed); each is
 //! asked for its tags once, build times are read only to break same-day `dateSha`
-//! ties, and digests only for tags about to be pinned. Build times and digests are
-//! cached by `(image, tag)` until [`Resolver::invalidate`] is called for the image (a
-//! registry push notification does that), so a poll where nothing changed costs one
-//! tag-list request per image and nothing else.
+//! ties and, with `minAge`, for candidates newer than the deployed version (newest
+//! first, only until one is old enough), and digests only for tags about to be pinned.
+//! Build times and digests are cached by `(image, tag)` until [`Resolver::invalidate`]
+//! is called for the image (a registry push notification does that), so a poll where
+//! nothing changed costs one tag-list request per image and nothing else.
+//!
+//! **The age of a tag** (for `minAge`) counts from its build time, the image config's
+//! `created`, when that is plausible: present, not before 2000-01-01 and at most five
+//! minutes ahead of `now`. Otherwise it counts from when this resolver first listed
+//! the tag. Reproducible builds (ko, Bazel, nix) write `created` as 1970-01-01 or leave
+//! it out; taken at face value they would look decades old and skip the wait, so they
+//! wait `minAge` from first sight instead. Images with a real build time are judged by
+//! it, so a fresh start never stalls them. The first-listed times live in memory:
+//! after a restart a tag without a plausible build time waits `minAge` again from the
+//! first listing after the restart (a delay, never an early deploy). A failed config
+//! read counts as "no plausible build time" for that poll and is tried again next
+//! poll.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
@@ -51,6 +65,16 @@ pub enum Resolved {
     },
     /// Already at the newest acceptable version.
     UpToDate,
+    /// A newer acceptable version exists but is younger than `minAge`.
+    #[serde(rename_all = "camelCase")]
+    Waiting {
+        /// The newest such tag.
+        tag: String,
+        /// Its age in seconds (`None`: unknown).
+        age_seconds: Option<i64>,
+        /// The policy's `minAge` in seconds.
+        min_age_seconds: i64,
+    },
     /// Nothing acceptable, and why.
     NoCandidate {
         /// Why.
@@ -65,12 +89,92 @@ pub enum Resolved {
     },
 }
 
+impl Resolved {
+    /// One line for people: `-> 1.26.0-alpine`, `up to date`,
+    /// `waiting: 1.26.0-alpine is 5h old, minAge 72h`, `nothing chosen: …`,
+    /// `registry error: …`.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Bump {
+                tag,
+                digest: Some(d),
+            } => format!("-> {tag}@{d}"),
+            Self::Bump { tag, digest: None } => format!("-> {tag}"),
+            Self::UpToDate => "up to date".to_owned(),
+            Self::Waiting {
+                tag,
+                age_seconds: Some(age),
+                min_age_seconds,
+            } => format!(
+                "waiting: {tag} is {} old, minAge {}",
+                duration_text(*age, false),
+                duration_text(*min_age_seconds, true)
+            ),
+            Self::Waiting {
+                tag,
+                age_seconds: None,
+                min_age_seconds,
+            } => format!(
+                "waiting: the age of {tag} is unknown, minAge {}",
+                duration_text(*min_age_seconds, true)
+            ),
+            Self::NoCandidate { reason } => format!("nothing chosen: {reason}"),
+            Self::RegistryError { error, .. } => format!("registry error: {error}"),
+        }
+    }
+}
+
+/// `secs` in whole hours (`5h`, `72h`), or minutes or seconds below an hour; `exact`
+/// writes the remainder too (`1h30m`) instead of rounding down.
+fn duration_text(secs: i64, exact: bool) -> String {
+    let secs = secs.max(0);
+    if !exact {
+        return match secs {
+            s if s >= 3600 => format!("{}h", s / 3600),
+            s if s >= 60 => format!("{}m", s / 60),
+            s => format!("{s}s"),
+        };
+    }
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    let mut out = String::new();
+    for (n, unit) in [(h, 'h'), (m, 'm'), (s, 's')] {
+        if n > 0 {
+            write!(out, "{n}{unit}").expect("writing to a String");
+        }
+    }
+    if out.is_empty() {
+        out.push_str("0s");
+    }
+    out
+}
+
+/// The earliest build time taken at face value; anything before is a placeholder
+/// (1970-01-01 from reproducible builds).
+const PLAUSIBLE_SINCE: &str = "2000-01-01T00:00:00Z";
+
+/// How far ahead of `now` a build time may be (clock skew between builder and us).
+const FUTURE_SKEW_SECS: i64 = 300;
+
+/// Whether a config's `created` is a real build time at `now`.
+fn plausible(created: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    let floor: DateTime<Utc> = PLAUSIBLE_SINCE.parse().expect("valid timestamp");
+    created >= floor && created <= now + chrono::TimeDelta::seconds(FUTURE_SKEW_SECS)
+}
+
+/// `(canonical image, tag)`.
+type ImageTag = (String, String);
+
 /// Resolves images against a registry, caching what does not change under a tag.
 pub struct Resolver<R> {
     registry: R,
     listed: Mutex<HashMap<String, BTreeSet<String>>>,
     digests: Mutex<HashMap<(String, String), String>>,
-    build_times: Mutex<HashMap<(String, String), DateTime<Utc>>>,
+    /// Config `created` times read (`None`: the config has none).
+    build_times: Mutex<HashMap<ImageTag, Option<DateTime<Utc>>>>,
+    /// When each tag was first listed (kept for images with `minAge`, for the tags
+    /// the registry still lists).
+    first_seen: Mutex<HashMap<String, HashMap<String, DateTime<Utc>>>>,
 }
 
 /// One image covered by an image policy: its canonical name, how the repo writes it,
@@ -88,6 +192,7 @@ impl<R: Registry> Resolver<R> {
             listed: Mutex::new(HashMap::new()),
             digests: Mutex::new(HashMap::new()),
             build_times: Mutex::new(HashMap::new()),
+            first_seen: Mutex::new(HashMap::new()),
         }
     }
 
@@ -122,13 +227,14 @@ impl<R: Registry> Resolver<R> {
         lock(&self.build_times).retain(|(image, _), _| image != canonical);
     }
 
-    /// Resolves one image policy against the repository's current references.
-    /// `bad` holds `(canonical image, tag)` pairs recorded as bad.
+    /// Resolves one image policy against the repository's current references at
+    /// `now`. `bad` holds `(canonical image, tag)` pairs recorded as bad.
     pub async fn resolve(
         &self,
         policy: &ImagePolicy,
         references: &[ImageRef],
         bad: &BTreeSet<(String, String)>,
+        now: DateTime<Utc>,
     ) -> Vec<Resolution> {
         let covered = covered_images(policy, references);
         let listed = join_all(covered.values().map(|c| self.registry.tags(&c.reference))).await;
@@ -139,6 +245,9 @@ impl<R: Registry> Resolver<R> {
                 Ok(available) => {
                     lock(&self.listed)
                         .insert(canonical.clone(), available.iter().cloned().collect());
+                    if policy.min_age.is_some() {
+                        self.note_first_seen(canonical, &available, now);
+                    }
                     images.insert(
                         canonical.clone(),
                         ImageState {
@@ -178,7 +287,7 @@ impl<R: Registry> Resolver<R> {
                 .collect();
         }
 
-        let decisions = self.decide(policy, &images, bad, &covered).await;
+        let decisions = self.decide(policy, &images, bad, &covered, now).await;
         let mut out = Vec::new();
         for d in decisions {
             let reference = &covered[&d.image].reference;
@@ -197,6 +306,11 @@ impl<R: Registry> Resolver<R> {
                 }
                 Outcome::Bump(tag) => Resolved::Bump { tag, digest: None },
                 Outcome::UpToDate => Resolved::UpToDate,
+                Outcome::Waiting { tag, age, min_age } => Resolved::Waiting {
+                    tag,
+                    age_seconds: age.map(|a| a.num_seconds()),
+                    min_age_seconds: min_age.num_seconds(),
+                },
                 Outcome::NoCandidate(reason) => Resolved::NoCandidate { reason },
             };
             out.push(Resolution {
@@ -226,43 +340,119 @@ impl<R: Registry> Resolver<R> {
         out
     }
 
-    /// Runs selection, first fetching the build times it needs to break ties.
+    /// Records `now` as the first sight of every tag of `canonical` not seen before,
+    /// and forgets tags the registry no longer lists (so the record stays as large as
+    /// the tag list).
+    fn note_first_seen(&self, canonical: &str, available: &[String], now: DateTime<Utc>) {
+        let mut seen = lock(&self.first_seen);
+        let seen = seen.entry(canonical.to_owned()).or_default();
+        let listed: BTreeSet<&String> = available.iter().collect();
+        seen.retain(|tag, _| listed.contains(tag));
+        for tag in available {
+            seen.entry(tag.clone()).or_insert(now);
+        }
+    }
+
+    /// Runs selection, first fetching the build times it needs to break ties and the
+    /// ages `minAge` needs.
     async fn decide(
         &self,
         policy: &ImagePolicy,
         images: &BTreeMap<String, ImageState>,
         bad: &BTreeSet<(String, String)>,
         covered: &BTreeMap<String, Covered>,
+        now: DateTime<Utc>,
     ) -> Vec<select::Decision> {
-        let mut build_times = lock(&self.build_times).clone();
-        let needed = select::build_times_needed(&Inputs {
+        let none = HashMap::new();
+        let base = Inputs {
             policy,
             images,
             bad,
+            build_times: &none,
+            ages: &none,
+            now,
+        };
+        let mut ages = HashMap::new();
+        let mut build_times = self.known_build_times();
+        let needed = select::build_times_needed(&Inputs {
             build_times: &build_times,
+            ..base
         });
-        let lookups = join_all(needed.iter().map(|(image, tag)| async move {
-            let reference = &covered.get(image)?.reference;
-            self.registry.created(reference, tag).await.ok().flatten()
-        }))
-        .await;
-        {
-            let mut cache = lock(&self.build_times);
-            for (key, created) in needed.into_iter().zip(lookups) {
-                // An image without a build time stays unknown: the tie is then broken
-                // conservatively (see `select`), never by guessing.
-                if let Some(created) = created {
-                    cache.insert(key.clone(), created);
-                    build_times.insert(key, created);
-                }
+        for (key, created) in needed.iter().zip(self.created(covered, &needed).await) {
+            // An image without a build time stays unknown: the tie is then broken
+            // conservatively (see `select`), never by guessing.
+            if let Ok(Some(created)) = created {
+                build_times.insert(key.clone(), created);
+            }
+        }
+        loop {
+            let needed = select::ages_needed(&Inputs {
+                build_times: &build_times,
+                ages: &ages,
+                ..base
+            });
+            if needed.is_empty() {
+                break;
+            }
+            let read = self.created(covered, &needed).await;
+            let seen = lock(&self.first_seen);
+            for ((image, tag), created) in needed.into_iter().zip(read) {
+                let since = match created {
+                    Ok(Some(created)) if plausible(created, now) => created,
+                    _ => seen
+                        .get(&image)
+                        .and_then(|tags| tags.get(&tag))
+                        .copied()
+                        .unwrap_or(now),
+                };
+                ages.insert((image, tag), since);
             }
         }
         select::select(&Inputs {
-            policy,
-            images,
-            bad,
             build_times: &build_times,
+            ages: &ages,
+            ..base
         })
+    }
+
+    /// The build times read so far.
+    fn known_build_times(&self) -> HashMap<(String, String), DateTime<Utc>> {
+        lock(&self.build_times)
+            .iter()
+            .filter_map(|(k, v)| v.map(|v| (k.clone(), v)))
+            .collect()
+    }
+
+    /// The config `created` of each `(image, tag)`, from the cache or the registry
+    /// (concurrently); what was read is cached, a failure is not.
+    async fn created(
+        &self,
+        covered: &BTreeMap<String, Covered>,
+        keys: &[(String, String)],
+    ) -> Vec<Result<Option<DateTime<Utc>>, ()>> {
+        let cached: Vec<Option<Option<DateTime<Utc>>>> = {
+            let cache = lock(&self.build_times);
+            keys.iter().map(|k| cache.get(k).copied()).collect()
+        };
+        let read = join_all(
+            keys.iter()
+                .zip(&cached)
+                .map(|((image, tag), hit)| async move {
+                    if let Some(hit) = hit {
+                        return Ok(*hit);
+                    }
+                    let reference = &covered.get(image).ok_or(())?.reference;
+                    self.registry.created(reference, tag).await.map_err(|_| ())
+                }),
+        )
+        .await;
+        let mut cache = lock(&self.build_times);
+        for (key, result) in keys.iter().zip(&read) {
+            if let Ok(created) = result {
+                cache.insert(key.clone(), *created);
+            }
+        }
+        read
     }
 
     async fn digest(
@@ -374,6 +564,41 @@ mod tests {
         }
     }
 
+    fn now() -> DateTime<Utc> {
+        "2026-12-01T12:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn waiting_is_described_in_hours() {
+        let w = |age, min| Resolved::Waiting {
+            tag: "1.26.0-alpine".into(),
+            age_seconds: age,
+            min_age_seconds: min,
+        };
+        assert_eq!(
+            w(Some(5 * 3600 + 59 * 60), 72 * 3600).describe(),
+            "waiting: 1.26.0-alpine is 5h old, minAge 72h"
+        );
+        assert_eq!(
+            w(Some(42), 90 * 60).describe(),
+            "waiting: 1.26.0-alpine is 42s old, minAge 1h30m"
+        );
+        assert_eq!(
+            w(None, 3 * 86_400).describe(),
+            "waiting: the age of 1.26.0-alpine is unknown, minAge 72h"
+        );
+    }
+
+    #[test]
+    fn only_real_build_times_are_plausible() {
+        let at = |t: &str| t.parse::<DateTime<Utc>>().unwrap();
+        assert!(!plausible(at("1970-01-01T00:00:00Z"), now()));
+        assert!(!plausible(at("1999-12-31T23:59:59Z"), now()));
+        assert!(plausible(at("2026-11-20T10:00:00Z"), now()));
+        assert!(plausible(at("2026-12-01T12:04:00Z"), now()));
+        assert!(!plausible(at("2026-12-01T13:00:00Z"), now()));
+    }
+
     /// The fake's digest of `tag`: its last hex digit repeated.
     fn digest_of(tag: &str) -> String {
         format!("sha256:{}", tag[tag.len() - 1..].repeat(64))
@@ -400,7 +625,7 @@ mod tests {
         let resolver = Resolver::new(Fake(Mutex::new(Some(listing))));
         let policy = image_policy(false);
         resolver
-            .resolve(&policy, &references, &BTreeSet::new())
+            .resolve(&policy, &references, &BTreeSet::new(), now())
             .await;
         assert!(resolver.registry_has(hook, "v20240102-bbbbbbb"));
         assert!(!resolver.registry_has(hook, "v20240103-ccccccc"));
@@ -410,7 +635,7 @@ mod tests {
         // longer vouches for it.
         *lock(&resolver.registry.0) = None;
         let out = resolver
-            .resolve(&policy, &references, &BTreeSet::new())
+            .resolve(&policy, &references, &BTreeSet::new(), now())
             .await;
         assert!(
             matches!(
@@ -427,7 +652,7 @@ mod tests {
 
         *lock(&resolver.registry.0) = Some(vec!["v20240101-aaaaaaa".to_owned()]);
         resolver
-            .resolve(&policy, &references, &BTreeSet::new())
+            .resolve(&policy, &references, &BTreeSet::new(), now())
             .await;
         assert!(resolver.registry_has(hook, "v20240101-aaaaaaa"));
         assert!(!resolver.registry_has(hook, "v20240102-bbbbbbb"));
@@ -444,12 +669,12 @@ mod tests {
         let resolver = Resolver::new(Fake(Mutex::new(Some(listing))));
         // Without pinning nothing is read: no digest is known, not even a listed tag's.
         resolver
-            .resolve(&image_policy(false), &references, &BTreeSet::new())
+            .resolve(&image_policy(false), &references, &BTreeSet::new(), now())
             .await;
         assert_eq!(resolver.known_digest(hook, "v20240102-bbbbbbb"), None);
         // Pinning reads the digest of the tag it proposes, and only that one.
         let out = resolver
-            .resolve(&image_policy(true), &references, &BTreeSet::new())
+            .resolve(&image_policy(true), &references, &BTreeSet::new(), now())
             .await;
         let pinned = digest_of("v20240102-bbbbbbb");
         assert_eq!(

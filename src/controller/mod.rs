@@ -198,7 +198,7 @@ async fn observe_scanned<R: Registry, G: Repo, F: Forge, S: Store>(
     let state = deps.store.load(name)?;
 
     let (targets, source_repos, registry_problems) =
-        resolve_targets(policy, deps.resolver, &references, &state.bad_pairs()).await;
+        resolve_targets(policy, deps.resolver, &references, &state.bad_pairs(), now).await;
 
     let prepared = if targets.is_empty() {
         None
@@ -590,12 +590,13 @@ async fn resolve_targets<R: Registry>(
     resolver: &Resolver<R>,
     references: &[ImageRef],
     bad: &BTreeSet<(String, String)>,
+    now: DateTime<Utc>,
 ) -> (Vec<Target>, BTreeMap<String, String>, Vec<String>) {
     let mut targets = Vec::new();
     let mut problems = Vec::new();
     let mut source_repos = BTreeMap::new();
     for image in &policy.spec.images {
-        for r in resolver.resolve(image, references, bad).await {
+        for r in resolver.resolve(image, references, bad, now).await {
             match r.outcome {
                 Resolved::Bump { tag, digest } => {
                     if let Some(repo) = &image.source_repo {
@@ -612,7 +613,8 @@ async fn resolve_targets<R: Registry>(
                 Resolved::NoCandidate { reason } => {
                     problems.push(format!("{} [{}]: {reason}", r.image, r.series));
                 }
-                Resolved::UpToDate => {}
+                // Younger than `minAge`: nothing to do until it is old enough.
+                Resolved::UpToDate | Resolved::Waiting { .. } => {}
             }
         }
     }
@@ -670,7 +672,7 @@ pub async fn reconcile_direct_read<R: Registry, G: Repo, S: Store>(
     }
     let state = deps.store.load(name)?;
     let (targets, _, registry_problems) =
-        resolve_targets(policy, deps.resolver, &references, &state.bad_pairs()).await;
+        resolve_targets(policy, deps.resolver, &references, &state.bad_pairs(), now).await;
     let prepared = if targets.is_empty() {
         None
     } else {

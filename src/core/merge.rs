@@ -811,6 +811,36 @@ mod tests {
         assert_eq!(check(&allowed), DiffVerdict::Matches);
     }
 
+    /// A PR that moves `nginx:1.25.3-alpine` out of its variant or length (to
+    /// `1.26.0`, `1.26.0-alpine-slim`, `1.26-alpine`) was not planned: the rewrite of
+    /// the named versions does not reproduce it, so it never merges.
+    #[test]
+    fn a_move_out_of_the_variant_is_never_verified() {
+        let text = "images: [{name: nginx, tags: {semver: {}}}]\n\
+                    source: {repo: https://github.com/acme/infra.git}\n";
+        let docs = crate::policy::yaml::parse_documents(text).unwrap();
+        let spec: AutobumpSpec =
+            crate::policy::yaml::from_node(&docs[0], &crate::policy::yaml::Path::root()).unwrap();
+        let base = "image: nginx:1.25.3-alpine\n";
+        let check = |to: &str| {
+            let new = base.replace("1.25.3-alpine", to);
+            let files = [FileChange {
+                path: "web.yaml",
+                old: Some(base),
+                new: Some(&new),
+            }];
+            verify_image_moves(&spec, &files, &|_| None)
+        };
+        assert_eq!(check("1.26.0-alpine"), DiffVerdict::Matches);
+        for to in ["1.26.0", "1.26.0-alpine-slim", "1.26-alpine", "alpine"] {
+            assert!(
+                matches!(check(to), DiffVerdict::Differs(_)),
+                "{to}: {:?}",
+                check(to)
+            );
+        }
+    }
+
     #[test]
     fn image_moves_are_verified_and_other_changes_differ() {
         let f = "config/hook.yaml";

@@ -2,16 +2,22 @@
 //!
 //! Input: one image policy, the tags each image is at in the repository (its
 //! *current* references, grouped into series by [`crate::core::tags`]), the tags the
-//! registry has, the versions recorded as bad, and build times where they are needed.
-//! Output: one [`Decision`] per image and series: bump to a tag, up to date, or the
-//! reason nothing was chosen.
+//! registry has, the versions recorded as bad, build times where they are needed, and
+//! (with `minAge`) since when each candidate exists, and `now`.
+//! Output: one [`Decision`] per image and series: bump to a tag, up to date, waiting
+//! for a tag to be old enough, or the reason nothing was chosen.
 //!
 //! Rules:
 //! * only series that occur among the current references move (each dateSha variant
-//!   suffix is its own series and gets its own newest tag);
+//!   suffix, and each semver shape — `v` or not, number of parts, variant suffix — is
+//!   its own series and gets its own newest tag);
 //! * candidates are the registry's tags in the same series, minus signature and
-//!   attestation tags, the policy's `excludeTags`, versions recorded as bad, and
-//!   (semver) versions outside the range or pre-releases unless asked for;
+//!   attestation tags, the policy's `excludeTags`, versions recorded as bad (exact
+//!   tags: a bad `1.26.0-alpine` says nothing about `1.26.0`), and (semver) versions
+//!   whose numeric release is outside the range or pre-releases unless asked for;
+//! * with `minAge`, a candidate counts only once it is that old ([`ages_needed`] says
+//!   whose age the caller must look up); the newest old-enough candidate wins, and when
+//!   every newer one is too young the decision is to wait;
 //! * the newest candidate wins; for `dateSha`, the newest date wins and the build time
 //!   breaks ties between tags of one date ([`build_times_needed`] says which ones the
 //!   caller must look up);
@@ -23,7 +29,7 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 
 use super::reference::ImageRef;
 use super::tags::{self, Key, Series};
@@ -50,6 +56,12 @@ pub struct Inputs<'a> {
     pub bad: &'a BTreeSet<(String, String)>,
     /// Known build times of `(image, tag)`.
     pub build_times: &'a HashMap<(String, String), DateTime<Utc>>,
+    /// Since when `(image, tag)` counts as existing, for `minAge` (see
+    /// [`crate::resolve`] for where the time comes from); a tag without one is not
+    /// old enough.
+    pub ages: &'a HashMap<(String, String), DateTime<Utc>>,
+    /// The time of the decision.
+    pub now: DateTime<Utc>,
 }
 
 /// The decision for one image and series.
@@ -72,6 +84,16 @@ pub enum Outcome {
     Bump(String),
     /// The current version is the newest acceptable one.
     UpToDate,
+    /// A newer acceptable tag exists but is younger than `minAge` (and no other newer
+    /// one is old enough).
+    Waiting {
+        /// The newest such tag.
+        tag: String,
+        /// How old it is (`None`: unknown).
+        age: Option<TimeDelta>,
+        /// The policy's `minAge`.
+        min_age: TimeDelta,
+    },
     /// Nothing can be chosen, and why.
     NoCandidate(String),
 }
@@ -144,8 +166,11 @@ fn acceptable(inputs: &Inputs<'_>, image: &str, tag: &str) -> bool {
 }
 
 /// Whether `policy` allows `tag` at all: not excluded (`excludeTags`), and for semver
-/// within the range, a pre-release only when asked for. A PR moving an image to a tag
-/// this refuses was not planned by autobump and is never merged.
+/// a version tag whose numeric release (`16.1-alpine` is 16.1.0) is within the range,
+/// a pre-release only when asked for (and then judged by the release it leads to, so
+/// `range: "<17"` refuses `17rc1-alpine`). A PR moving an image to a tag this refuses
+/// was not planned by autobump and is never merged. (`minAge` is not judged here: it
+/// depends on time, and a PR autobump opened stays mergeable.)
 #[must_use]
 pub fn tag_allowed(policy: &ImagePolicy, tag: &str) -> bool {
     if policy.exclude_tags.iter().any(|g| g.is_match(tag)) {
@@ -153,28 +178,47 @@ pub fn tag_allowed(policy: &ImagePolicy, tag: &str) -> bool {
     }
     match &policy.tags {
         TagPolicy::Semver(semver) => {
-            let Some(version) = tags::parse_semver(tag) else {
+            let Some(version) = tags::parse_version(tag) else {
                 return false;
             };
-            if !version.pre.is_empty() && !semver.prerelease {
+            if version.is_prerelease() && !semver.prerelease {
                 return false;
             }
-            match &semver.range {
-                None => true,
-                Some(range) => {
-                    let req = range.req();
-                    // `VersionReq` only admits pre-releases of the exact version it
-                    // names; when pre-releases are asked for, judge one by its release.
-                    req.matches(&version)
-                        || (semver.prerelease && {
-                            let mut release = version.clone();
-                            release.pre = semver::Prerelease::EMPTY;
-                            req.matches(&release)
-                        })
-                }
-            }
+            semver
+                .range
+                .as_ref()
+                .is_none_or(|range| range.req().matches(&version.release()))
         }
         TagPolicy::DateSha(_) | TagPolicy::Regex(_) => true,
+    }
+}
+
+/// Whether `tag` of `image` is old enough for the policy's `minAge` (always, without
+/// one; never, when its age is not known).
+fn old_enough(inputs: &Inputs<'_>, image: &str, tag: &str) -> bool {
+    inputs
+        .policy
+        .min_age
+        .is_none_or(|min| age(inputs, image, tag).is_some_and(|age| age >= min.delta()))
+}
+
+fn age(inputs: &Inputs<'_>, image: &str, tag: &str) -> Option<TimeDelta> {
+    inputs
+        .ages
+        .get(&(image.to_owned(), tag.to_owned()))
+        .map(|since| inputs.now - *since)
+}
+
+/// The waiting decision for `tag` (of `images`; the youngest counts).
+fn waiting(inputs: &Inputs<'_>, images: &[&str], tag: &str) -> Outcome {
+    let ages: Option<Vec<TimeDelta>> = images.iter().map(|i| age(inputs, i, tag)).collect();
+    Outcome::Waiting {
+        tag: tag.to_owned(),
+        age: ages.and_then(|a| a.into_iter().min()),
+        min_age: inputs
+            .policy
+            .min_age
+            .map_or(TimeDelta::zero(), crate::policy::values::Duration::delta),
     }
 }
 
@@ -250,6 +294,72 @@ pub fn build_times_needed(inputs: &Inputs<'_>) -> Vec<(String, String)> {
     out.into_iter().collect()
 }
 
+/// The `(image, tag)` pairs whose age [`select`] needs for `minAge` and lacks in
+/// `ages`: per image and series, walking the candidates newer than the current version
+/// newest first, the first whose age is unknown, unless an older-known one before it
+/// is old enough (for `consistent`, per common tag, every member's). Look them up, add
+/// them to `ages`, and ask again until nothing is needed: each round adds at least one
+/// age, and a poll where the newest candidate's age is known needs none.
+#[must_use]
+pub fn ages_needed(inputs: &Inputs<'_>) -> Vec<(String, String)> {
+    if inputs.policy.min_age.is_none() {
+        return Vec::new();
+    }
+    let known = |image: &str, tag: &str| {
+        inputs
+            .ages
+            .contains_key(&(image.to_owned(), tag.to_owned()))
+    };
+    let mut out = BTreeSet::new();
+    if inputs.policy.consistent {
+        for (series, members) in consistent_groups(inputs) {
+            let per_image: Vec<Vec<Ranked>> = members
+                .iter()
+                .map(|(image, state, _)| candidates(inputs, image, state, &series))
+                .collect();
+            let floor = group_floor(&members);
+            for r in common_tags(&per_image) {
+                if floor.as_ref().is_some_and(|f| !r.is_newer_than(f)) {
+                    break;
+                }
+                let unknown: Vec<&String> = members
+                    .iter()
+                    .map(|(image, _, _)| *image)
+                    .filter(|image| !known(image, &r.tag))
+                    .collect();
+                if !unknown.is_empty() {
+                    out.extend(unknown.into_iter().map(|i| (i.clone(), r.tag.clone())));
+                    break;
+                }
+                if members
+                    .iter()
+                    .all(|(image, _, _)| old_enough(inputs, image, &r.tag))
+                {
+                    break;
+                }
+            }
+        }
+    } else {
+        for (image, state) in inputs.images {
+            for (series, current) in current_series(inputs, image, state) {
+                for c in candidates(inputs, image, state, &series) {
+                    if !c.is_newer_than(&current) {
+                        break;
+                    }
+                    if !known(image, &c.tag) {
+                        out.insert((image.clone(), c.tag.clone()));
+                        break;
+                    }
+                    if old_enough(inputs, image, &c.tag) {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
 /// Decides, for every image and series, the version to move to.
 #[must_use]
 pub fn select(inputs: &Inputs<'_>) -> Vec<Decision> {
@@ -263,12 +373,20 @@ pub fn select(inputs: &Inputs<'_>) -> Vec<Decision> {
                 current_series(inputs, image, state)
                     .into_iter()
                     .map(move |(series, current)| {
-                        let best = candidates(inputs, image, state, &series).into_iter().next();
-                        let outcome = match best {
-                            Some(b) if b.is_newer_than(&current) => Outcome::Bump(b.tag),
-                            Some(_) => Outcome::UpToDate,
-                            None => Outcome::NoCandidate(no_candidate_reason(inputs, &series)),
-                        };
+                        let all = candidates(inputs, image, state, &series);
+                        let mut newer = all.iter().filter(|c| c.is_newer_than(&current));
+                        let newest = newer.clone().next();
+                        let outcome =
+                            match (newer.find(|c| old_enough(inputs, image, &c.tag)), newest) {
+                                (Some(b), _) => Outcome::Bump(b.tag.clone()),
+                                (None, Some(young)) => {
+                                    waiting(inputs, &[image.as_str()], &young.tag)
+                                }
+                                (None, None) if all.is_empty() => {
+                                    Outcome::NoCandidate(no_candidate_reason(inputs, &series))
+                                }
+                                (None, None) => Outcome::UpToDate,
+                            };
                         Decision {
                             image: image.clone(),
                             series,
@@ -284,18 +402,21 @@ pub fn select(inputs: &Inputs<'_>) -> Vec<Decision> {
 fn no_candidate_reason(inputs: &Inputs<'_>, series: &Series) -> String {
     let what = match (&inputs.policy.tags, series) {
         (TagPolicy::DateSha(_), s) => format!("dateSha tags in series {}", s.label()),
-        (TagPolicy::Semver(p), _) => match &p.range {
-            Some(r) => format!("semver tags in range \"{r}\""),
-            None => "semver tags".to_owned(),
+        (TagPolicy::Semver(p), s) => match &p.range {
+            Some(r) => format!("{} tags in range \"{r}\"", s.label()),
+            None => format!("{} tags", s.label()),
         },
         (TagPolicy::Regex(p), _) => format!("tags matching \"{}\"", p.pattern),
     };
     format!("the registry has no acceptable {what} (after exclusions and bad versions)")
 }
 
-fn select_consistent(inputs: &Inputs<'_>) -> Vec<Decision> {
-    // Group images by series: each series moves as one.
-    let mut groups: BTreeMap<Series, Vec<(&String, &ImageState, Ranked)>> = BTreeMap::new();
+/// A consistent group member: the image, its state and its current version.
+type Member<'a> = (&'a String, &'a ImageState, Ranked);
+
+/// The images of a consistent policy grouped by series: each series moves as one.
+fn consistent_groups<'a>(inputs: &Inputs<'a>) -> BTreeMap<Series, Vec<Member<'a>>> {
+    let mut groups: BTreeMap<Series, Vec<Member<'a>>> = BTreeMap::new();
     for (image, state) in inputs.images {
         for (series, current) in current_series(inputs, image, state) {
             groups
@@ -304,46 +425,68 @@ fn select_consistent(inputs: &Inputs<'_>) -> Vec<Decision> {
                 .push((image, state, current));
         }
     }
+    groups
+}
+
+/// The floor of a group: nothing may move below its newest current version.
+fn group_floor(members: &[Member<'_>]) -> Option<Ranked> {
+    members
+        .iter()
+        .map(|(_, _, c)| c)
+        .max_by(|a, b| a.cmp_newness(b))
+        .cloned()
+}
+
+/// Newest first, the tags every image has (ranked as the first image ranks them).
+fn common_tags(per_image: &[Vec<Ranked>]) -> Vec<&Ranked> {
+    per_image
+        .first()
+        .map(|first| {
+            first
+                .iter()
+                .filter(|r| {
+                    per_image[1..]
+                        .iter()
+                        .all(|c| c.iter().any(|o| o.tag == r.tag))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn select_consistent(inputs: &Inputs<'_>) -> Vec<Decision> {
     let mut out = Vec::new();
-    for (series, members) in groups {
+    for (series, members) in consistent_groups(inputs) {
         let per_image: Vec<Vec<Ranked>> = members
             .iter()
             .map(|(image, state, _)| candidates(inputs, image, state, &series))
             .collect();
-        // The floor: nothing may move below the newest current version of the group.
-        let floor = members
-            .iter()
-            .map(|(_, _, c)| c)
-            .max_by(|a, b| a.cmp_newness(b))
-            .cloned();
-        // Newest first, the tags every image has (ranked as the first image ranks them).
-        let common: Vec<&Ranked> = per_image
-            .first()
-            .map(|first| {
-                first
-                    .iter()
-                    .filter(|r| {
-                        per_image[1..]
-                            .iter()
-                            .all(|c| c.iter().any(|o| o.tag == r.tag))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let floor = group_floor(&members);
+        let images: Vec<&str> = members.iter().map(|(i, _, _)| i.as_str()).collect();
+        let common = common_tags(&per_image);
+        let above_floor = |r: &&&Ranked| floor.as_ref().is_none_or(|f| r.is_newer_than(f));
+        // The floor's own tag is deployed in the group already: catching up to it
+        // needs no wait.
         let chosen = common.iter().find(|r| {
-            floor
-                .as_ref()
-                .is_none_or(|f| r.is_newer_than(f) || r.tag == f.tag)
+            floor.as_ref().is_some_and(|f| r.tag == f.tag)
+                || (above_floor(r) && images.iter().all(|i| old_enough(inputs, i, &r.tag)))
         });
+        // The newest common tag above the floor, when it is too young to be chosen.
+        let young = common
+            .iter()
+            .find(above_floor)
+            .filter(|y| chosen.is_none_or(|c| y.is_newer_than(c)));
         for (image, _, current) in &members {
-            let outcome = match chosen {
-                Some(r) if r.tag == current.tag => Outcome::UpToDate,
-                Some(r)
-                    if r.is_newer_than(current)
-                        || floor.as_ref().is_some_and(|f| f.tag == r.tag) =>
+            let outcome = match (chosen, young) {
+                (Some(r), None) if r.tag == current.tag => Outcome::UpToDate,
+                (Some(r), _)
+                    if r.tag != current.tag
+                        && (r.is_newer_than(current)
+                            || floor.as_ref().is_some_and(|f| f.tag == r.tag)) =>
                 {
                     Outcome::Bump(r.tag.clone())
                 }
+                (_, Some(y)) => waiting(inputs, &images, &y.tag),
                 _ => consistent_shortfall(inputs, &series, &members, &per_image, floor.as_ref()),
             };
             out.push(Decision {
@@ -361,7 +504,7 @@ fn select_consistent(inputs: &Inputs<'_>) -> Vec<Decision> {
 fn consistent_shortfall(
     inputs: &Inputs<'_>,
     series: &Series,
-    members: &[(&String, &ImageState, Ranked)],
+    members: &[Member<'_>],
     per_image: &[Vec<Ranked>],
     floor: Option<&Ranked>,
 ) -> Outcome {
@@ -402,6 +545,8 @@ mod tests {
         images: BTreeMap<String, ImageState>,
         bad: BTreeSet<(String, String)>,
         built: HashMap<(String, String), DateTime<Utc>>,
+        ages: HashMap<(String, String), DateTime<Utc>>,
+        now: DateTime<Utc>,
     }
 
     impl World {
@@ -415,10 +560,13 @@ mod tests {
                     pin_digest: false,
                     exclude_tags: Vec::new(),
                     source_repo: None,
+                    min_age: None,
                 },
                 images: BTreeMap::new(),
                 bad: BTreeSet::new(),
                 built: HashMap::new(),
+                ages: HashMap::new(),
+                now: "2024-03-01T12:00:00Z".parse().unwrap(),
             }
         }
         fn semver(range: Option<&str>, prerelease: bool) -> Self {
@@ -463,7 +611,21 @@ mod tests {
                 images: &self.images,
                 bad: &self.bad,
                 build_times: &self.built,
+                ages: &self.ages,
+                now: self.now,
             }
+        }
+        fn min_age(mut self, text: &str) -> Self {
+            self.policy.min_age = Some(text.parse().unwrap());
+            self
+        }
+        /// `image:tag` has existed for `hours`.
+        fn aged(mut self, image: &str, tag: &str, hours: i64) -> Self {
+            self.ages.insert(
+                (image.into(), tag.into()),
+                self.now - TimeDelta::hours(hours),
+            );
+            self
         }
         /// `(image, series label, current, outcome)` rows.
         fn decide(&self) -> Vec<(String, String, String, String)> {
@@ -473,6 +635,11 @@ mod tests {
                     let outcome = match d.outcome {
                         Outcome::Bump(t) => format!("bump {t}"),
                         Outcome::UpToDate => "up to date".into(),
+                        Outcome::Waiting { tag, age, min_age } => format!(
+                            "wait {tag} {}h/{}h",
+                            age.map_or(-1, |a| a.num_hours()),
+                            min_age.num_hours()
+                        ),
                         Outcome::NoCandidate(why) => format!("none: {why}"),
                     };
                     (d.image, d.series.label(), d.current, outcome)
@@ -725,5 +892,291 @@ mod tests {
             w.outcomes(),
             ["bump v20240102-bbbbbbb", "bump v20240102-bbbbbbb"]
         );
+    }
+
+    /// Docker Hub schemes (tag lists written by hand from hub.docker.com/_/nginx,
+    /// /_/python, /_/node, /_/postgres, /_/redis, /_/golang, /_/busybox): each
+    /// reference moves within its own variant and length.
+    #[test]
+    #[allow(clippy::too_many_lines)] // one table of real schemes reads best in one piece
+    fn variants_and_lengths_are_separate_series() {
+        let nginx = [
+            "1.25.3",
+            "1.25.3-alpine",
+            "1.25.3-alpine-slim",
+            "1.25.3-bookworm",
+            "1.26.0",
+            "1.26.0-alpine",
+            "1.26.0-alpine-slim",
+            "1.26.0-bookworm",
+            "1.26",
+            "1.26-alpine",
+            "1",
+            "mainline",
+            "alpine",
+            "stable-alpine",
+            "1.27.0-rc1-alpine",
+        ];
+        let w = World::semver(None, false).image(
+            "nginx",
+            &[
+                "1.25.3",
+                "1.25.3-alpine",
+                "1.25.3-alpine-slim",
+                "1.25.3-bookworm",
+                "alpine",
+            ],
+            &nginx,
+        );
+        assert_eq!(
+            w.decide()
+                .into_iter()
+                .map(|r| (r.1, r.2, r.3))
+                .collect::<Vec<_>>(),
+            [
+                ("semver".into(), "1.25.3".into(), "bump 1.26.0".into()),
+                (
+                    "N.N.N-alpine".into(),
+                    "1.25.3-alpine".into(),
+                    "bump 1.26.0-alpine".into()
+                ),
+                (
+                    "N.N.N-alpine-slim".into(),
+                    "1.25.3-alpine-slim".into(),
+                    "bump 1.26.0-alpine-slim".into()
+                ),
+                (
+                    "N.N.N-bookworm".into(),
+                    "1.25.3-bookworm".into(),
+                    "bump 1.26.0-bookworm".into()
+                ),
+            ]
+        );
+        let cases: &[(World, &[&str])] = &[
+            (
+                World::semver(None, false).image(
+                    "python",
+                    &["3.11.6-slim-bookworm"],
+                    &[
+                        "3.12.1",
+                        "3.12.1-slim",
+                        "3.12.1-slim-bookworm",
+                        "3.13.0rc1-slim-bookworm",
+                        "slim-bookworm",
+                    ],
+                ),
+                &["bump 3.12.1-slim-bookworm"],
+            ),
+            (
+                World::semver(None, true).image(
+                    "python",
+                    &["3.12.1-slim-bookworm"],
+                    &[
+                        "3.12.1-slim-bookworm",
+                        "3.13.0rc1-slim-bookworm",
+                        "3.13.0rc1",
+                    ],
+                ),
+                &["bump 3.13.0rc1-slim-bookworm"],
+            ),
+            (
+                World::semver(None, false).image(
+                    "node",
+                    &["20.10.0-alpine3.18"],
+                    &[
+                        "20.11.0",
+                        "20.11.0-alpine3.19",
+                        "20.11.0-alpine3.18",
+                        "20-alpine3.18",
+                        "21.0.0-alpine3.19",
+                    ],
+                ),
+                &["bump 20.11.0-alpine3.18"],
+            ),
+            (
+                World::semver(None, false).image(
+                    "postgres",
+                    &["16.1-alpine"],
+                    &[
+                        "16.1-alpine",
+                        "16.2-alpine",
+                        "16.2",
+                        "16-alpine",
+                        "17rc1-alpine",
+                        "16.2-bookworm",
+                    ],
+                ),
+                &["bump 16.2-alpine"],
+            ),
+            (
+                World::semver(Some("<17"), true).image(
+                    "postgres",
+                    &["16.1-alpine"],
+                    &["16.2-alpine", "17.0-alpine", "17rc1-alpine"],
+                ),
+                &["bump 16.2-alpine"],
+            ),
+            (
+                World::semver(None, false).image(
+                    "redis",
+                    &["7.2.3-alpine"],
+                    &["7.2.4", "7.2.4-alpine", "7.4-rc2-alpine", "7.2-alpine"],
+                ),
+                &["bump 7.2.4-alpine"],
+            ),
+            (
+                World::semver(None, false).image(
+                    "busybox",
+                    &["1.36.1-musl"],
+                    &[
+                        "1.36.1-glibc",
+                        "1.37.0-glibc",
+                        "1.37.0-uclibc",
+                        "1.36.1-musl",
+                    ],
+                ),
+                &["up to date"],
+            ),
+            (
+                World::semver(None, false).image(
+                    "traefik",
+                    &["v2.10.7"],
+                    &["2.11.0", "v2.10.7", "v2.11"],
+                ),
+                &["up to date"],
+            ),
+            // A plain reference never moves to a suffixed tag, nor three parts to two.
+            (
+                World::semver(None, false).image(
+                    "golang",
+                    &["1.21.5"],
+                    &["1.22-alpine", "1.22", "1.22.0-bookworm"],
+                ),
+                &[
+                    "none: the registry has no acceptable semver tags (after exclusions and bad versions)",
+                ],
+            ),
+        ];
+        for (i, (world, want)) in cases.iter().enumerate() {
+            assert_eq!(world.outcomes(), *want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn a_bad_variant_says_nothing_about_the_plain_version() {
+        let w = World::semver(None, false)
+            .image(
+                "nginx",
+                &["1.25.3", "1.25.3-alpine"],
+                &["1.26.0", "1.26.0-alpine", "1.25.4-alpine"],
+            )
+            .bad("nginx", "1.26.0-alpine");
+        assert_eq!(w.outcomes(), ["bump 1.26.0", "bump 1.25.4-alpine"]);
+    }
+
+    #[test]
+    fn consistent_works_per_series() {
+        let w = World::semver(None, false)
+            .consistent()
+            .image(
+                "p/api",
+                &["1.25.3", "1.25.3-alpine"],
+                &["1.26.0", "1.26.0-alpine", "1.27.0"],
+            )
+            .image(
+                "p/web",
+                &["1.25.3", "1.25.3-alpine"],
+                &["1.26.0", "1.27.0-alpine", "1.26.0-alpine"],
+            );
+        assert_eq!(
+            w.decide()
+                .into_iter()
+                .map(|r| format!("{} {}: {}", r.0, r.2, r.3))
+                .collect::<Vec<_>>(),
+            [
+                "p/api 1.25.3: bump 1.26.0",
+                "p/web 1.25.3: bump 1.26.0",
+                "p/api 1.25.3-alpine: bump 1.26.0-alpine",
+                "p/web 1.25.3-alpine: bump 1.26.0-alpine",
+            ]
+        );
+    }
+
+    #[test]
+    fn min_age_waits_for_young_tags_and_takes_an_older_one() {
+        let base = || {
+            World::semver(None, false).min_age("72h").image(
+                "nginx",
+                &["1.25.3-alpine"],
+                &["1.25.3-alpine", "1.25.4-alpine", "1.26.0-alpine"],
+            )
+        };
+        // Ages unknown: the newest newer candidate's age is needed first, then the next.
+        let w = base();
+        assert_eq!(
+            ages_needed(&w.inputs()),
+            [("nginx".to_owned(), "1.26.0-alpine".to_owned())]
+        );
+        assert_eq!(w.outcomes(), ["wait 1.26.0-alpine -1h/72h"]);
+        let w = base().aged("nginx", "1.26.0-alpine", 5);
+        assert_eq!(
+            ages_needed(&w.inputs()),
+            [("nginx".to_owned(), "1.25.4-alpine".to_owned())]
+        );
+        // The newest is 5h old; the older one is 10 days old and is taken.
+        let w = w.aged("nginx", "1.25.4-alpine", 240);
+        assert!(ages_needed(&w.inputs()).is_empty());
+        assert_eq!(w.outcomes(), ["bump 1.25.4-alpine"]);
+        // Both young: wait, naming the newest.
+        let w = base()
+            .aged("nginx", "1.26.0-alpine", 5)
+            .aged("nginx", "1.25.4-alpine", 71);
+        assert_eq!(w.outcomes(), ["wait 1.26.0-alpine 5h/72h"]);
+        // Old enough: exactly minAge counts; only the newest was looked up.
+        let w = base().aged("nginx", "1.26.0-alpine", 72);
+        assert!(ages_needed(&w.inputs()).is_empty());
+        assert_eq!(w.outcomes(), ["bump 1.26.0-alpine"]);
+        // Nothing newer: no age is needed and the image is up to date.
+        let w = World::semver(None, false).min_age("72h").image(
+            "nginx",
+            &["1.26.0-alpine"],
+            &["1.25.4-alpine", "1.26.0-alpine"],
+        );
+        assert!(ages_needed(&w.inputs()).is_empty());
+        assert_eq!(w.outcomes(), ["up to date"]);
+        // Without minAge ages are never needed.
+        let w = World::semver(None, false).image("nginx", &["1.25.3"], &["1.26.0"]);
+        assert!(ages_needed(&w.inputs()).is_empty());
+    }
+
+    #[test]
+    fn min_age_in_a_consistent_group_waits_for_every_member() {
+        let w = World::semver(None, false)
+            .consistent()
+            .min_age("1d")
+            .image("p/api", &["1.0.0"], &["1.0.0", "1.1.0", "1.2.0"])
+            .image("p/web", &["1.0.0"], &["1.0.0", "1.1.0", "1.2.0"]);
+        assert_eq!(
+            ages_needed(&w.inputs()),
+            [
+                ("p/api".to_owned(), "1.2.0".to_owned()),
+                ("p/web".to_owned(), "1.2.0".to_owned())
+            ]
+        );
+        let w = w
+            .aged("p/api", "1.2.0", 48)
+            .aged("p/web", "1.2.0", 3)
+            .aged("p/api", "1.1.0", 100)
+            .aged("p/web", "1.1.0", 100);
+        assert!(ages_needed(&w.inputs()).is_empty());
+        assert_eq!(w.outcomes(), ["bump 1.1.0", "bump 1.1.0"]);
+        let w = World::semver(None, false)
+            .consistent()
+            .min_age("1d")
+            .image("p/api", &["1.1.0"], &["1.1.0", "1.2.0"])
+            .image("p/web", &["1.1.0"], &["1.1.0", "1.2.0"])
+            .aged("p/api", "1.2.0", 48)
+            .aged("p/web", "1.2.0", 3);
+        assert_eq!(w.outcomes(), ["wait 1.2.0 3h/24h", "wait 1.2.0 3h/24h"]);
     }
 }

@@ -128,18 +128,44 @@ pub struct ImagePolicy {
     /// signatures and attestations (`*.sig`, `*.att`, `*.sbom`, `sha256-*`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude_tags: Vec<Glob>,
+    /// A tag becomes a candidate only once it is this old (e.g. `72h`, `3d`): a
+    /// release that is pulled or fixed within days is never deployed. Its age counts
+    /// from the image's build time (the config's `created`) when that is plausible —
+    /// present, not before 2000 and not more than 5 minutes in the future — and
+    /// otherwise from when autobump first listed the tag, so reproducible builds (ko,
+    /// Bazel, nix write `created` as 1970-01-01 or leave it out) never look old; that
+    /// first-listed time is kept in memory, so after a restart such a tag waits
+    /// `minAge` again (images with a real build time do not). Only candidates newer
+    /// than the deployed version are looked up (one config read each, cached), and an
+    /// older candidate that is old enough is taken while a newer one waits. Default:
+    /// none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_age: Option<Duration>,
 }
 
-/// A tag policy: exactly one of `semver`, `dateSha` or `regex`.
+/// A tag policy: exactly one of `semver`, `dateSha` or `regex`. A reference only ever
+/// moves to a newer tag of its own *series*; floating tags (`latest`, `stable`,
+/// `alpine`, `slim-bookworm`) belong to none and never move.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum TagPolicy {
-    /// Semantic versions (`1.4.2`, `v1.4.2`).
+    /// Version tags `[v]N(.N)*[-SUFFIX]` with one to four numeric parts (`1.4.2`,
+    /// `v1.4.2`, `16.1-alpine`, `3.12.1-slim-bookworm`, `10.3.0.82913-community`).
+    /// Series: a `v` prefix or not, the number of parts, and the suffix — so
+    /// `1.25.3-alpine` moves only to `1.26.0-alpine` (never to `1.26.0`,
+    /// `1.26.0-alpine-slim` or the floating `1.26-alpine`) and `20.10.0-alpine3.18`
+    /// stays on `alpine3.18`. A pre-release marker (`rc`, `alpha`, `beta`, `pre`,
+    /// `preview`, `dev`, `snapshot`, `a1`, `b2`) glued to the last number or as the
+    /// first suffix segment (`3.13.0rc1-slim-bookworm`, `1.27.0-rc1-alpine`,
+    /// `2.0.0-rc.1`) makes a pre-release of its series, chosen only with
+    /// `prerelease: true`.
     Semver(SemverPolicy),
     /// Prow-style `vYYYYMMDD-<hex>[-variant]` tags: the newest date wins, each
-    /// variant suffix is its own series.
+    /// variant suffix (and no suffix) is its own series.
     DateSha(DateShaPolicy),
-    /// Tags matching a pattern, ordered by a captured part.
+    /// Tags matching a pattern, ordered by a captured part; all matching tags are one
+    /// series (so the pattern decides which variant is followed, e.g.
+    /// `^1\.25\.3-debian-12-r(?P<rev>\d+)$` for Bitnami's revision counters).
     Regex(RegexPolicy),
 }
 
@@ -147,11 +173,14 @@ pub enum TagPolicy {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SemverPolicy {
-    /// Only versions in this range (Cargo syntax: `>=1.2, <2`, `^1.4`, `~1.4`).
-    /// Default: any version.
+    /// Only versions in this range (Cargo syntax: `>=1.2, <2`, `^1.4`, `~1.4`,
+    /// `<17`), matched against the numeric version (`16.1-alpine` is 16.1.0; a fourth
+    /// part is ignored; a pre-release by the release it leads to). Default: any
+    /// version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub range: Option<SemverRange>,
-    /// Consider pre-releases (`1.5.0-rc.1`). Default false.
+    /// Consider pre-releases (`1.5.0-rc.1`, `3.13.0rc1-slim`, `7.4-rc2-alpine`) of the
+    /// deployed series. Default false.
     #[serde(default)]
     pub prerelease: bool,
 }

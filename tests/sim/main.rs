@@ -363,3 +363,92 @@ fn random_histories() {
         );
     }
 }
+
+/// The semver scenarios' tags cover what Docker Hub publishes (two, three and four
+/// parts, variant suffixes, three spellings of release candidates, other variants and
+/// shorter floating aliases next to the builds), and the oracle's reading of "same
+/// series" and "accepted" agrees with autobump's on every tag the generator makes.
+#[test]
+fn semver_tag_shapes_cover_docker_hub_variants() {
+    use autobump::core::tags;
+    use autobump::policy::v1alpha1::{SemverPolicy, TagPolicy};
+    use scenario::{Scenario, TagScheme};
+    use world::{OddTag, World};
+
+    let semver = TagPolicy::Semver(SemverPolicy::default());
+    let mut shapes = std::collections::BTreeSet::new();
+    let mut odd = std::collections::BTreeSet::new();
+    for seed in 0..400u64 {
+        let s = Scenario::generate_mix(seed, Mix::Wide);
+        let TagScheme::Semver { parts, suffix, .. } = s.tags else {
+            continue;
+        };
+        shapes.insert((parts, suffix));
+        let scheme = s.tags.clone();
+        let mut w = World::new(seed, std::sync::Arc::new(s));
+        let apps: Vec<usize> = (0..w.scenario.apps.len()).collect();
+        let deployed = w.registry.last.clone().expect("seeded");
+        for step in 0..12u32 {
+            let build = w.new_tag(&apps, true, step % 3);
+            let oracle_same = scheme.same_series(&deployed, &build);
+            assert!(oracle_same, "{deployed} -> {build}");
+            assert_eq!(
+                tags::series(&semver, &build),
+                tags::series(&semver, &deployed),
+                "{deployed} -> {build}"
+            );
+            assert!(
+                scheme.newer(&deployed, &build, |_| None),
+                "{deployed} -> {build}"
+            );
+            for kind in [
+                OddTag::Prerelease,
+                OddTag::Alias,
+                OddTag::Old,
+                OddTag::OutOfRange,
+            ] {
+                let Some(tag) = w.odd_tag(kind) else {
+                    continue;
+                };
+                let theirs = tags::series(&semver, &tag) == tags::series(&semver, &build);
+                assert_eq!(scheme.same_series(&build, &tag), theirs, "{build} vs {tag}");
+                let allowed =
+                    autobump::core::select::tag_allowed(&w.scenario.policy.spec.images[0], &tag);
+                assert_eq!(
+                    scheme.accepts(&tag),
+                    allowed,
+                    "{tag} under {}",
+                    scheme.yaml()
+                );
+                if kind == OddTag::Prerelease {
+                    assert!(
+                        theirs,
+                        "a release candidate {tag} is in the series of {build}"
+                    );
+                    odd.insert(if tag.contains("-rc.") {
+                        "-rc.N"
+                    } else if tag.contains("-rc") {
+                        "-rcN"
+                    } else {
+                        "rcN"
+                    });
+                }
+                if kind == OddTag::Alias && !theirs {
+                    odd.insert("another series");
+                }
+            }
+        }
+    }
+    for parts in [2, 3, 4] {
+        assert!(shapes.iter().any(|(p, _)| *p == parts), "{shapes:?}");
+    }
+    for suffix in [
+        None,
+        Some("alpine"),
+        Some("slim-bookworm"),
+        Some("alpine3.18"),
+    ] {
+        assert!(shapes.iter().any(|(_, s)| *s == suffix), "{shapes:?}");
+    }
+    assert_eq!(odd.len(), 4, "{odd:?}");
+}

@@ -92,7 +92,8 @@ pub enum Mix {
 pub enum TagScheme {
     /// `vYYYYMMDD-<hex>` (`tags: {dateSha: {}}`).
     DateSha,
-    /// `[v]MAJOR.MINOR.PATCH[-rc.N]` (`tags: {semver: {range, prerelease}}`).
+    /// `[v]N.N[.N[.N]][-SUFFIX]` with pre-releases `-rc.N`, `rcN` or `-rcN` before the
+    /// suffix (`tags: {semver: {range, prerelease}}`).
     Semver {
         /// Tags are written with a leading `v`.
         v: bool,
@@ -100,6 +101,11 @@ pub enum TagScheme {
         range: Option<&'static str>,
         /// `semver.prerelease`.
         prerelease: bool,
+        /// How many numeric parts the builds have (2, 3 or 4).
+        parts: u8,
+        /// The variant the builds are published as (`alpine`, `slim-bookworm`,
+        /// `alpine3.18`), if any; other variants are pushed next to them.
+        suffix: Option<&'static str>,
     },
     /// `build-N` (`tags: {regex: {pattern: '^build-(?P<n>[0-9]+)$', extract: n}}`).
     Regex,
@@ -598,11 +604,31 @@ fn wide_choices(seed: u64, n_apps: usize) -> (TagScheme, Option<ClusterScenario>
     let mut rng = Rng::with_seed(seed ^ 0x3c1d_e5a7_0b0e);
     let tags = match rng.u32(0..100) {
         0..=44 => TagScheme::DateSha,
-        45..=84 => TagScheme::Semver {
-            v: rng.bool(),
-            range: *pick(&mut rng, &[None, Some("^1"), Some(">=1.2, <2")]),
-            prerelease: rng.u32(0..3) == 0,
-        },
+        45..=84 => {
+            let (v, range, prerelease) = (
+                rng.bool(),
+                *pick(&mut rng, &[None, Some("^1"), Some(">=1.2, <2")]),
+                rng.u32(0..3) == 0,
+            );
+            // The shape draws from a stream of its own: the other choices stay as they were.
+            let mut shape = Rng::with_seed(seed ^ 0x05e7_1e5a_11a5);
+            TagScheme::Semver {
+                v,
+                range,
+                prerelease,
+                parts: *pick(&mut shape, &[2, 3, 3, 4]),
+                suffix: *pick(
+                    &mut shape,
+                    &[
+                        None,
+                        None,
+                        Some("alpine"),
+                        Some("slim-bookworm"),
+                        Some("alpine3.18"),
+                    ],
+                ),
+            }
+        }
         _ => TagScheme::Regex,
     };
     let cluster = (rng.u32(0..100) < 45).then(|| {
@@ -674,8 +700,39 @@ fn build_number(tag: &str) -> Option<&str> {
     Some(if trimmed.is_empty() { "0" } else { trimmed })
 }
 
-fn semver_of(tag: &str) -> Option<semver::Version> {
-    semver::Version::parse(tag.strip_prefix('v').unwrap_or(tag)).ok()
+/// A version tag as the oracle reads it (its own parser, independent of autobump's):
+/// `[v]N(.N){0,3}`, an optional pre-release (`rcN` glued, or `-rc.N` / `-rcN` as the
+/// first segment), an optional `-SUFFIX`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct OracleVersion {
+    v: bool,
+    numbers: Vec<u64>,
+    /// The release candidate number, for a pre-release.
+    rc: Option<u64>,
+    suffix: String,
+}
+
+fn version_of(tag: &str) -> Option<OracleVersion> {
+    static RE: OnceLock<regex::Regex> = OnceLock::new();
+    let re = RE.get_or_init(|| {
+        regex::Regex::new(
+            r"^(v?)([0-9]+(?:\.[0-9]+){0,3})(?:rc([0-9]+)|-rc\.?([0-9]+))?(?:-([a-z0-9][a-z0-9.-]*))?$",
+        )
+        .expect("valid regex")
+    });
+    let caps = re.captures(tag)?;
+    Some(OracleVersion {
+        v: !caps[1].is_empty(),
+        numbers: caps[2]
+            .split('.')
+            .map(|n| n.parse().ok())
+            .collect::<Option<_>>()?,
+        rc: caps
+            .get(3)
+            .or_else(|| caps.get(4))
+            .map(|n| n.as_str().parse().expect("digits")),
+        suffix: caps.get(5).map_or("", |m| m.as_str()).to_owned(),
+    })
 }
 
 impl TagScheme {
@@ -707,32 +764,36 @@ impl TagScheme {
             Self::Semver {
                 range, prerelease, ..
             } => {
-                let Some(version) = semver_of(tag) else {
+                let Some(version) = version_of(tag) else {
                     return false;
                 };
-                if !version.pre.is_empty() && !prerelease {
+                if version.rc.is_some() && !prerelease {
                     return false;
                 }
                 range.is_none_or(|r| {
                     let req = semver::VersionReq::parse(r).expect("valid range");
-                    let mut release = version.clone();
-                    release.pre = semver::Prerelease::EMPTY;
-                    req.matches(&version) || (*prerelease && req.matches(&release))
+                    let n = |i: usize| version.numbers.get(i).copied().unwrap_or(0);
+                    req.matches(&semver::Version::new(n(0), n(1), n(2)))
                 })
             }
             Self::Regex => build_number(tag).is_some(),
         }
     }
 
-    /// Whether `a` may be replaced by `b` (one series: a dateSha variant, semver, or
-    /// the pattern).
+    /// Whether `a` may be replaced by `b` (one series: a dateSha variant; for semver
+    /// the same `v` prefix, number of parts and suffix; or the pattern).
     pub fn same_series(&self, a: &str, b: &str) -> bool {
         match self {
             Self::DateSha => match (date_sha(a), date_sha(b)) {
                 (Some((_, va)), Some((_, vb))) => va == vb,
                 _ => false,
             },
-            Self::Semver { .. } => semver_of(a).is_some() && semver_of(b).is_some(),
+            Self::Semver { .. } => match (version_of(a), version_of(b)) {
+                (Some(va), Some(vb)) => {
+                    (va.v, va.numbers.len(), va.suffix) == (vb.v, vb.numbers.len(), vb.suffix)
+                }
+                _ => false,
+            },
             Self::Regex => build_number(a).is_some() && build_number(b).is_some(),
         }
     }
@@ -748,8 +809,13 @@ impl TagScheme {
                 }
                 _ => false,
             },
-            Self::Semver { .. } => match (semver_of(a), semver_of(b)) {
-                (Some(va), Some(vb)) => vb.cmp_precedence(&va).is_gt(),
+            Self::Semver { .. } => match (version_of(a), version_of(b)) {
+                // Same numbers: a release is newer than its candidates, a later
+                // candidate newer than an earlier one.
+                (Some(va), Some(vb)) => {
+                    let rank = |rc: Option<u64>| rc.map_or(u64::MAX, |n| n);
+                    (vb.numbers, rank(vb.rc)) > (va.numbers, rank(va.rc))
+                }
                 _ => false,
             },
             Self::Regex => match (build_number(a), build_number(b)) {
@@ -759,13 +825,55 @@ impl TagScheme {
         }
     }
 
+    /// A semver scheme's build `(major, minor, patch)` written in its shape: two parts
+    /// `major.minor`, three `major.minor.patch`, four `major.minor.0.patch`; with the
+    /// `v` prefix and the suffix.
+    pub fn version_text(&self, (major, minor, patch): (u64, u64, u64)) -> String {
+        self.version_with(Some((major, minor, patch)), None, None)
+    }
+
+    /// [`TagScheme::version_text`] with a pre-release `marker` (written right after the
+    /// numbers, e.g. `rc3` or `-rc.3`) and another `suffix` (`Some("")`: none).
+    pub fn version_with(
+        &self,
+        version: Option<(u64, u64, u64)>,
+        marker: Option<&str>,
+        suffix: Option<&str>,
+    ) -> String {
+        let Self::Semver {
+            v,
+            parts,
+            suffix: own,
+            ..
+        } = self
+        else {
+            return String::new();
+        };
+        let (major, minor, patch) = version.unwrap_or((1, 0, 0));
+        let mut out = String::from(if *v { "v" } else { "" });
+        match parts {
+            2 => write!(out, "{major}.{minor}"),
+            4 => write!(out, "{major}.{minor}.0.{patch}"),
+            _ => write!(out, "{major}.{minor}.{patch}"),
+        }
+        .expect("writing to a String");
+        out.push_str(marker.unwrap_or(""));
+        match suffix.or(*own) {
+            Some(s) if !s.is_empty() => {
+                out.push('-');
+                out.push_str(s);
+            }
+            _ => {}
+        }
+        out
+    }
+
     /// A tag in the series that no registry has.
-    pub fn unknown_tag(&self) -> &'static str {
+    pub fn unknown_tag(&self) -> String {
         match self {
-            Self::DateSha => "v20991231-deadbee",
-            Self::Semver { v: true, .. } => "v1.99.99",
-            Self::Semver { v: false, .. } => "1.99.99",
-            Self::Regex => "build-99999",
+            Self::DateSha => "v20991231-deadbee".to_owned(),
+            Self::Semver { .. } => self.version_text((1, 99, 99)),
+            Self::Regex => "build-99999".to_owned(),
         }
     }
 }

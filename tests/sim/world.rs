@@ -664,21 +664,16 @@ impl World {
                 let hex = self.hex(7);
                 format!("v{}-{hex}", date.format("%Y%m%d"))
             }
-            TagScheme::Semver { v, .. } => {
+            TagScheme::Semver { parts, .. } => {
                 let (major, minor, patch) = self.registry.semver;
-                let next = if days >= 2 {
+                // Two-part versions have no patch: every build is a minor release.
+                let next = if days >= 2 || parts == 2 {
                     (major, minor + 1, 0)
                 } else {
                     (major, minor, patch + 1)
                 };
                 self.registry.semver = next;
-                format!(
-                    "{}{}.{}.{}",
-                    if v { "v" } else { "" },
-                    next.0,
-                    next.1,
-                    next.2
-                )
+                self.scenario.tags.version_text(next)
             }
             TagScheme::Regex => {
                 self.registry.build += 1 + u64::from(days);
@@ -705,9 +700,11 @@ impl World {
         let n = self.registry.odd;
         let (major, minor, patch) = self.registry.semver;
         let scheme = self.scenario.tags.clone();
-        let v = matches!(scheme, TagScheme::Semver { v: true, .. });
-        let v = if v { "v" } else { "" };
-        let tag = match (kind, scheme) {
+        let next = match scheme {
+            TagScheme::Semver { parts: 2, .. } => (major, minor + 1, 0),
+            _ => (major, minor, patch + 1),
+        };
+        let tag = match (kind, scheme.clone()) {
             (OddTag::Floating, _) => (if n.is_multiple_of(2) {
                 "latest"
             } else {
@@ -715,8 +712,15 @@ impl World {
             })
             .to_owned(),
             (OddTag::Signature, _) => format!("sha256-{}.sig", self.hex(64)),
+            // The next version's release candidate, in the three spellings Docker Hub
+            // images use: `1.4.1-rc.3-alpine`, `1.4.1rc3-alpine`, `1.4.1-rc3-alpine`.
             (OddTag::Prerelease, TagScheme::Semver { .. }) => {
-                format!("{v}{major}.{minor}.{}-rc.{n}", patch + 1)
+                let marker = match n % 3 {
+                    0 => format!("-rc.{n}"),
+                    1 => format!("rc{n}"),
+                    _ => format!("-rc{n}"),
+                };
+                scheme.version_with(Some(next), Some(&marker), None)
             }
             (OddTag::Prerelease, TagScheme::DateSha) => {
                 let date = self.registry.next_date.expect("seeded");
@@ -726,20 +730,45 @@ impl World {
                 format!("build-{}-rc{n}", self.registry.build + 1)
             }
             (OddTag::OutOfRange, TagScheme::Semver { range: Some(_), .. }) => {
-                format!("{v}{}.0.0", major + 1)
+                scheme.version_text((major + 1, 0, 0))
             }
             (OddTag::OutOfRange | OddTag::Old, TagScheme::Semver { .. }) => {
-                format!("{v}{major}.0.{n}")
+                scheme.version_text((major, 0, n))
             }
             (OddTag::OutOfRange | OddTag::Old, TagScheme::DateSha) => {
                 format!("v202512{:02}-{}", n % 28 + 1, self.hex(7))
             }
             (OddTag::OutOfRange | OddTag::Old, TagScheme::Regex) => format!("build-{}", n % 50),
-            (OddTag::Alias, TagScheme::Semver { .. }) => {
+            // The newest build in another series: the other `v` spelling, another
+            // variant, or a shorter floating alias (`1.4-alpine` for `1.4.1-alpine`),
+            // as Docker Hub images publish them side by side.
+            (OddTag::Alias, TagScheme::Semver { suffix, .. }) => {
                 let last = self.registry.last.clone()?;
-                match last.strip_prefix('v') {
-                    Some(bare) => bare.to_owned(),
-                    None => format!("v{last}"),
+                let current = (major, minor, patch);
+                match n % 4 {
+                    0 => match last.strip_prefix('v') {
+                        Some(bare) => bare.to_owned(),
+                        None => format!("v{last}"),
+                    },
+                    1 => scheme.version_with(
+                        Some(current),
+                        None,
+                        Some(if suffix.is_some() { "" } else { "alpine" }),
+                    ),
+                    2 => scheme.version_with(
+                        Some(current),
+                        None,
+                        Some(&format!("{}-slim", suffix.unwrap_or("bookworm"))),
+                    ),
+                    _ => {
+                        let full = scheme.version_text(current);
+                        let numbers = full.split('-').next().unwrap_or(&full);
+                        let shorter = &numbers[..numbers.rfind('.')?];
+                        match suffix {
+                            Some(s) => format!("{shorter}-{s}"),
+                            None => shorter.to_owned(),
+                        }
+                    }
                 }
             }
             (OddTag::Alias, TagScheme::Regex) => {

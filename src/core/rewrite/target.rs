@@ -7,8 +7,8 @@ use std::str::FromStr;
 use regex::Regex;
 
 use crate::core::reference::{DOCKER_HUB, ImageRef};
-use crate::core::tags::{self, Series, is_signature_tag, parse_date_sha, parse_semver};
-use crate::policy::v1alpha1::{DateShaPolicy, ImagePolicy, TagPolicy};
+use crate::core::tags::{self, Series, is_signature_tag, parse_date_sha, parse_version};
+use crate::policy::v1alpha1::{DateShaPolicy, ImagePolicy, SemverPolicy, TagPolicy};
 
 /// Which references a target applies to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -37,10 +37,10 @@ pub enum SeriesRule {
     /// only when its current tag is in the same series as the new tag.
     Policy(TagPolicy),
     /// Inferred from the new tag's shape (the command line without `--policy`):
-    /// a date-sha tag → the `dateSha` series of its variant suffix; a semver tag →
-    /// semver tags with the same pre-release and build *shape* (`1.25.4` replaces
-    /// `1.25.3` and `v1.0.0`, `2.0.0-rc.2` replaces `2.0.0-rc.1`, but neither
-    /// replaces `1.25.3-alpine`: without a policy, a suffix is taken as a variant);
+    /// a date-sha tag → the `dateSha` series of its variant suffix; a version tag
+    /// `[v]N(.N)*[-SUFFIX]` → the `semver` policy's series, exactly as with a policy
+    /// (`1.25.4` replaces `1.25.3` but not `v1.0.0`, `1.25` or `1.25.3-alpine`;
+    /// `1.26.0-alpine` replaces `1.25.3-alpine` and `1.26.0-rc1-alpine`);
     /// anything else → tags of the same *shape* (runs of digits
     /// and git-hash-like segments compared as placeholders, so `build-123` replaces
     /// `build-99` and `3.12-slim` replaces `3.11-slim`, but not `3.11-alpine`).
@@ -277,9 +277,6 @@ fn selector(image: &ImageSelector) -> Result<Sel, String> {
 pub(super) enum Class {
     /// Tags in this series under this policy.
     Series(TagPolicy, Series),
-    /// Semver tags whose pre-release and build parts have this shape (see
-    /// [`semver_suffix`]).
-    Semver(String),
     /// Tags of this shape (see [`shape`]).
     Shape(String),
 }
@@ -288,13 +285,10 @@ impl Class {
     fn contains(&self, tag: &str) -> bool {
         match self {
             Self::Series(policy, series) => tags::series(policy, tag).as_ref() == Some(series),
-            Self::Semver(suffix) => {
-                !is_signature_tag(tag) && semver_suffix(tag).as_deref() == Some(suffix.as_str())
-            }
             Self::Shape(s) => {
                 !is_signature_tag(tag)
                     && parse_date_sha(tag).is_none()
-                    && parse_semver(tag).is_none()
+                    && parse_version(tag).is_none()
                     && shape(tag).as_deref() == Some(s.as_str())
             }
         }
@@ -344,25 +338,6 @@ fn push_collapsing_digits(out: &mut String, text: &str) {
             in_digits = false;
         }
     }
-}
-
-/// For a semver tag, the shape of its pre-release and build parts (`""` for a
-/// release, `-alpine` for `1.25.3-alpine`, `-rc.#` for `2.0.0-rc.1`), so that an
-/// inferred semver target does not turn `1.25.3-alpine` into `1.25.4`.
-fn semver_suffix(tag: &str) -> Option<String> {
-    let v = parse_semver(tag)?;
-    let mut suffix = String::new();
-    if !v.pre.is_empty() {
-        suffix.push('-');
-        suffix.push_str(v.pre.as_str());
-    }
-    if !v.build.is_empty() {
-        suffix.push('+');
-        suffix.push_str(v.build.as_str());
-    }
-    let mut out = String::with_capacity(suffix.len());
-    push_collapsing_digits(&mut out, &suffix);
-    Some(out)
 }
 
 /// A target ready for matching.
@@ -421,8 +396,8 @@ fn compile(target: &Target) -> Result<Compiled, RewriteError> {
                     TagPolicy::DateSha(DateShaPolicy {}),
                     Series::DateSha(d.variant.map(str::to_owned)),
                 )
-            } else if let Some(suffix) = semver_suffix(&target.tag) {
-                Class::Semver(suffix)
+            } else if let Some(v) = parse_version(&target.tag) {
+                Class::Series(TagPolicy::Semver(SemverPolicy::default()), v.series())
             } else if let Some(s) = shape(&target.tag) {
                 Class::Shape(s)
             } else {
@@ -597,13 +572,71 @@ mod tests {
             ("docker.io/library/nginx:1.25.3", Some("1.27.0")),
             ("nginx:1.25", None),
             ("nginx:1.25.3-alpine", None),
-            ("nginx:v1.0.0", Some("1.27.0")),
+            // A `v` prefix is its own series (issue 13: the same rule as `resolve`).
+            ("nginx:v1.0.0", None),
             ("nginx:latest", None),
             ("python:3.12-slim", Some("3.13-slim")),
             ("python:3.12-alpine", None),
             ("nginx", None),
         ];
         for (reference, want) in cases {
+            assert_eq!(moves(&p, reference).as_deref(), want, "{reference}");
+        }
+    }
+
+    /// Docker Hub variants (hub.docker.com/_/nginx, /_/postgres, /_/node): without a
+    /// policy, `--set` moves only references of the new tag's own series.
+    #[test]
+    fn inferred_version_series_follow_the_variant() {
+        let p = plan(&[
+            "nginx=1.26.0-alpine",
+            "nginx=1.26.0",
+            "postgres=16.2-alpine",
+            "node=20.11.0-alpine3.18",
+        ]);
+        let cases = [
+            ("nginx:1.25.3-alpine", Some("1.26.0-alpine")),
+            ("nginx:1.27.0-rc1-alpine", Some("1.26.0-alpine")),
+            ("nginx:1.25.3", Some("1.26.0")),
+            ("nginx:1.25.3-alpine-slim", None),
+            ("nginx:1.25-alpine", None),
+            ("nginx:alpine", None),
+            ("postgres:16.1-alpine", Some("16.2-alpine")),
+            ("postgres:16-alpine", None),
+            ("postgres:16.1", None),
+            ("node:20.10.0-alpine3.18", Some("20.11.0-alpine3.18")),
+            ("node:20.10.0-alpine3.19", None),
+            ("node:20-alpine3.18", None),
+        ];
+        for (reference, want) in cases {
+            assert_eq!(moves(&p, reference).as_deref(), want, "{reference}");
+        }
+        // One version per variant: two targets of one series conflict.
+        let t = |s: &str| Target::parse(s).unwrap();
+        assert!(matches!(
+            Plan::new(&[t("nginx=1.26.0-alpine"), t("nginx=1.26.1-alpine")]),
+            Err(RewriteError::Conflict { .. })
+        ));
+    }
+
+    /// A rollback puts back a known-good release that names one image in several
+    /// variants (policy targets, as `controller::rollback_targets` builds them): each
+    /// target moves only its own series, and they do not conflict.
+    #[test]
+    fn policy_targets_of_one_image_in_several_variants() {
+        let images: Vec<ImagePolicy> = serde_json::from_value(serde_json::json!([
+            {"name": "nginx", "tags": {"semver": {}}},
+        ]))
+        .unwrap();
+        let t = |s: &str| Target::parse(s).unwrap().with_policy(&images).unwrap();
+        let p = Plan::new(&[t("nginx=1.25.3"), t("nginx=1.25.3-alpine")]).unwrap();
+        for (reference, want) in [
+            ("nginx:1.26.0", Some("1.25.3")),
+            ("nginx:1.26.0-alpine", Some("1.25.3-alpine")),
+            ("nginx:1.26.0-alpine-slim", None),
+            ("nginx:1.26-alpine", None),
+            ("nginx:alpine", None),
+        ] {
             assert_eq!(moves(&p, reference).as_deref(), want, "{reference}");
         }
     }
