@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod hostile;
 mod rollback;
 
 use std::sync::Arc;
