@@ -21,13 +21,15 @@
 //!   `MAX_BODY_READS` × 1 MiB);
 //! * request headers must arrive within [`ServeLimits::header_read_timeout`], which
 //!   is also how long a kept-alive connection may sit idle;
-//! * at most [`ServeLimits::max_connections`] connections are open at once (more
-//!   wait in the kernel's backlog), so clients cannot use up the process's file
-//!   descriptors; an accept error (EMFILE, ENFILE, ECONNABORTED) is logged and
-//!   retried after a pause, never fatal.
+//! * at most [`ServeLimits::max_connections`] connections are open at once, so
+//!   clients cannot use up the process's file descriptors; at the cap a new
+//!   connection closes the oldest one not in a request (so connections held open
+//!   without use cannot lock out `/healthz`); an accept error (EMFILE, ENFILE,
+//!   ECONNABORTED) is logged and retried after a pause, never fatal.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -490,7 +492,8 @@ fn looks_like_signature(header: &str) -> bool {
 /// Bounds of the HTTP server's connections (see the module docs).
 #[derive(Debug, Clone)]
 pub struct ServeLimits {
-    /// Connections open at once; further clients wait in the listen backlog.
+    /// Connections open at once; a new one beyond it closes the oldest connection
+    /// that is not in a request (or is refused when every one is).
     pub max_connections: usize,
     /// Request headers must arrive within this after the connection opened or the
     /// previous response was sent (so it is also the idle timeout of a kept-alive
@@ -514,20 +517,54 @@ impl Default for ServeLimits {
     }
 }
 
+/// A connection's service: the router, marking the connection busy while it is in a
+/// request (a busy connection is never closed to make room for a new one).
+#[derive(Clone)]
+struct Tracked {
+    inner: hyper_util::service::TowerToHyperService<Router>,
+    busy: Arc<AtomicBool>,
+}
+
+impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Tracked {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn call(&self, request: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        self.busy.store(true, Ordering::SeqCst);
+        let response = self.inner.call(request);
+        let busy = Arc::clone(&self.busy);
+        Box::pin(async move {
+            let response = response.await;
+            busy.store(false, Ordering::SeqCst);
+            response
+        })
+    }
+}
+
+/// The open connections, oldest first: whether each is in a request, and how to close
+/// it.
+#[derive(Default)]
+struct Open {
+    next: u64,
+    connections: std::collections::BTreeMap<u64, (Arc<AtomicBool>, tokio::task::AbortHandle)>,
+}
+
 /// Serves `router` on `listener` until the task is dropped, within `limits`: HTTP/1.1,
-/// at most `max_connections` at once, each with a header-read (and idle) timeout and a
-/// lifetime; a failed accept is logged and retried after a pause.
+/// each connection with a header-read (and idle) timeout and a lifetime, at most
+/// `max_connections` at once. At the cap, a new connection closes the oldest one that
+/// is not in a request (still sending its headers, or idle): clients that hold
+/// connections without using them cannot lock out a health probe. A failed accept is
+/// logged and retried after a pause.
 pub async fn serve(listener: TcpListener, router: Router, limits: ServeLimits) {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
 
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let open = Arc::new(std::sync::Mutex::new(Open::default()));
     let mut pause_logged = false;
     loop {
-        // The semaphore is never closed.
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-            return;
-        };
         let (stream, peer): (tokio::net::TcpStream, SocketAddr) = match listener.accept().await {
             Ok(accepted) => {
                 pause_logged = false;
@@ -541,15 +578,40 @@ pub async fn serve(listener: TcpListener, router: Router, limits: ServeLimits) {
                         "accepting an HTTP connection failed; pausing, then accepting again");
                     pause_logged = true;
                 }
-                drop(slot);
                 tokio::time::sleep(limits.accept_error_pause).await;
                 continue;
             }
         };
-        let service = TowerToHyperService::new(router.clone());
+        // Held across the spawn, so a connection that ends at once removes its entry
+        // only after it was added.
+        let mut guard = open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if guard.connections.len() >= limits.max_connections.max(1) {
+            let idle = guard
+                .connections
+                .iter()
+                .find(|(_, (busy, _))| !busy.load(Ordering::SeqCst))
+                .map(|(id, _)| *id);
+            let Some(id) = idle else {
+                tracing::debug!(%peer, "every connection is in a request; refusing a new one");
+                continue;
+            };
+            if let Some((_, closing)) = guard.connections.remove(&id) {
+                closing.abort();
+                tracing::debug!(%peer, "at the connection cap: closed the oldest idle connection");
+            }
+        }
+        let id = guard.next;
+        guard.next += 1;
+        let busy = Arc::new(AtomicBool::new(false));
+        let service = Tracked {
+            inner: TowerToHyperService::new(router.clone()),
+            busy: Arc::clone(&busy),
+        };
         let limits = limits.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
+        let registry = Arc::clone(&open);
+        let task = tokio::spawn(async move {
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
@@ -561,7 +623,13 @@ pub async fn serve(listener: TcpListener, router: Router, limits: ServeLimits) {
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "HTTP connection ended"),
                 Err(_) => tracing::debug!(%peer, "HTTP connection open too long; closed"),
             }
+            registry
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .connections
+                .remove(&id);
         });
+        guard.connections.insert(id, (busy, task.abort_handle()));
     }
 }
 

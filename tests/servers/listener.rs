@@ -162,8 +162,21 @@ async fn headers_that_never_finish_and_idle_connections_are_closed() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 }
 
+/// Opens a connection and completes one request on it (so the server has certainly
+/// accepted it); the connection stays open, idle.
+async fn idle_connection(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    s
+}
+
 #[tokio::test]
-async fn connections_over_the_cap_wait_and_are_served_when_one_closes() {
+async fn at_the_connection_cap_the_oldest_idle_connection_makes_room() {
     let addr = start(ServeLimits {
         max_connections: 4,
         ..ServeLimits::default()
@@ -171,28 +184,71 @@ async fn connections_over_the_cap_wait_and_are_served_when_one_closes() {
     .await;
     let mut held = Vec::new();
     for _ in 0..4 {
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        // A full request each, so the server has certainly accepted all four.
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let mut buf = [0u8; 256];
-        let n = s.read(&mut buf).await.unwrap();
-        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
-        held.push(s);
+        held.push(idle_connection(addr).await);
     }
-    let fifth = tokio::spawn(async move {
+    // A fifth client (a health probe) is served at once ...
+    healthz(&addr.to_string()).await.expect("served at the cap");
+    // ... and the oldest idle connection was closed for it; the newest still works.
+    assert_eq!(read_to_close(&mut held[0]).await, "");
+    let newest = held.last_mut().unwrap();
+    newest
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_to_close(newest).await.starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test]
+async fn at_the_connection_cap_with_every_connection_in_a_request_a_new_one_is_refused() {
+    let addr = start(ServeLimits {
+        max_connections: 2,
+        ..ServeLimits::default()
+    })
+    .await;
+    let mut busy = Vec::new();
+    for _ in 0..2 {
+        // Authenticated, with a body that is still coming: in a request.
         let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        read_to_close(&mut s).await
-    });
+        s.write_all(
+            format!(
+                "POST /webhooks/registry HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 100\r\n\r\n{{"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        busy.push(s);
+    }
+    // Give the server a moment to parse both heads (until then a new connection
+    // could still close one as idle), then expect refusals.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!fifth.is_finished(), "a fifth connection was served");
-    held.pop();
-    let response = fifth.await.unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let refused = super::support::wait_until(
+        "a new connection refused",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        async || match healthz(&addr.to_string()).await {
+            Ok(()) => Err("served".to_owned()),
+            Err(e) => Ok(e),
+        },
+    )
+    .await;
+    assert!(!refused.contains("200"), "{refused}");
+    // The requests in flight are not disturbed: each ends with its own answer.
+    for mut s in busy {
+        s.write_all(&[b' '; 99]).await.unwrap();
+        let response = read_to_close_or_answer(&mut s).await;
+        assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    }
+}
+
+/// Reads one response (the connection may stay open).
+async fn read_to_close_or_answer(stream: &mut TcpStream) -> String {
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut buf))
+        .await
+        .expect("no answer within 30 s")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
 /// `GET /healthz` on a fresh connection: `Ok` for a 200.
