@@ -1030,8 +1030,8 @@ struct RegistryArgs {
     ca_bundle: Option<PathBuf>,
     /// The longest one registry call may take: listing a repository's tags (every
     /// page, retries and Retry-After waits included), a digest or a build time. Each
-    /// request within it is limited to 30s, and tag listings to 1000 pages.
-    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    /// request within it is limited to 20s, and tag listings to 1000 pages.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
     registry_timeout: autobump::policy::values::Duration,
 }
 
@@ -1049,7 +1049,7 @@ impl RegistryArgs {
                 self.registry_timeout
                     .delta()
                     .to_std()
-                    .unwrap_or(std::time::Duration::from_secs(60)),
+                    .unwrap_or(std::time::Duration::from_secs(30)),
             );
         if let Some(ca) = &self.ca_bundle {
             defaults = defaults.ca_bundle(ca);
