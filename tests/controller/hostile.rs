@@ -6,10 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use autobump::clock::SystemClock;
-use autobump::controller::standalone::{Config, PolicyOutcome, Standalone, Tick};
-use autobump::registry::{RegistryClient, RegistryConfig};
-use autobump::repo::{GitConfig, GitRepo, Person};
+use autobump::controller::standalone::{PolicyOutcome, Standalone, Tick};
 use axum::Router;
 use axum::routing::get;
 
@@ -65,28 +62,9 @@ fn driver(
     );
     std::fs::write(policies.join("a.yaml"), a).unwrap();
     std::fs::write(policies.join("b.yaml"), direct_policy_text(w, "b")).unwrap();
-    Standalone::new(
-        Config {
-            policies: vec![policies],
-            state: dir.join("state.json"),
-            github_token: None,
-            github_api: "http://127.0.0.1:9".into(),
-            bot_login: None,
-            ssh_key: None,
-        },
-        Arc::new(SystemClock),
-        RegistryClient::new(RegistryConfig::default(), Arc::new(SystemClock)).unwrap(),
-        GitRepo::new(GitConfig::new(
-            dir.join("cache"),
-            Person {
-                name: "autobump".into(),
-                email: "autobump@example.com".into(),
-            },
-        )),
-    )
-    .unwrap()
-    .with_concurrency(concurrency)
-    .with_reconcile_timeout(deadline)
+    super::standalone_driver(&policies, dir)
+        .with_concurrency(concurrency)
+        .with_reconcile_timeout(deadline)
 }
 
 fn outcome<'a>(tick: &'a Tick, name: &str) -> &'a PolicyOutcome {
