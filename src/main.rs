@@ -95,8 +95,10 @@ enum Command {
     /// Policies come from files and state lives in a local file.
     /// Direct-push policies need only git and registry access; pull-request policies
     /// also need GITHUB_TOKEN in the environment. An invalid policy file keeps the last
-    /// good version of its policies in force and never stops the others. SIGTERM or
-    /// Ctrl-C finishes the reconcile in flight and exits 0.
+    /// good version of its policies in force and never stops the others. Policies
+    /// reconcile --concurrency at a time, each within --reconcile-timeout. SIGTERM or
+    /// Ctrl-C starts no new reconcile, gives the ones in flight 3 s, cancels the rest
+    /// and exits 0.
     ///
     /// Exit status with --once: 0 when every policy reconciled and every file loaded,
     /// 1 otherwise; 2 on usage or I/O errors.
