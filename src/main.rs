@@ -225,12 +225,13 @@ struct RunArgs {
     /// SSH private key for ssh:// and user@host: repositories.
     #[arg(long, value_name = "FILE")]
     ssh_key: Option<PathBuf>,
-    /// Policies reconciled at the same time (standalone).
+    /// Policies reconciled at the same time (standalone; with --kubernetes the
+    /// controller reconciles 4 objects at once).
     #[arg(long, value_name = "N", default_value_t = autobump::controller::standalone::DEFAULT_CONCURRENCY)]
     concurrency: usize,
-    /// The longest one policy's reconcile may take (standalone); past it the
-    /// reconcile is cancelled, counted as failed (reason deadline) and tried again
-    /// next tick, and no other policy waits for it.
+    /// The longest one policy's reconcile may take (also with --kubernetes); past it
+    /// the reconcile is cancelled, counted as failed (reason deadline) and tried again
+    /// (next tick, or the controller's back-off), and no other policy waits for it.
     #[arg(long, value_name = "DURATION", default_value = "5m")]
     reconcile_timeout: autobump::policy::values::Duration,
     /// Commit author name.

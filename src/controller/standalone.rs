@@ -378,13 +378,10 @@ impl Standalone {
         let now = chrono::SubsecRound::trunc_subsecs(self.clock.now(), 0);
         let span = tracing::info_span!("reconcile", policy = p.name());
         let watch = Stopwatch::start();
-        let reconcile = self
-            .reconcile_in(&p, &self.store, now)
-            .instrument(span.clone());
-        let outcome = match tokio::time::timeout(self.reconcile_timeout, reconcile).await {
-            Ok(outcome) => outcome,
-            Err(_) => PolicyOutcome::Failed(ReconcileError::Deadline(self.reconcile_timeout)),
-        };
+        let outcome = self
+            .reconcile_bounded(&p, &self.store, now)
+            .instrument(span.clone())
+            .await;
         let state =
             span.in_scope(|| self.account(p.name(), &self.store, &outcome, watch.elapsed()));
         if let Some(state) = state {
@@ -498,6 +495,21 @@ impl Standalone {
                     );
                 }
             }
+        }
+    }
+
+    /// [`Self::reconcile_in`] within the reconcile deadline
+    /// ([`Self::with_reconcile_timeout`]): past it the reconcile is cancelled and fails
+    /// with [`ReconcileError::Deadline`].
+    pub async fn reconcile_bounded<S: Store>(
+        &self,
+        p: &Policy,
+        store: &S,
+        now: DateTime<Utc>,
+    ) -> PolicyOutcome {
+        match tokio::time::timeout(self.reconcile_timeout, self.reconcile_in(p, store, now)).await {
+            Ok(outcome) => outcome,
+            Err(_) => PolicyOutcome::Failed(ReconcileError::Deadline(self.reconcile_timeout)),
         }
     }
 
