@@ -5,14 +5,41 @@
 //! A notification only *triggers* a re-check: the decision is always made from a
 //! fresh registry read, so a forged or replayed notification can cost a request but
 //! never change what gets deployed.
+//!
+//! # Bounds
+//!
+//! What a client, authenticated or not, can cost is bounded (see [`serve`] and
+//! [`ServeLimits`]):
+//!
+//! * a request is authenticated from its headers **before** its body is read (bearer
+//!   token; for GitHub the presence of a well-formed `X-Hub-Signature-256` and of
+//!   `X-GitHub-Event`, since the HMAC itself needs the body); a refused request's
+//!   body is never read and its connection is closed;
+//! * a body is read only up to its endpoint's size limit (a larger `Content-Length`
+//!   is refused before reading), within [`BODY_READ_TIMEOUT`], and at most
+//!   [`MAX_BODY_READS`] bodies are read at once (so bodies in memory stay under
+//!   `MAX_BODY_READS` × 1 MiB);
+//! * request headers must arrive within [`ServeLimits::header_read_timeout`], which
+//!   is also how long a kept-alive connection may sit idle;
+//! * at most [`ServeLimits::max_connections`] connections are open at once, so
+//!   clients cannot use up the process's file descriptors; at the cap a new
+//!   connection closes the oldest one not in a request (so connections held open
+//!   without use cannot lock out `/healthz`); an accept error (EMFILE, ENFILE,
+//!   ECONNABORTED) is logged and retried after a pause, never fatal.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::post;
 use serde::Deserialize;
-use tokio::sync::mpsc;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::alerts::{AlertTrigger, parse_alertmanager_webhook};
 use crate::forge::webhook::{
@@ -21,6 +48,52 @@ use crate::forge::webhook::{
 
 /// The largest notification body accepted (distribution batches a few events).
 const MAX_BODY: usize = 1 << 20;
+
+/// A request body must arrive completely within this (including the wait for a
+/// read slot); a client that sends slower is answered 408 and disconnected.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Bodies read at the same time, across all endpoints; with bodies of at most
+/// 1 MiB this bounds what webhooks hold in memory to 16 MiB.
+pub const MAX_BODY_READS: usize = 16;
+
+/// The read slots of [`MAX_BODY_READS`].
+static BODY_READS: Semaphore = Semaphore::const_new(MAX_BODY_READS);
+
+/// A refusal: status and a one-line body.
+type Refusal = (StatusCode, &'static str);
+
+/// Reads `body` (after the request was authenticated from its headers): refuses a
+/// declared `Content-Length` over `limit` without reading anything, reads at most
+/// `limit` bytes, and gives up after [`BODY_READ_TIMEOUT`].
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Refusal> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err((StatusCode::PAYLOAD_TOO_LARGE, "body too large\n"));
+    }
+    let read = async {
+        use futures::StreamExt as _;
+        // The semaphore is never closed.
+        let _slot = BODY_READS.acquire().await.ok();
+        let mut stream = body.into_data_stream();
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|_| (StatusCode::BAD_REQUEST, "body could not be read\n"))?;
+            if out.len() + chunk.len() > limit {
+                return Err((StatusCode::PAYLOAD_TOO_LARGE, "body too large\n"));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(out))
+    };
+    match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
+        Ok(result) => result,
+        Err(_) => Err((StatusCode::REQUEST_TIMEOUT, "body not received in time\n")),
+    }
+}
 
 /// "Re-check this image now": the registry host and repository path of a push.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -147,14 +220,15 @@ pub fn registry_webhook(token: Option<String>, tx: mpsc::Sender<Recheck>) -> Rou
 async fn receive_registry(
     State(hook): State<RegistryHook>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> (StatusCode, &'static str) {
     if !bearer_ok(hook.token.as_deref(), &headers) {
         return (StatusCode::UNAUTHORIZED, "bad or missing bearer token\n");
     }
-    if body.len() > MAX_BODY {
-        return (StatusCode::PAYLOAD_TOO_LARGE, "notification too large\n");
-    }
+    let body = match read_body(&headers, body, MAX_BODY).await {
+        Ok(body) => body,
+        Err(refusal) => return refusal,
+    };
     let rechecks = match parse_registry_notification(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -199,14 +273,15 @@ pub fn alertmanager_webhook(token: Option<String>, tx: mpsc::Sender<AlertTrigger
 async fn receive_alertmanager(
     State(hook): State<AlertmanagerHook>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> (StatusCode, &'static str) {
     if !bearer_ok(hook.token.as_deref(), &headers) {
         return (StatusCode::UNAUTHORIZED, "bad or missing bearer token\n");
     }
-    if body.len() > MAX_BODY {
-        return (StatusCode::PAYLOAD_TOO_LARGE, "webhook too large\n");
-    }
+    let body = match read_body(&headers, body, MAX_BODY).await {
+        Ok(body) => body,
+        Err(refusal) => return refusal,
+    };
     let trigger = match parse_alertmanager_webhook(&body) {
         Ok(t) => t,
         Err(e) => {
@@ -351,14 +426,13 @@ pub fn github_webhook(
 async fn receive_github(
     State(hook): State<GitHubHook>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> (StatusCode, &'static str) {
-    if body.len() > MAX_WEBHOOK_BODY_BYTES {
-        return (StatusCode::PAYLOAD_TOO_LARGE, "webhook too large\n");
-    }
     let header_str = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    // What can be checked before the body: the signature must be there and look
+    // like one (the HMAC itself covers the body), and so must the event.
     let signature = header_str("x-hub-signature-256").unwrap_or_default();
-    if !verify_signature(&hook.secret, &body, signature) {
+    if !looks_like_signature(signature) {
         return (
             StatusCode::UNAUTHORIZED,
             "bad or missing X-Hub-Signature-256\n",
@@ -367,6 +441,16 @@ async fn receive_github(
     let Some(event) = header_str("x-github-event") else {
         return (StatusCode::BAD_REQUEST, "missing X-GitHub-Event\n");
     };
+    let body = match read_body(&headers, body, MAX_WEBHOOK_BODY_BYTES).await {
+        Ok(body) => body,
+        Err(refusal) => return refusal,
+    };
+    if !verify_signature(&hook.secret, &body, signature) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            "bad or missing X-Hub-Signature-256\n",
+        );
+    }
     if let Some(delivery) = header_str("x-github-delivery")
         && !hook.deliveries.first_delivery(delivery)
     {
@@ -395,6 +479,158 @@ async fn receive_github(
         return (StatusCode::SERVICE_UNAVAILABLE, "busy, retry later\n");
     }
     (StatusCode::OK, "ok\n")
+}
+
+/// `sha256=` and 64 hex digits: the shape of GitHub's `X-Hub-Signature-256`.
+fn looks_like_signature(header: &str) -> bool {
+    header
+        .trim()
+        .strip_prefix("sha256=")
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Bounds of the HTTP server's connections (see the module docs).
+#[derive(Debug, Clone)]
+pub struct ServeLimits {
+    /// Connections open at once; a new one beyond it closes the oldest connection
+    /// that is not in a request (or is refused when every one is).
+    pub max_connections: usize,
+    /// Request headers must arrive within this after the connection opened or the
+    /// previous response was sent (so it is also the idle timeout of a kept-alive
+    /// connection).
+    pub header_read_timeout: Duration,
+    /// The longest a connection may stay open at all.
+    pub connection_lifetime: Duration,
+    /// After a failed `accept` (EMFILE: out of file descriptors), wait this long
+    /// before accepting again.
+    pub accept_error_pause: Duration,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 128,
+            header_read_timeout: Duration::from_secs(10),
+            connection_lifetime: Duration::from_secs(300),
+            accept_error_pause: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A connection's service: the router, marking the connection busy while it is in a
+/// request (a busy connection is never closed to make room for a new one).
+#[derive(Clone)]
+struct Tracked {
+    inner: hyper_util::service::TowerToHyperService<Router>,
+    busy: Arc<AtomicBool>,
+}
+
+impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Tracked {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn call(&self, request: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        self.busy.store(true, Ordering::SeqCst);
+        let response = self.inner.call(request);
+        let busy = Arc::clone(&self.busy);
+        Box::pin(async move {
+            let response = response.await;
+            busy.store(false, Ordering::SeqCst);
+            response
+        })
+    }
+}
+
+/// The open connections, oldest first: whether each is in a request, and how to close
+/// it.
+#[derive(Default)]
+struct Open {
+    next: u64,
+    connections: std::collections::BTreeMap<u64, (Arc<AtomicBool>, tokio::task::AbortHandle)>,
+}
+
+/// Serves `router` on `listener` until the task is dropped, within `limits`: HTTP/1.1,
+/// each connection with a header-read (and idle) timeout and a lifetime, at most
+/// `max_connections` at once. At the cap, a new connection closes the oldest one that
+/// is not in a request (still sending its headers, or idle): clients that hold
+/// connections without using them cannot lock out a health probe. A failed accept is
+/// logged and retried after a pause.
+pub async fn serve(listener: TcpListener, router: Router, limits: ServeLimits) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let open = Arc::new(std::sync::Mutex::new(Open::default()));
+    let mut pause_logged = false;
+    loop {
+        let (stream, peer): (tokio::net::TcpStream, SocketAddr) = match listener.accept().await {
+            Ok(accepted) => {
+                pause_logged = false;
+                accepted
+            }
+            Err(e) => {
+                // Out of file descriptors (or the like): the listener stays, the
+                // pending connections wait in the backlog until descriptors free up.
+                if !pause_logged {
+                    tracing::warn!(error = %e, pause_ms = u64::try_from(limits.accept_error_pause.as_millis()).unwrap_or(u64::MAX),
+                        "accepting an HTTP connection failed; pausing, then accepting again");
+                    pause_logged = true;
+                }
+                tokio::time::sleep(limits.accept_error_pause).await;
+                continue;
+            }
+        };
+        // Held across the spawn, so a connection that ends at once removes its entry
+        // only after it was added.
+        let mut guard = open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if guard.connections.len() >= limits.max_connections.max(1) {
+            let idle = guard
+                .connections
+                .iter()
+                .find(|(_, (busy, _))| !busy.load(Ordering::SeqCst))
+                .map(|(id, _)| *id);
+            let Some(id) = idle else {
+                tracing::debug!(%peer, "every connection is in a request; refusing a new one");
+                continue;
+            };
+            if let Some((_, closing)) = guard.connections.remove(&id) {
+                closing.abort();
+                tracing::debug!(%peer, "at the connection cap: closed the oldest idle connection");
+            }
+        }
+        let id = guard.next;
+        guard.next += 1;
+        let busy = Arc::new(AtomicBool::new(false));
+        let service = Tracked {
+            inner: TowerToHyperService::new(router.clone()),
+            busy: Arc::clone(&busy),
+        };
+        let limits = limits.clone();
+        let registry = Arc::clone(&open);
+        let task = tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .max_buf_size(64 * 1024);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            match tokio::time::timeout(limits.connection_lifetime, connection).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "HTTP connection ended"),
+                Err(_) => tracing::debug!(%peer, "HTTP connection open too long; closed"),
+            }
+            registry
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .connections
+                .remove(&id);
+        });
+        guard.connections.insert(id, (busy, task.abort_handle()));
+    }
 }
 
 /// Compares secrets without leaking where they differ through timing.
@@ -449,6 +685,44 @@ mod tests {
             parse_registry_notification(br#"{"events": []}"#),
             Ok(vec![])
         );
+    }
+
+    #[test]
+    fn signature_shapes() {
+        assert!(looks_like_signature(&format!(
+            "sha256={}",
+            "aB0".repeat(21) + "f"
+        )));
+        assert!(!looks_like_signature("sha256=abc"));
+        assert!(!looks_like_signature(&format!("sha1={}", "0".repeat(64))));
+        assert!(!looks_like_signature(""));
+    }
+
+    proptest::proptest! {
+        // Bounded work per case: inputs up to 4 KiB, 256 cases per parser.
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Random bytes never panic a webhook parser (issue 14).
+        #[test]
+        fn webhook_parsers_survive_random_bytes(
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..4096),
+            event in "[a-z_]{0,20}",
+        ) {
+            let _ = parse_registry_notification(&body);
+            let _ = parse_alertmanager_webhook(&body);
+            let _ = parse_webhook(&event, &body);
+        }
+
+        /// JSON-shaped noise reaches deeper into the parsers than random bytes.
+        #[test]
+        fn webhook_parsers_survive_json_shaped_noise(
+            body in r#"\{("(events|action|target|alerts|status|labels|comment|pull_request|issue|body|number|tag|url|repository)": ?(\[|\{|"[a-z:/.0-9]{0,12}"|-?[0-9]{1,20}|null|true|\]|\}),?){0,40}"#,
+            event in "(issue_comment|pull_request|check_run|status|ping|push)",
+        ) {
+            let _ = parse_registry_notification(body.as_bytes());
+            let _ = parse_alertmanager_webhook(body.as_bytes());
+            let _ = parse_webhook(&event, body.as_bytes());
+        }
     }
 
     #[test]

@@ -107,8 +107,10 @@ enum Command {
     /// Policies come from files and state lives in a local file.
     /// Direct-push policies need only git and registry access; pull-request policies
     /// also need GITHUB_TOKEN in the environment. An invalid policy file keeps the last
-    /// good version of its policies in force and never stops the others. SIGTERM or
-    /// Ctrl-C finishes the reconcile in flight and exits 0.
+    /// good version of its policies in force and never stops the others. Policies
+    /// reconcile --concurrency at a time, each within --reconcile-timeout. SIGTERM or
+    /// Ctrl-C starts no new reconcile, gives the ones in flight 3 s, cancels the rest
+    /// and exits 0.
     ///
     /// Exit status with --once: 0 when every policy reconciled and every file loaded,
     /// 1 otherwise; 2 on usage or I/O errors.
@@ -232,6 +234,12 @@ struct RunArgs {
     /// The bot account, for policies that name none.
     #[arg(long, env = "AUTOBUMP_BOT_LOGIN")]
     bot_login: Option<String>,
+    /// The host (HOST[:PORT]) whose git remotes get GITHUB_TOKEN, over HTTPS only.
+    /// Default: github.com for https://api.github.com, HOST for https://HOST/api/v3.
+    /// No other remote ever gets the token. A loopback host (127.0.0.1:PORT) is also
+    /// reached over plain HTTP (test installations).
+    #[arg(long, env = "AUTOBUMP_GITHUB_GIT_HOST", value_name = "HOST")]
+    github_git_host: Option<String>,
     /// With GitHub webhooks (--listen and GITHUB_WEBHOOK_SECRET): reads of comments,
     /// statuses and check runs that deliveries prove unchanged cost no request; they
     /// are read again at least this often anyway, so a lost delivery delays a merge by
@@ -241,6 +249,15 @@ struct RunArgs {
     /// SSH private key for ssh:// and user@host: repositories.
     #[arg(long, value_name = "FILE")]
     ssh_key: Option<PathBuf>,
+    /// Policies reconciled at the same time (standalone; with --kubernetes the
+    /// controller reconciles 4 objects at once).
+    #[arg(long, value_name = "N", default_value_t = autobump::controller::standalone::DEFAULT_CONCURRENCY)]
+    concurrency: usize,
+    /// The longest one policy's reconcile may take (also with --kubernetes); past it
+    /// the reconcile is cancelled, counted as failed (reason deadline) and tried again
+    /// (next tick, or the controller's back-off), and no other policy waits for it.
+    #[arg(long, value_name = "DURATION", default_value = "5m")]
+    reconcile_timeout: autobump::policy::values::Duration,
     /// Commit author name.
     #[arg(long, default_value = "autobump")]
     git_name: String,
@@ -302,11 +319,13 @@ async fn serve_webhooks(
         address = %listener.local_addr()?,
         "serving /healthz, /readyz, /metrics and the webhooks"
     );
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
-    });
+    // Bounded: header-read and idle timeouts, a connection cap, accept errors
+    // (EMFILE) survived (see autobump::http::serve).
+    tokio::spawn(autobump::http::serve(
+        listener,
+        router,
+        autobump::http::ServeLimits::default(),
+    ));
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -337,7 +356,7 @@ fn run_standalone(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let repo = GitRepo::new(GitConfig::new(
             &args.cache_dir,
             Person {
@@ -364,7 +383,17 @@ fn run_standalone(args: &RunArgs) -> anyhow::Result<ExitCode> {
             repo,
         )
         .map_err(|e| anyhow::anyhow!(e))?
-        .with_github_resync(args.github_resync.delta());
+        .with_github_resync(args.github_resync.delta())
+        .with_concurrency(args.concurrency)
+        .with_reconcile_timeout(
+            args.reconcile_timeout
+                .delta()
+                .to_std()
+                .unwrap_or(autobump::controller::standalone::DEFAULT_RECONCILE_TIMEOUT),
+        );
+        if let Some(host) = &args.github_git_host {
+            driver = driver.with_github_git_host(host.clone());
+        }
         if args.kubernetes {
             return run_in_cluster(args, driver).await;
         }
@@ -382,7 +411,10 @@ fn run_standalone(args: &RunArgs) -> anyhow::Result<ExitCode> {
             let (stop, wake) = (Arc::clone(&stop), Arc::clone(&wake));
             tokio::spawn(async move {
                 shutdown_signal().await;
-                tracing::info!("stopping after the reconcile in flight");
+                tracing::info!(
+                    grace_s = autobump::controller::standalone::SHUTDOWN_GRACE.as_secs(),
+                    "stopping: no new reconciles; the ones in flight get a short grace, then are cancelled"
+                );
                 stop.store(true, Ordering::SeqCst);
                 wake.notify_one();
             });
@@ -437,7 +469,12 @@ fn run_standalone(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 () = wake.notified() => return Ok(ExitCode::SUCCESS),
             }
         }
-    })
+    });
+    // A git transfer cancelled with its reconcile still runs on a blocking thread
+    // (libgit2 cannot be interrupted); do not wait for it to exit. What it leaves is
+    // what a crash leaves, and the state's intents make that safe.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -1051,6 +1088,11 @@ struct RegistryArgs {
     /// Extra CA certificates (PEM) to trust for registries.
     #[arg(long, value_name = "FILE")]
     ca_bundle: Option<PathBuf>,
+    /// The longest one registry call may take: listing a repository's tags (every
+    /// page, retries and Retry-After waits included), a digest or a build time. Each
+    /// request within it is limited to 20s, and tag listings to 1000 pages.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    registry_timeout: autobump::policy::values::Duration,
 }
 
 impl RegistryArgs {
@@ -1061,7 +1103,14 @@ impl RegistryArgs {
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
             None => Credentials::anonymous(),
         };
-        let mut defaults = RegistryConfig::default().credentials(credentials);
+        let mut defaults = RegistryConfig::default()
+            .credentials(credentials)
+            .call_timeout(
+                self.registry_timeout
+                    .delta()
+                    .to_std()
+                    .unwrap_or(std::time::Duration::from_secs(30)),
+            );
         if let Some(ca) = &self.ca_bundle {
             defaults = defaults.ca_bundle(ca);
         }

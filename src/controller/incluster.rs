@@ -35,7 +35,7 @@ impl PolicyReconciler for ClusterReconciler {
         let span = tracing::info_span!("reconcile", policy = %request.key);
         let outcome = self
             .engine
-            .reconcile_in(&policy, &request.store, request.now)
+            .reconcile_bounded(&policy, &request.store, request.now)
             .instrument(span.clone())
             .await;
         let state = span.in_scope(|| {

@@ -74,6 +74,13 @@ pub enum ReconcileError {
     /// The policy cannot be run in this flow.
     #[error("policy: {0}")]
     Policy(String),
+    /// The reconcile did not finish within its deadline and was cancelled; what it
+    /// had written stays consistent (intents), and the next tick tries again.
+    #[error(
+        "did not finish within the reconcile deadline of {}s and was cancelled (a slow or unresponsive registry, git remote or API?)",
+        .0.as_secs_f64()
+    )]
+    Deadline(std::time::Duration),
 }
 
 impl ReconcileError {
@@ -86,6 +93,7 @@ impl ReconcileError {
             Self::Store(e) => e.is_retryable(),
             Self::Cluster(e) => e.is_retryable(),
             Self::Policy(_) => false,
+            Self::Deadline(_) => true,
         }
     }
 
@@ -98,6 +106,7 @@ impl ReconcileError {
             Self::Store(e) => e.metric_label(),
             Self::Cluster(e) => e.metric_label(),
             Self::Policy(_) => "policy",
+            Self::Deadline(_) => "deadline",
         }
     }
 }

@@ -5,10 +5,22 @@
 //! last good version in force (and the problem is reported every tick), and never
 //! stops the others. Each policy's gate is read fresh, then the policy is reconciled
 //! by the direct-push or the pull-request flow.
+//!
+//! Policies reconcile concurrently, at most [`Standalone::with_concurrency`] at a
+//! time, each within its own deadline ([`Standalone::with_reconcile_timeout`]): a
+//! slow or hostile registry, remote or API delays no other policy by more than that.
+//! A stop request cancels the reconciles still running after a short grace period
+//! ([`SHUTDOWN_GRACE`]); a cancelled reconcile is like a crash at that point, which
+//! the intents in the state make safe to resume.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
 
 use chrono::{DateTime, Utc};
 
@@ -16,7 +28,7 @@ use super::{Deps, DirectDeps, ReconcileError, Report, reconcile_direct_read, rec
 use crate::alerts::{AlertsClient, AlertsConfig, read_gate};
 use tracing::Instrument as _;
 
-use crate::clock::{Clock, Stopwatch};
+use crate::clock::{Clock, Deadline, Stopwatch};
 use crate::cluster::{DynWorkloads, KubeWorkloads};
 use crate::core::gate::GateVerdict;
 use crate::forge::{GitHub, GitHubAuth, GitHubConfig, RepoName, WebhookFeed};
@@ -24,7 +36,7 @@ use crate::metrics::Metrics;
 use crate::notify::{Notification, Notifier, NotifierConfig};
 use crate::policy::{self, Diagnostic, Policy};
 use crate::registry::RegistryClient;
-use crate::repo::{Auth, GitRepo, Source};
+use crate::repo::{Auth, GitRepo, Source, github_git_host, github_token_applies, redact_url};
 use crate::resolve::Resolver;
 use crate::store::{FileStore, PolicyState, Store};
 
@@ -48,6 +60,21 @@ pub struct Config {
 /// answered from memory before it is read again anyway, unless
 /// [`Standalone::with_github_resync`] says otherwise.
 pub const DEFAULT_GITHUB_RESYNC_MINUTES: i64 = 10;
+
+/// Policies reconciled at once, unless [`Standalone::with_concurrency`] says otherwise.
+pub const DEFAULT_CONCURRENCY: usize = 4;
+
+/// The longest one policy's reconcile may take, unless
+/// [`Standalone::with_reconcile_timeout`] says otherwise.
+pub const DEFAULT_RECONCILE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// After a stop request, how long the reconciles in flight may go on before they are
+/// cancelled (well within the 10 s a Kubernetes `terminationGracePeriodSeconds` of
+/// 30 s, or a service manager, allows before SIGKILL).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// How often a running tick looks at the stop flag.
+const STOP_POLL: Duration = Duration::from_millis(100);
 
 /// The outcome of one policy in one tick.
 #[derive(Debug)]
@@ -98,6 +125,13 @@ pub struct Standalone {
     /// The cluster, when a kubeconfig (or in-cluster config) is available.
     workloads: Option<KubeWorkloads>,
     notifier: Notifier,
+    /// Policies reconciled at once.
+    concurrency: usize,
+    /// Each policy's reconcile deadline.
+    reconcile_timeout: Duration,
+    /// The host whose git remotes get the GitHub token (see
+    /// [`Standalone::with_github_git_host`]).
+    github_git_host: Option<String>,
 }
 
 impl Standalone {
@@ -131,6 +165,7 @@ impl Standalone {
         }
         let notifier = Notifier::new(NotifierConfig::default(), Arc::clone(&clock))
             .map_err(|e| format!("notifier: {e}"))?;
+        let github_git_host = github_git_host(&config.github_api);
         Ok(Self {
             store: FileStore::new(&config.state),
             alerts: AlertsClient::new(AlertsConfig::default())
@@ -145,7 +180,35 @@ impl Standalone {
             metrics,
             workloads: None,
             notifier,
+            concurrency: DEFAULT_CONCURRENCY,
+            reconcile_timeout: DEFAULT_RECONCILE_TIMEOUT,
+            github_git_host,
         })
+    }
+
+    /// Sends the GitHub token to git remotes on `host` (`HOST[:PORT]`) instead of the
+    /// host derived from the API URL (`github.com` for `https://api.github.com`, `HOST`
+    /// for `https://HOST/api/v3`); see [`github_token_applies`].
+    #[must_use]
+    pub fn with_github_git_host(mut self, host: impl Into<String>) -> Self {
+        self.github_git_host = Some(host.into());
+        self
+    }
+
+    /// Reconciles at most `n` policies at once (at least 1).
+    #[must_use]
+    pub fn with_concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// Cancels a policy's reconcile (and then separately its notifications) that takes
+    /// longer than `timeout`; it fails with [`ReconcileError::Deadline`] and is tried
+    /// again next tick.
+    #[must_use]
+    pub fn with_reconcile_timeout(mut self, timeout: Duration) -> Self {
+        self.reconcile_timeout = timeout;
+        self
     }
 
     /// Observes rollouts and patches workloads (`rollout.workloads`,
@@ -208,10 +271,26 @@ impl Standalone {
         let url = policy.spec.source.repo.clone();
         let text = url.as_str();
         let auth = if text.starts_with("https://") || text.starts_with("http://") {
-            self.config
-                .github_token
-                .clone()
-                .map_or(Auth::None, Auth::github_token)
+            // The token is GitHub's: it goes to the GitHub host of --github-api over
+            // HTTPS and nowhere else (a policy naming another host would collect it).
+            match &self.config.github_token {
+                Some(token)
+                    if self
+                        .github_git_host
+                        .as_deref()
+                        .is_some_and(|host| github_token_applies(text, host)) =>
+                {
+                    Auth::github_token(token.clone())
+                }
+                Some(_) => {
+                    tracing::debug!(
+                        repo = %redact_url(text),
+                        "not the GitHub host over https: no GITHUB_TOKEN for this remote"
+                    );
+                    Auth::None
+                }
+                None => Auth::None,
+            }
         } else if text.starts_with("file://") {
             Auth::None
         } else {
@@ -232,12 +311,10 @@ impl Standalone {
         }
     }
 
-    /// One pass over every policy; stops between two policies once `stop` is set
-    /// (the reconcile in flight finishes).
-    pub async fn tick(
-        &mut self,
-        stop: &std::sync::atomic::AtomicBool,
-    ) -> Result<Tick, policy::LoadError> {
+    /// One pass over every policy, several at once (see the module docs). Once `stop`
+    /// is set no further policy starts, and the reconciles in flight are cancelled
+    /// after [`SHUTDOWN_GRACE`].
+    pub async fn tick(&mut self, stop: &AtomicBool) -> Result<Tick, policy::LoadError> {
         let diagnostics = self.reload()?;
         self.metrics.policies_loaded(diagnostics.len());
         for d in &diagnostics {
@@ -248,29 +325,79 @@ impl Standalone {
             ..Tick::default()
         };
         let policies: Vec<Policy> = self.last_good.values().cloned().collect();
-        for p in policies {
-            if stop.load(std::sync::atomic::Ordering::SeqCst) {
+        self.reconcile_all(policies, stop, &mut tick).await;
+        Ok(tick)
+    }
+
+    /// Reconciles `policies`, at most `concurrency` at a time, each within its
+    /// deadline. Once `stop` is set no policy starts; the ones running get
+    /// [`SHUTDOWN_GRACE`] to finish, then are cancelled (recorded as skipped).
+    async fn reconcile_all(&self, policies: Vec<Policy>, stop: &AtomicBool, tick: &mut Tick) {
+        let mut waiting = policies.into_iter();
+        let mut running = FuturesUnordered::new();
+        let mut in_flight = BTreeSet::new();
+        let mut stopping: Option<Deadline> = None;
+        loop {
+            if stopping.is_none() && stop.load(Ordering::SeqCst) {
+                stopping = Some(Deadline::after(SHUTDOWN_GRACE));
+            }
+            while stopping.is_none() && running.len() < self.concurrency {
+                let Some(p) = waiting.next() else { break };
+                in_flight.insert(p.name().to_owned());
+                running.push(self.reconcile_one(p));
+            }
+            if running.is_empty() {
                 break;
             }
-            // Decisions and records need no sub-second precision; whole seconds keep
-            // status and messages readable.
-            let now = chrono::SubsecRound::trunc_subsecs(self.clock.now(), 0);
-            let span = tracing::info_span!("reconcile", policy = p.name());
-            let watch = Stopwatch::start();
-            let outcome = self
-                .reconcile_in(&p, &self.store, now)
-                .instrument(span.clone())
-                .await;
-            let state =
-                span.in_scope(|| self.account(p.name(), &self.store, &outcome, watch.elapsed()));
-            if let Some(state) = state {
-                self.notify(&p, &self.store, &state, now)
-                    .instrument(span)
-                    .await;
+            tokio::select! {
+                Some((name, outcome)) = running.next() => {
+                    in_flight.remove(&name);
+                    tick.outcomes.insert(name, outcome);
+                }
+                () = tokio::time::sleep(STOP_POLL) => {}
             }
-            tick.outcomes.insert(p.name().to_owned(), outcome);
+            if stopping.is_some_and(|d| d.expired()) {
+                break;
+            }
         }
-        Ok(tick)
+        drop(running);
+        for name in in_flight {
+            tracing::warn!(policy = %name, "reconcile cancelled: shutting down");
+            tick.outcomes.insert(
+                name,
+                PolicyOutcome::Skipped("cancelled: shutting down".to_owned()),
+            );
+        }
+    }
+
+    /// One policy's reconcile within its deadline, then its accounting and
+    /// notifications.
+    async fn reconcile_one(&self, p: Policy) -> (String, PolicyOutcome) {
+        // Decisions and records need no sub-second precision; whole seconds keep
+        // status and messages readable.
+        let now = chrono::SubsecRound::trunc_subsecs(self.clock.now(), 0);
+        let span = tracing::info_span!("reconcile", policy = p.name());
+        let watch = Stopwatch::start();
+        let outcome = self
+            .reconcile_bounded(&p, &self.store, now)
+            .instrument(span.clone())
+            .await;
+        let state =
+            span.in_scope(|| self.account(p.name(), &self.store, &outcome, watch.elapsed()));
+        if let Some(state) = state {
+            let notify = self
+                .notify(&p, &self.store, &state, now)
+                .instrument(span.clone());
+            if tokio::time::timeout(self.reconcile_timeout, notify)
+                .await
+                .is_err()
+            {
+                span.in_scope(|| {
+                    tracing::warn!("notifications cancelled at the reconcile deadline");
+                });
+            }
+        }
+        (p.name().to_owned(), outcome)
     }
 
     /// Metrics and logs of one policy's reconcile, and the history it wrote
@@ -371,6 +498,21 @@ impl Standalone {
         }
     }
 
+    /// [`Self::reconcile_in`] within the reconcile deadline
+    /// ([`Self::with_reconcile_timeout`]): past it the reconcile is cancelled and fails
+    /// with [`ReconcileError::Deadline`].
+    pub async fn reconcile_bounded<S: Store>(
+        &self,
+        p: &Policy,
+        store: &S,
+        now: DateTime<Utc>,
+    ) -> PolicyOutcome {
+        match tokio::time::timeout(self.reconcile_timeout, self.reconcile_in(p, store, now)).await {
+            Ok(outcome) => outcome,
+            Err(_) => PolicyOutcome::Failed(ReconcileError::Deadline(self.reconcile_timeout)),
+        }
+    }
+
     /// One reconcile of `p` with its state in `store` (the state file standalone; the
     /// object's status in-cluster): the gate read fresh, then the direct-push or the
     /// pull-request flow.
@@ -405,7 +547,7 @@ impl Standalone {
             let Some(forge_repo) = RepoName::parse(p.spec.source.repo.as_str()) else {
                 return PolicyOutcome::Skipped(format!(
                     "{} is not a GitHub repository",
-                    p.spec.source.repo
+                    redact_url(p.spec.source.repo.as_str())
                 ));
             };
             let bot = p

@@ -581,33 +581,36 @@ impl FromStr for RepoUrl {
         if SCP.is_match(s) {
             return Ok(Self(s.to_owned()));
         }
+        // Messages quote the value without its user info: a password in it must not
+        // reach `check`'s output or the controller's log.
+        let shown = crate::repo::redact_url(s);
         let url = url::Url::parse(s).map_err(|e| match e {
             url::ParseError::RelativeUrlWithoutBase => format!(
-                "invalid repository URL \"{s}\": no scheme (write https://…, ssh://…, file://… or user@host:path)"
+                "invalid repository URL \"{shown}\": no scheme (write https://…, ssh://…, file://… or user@host:path)"
             ),
-            e => format!("invalid repository URL \"{s}\": {e}"),
+            e => format!("invalid repository URL \"{shown}\": {e}"),
         })?;
         match url.scheme() {
             "https" | "http" | "ssh" | "git" => {
                 if url.host_str().is_none_or(str::is_empty) {
-                    return Err(format!("invalid repository URL \"{s}\": no host"));
+                    return Err(format!("invalid repository URL \"{shown}\": no host"));
                 }
                 if url.path().trim_matches('/').is_empty() {
                     return Err(format!(
-                        "invalid repository URL \"{s}\": no repository path"
+                        "invalid repository URL \"{shown}\": no repository path"
                     ));
                 }
             }
             "file" => {}
             other => {
                 return Err(format!(
-                    "invalid repository URL \"{s}\": unsupported scheme \"{other}\" (use https, http, ssh, git, file or user@host:path)"
+                    "invalid repository URL \"{shown}\": unsupported scheme \"{other}\" (use https, http, ssh, git, file or user@host:path)"
                 ));
             }
         }
         if url.password().is_some() {
             return Err(format!(
-                "invalid repository URL \"{s}\": credentials do not belong in the policy; give them to autobump as a secret"
+                "invalid repository URL \"{shown}\": credentials do not belong in the policy; give them to autobump as a secret"
             ));
         }
         Ok(Self(s.to_owned()))
@@ -642,15 +645,16 @@ impl FromStr for HttpUrl {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let url = url::Url::parse(s).map_err(|e| format!("invalid URL \"{s}\": {e}"))?;
+        let shown = crate::repo::redact_url(s);
+        let url = url::Url::parse(s).map_err(|e| format!("invalid URL \"{shown}\": {e}"))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(format!(
-                "invalid URL \"{s}\": scheme must be http or https, not \"{}\"",
+                "invalid URL \"{shown}\": scheme must be http or https, not \"{}\"",
                 url.scheme()
             ));
         }
         if url.host_str().is_none_or(str::is_empty) {
-            return Err(format!("invalid URL \"{s}\": no host"));
+            return Err(format!("invalid URL \"{shown}\": no host"));
         }
         Ok(Self(url))
     }

@@ -2,6 +2,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -20,7 +22,7 @@ use super::error::RegistryError;
 use super::stats::{RegistryStats, RequestKind};
 use super::wire::{backoff_delay, parse_link_next, parse_retry_after, parse_www_authenticate};
 use super::{Registry, install_crypto_provider};
-use crate::clock::{Clock, Stopwatch};
+use crate::clock::{Clock, Deadline, Stopwatch};
 use crate::core::reference::{ImageRef, api_host};
 
 /// OCI image index.
@@ -116,13 +118,44 @@ struct CachedToken {
     valid_until: DateTime<Utc>,
 }
 
-/// For error messages.
+/// One call's context: names for error messages, and its deadline and request count
+/// (bounded by [`RegistryConfig::call_timeout`]).
 struct Ctx {
     registry: String,
     image: String,
+    deadline: Deadline,
+    call_timeout: Duration,
+    requests: AtomicU32,
 }
 
 impl Ctx {
+    /// The call's deadline has passed (or will before `wait` is over): an error that
+    /// says what the call was doing.
+    fn deadline(&self, detail: impl Into<String>) -> RegistryError {
+        RegistryError::Deadline {
+            registry: self.registry.clone(),
+            image: self.image.clone(),
+            deadline: self.call_timeout,
+            requests: self.requests.load(Ordering::SeqCst),
+            detail: detail.into(),
+        }
+    }
+
+    /// Runs one whole call within the deadline. The request loop checks the deadline
+    /// itself and says more; this is the backstop for every other await (a token
+    /// endpoint, a lock held by a stalled request).
+    async fn bounded<T>(
+        &self,
+        call: impl Future<Output = Result<T, RegistryError>>,
+    ) -> Result<T, RegistryError> {
+        // A little slack, so that the request loop's own (more precise) error wins.
+        let limit = self.deadline.remaining() + Duration::from_millis(250);
+        match tokio::time::timeout(limit, call).await {
+            Ok(result) => result,
+            Err(_) => Err(self.deadline("still waiting for the registry")),
+        }
+    }
+
     fn invalid(&self, detail: impl Into<String>) -> RegistryError {
         RegistryError::InvalidResponse {
             registry: self.registry.clone(),
@@ -203,7 +236,8 @@ struct TagList {
 
 /// Why one attempt produced no response.
 enum Failure {
-    Timeout,
+    /// No complete response in time; how far it got.
+    Timeout(String),
     Connection(String),
     TooLarge(usize),
 }
@@ -260,11 +294,18 @@ impl RegistryClient {
         Arc::clone(&self.stats)
     }
 
-    fn host(&self, image: &ImageRef) -> Result<(Arc<Host>, Ctx), RegistryError> {
+    fn host(
+        &self,
+        image: &ImageRef,
+        call_timeout: Duration,
+    ) -> Result<(Arc<Host>, Ctx), RegistryError> {
         let name = normalise_registry(image.registry());
         let ctx = Ctx {
             registry: name.clone(),
             image: image.canonical_repository(),
+            deadline: Deadline::after(call_timeout),
+            call_timeout,
+            requests: AtomicU32::new(0),
         };
         let mut hosts = lock(&self.hosts);
         if let Some(host) = hosts.get(&name) {
@@ -273,6 +314,18 @@ impl RegistryClient {
         let config = self.overrides.get(&name).unwrap_or(&self.defaults).clone();
         let host = Arc::new(Host::new(&name, config)?);
         hosts.insert(name, Arc::clone(&host));
+        Ok((host, ctx))
+    }
+
+    /// The host and a fresh [`Ctx`] whose deadline starts now.
+    fn start_call(&self, image: &ImageRef) -> Result<(Arc<Host>, Ctx), RegistryError> {
+        let name = normalise_registry(image.registry());
+        let call_timeout = self
+            .overrides
+            .get(&name)
+            .unwrap_or(&self.defaults)
+            .call_timeout;
+        let (host, ctx) = self.host(image, call_timeout)?;
         Ok((host, ctx))
     }
 
@@ -290,11 +343,14 @@ impl RegistryClient {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let outcome = self.attempt(host, req).await;
+            if ctx.deadline.expired() {
+                return Err(ctx.deadline(format!("before {} attempt {attempt}", req.kind.as_str())));
+            }
+            let outcome = self.attempt(host, ctx, req).await;
             let retryable = match &outcome {
                 Ok(f) => f.status.is_server_error() || f.status == StatusCode::TOO_MANY_REQUESTS,
                 Err(Failure::TooLarge(_)) => false,
-                Err(Failure::Timeout | Failure::Connection(_)) => true,
+                Err(Failure::Timeout(_) | Failure::Connection(_)) => true,
             };
             if !retryable {
                 return outcome.map_err(|failure| {
@@ -323,12 +379,26 @@ impl RegistryClient {
                         self.stats.count_rate_limited();
                     }
                     let wait = told.map_or_else(backoff, |d| d.min(policy.max_retry_after));
-                    (wait, f.status.to_string())
+                    let reason = match f.header(header::RETRY_AFTER) {
+                        Some(after) => format!("{} with Retry-After: {after}", f.status),
+                        None => f.status.to_string(),
+                    };
+                    (wait, reason)
                 }
                 Err(failure) => (backoff(), failure.describe()),
             };
             if attempt >= max_attempts {
                 return Err(final_error(ctx, outcome, attempt));
+            }
+            // A wait that would end past the call's deadline is not started (e.g. a
+            // 429 with `Retry-After: 3600`, cut to `max_retry_after`, when less than
+            // that is left): say so now rather than after the wait.
+            if wait >= ctx.deadline.remaining() {
+                return Err(ctx.deadline(format!(
+                    "{} attempt {attempt}: {reason}; waiting {} would pass the deadline",
+                    req.kind.as_str(),
+                    human_duration(wait)
+                )));
             }
             warn!(
                 registry = %host.name,
@@ -345,8 +415,8 @@ impl RegistryClient {
     }
 
     /// One attempt: rate limit, concurrency permit, send, read the whole body, all
-    /// within the request timeout.
-    async fn attempt(&self, host: &Host, req: &Req<'_>) -> Result<Fetched, Failure> {
+    /// within the request timeout (or what is left of the call's deadline, if less).
+    async fn attempt(&self, host: &Host, ctx: &Ctx, req: &Req<'_>) -> Result<Fetched, Failure> {
         if let Some(limiter) = &host.limiter {
             let wait = limiter.reserve();
             if !wait.is_zero() {
@@ -357,6 +427,8 @@ impl RegistryClient {
         // The semaphore is never closed.
         let _permit = host.permits.acquire().await.ok();
         self.stats.count_request(req.kind);
+        ctx.requests.fetch_add(1, Ordering::SeqCst);
+        let timeout = host.config.request_timeout.min(ctx.deadline.remaining());
         let watch = Stopwatch::start();
         let mut builder = host.http.request(req.method.clone(), req.url.clone());
         if let Some(accept) = req.accept {
@@ -366,8 +438,12 @@ impl RegistryClient {
             builder = builder.header(header::AUTHORIZATION, authorization);
         }
         let limit = req.limit;
+        // How far the exchange got, for the error when it runs out of time.
+        let (headers_in, body_read) = (AtomicBool::new(false), AtomicUsize::new(0));
+        let (headers_flag, body_count) = (&headers_in, &body_read);
         let exchange = async move {
             let mut response = builder.send().await.map_err(|e| transport_failure(&e))?;
+            headers_flag.store(true, Ordering::SeqCst);
             let status = response.status();
             let headers = response.headers().clone();
             let mut body = Vec::new();
@@ -376,6 +452,7 @@ impl RegistryClient {
                     return Err(Failure::TooLarge(limit));
                 }
                 body.extend_from_slice(&chunk);
+                body_count.store(body.len(), Ordering::SeqCst);
             }
             Ok(Fetched {
                 status,
@@ -383,9 +460,19 @@ impl RegistryClient {
                 body,
             })
         };
-        let result = match tokio::time::timeout(host.config.request_timeout, exchange).await {
+        let result = match tokio::time::timeout(timeout, exchange).await {
+            Ok(Err(Failure::Timeout(_))) | Err(_) => {
+                Err(Failure::Timeout(if headers_in.load(Ordering::SeqCst) {
+                    format!(
+                        "body still arriving after {} ({} bytes read)",
+                        human_duration(timeout),
+                        body_read.load(Ordering::SeqCst)
+                    )
+                } else {
+                    format!("no response headers within {}", human_duration(timeout))
+                }))
+            }
             Ok(result) => result,
-            Err(_) => Err(Failure::Timeout),
         };
         let elapsed_ms = u64::try_from(watch.elapsed().as_millis()).unwrap_or(u64::MAX);
         match &result {
@@ -661,25 +748,61 @@ impl Host {
 }
 
 impl Registry for RegistryClient {
+    /// See [`RegistryClient::list_tags`]; within the call deadline.
+    async fn tags(&self, image: &ImageRef) -> Result<Vec<String>, RegistryError> {
+        let (host, ctx) = self.start_call(image)?;
+        ctx.bounded(self.list_tags(&host, &ctx, image)).await
+    }
+
+    /// See [`RegistryClient::manifest_digest`]; within the call deadline.
+    async fn digest(&self, image: &ImageRef, tag: &str) -> Result<String, RegistryError> {
+        let (host, ctx) = self.start_call(image)?;
+        ctx.bounded(self.manifest_digest(&host, &ctx, image, tag))
+            .await
+    }
+
+    /// See [`RegistryClient::build_time`]; within the call deadline.
+    async fn created(
+        &self,
+        image: &ImageRef,
+        tag: &str,
+    ) -> Result<Option<DateTime<Utc>>, RegistryError> {
+        let (host, ctx) = self.start_call(image)?;
+        ctx.bounded(self.build_time(&host, &ctx, image, tag)).await
+    }
+}
+
+impl RegistryClient {
     /// Reads every page (following `Link: <…>; rel="next"`, relative or absolute, on
     /// the same host only) and returns the tags in the registry's order without
     /// duplicates. More than `max_tags` tags is an error
     /// ([`RegistryError::TooManyTags`]), never a silently truncated list.
-    async fn tags(&self, image: &ImageRef) -> Result<Vec<String>, RegistryError> {
-        let (host, ctx) = self.host(image)?;
+    ///
+    /// Bounded in requests: at most `max_pages` pages
+    /// ([`RegistryError::TooManyPages`]), and a page that brings no tag not seen
+    /// before ends the listing with an error (a registry that repeats a page under
+    /// ever new `last=` links would otherwise be read forever).
+    async fn list_tags(
+        &self,
+        host: &Host,
+        ctx: &Ctx,
+        image: &ImageRef,
+    ) -> Result<Vec<String>, RegistryError> {
         let path = image.path();
         let scope = pull_scope(&path);
-        let mut url = api_url(&host, &ctx, &format!("v2/{path}/tags/list"))?;
+        let mut url = api_url(host, ctx, &format!("v2/{path}/tags/list"))?;
         url.query_pairs_mut()
             .append_pair("n", &host.config.page_size.to_string());
         let mut tags = Vec::new();
         let mut seen = HashSet::new();
         let mut visited = HashSet::from([url.to_string()]);
+        let mut pages = 0usize;
         loop {
+            pages += 1;
             let fetched = self
                 .request(
-                    &host,
-                    &ctx,
+                    host,
+                    ctx,
                     Req {
                         kind: RequestKind::Tags,
                         method: Method::GET,
@@ -698,6 +821,7 @@ impl Registry for RegistryClient {
                 .map_err(|e| ctx.invalid(format!("tag list is not JSON: {e}")))?;
             let page = page.tags.unwrap_or_default();
             let page_len = page.len();
+            let before = tags.len();
             for tag in page {
                 if seen.insert(tag.clone()) {
                     tags.push(tag);
@@ -705,11 +829,12 @@ impl Registry for RegistryClient {
             }
             if tags.len() > host.config.max_tags {
                 return Err(RegistryError::TooManyTags {
-                    registry: ctx.registry,
-                    image: ctx.image,
+                    registry: ctx.registry.clone(),
+                    image: ctx.image.clone(),
                     limit: host.config.max_tags,
                 });
             }
+            let added = tags.len() - before;
             let Some(next) = fetched.header(header::LINK).and_then(parse_link_next) else {
                 break;
             };
@@ -719,8 +844,20 @@ impl Registry for RegistryClient {
             if next.origin() != host.base.origin() {
                 return Err(ctx.invalid(format!("Link to another host: {next}")));
             }
-            if page_len == 0 || !visited.insert(next.to_string()) {
-                return Err(ctx.invalid(format!("tag pagination does not advance at {next}")));
+            if added == 0 || !visited.insert(next.to_string()) {
+                return Err(ctx.invalid(format!(
+                    "tag pagination does not advance: page {pages} brought {page_len} tags, \
+                     none new ({} distinct tags in {pages} pages), and links on to {next}",
+                    tags.len()
+                )));
+            }
+            if pages >= host.config.max_pages {
+                return Err(RegistryError::TooManyPages {
+                    registry: ctx.registry.clone(),
+                    image: ctx.image.clone(),
+                    limit: host.config.max_pages,
+                    tags: tags.len(),
+                });
             }
             url = next;
         }
@@ -730,15 +867,20 @@ impl Registry for RegistryClient {
 
     /// `HEAD` with the index and manifest media types; the `Docker-Content-Digest`
     /// header, or (if the registry sends none) the sha256 of a `GET`'s body.
-    async fn digest(&self, image: &ImageRef, tag: &str) -> Result<String, RegistryError> {
-        let (host, ctx) = self.host(image)?;
-        check_tag(&ctx, tag)?;
+    async fn manifest_digest(
+        &self,
+        host: &Host,
+        ctx: &Ctx,
+        image: &ImageRef,
+        tag: &str,
+    ) -> Result<String, RegistryError> {
+        check_tag(ctx, tag)?;
         let path = image.path();
-        let url = api_url(&host, &ctx, &format!("v2/{path}/manifests/{tag}"))?;
+        let url = api_url(host, ctx, &format!("v2/{path}/manifests/{tag}"))?;
         let fetched = self
             .request(
-                &host,
-                &ctx,
+                host,
+                ctx,
                 Req {
                     kind: RequestKind::ManifestHead,
                     method: Method::HEAD,
@@ -759,21 +901,22 @@ impl Registry for RegistryClient {
         {
             return Ok(digest.to_owned());
         }
-        let (body, _) = self.get_manifest(&host, &ctx, &path, tag).await?;
+        let (body, _) = self.get_manifest(host, ctx, &path, tag).await?;
         Ok(sha256_digest(&body))
     }
 
     /// The config blob's `created`; for an index, of its linux/amd64 image (else its
     /// first). `None` when the image has no config or the config no (parseable) time.
-    async fn created(
+    async fn build_time(
         &self,
+        host: &Host,
+        ctx: &Ctx,
         image: &ImageRef,
         tag: &str,
     ) -> Result<Option<DateTime<Utc>>, RegistryError> {
-        let (host, ctx) = self.host(image)?;
-        check_tag(&ctx, tag)?;
+        check_tag(ctx, tag)?;
         let path = image.path();
-        let (body, media_type) = self.get_manifest(&host, &ctx, &path, tag).await?;
+        let (body, media_type) = self.get_manifest(host, ctx, &path, tag).await?;
         let mut manifest: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|e| ctx.invalid(format!("manifest {tag} is not JSON: {e}")))?;
         if is_index(&manifest, media_type.as_deref()) {
@@ -782,8 +925,8 @@ impl Registry for RegistryClient {
             if !is_digest(&digest) {
                 return Err(ctx.invalid(format!("index {tag} names a bad digest {digest:?}")));
             }
-            let (body, _) = self.get_manifest(&host, &ctx, &path, &digest).await?;
-            verify_digest(&ctx, &digest, &body)?;
+            let (body, _) = self.get_manifest(host, ctx, &path, &digest).await?;
+            verify_digest(ctx, &digest, &body)?;
             manifest = serde_json::from_slice(&body)
                 .map_err(|e| ctx.invalid(format!("manifest {digest} is not JSON: {e}")))?;
         }
@@ -797,11 +940,11 @@ impl Registry for RegistryClient {
         if !is_digest(&config) {
             return Err(ctx.invalid(format!("config digest {config:?} is malformed")));
         }
-        let url = api_url(&host, &ctx, &format!("v2/{path}/blobs/{config}"))?;
+        let url = api_url(host, ctx, &format!("v2/{path}/blobs/{config}"))?;
         let fetched = self
             .request(
-                &host,
-                &ctx,
+                host,
+                ctx,
                 Req {
                     kind: RequestKind::Blob,
                     method: Method::GET,
@@ -816,7 +959,7 @@ impl Registry for RegistryClient {
         if !fetched.status.is_success() {
             return Err(ctx.status_error(&format!("blob {config}"), &fetched));
         }
-        verify_digest(&ctx, &config, &fetched.body)?;
+        verify_digest(ctx, &config, &fetched.body)?;
         let blob: serde_json::Value = serde_json::from_slice(&fetched.body)
             .map_err(|e| ctx.invalid(format!("config {config} is not JSON: {e}")))?;
         let Some(created) = blob.get("created").and_then(serde_json::Value::as_str) else {
@@ -873,7 +1016,7 @@ impl RateLimiter {
 impl Failure {
     fn describe(&self) -> String {
         match self {
-            Self::Timeout => "timeout".to_owned(),
+            Self::Timeout(detail) => format!("timeout: {detail}"),
             Self::Connection(detail) => detail.clone(),
             Self::TooLarge(limit) => format!("body over {limit} bytes"),
         }
@@ -895,10 +1038,11 @@ fn final_error(ctx: &Ctx, outcome: Result<Fetched, Failure>, attempts: u32) -> R
             status: f.status.as_u16(),
             attempts,
         },
-        Err(Failure::Timeout) => RegistryError::Timeout {
+        Err(Failure::Timeout(detail)) => RegistryError::Timeout {
             registry,
             image,
             attempts,
+            detail,
         },
         Err(Failure::Connection(detail)) => RegistryError::Connection {
             registry,
@@ -912,9 +1056,20 @@ fn final_error(ctx: &Ctx, outcome: Result<Fetched, Failure>, attempts: u32) -> R
 
 fn transport_failure(e: &reqwest::Error) -> Failure {
     if e.is_timeout() {
-        Failure::Timeout
+        Failure::Timeout(crate::error_chain(e))
     } else {
         Failure::Connection(crate::error_chain(e))
+    }
+}
+
+/// `1.5s`, `3600s`, `250ms`: for messages.
+fn human_duration(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
     }
 }
 
@@ -1118,6 +1273,9 @@ mod tests {
         let ctx = Ctx {
             registry: "r".into(),
             image: "r/a".into(),
+            deadline: Deadline::after(Duration::from_secs(1)),
+            call_timeout: Duration::from_secs(1),
+            requests: AtomicU32::new(0),
         };
         for ok in ["v1.2.3", "latest", "_x", "v20240101-abc1234-master"] {
             assert!(check_tag(&ctx, ok).is_ok(), "{ok}");

@@ -64,7 +64,7 @@ impl Default for RetryPolicy {
             max_attempts: 4,
             base_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
-            max_retry_after: Duration::from_secs(60),
+            max_retry_after: Duration::from_secs(30),
         }
     }
 }
@@ -85,8 +85,17 @@ pub struct RegistryConfig {
     pub burst: u32,
     /// Requests in flight to this registry at once.
     pub max_concurrency: usize,
-    /// A whole request (connect, send, read the body) must finish within this.
+    /// A whole request (connect, send, read the body) must finish within this: a
+    /// registry that stalls or sends its body a byte at a time costs at most this per
+    /// attempt.
     pub request_timeout: Duration,
+    /// One call ([`tags`](super::Registry::tags) with every page,
+    /// [`digest`](super::Registry::digest), [`created`](super::Registry::created)),
+    /// with its retries, back-off and `Retry-After` waits, must finish within this;
+    /// past it the call fails with
+    /// [`RegistryError::Deadline`](super::RegistryError::Deadline) saying what it was
+    /// doing. A wait that would end past it is not started.
+    pub call_timeout: Duration,
     /// Connecting must finish within this (part of `request_timeout`).
     pub connect_timeout: Duration,
     /// Listing more tags than this fails with
@@ -94,6 +103,11 @@ pub struct RegistryConfig {
     pub max_tags: usize,
     /// The `n=` page size asked for when listing tags (registries may ignore it).
     pub page_size: usize,
+    /// Listing tags reads at most this many pages; more fails with
+    /// [`RegistryError::TooManyPages`](super::RegistryError::TooManyPages). A page
+    /// that adds no tag not seen before ends the listing with an error too, so a
+    /// registry whose `Link` always points somewhere new cannot keep a poll going.
+    pub max_pages: usize,
     pub retry: RetryPolicy,
 }
 
@@ -106,10 +120,12 @@ impl Default for RegistryConfig {
             rate_limit: None,
             burst: 1,
             max_concurrency: 8,
-            request_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(20),
+            call_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             max_tags: 10_000,
             page_size: 1000,
+            max_pages: 1000,
             retry: RetryPolicy::default(),
         }
     }
@@ -156,6 +172,18 @@ impl RegistryConfig {
     #[must_use]
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
+        self
+    }
+
+    #[must_use]
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
+    #[must_use]
+    pub fn max_pages(mut self, max: usize) -> Self {
+        self.max_pages = max.max(1);
         self
     }
 

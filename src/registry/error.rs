@@ -52,11 +52,28 @@ pub enum RegistryError {
         detail: String,
     },
     /// No complete answer within the request timeout, on every attempt.
-    #[error("{registry}: {image}: timed out after {attempts} attempts")]
+    #[error("{registry}: {image}: timed out after {attempts} attempts: {detail}")]
     Timeout {
         registry: String,
         image: String,
         attempts: u32,
+        /// How far the last attempt got (`no response headers within 30s`, `body
+        /// still arriving after 30s (17 bytes read)`).
+        detail: String,
+    },
+    /// The call (with its pages, retries and waits) did not finish within the
+    /// per-call deadline ([`RegistryConfig::call_timeout`](super::RegistryConfig)).
+    #[error(
+        "{registry}: {image}: gave up after {requests} requests: the {deadline:?} deadline per call is reached ({detail})"
+    )]
+    Deadline {
+        registry: String,
+        image: String,
+        deadline: std::time::Duration,
+        /// Requests sent during the call.
+        requests: u32,
+        /// What the call was doing (`429 with Retry-After: 3600`, `reading page 3`).
+        detail: String,
     },
     /// Could not connect or the connection broke (DNS, refused, TLS), on every attempt.
     #[error("{registry}: {image}: connection failed after {attempts} attempts: {detail}")]
@@ -83,6 +100,16 @@ pub enum RegistryError {
         image: String,
         limit: usize,
     },
+    /// Listing tags needed more than `max_pages` pages.
+    #[error(
+        "{registry}: {image}: tag listing still paging after {limit} pages ({tags} distinct tags); raise max_pages for this registry"
+    )]
+    TooManyPages {
+        registry: String,
+        image: String,
+        limit: usize,
+        tags: usize,
+    },
     /// The caller asked for something that cannot be a request (a malformed tag).
     #[error("{registry}: {image}: invalid request: {detail}")]
     InvalidRequest {
@@ -104,6 +131,7 @@ impl RegistryError {
             Self::RateLimited { .. }
                 | Self::Server { .. }
                 | Self::Timeout { .. }
+                | Self::Deadline { .. }
                 | Self::Connection { .. }
         )
     }
@@ -118,6 +146,8 @@ impl RegistryError {
             Self::Server { .. } => "server",
             Self::Rejected { .. } => "rejected",
             Self::Timeout { .. } => "timeout",
+            Self::Deadline { .. } => "deadline",
+            Self::TooManyPages { .. } => "too_many_pages",
             Self::Connection { .. } => "connection",
             Self::InvalidResponse { .. } => "invalid_response",
             Self::TooManyTags { .. } => "too_many_tags",
@@ -136,6 +166,8 @@ impl RegistryError {
             | Self::Server { registry, .. }
             | Self::Rejected { registry, .. }
             | Self::Timeout { registry, .. }
+            | Self::Deadline { registry, .. }
+            | Self::TooManyPages { registry, .. }
             | Self::Connection { registry, .. }
             | Self::InvalidResponse { registry, .. }
             | Self::TooManyTags { registry, .. }
@@ -218,6 +250,7 @@ mod tests {
                     registry: registry(),
                     image: image(),
                     attempts: 2,
+                    detail: "no response headers within 30s".into(),
                 },
                 "timeout",
                 true,

@@ -164,17 +164,71 @@ impl CredentialState {
 }
 
 /// `url` without a user or password (`https://user:tok@host/r` → `https://host/r`;
-/// scp-like `git@host:r` keeps its user, which is not a secret).
+/// scp-like `git@host:r` keeps its user, which is not a secret). Works on the text, so
+/// it also cleans what is not a valid URL (an error message quoting a bad policy
+/// value), and changes nothing else.
 #[must_use]
 pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
-            // Both fail only for URLs that cannot have credentials, which these have.
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.to_string()
-        }
-        _ => url.to_owned(),
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let authority_start = scheme_end + 3;
+    let rest = &url[authority_start..];
+    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_len].rfind('@') {
+        Some(at) => format!("{}{}", &url[..authority_start], &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+/// The host (with its port, if not 443) that serves git for the GitHub whose API is
+/// at `api_url`: `https://api.github.com` → `github.com`, GitHub Enterprise
+/// `https://ghe.example.com/api/v3` → `ghe.example.com`. `None` for an API that is
+/// not served over HTTPS: a token never travels in the clear.
+#[must_use]
+pub fn github_git_host(api_url: &str) -> Option<String> {
+    let api = url::Url::parse(api_url).ok()?;
+    if api.scheme() != "https" {
+        return None;
+    }
+    let host = api.host_str()?.to_ascii_lowercase();
+    let host = match host.as_str() {
+        "api.github.com" => "github.com".to_owned(),
+        _ => host,
+    };
+    Some(match api.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host,
+    })
+}
+
+/// Whether the GitHub token may be sent to the git remote `remote`, given the
+/// GitHub host (`github.com`, `ghe.example.com:8443`; see [`github_git_host`]): only
+/// to that host, and only over HTTPS. Any other remote (another host, a look-alike
+/// such as `github.com.evil.example`, plain HTTP) gets no token. The one exception
+/// is a loopback GitHub host (`127.0.0.1:PORT`, `localhost:PORT`, `[::1]:PORT`: a
+/// test installation on the same machine), reached over plain HTTP: that traffic
+/// never leaves the machine.
+#[must_use]
+pub fn github_token_applies(remote: &str, github_host: &str) -> bool {
+    let Ok(remote) = url::Url::parse(remote) else {
+        return false;
+    };
+    let Some(host) = remote.host_str() else {
+        return false;
+    };
+    let host = host.to_ascii_lowercase();
+    let remote_host = match remote.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.clone(),
+    };
+    if remote_host != github_host.to_ascii_lowercase() {
+        return false;
+    }
+    match remote.scheme() {
+        "https" => true,
+        "http" => matches!(host.as_str(), "127.0.0.1" | "localhost" | "[::1]"),
+        _ => false,
     }
 }
 
@@ -265,5 +319,60 @@ mod tests {
             "git@github.com:o/r.git"
         );
         assert_eq!(redact_url("file:///tmp/r.git"), "file:///tmp/r.git");
+        // Also what is not a valid URL, and only the user info goes.
+        assert_eq!(
+            redact_url("http://user:PASS@ho st/x.git?a=b@c"),
+            "http://ho st/x.git?a=b@c"
+        );
+        assert_eq!(redact_url("http://u:p@w@h:8080"), "http://h:8080");
+        assert_eq!(redact_url("https://h/p@x"), "https://h/p@x");
+    }
+
+    #[test]
+    fn the_github_token_goes_only_to_the_github_host_over_https() {
+        let hosts = [
+            ("https://api.github.com", Some("github.com")),
+            ("https://api.github.com/", Some("github.com")),
+            ("https://ghe.example.com/api/v3", Some("ghe.example.com")),
+            (
+                "https://GHE.example.com:8443/api/v3",
+                Some("ghe.example.com:8443"),
+            ),
+            // An API over plain HTTP names no git host for the token.
+            ("http://127.0.0.1:9", None),
+            ("not a url", None),
+        ];
+        for (api, want) in hosts {
+            assert_eq!(github_git_host(api).as_deref(), want, "{api}");
+        }
+        let cases = [
+            ("https://github.com/o/r.git", "github.com", true),
+            ("https://GitHub.com/o/r", "github.com", true),
+            ("http://github.com/o/r.git", "github.com", false),
+            ("https://gitlab.com/o/r.git", "github.com", false),
+            ("https://github.com.evil.example/o/r", "github.com", false),
+            ("https://evil.example/github.com/o/r", "github.com", false),
+            ("https://github.com:8443/o/r", "github.com", false),
+            ("https://ghe.example.com/o/r.git", "ghe.example.com", true),
+            (
+                "https://ghe.example.com:8443/o/r",
+                "ghe.example.com:8443",
+                true,
+            ),
+            ("https://ghe.example.com/o/r", "ghe.example.com:8443", false),
+            ("ssh://git@github.com/o/r.git", "github.com", false),
+            ("git@github.com:o/r.git", "github.com", false),
+            // Plain HTTP only to a loopback GitHub host (a test installation).
+            ("http://127.0.0.1:3000/o/r.git", "127.0.0.1:3000", true),
+            ("http://127.0.0.1:3001/o/r.git", "127.0.0.1:3000", false),
+            ("http://10.0.0.1:3000/o/r.git", "10.0.0.1:3000", false),
+        ];
+        for (remote, host, want) in cases {
+            assert_eq!(
+                github_token_applies(remote, host),
+                want,
+                "{remote} to {host}"
+            );
+        }
     }
 }

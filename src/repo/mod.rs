@@ -56,7 +56,7 @@ use crate::core::rewrite::{Change, Notice, Plan};
 use crate::policy::v1alpha1::RewriteMode;
 use crate::policy::values::{BranchName, Glob, RepoUrl};
 
-pub use auth::{Auth, redact_url};
+pub use auth::{Auth, github_git_host, github_token_applies, redact_url};
 pub use bump::commit_message;
 pub use error::RepoError;
 

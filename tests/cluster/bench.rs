@@ -197,6 +197,14 @@ impl Bench {
             .args(["run", "--kubernetes", "--namespace", &ns])
             .args(["--lease-namespace", NS, "--identity", &format!("bench-{i}")])
             .args(["--github-api", &fake.api_url()])
+            // The token goes only to the GitHub host's git remotes: here the local
+            // git server (loopback, so plain HTTP is allowed).
+            .args([
+                "--github-git-host",
+                git.url("")
+                    .trim_start_matches("http://")
+                    .trim_end_matches('/'),
+            ])
             .arg("--cache-dir")
             .arg(work.path().join("cache"))
             .env("KUBECONFIG", &self.kubeconfig)

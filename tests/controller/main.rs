@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod hostile;
 mod rollback;
 
 use std::sync::Arc;
@@ -1152,9 +1153,38 @@ async fn run_once_through_the_binary_bumps_and_notifies_once_across_restarts() {
     assert_eq!(events(&sink), second, "no duplicates after a restart");
 }
 
+/// A standalone driver for the policy files under `policies`, with its state and git
+/// cache in `dir`, no GitHub token and default registry settings.
+fn standalone_driver(
+    policies: &std::path::Path,
+    dir: &std::path::Path,
+) -> autobump::controller::standalone::Standalone {
+    use autobump::controller::standalone::{Config, Standalone};
+    Standalone::new(
+        Config {
+            policies: vec![policies.to_owned()],
+            state: dir.join("state.json"),
+            github_token: None,
+            github_api: "http://127.0.0.1:9".into(),
+            bot_login: None,
+            ssh_key: None,
+        },
+        Arc::new(SystemClock),
+        RegistryClient::new(RegistryConfig::default(), Arc::new(SystemClock)).unwrap(),
+        GitRepo::new(GitConfig::new(
+            dir.join("cache"),
+            Person {
+                name: "autobump".into(),
+                email: "autobump@example.com".into(),
+            },
+        )),
+    )
+    .unwrap()
+}
+
 #[tokio::test]
 async fn an_invalid_policy_file_keeps_the_last_good_version_and_never_stops_the_others() {
-    use autobump::controller::standalone::{Config, PolicyOutcome, Standalone};
+    use autobump::controller::standalone::PolicyOutcome;
     use std::sync::atomic::AtomicBool;
     let w = World::new("").await;
     let dir = tempfile::tempdir().unwrap();
@@ -1166,26 +1196,7 @@ async fn an_invalid_policy_file_keeps_the_last_good_version_and_never_stops_the_
         direct_policy_text(&w, "b").replace("/prow/", "/other/"),
     )
     .unwrap();
-    let mut driver = Standalone::new(
-        Config {
-            policies: vec![policies.clone()],
-            state: dir.path().join("state.json"),
-            github_token: None,
-            github_api: "http://127.0.0.1:9".into(),
-            bot_login: None,
-            ssh_key: None,
-        },
-        Arc::new(SystemClock),
-        RegistryClient::new(RegistryConfig::default(), Arc::new(SystemClock)).unwrap(),
-        GitRepo::new(GitConfig::new(
-            dir.path().join("cache"),
-            Person {
-                name: "autobump".into(),
-                email: "autobump@example.com".into(),
-            },
-        )),
-    )
-    .unwrap();
+    let mut driver = standalone_driver(&policies, dir.path());
     let stop = AtomicBool::new(false);
     let tick = driver.tick(&stop).await.unwrap();
     assert!(tick.ok(), "{tick:?}");

@@ -922,3 +922,168 @@ async fn digest_falls_back_to_get_and_concurrent_challenges_share_one_token() {
     let stats = client.stats().snapshot();
     assert_eq!((stats.token, stats.manifest_get), (1, 6));
 }
+
+/// A registry that answers every tag page with the same tag and a `Link` to a `last=`
+/// it never used before (what issue 14's F3 saw: `resolve` never ended). Counts the
+/// requests.
+fn repeating_pages_router(requests: Arc<AtomicUsize>, fresh_tags: bool) -> Router {
+    Router::new().route(
+        "/v2/app/tags/list",
+        get(move || {
+            let requests = Arc::clone(&requests);
+            async move {
+                let n = requests.fetch_add(1, Ordering::SeqCst) + 1;
+                // Either the same tag on every page, or a new one each time.
+                let tag = if fresh_tags {
+                    format!("v1.0.{n}")
+                } else {
+                    "v1.0.0".to_owned()
+                };
+                (
+                    [(
+                        header::LINK,
+                        format!("</v2/app/tags/list?n=1000&last=v1.0.0-{n}>; rel=\"next\""),
+                    )],
+                    axum::Json(json!({"name": "app", "tags": [tag]})),
+                )
+            }
+        }),
+    )
+}
+
+#[tokio::test]
+async fn pagination_that_brings_no_new_tag_stops_and_says_so() {
+    let requests = Arc::new(AtomicUsize::new(0));
+    let server = Served::start(repeating_pages_router(Arc::clone(&requests), false)).await;
+    let client = new_client(RegistryConfig::default());
+    let error = client
+        .tags(&image(&format!("{}/app", server.host())))
+        .await
+        .expect_err("pages that never advance");
+    assert_eq!(error.metric_label(), "invalid_response", "{error}");
+    let text = error.to_string();
+    assert!(
+        text.contains("does not advance") && text.contains("1 distinct tags in 2 pages"),
+        "{text}"
+    );
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        2,
+        "the second page, bringing nothing new, is the last"
+    );
+}
+
+#[tokio::test]
+async fn pagination_is_capped_in_pages() {
+    // Every page brings a new tag and links on: only the page cap ends it.
+    let requests = Arc::new(AtomicUsize::new(0));
+    let server = Served::start(repeating_pages_router(Arc::clone(&requests), true)).await;
+    let client = new_client(RegistryConfig::default().max_pages(7));
+    let error = client
+        .tags(&image(&format!("{}/app", server.host())))
+        .await
+        .expect_err("endless pages");
+    assert!(
+        matches!(
+            error,
+            RegistryError::TooManyPages {
+                limit: 7,
+                tags: 7,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(!error.is_retryable());
+    assert!(error.to_string().contains("max_pages"), "{error}");
+    assert_eq!(requests.load(Ordering::SeqCst), 7);
+}
+
+#[tokio::test]
+async fn a_retry_after_past_the_call_deadline_ends_the_call_at_once() {
+    // 429 with `Retry-After: 3600` (issue 14, W4): the wait is cut to
+    // max_retry_after (30 s by default), which is more than the 2 s this call has
+    // left, so the call gives up now and says why.
+    let server = Scripted::start(vec![(429, Some("3600")); 10]).await;
+    let client = new_client(RegistryConfig::default().call_timeout(Duration::from_secs(2)));
+    let error = client.tags(&server.app()).await.expect_err("rate limited");
+    assert!(
+        matches!(error, RegistryError::Deadline { requests: 1, .. }),
+        "{error}"
+    );
+    assert!(error.is_retryable());
+    assert_eq!(error.metric_label(), "deadline");
+    let text = error.to_string();
+    assert!(
+        text.contains("429 Too Many Requests with Retry-After: 3600")
+            && text.contains("waiting 30s would pass the deadline"),
+        "{text}"
+    );
+    assert_eq!(server.arrivals().len(), 1);
+    assert_eq!(client.stats().snapshot().retries, 0, "no wait was started");
+}
+
+/// Sends a tag list one byte every `pace` (issue 14, W4: 1 byte/s bodies).
+fn dribbling_router(pace: Duration, requests: Arc<AtomicUsize>) -> Router {
+    Router::new().route(
+        "/v2/app/tags/list",
+        get(move || {
+            requests.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let body = br#"{"name":"app","tags":["v1.0.0","v1.1.0"]}"#.to_vec();
+                let stream = futures::stream::unfold(0usize, move |i| {
+                    let byte = body.get(i).copied();
+                    async move {
+                        tokio::time::sleep(pace).await;
+                        byte.map(|b| (Ok::<_, std::io::Error>(vec![b]), i + 1))
+                    }
+                });
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    axum::body::Body::from_stream(stream),
+                )
+            }
+        }),
+    )
+}
+
+#[tokio::test]
+async fn a_body_sent_a_byte_at_a_time_is_cut_off_and_the_error_says_how_far_it_got() {
+    let requests = Arc::new(AtomicUsize::new(0));
+    let server = Served::start(dribbling_router(
+        Duration::from_millis(100),
+        Arc::clone(&requests),
+    ))
+    .await;
+    let app = image(&format!("{}/app", server.host()));
+    // Each attempt is cut at the request timeout.
+    let client = new_client(
+        RegistryConfig::default()
+            .request_timeout(Duration::from_millis(350))
+            .retry(quick_retries(2)),
+    );
+    let error = client.tags(&app).await.expect_err("too slow");
+    assert!(
+        matches!(error, RegistryError::Timeout { attempts: 2, .. }),
+        "{error}"
+    );
+    let text = error.to_string();
+    assert!(
+        text.contains("body still arriving after 350ms") && text.contains("bytes read)"),
+        "{text}"
+    );
+    assert_eq!(requests.load(Ordering::SeqCst), 2);
+
+    // However many attempts the retry policy allows, the call deadline ends it.
+    requests.store(0, Ordering::SeqCst);
+    let client = new_client(
+        RegistryConfig::default()
+            .request_timeout(Duration::from_millis(350))
+            .call_timeout(Duration::from_millis(900))
+            .retry(quick_retries(100)),
+    );
+    let error = client.tags(&app).await.expect_err("too slow");
+    assert_eq!(error.metric_label(), "deadline", "{error}");
+    let sent = requests.load(Ordering::SeqCst);
+    assert!((2..=4).contains(&sent), "{sent} requests: {error}");
+}

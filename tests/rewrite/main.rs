@@ -7,6 +7,8 @@
 //! `AUTOBUMP_BLESS=1 cargo test --test rewrite` rewrites `after/` and `stdout` from
 //! the library's output. Review the diff by eye before committing it.
 
+mod props;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;

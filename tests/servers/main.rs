@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod listener;
 mod notify;
 
 use std::io::Write as _;

@@ -1,0 +1,289 @@
+//! Issue 14 (F3, W4): one slow or hostile registry delays no other policy by more than
+//! its own reconcile deadline, and a stop request cancels the reconciles in flight;
+//! (F5) a policy cannot make autobump send the GitHub token to another host.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use autobump::controller::standalone::{PolicyOutcome, Standalone, Tick};
+use axum::Router;
+use axum::routing::get;
+
+use super::support::git::GitHttpServer;
+use super::support::scripted::Served;
+use super::{NEW, OLD, World, direct_policy_text};
+
+/// A registry that accepts the connection and never answers a tag list; counts the
+/// requests.
+async fn stalling_registry() -> (Served, Arc<AtomicUsize>) {
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&requests);
+    let served = Served::start(Router::new().route(
+        "/v2/slow/app/tags/list",
+        get(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                "never"
+            }
+        }),
+    ))
+    .await;
+    (served, requests)
+}
+
+/// Adds an image on `stalled` to the world's repository.
+fn reference_the_stalled_registry(w: &World, stalled: &Served) {
+    w.fake.commit(
+        "main",
+        &[(
+            "config/slow/app.yaml",
+            Some(&format!("image: {}/slow/app:{OLD}\n", stalled.host())),
+        )],
+        "Add an app from a slow registry",
+    );
+}
+
+/// Policies `a` (the image on `stalled`) and `b` (the world's images), both direct
+/// push to the world's repository.
+fn driver(
+    w: &World,
+    stalled: &Served,
+    dir: &std::path::Path,
+    concurrency: usize,
+    deadline: Duration,
+) -> Standalone {
+    let policies = dir.join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    let a = direct_policy_text(w, "a").replace(
+        &format!("{}/prow/", w.registry.host()),
+        &format!("{}/slow/", stalled.host()),
+    );
+    std::fs::write(policies.join("a.yaml"), a).unwrap();
+    std::fs::write(policies.join("b.yaml"), direct_policy_text(w, "b")).unwrap();
+    super::standalone_driver(&policies, dir)
+        .with_concurrency(concurrency)
+        .with_reconcile_timeout(deadline)
+}
+
+fn outcome<'a>(tick: &'a Tick, name: &str) -> &'a PolicyOutcome {
+    tick.outcomes
+        .get(name)
+        .unwrap_or_else(|| panic!("no outcome for {name}: {tick:?}"))
+}
+
+#[tokio::test]
+async fn a_stalled_registry_fails_its_own_policy_at_the_deadline_and_no_other() {
+    let w = World::new("").await;
+    let (stalled, _requests) = stalling_registry().await;
+    let dir = tempfile::tempdir().unwrap();
+    reference_the_stalled_registry(&w, &stalled);
+    // One at a time: b waits for a, but no longer than a's deadline.
+    for concurrency in [1, 2] {
+        let mut driver = driver(
+            &w,
+            &stalled,
+            dir.path(),
+            concurrency,
+            Duration::from_secs(2),
+        );
+        let tick = driver.tick(&AtomicBool::new(false)).await.unwrap();
+        match outcome(&tick, "a") {
+            PolicyOutcome::Failed(e) => {
+                assert_eq!(e.metric_label(), "deadline", "{e}");
+                assert!(e.is_retryable());
+                assert!(e.to_string().contains("deadline of 2s"), "{e}");
+            }
+            other => panic!("a: {other:?}"),
+        }
+        assert!(
+            matches!(outcome(&tick, "b"), PolicyOutcome::Done(_)),
+            "concurrency {concurrency}: {tick:?}"
+        );
+        w.wait_for_hook_tag(NEW, "b bumped").await;
+        let metrics = driver.metrics().render();
+        assert!(
+            metrics.contains(r#"autobump_reconcile_errors_total{policy="a",reason="deadline"} 1"#),
+            "{metrics}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_stop_request_cancels_the_reconcile_in_flight() {
+    let w = World::new("").await;
+    let (stalled, _requests) = stalling_registry().await;
+    let dir = tempfile::tempdir().unwrap();
+    reference_the_stalled_registry(&w, &stalled);
+    // A deadline far away: only the stop request can end a's reconcile.
+    let mut driver = driver(&w, &stalled, dir.path(), 2, Duration::from_secs(3600));
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopper = {
+        let stop = Arc::clone(&stop);
+        let hook = w.fake.git_dir().to_owned();
+        tokio::spawn(async move {
+            // Once b has pushed its bump, only a is still running.
+            let deadline = autobump::clock::Deadline::after(Duration::from_secs(60));
+            loop {
+                let file = super::support::git::git(&hook, &["show", "main:config/prow/hook.yaml"]);
+                if file.contains(NEW) || deadline.expired() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            stop.store(true, Ordering::SeqCst);
+        })
+    };
+    let tick = driver.tick(&stop).await.unwrap();
+    stopper.await.unwrap();
+    assert!(
+        matches!(outcome(&tick, "b"), PolicyOutcome::Done(_)),
+        "{tick:?}"
+    );
+    assert!(
+        matches!(outcome(&tick, "a"), PolicyOutcome::Skipped(why) if why.contains("cancelled: shutting down")),
+        "{tick:?}"
+    );
+    // The state file is intact and still usable after the cancellation.
+    let state = std::fs::read_to_string(dir.path().join("state.json")).unwrap();
+    let parsed: serde_json::Value = serde_json::from_str(&state).unwrap();
+    assert!(parsed["policies"]["b"].is_object(), "{state}");
+    let again = driver.tick(&AtomicBool::new(true)).await.unwrap();
+    assert!(
+        again.outcomes.is_empty(),
+        "stopped before any start: {again:?}"
+    );
+}
+
+/// `autobump run` sent SIGTERM while a reconcile waits on a registry that never
+/// answers (issue 14, F3: the signal was logged and ignored): it cancels the
+/// reconcile and exits 0.
+#[tokio::test]
+async fn sigterm_mid_request_ends_the_process() {
+    let w = World::new("").await;
+    let (stalled, requests) = stalling_registry().await;
+    reference_the_stalled_registry(&w, &stalled);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    let a = direct_policy_text(&w, "a").replace(
+        &format!("{}/prow/", w.registry.host()),
+        &format!("{}/slow/", stalled.host()),
+    );
+    std::fs::write(dir.path().join("policies/a.yaml"), a).unwrap();
+    let log = dir.path().join("log");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_autobump"))
+        .args(["run", "--policies", "policies", "--state", "state.json"])
+        .args(["--cache-dir", "cache", "--interval", "1h"])
+        .current_dir(dir.path())
+        .env_remove("GITHUB_TOKEN")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Wait until the tag request is in flight (the stalled server has it).
+    super::support::wait_until(
+        "the reconcile to reach the stalled registry",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        async || match requests.load(Ordering::SeqCst) {
+            0 => Err(std::fs::read_to_string(&log).unwrap_or_default()),
+            _ => Ok(()),
+        },
+    )
+    .await;
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("still running 30 s after SIGTERM")
+        .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(status.code(), Some(0), "{text}");
+    assert!(text.contains("cancelled: shutting down"), "{text}");
+}
+
+/// `autobump run --once` with `GITHUB_TOKEN` set and a policy whose repository is on
+/// another host over plain HTTP (issue 14, F5: that host received the token).
+async fn run_once_against(server: &GitHttpServer, extra: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::write(
+        dir.path().join("policies/p.yaml"),
+        format!(
+            "apiVersion: autobump.dev/v1alpha1\nkind: Autobump\nmetadata: {{name: p}}\nspec:\n  images:\n    - prefix: 127.0.0.1:9/team/\n      tags: {{semver: {{}}}}\n  source:\n    repo: {}\n  directPush: {{}}\n",
+            server.url("infra.git")
+        ),
+    )
+    .unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_autobump"))
+        .args([
+            "run",
+            "--once",
+            "--policies",
+            "policies",
+            "--state",
+            "state.json",
+        ])
+        .args([
+            "--cache-dir",
+            "cache",
+            "--github-api",
+            "https://api.github.com",
+        ])
+        .args(extra)
+        .current_dir(dir.path())
+        .env("GITHUB_TOKEN", GITHUB_TOKEN)
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains(GITHUB_TOKEN), "{text}");
+    text
+}
+
+const GITHUB_TOKEN: &str = "ghs_f5secrettoken";
+
+#[tokio::test]
+async fn the_github_token_goes_to_no_other_git_host() {
+    let root = tempfile::tempdir().unwrap();
+    super::support::git::bare_repo(
+        root.path(),
+        "infra.git",
+        &[("deploy/app.yaml", "image: 127.0.0.1:9/team/app:v1.0.0\n")],
+    );
+    let server = GitHttpServer::start(root.path(), "x-access-token", GITHUB_TOKEN);
+    let out = run_once_against(&server, &[]).await;
+    let requests = server.requests();
+    assert!(!requests.is_empty(), "the remote was never asked: {out}");
+    assert!(
+        requests.iter().all(|r| r.credentials.is_none()),
+        "credentials sent to a host that is not GitHub's: {requests:?}"
+    );
+
+    // Named as the GitHub host (a loopback test installation), it gets the token.
+    server.clear_requests();
+    let host = server
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    run_once_against(&server, &["--github-git-host", &host]).await;
+    assert!(
+        server
+            .requests()
+            .iter()
+            .any(|r| r.credentials == Some(true)),
+        "{:?}",
+        server.requests()
+    );
+}
