@@ -237,6 +237,13 @@ pub fn parse_version(tag: &str) -> Option<VersionTag<'_>> {
                     "" => "",
                     more => more.strip_prefix('-').filter(|s| !s.is_empty())?,
                 };
+                // A second marker after it (`0-rc-a0`, `1.0-rc1-beta2`) is as
+                // untrustworthy as a glued one followed by another: without the first,
+                // the tag would read as a pre-release of another series.
+                let next = suffix.find('-').unwrap_or(suffix.len());
+                if parse_marker(&suffix[..next]).is_some() {
+                    return None;
+                }
             }
         }
         // A suffix starts with a letter or digit: `1.2.3--x` and `1.2.3-.x` are not
@@ -715,6 +722,8 @@ mod version_tests {
             ("3.13.0rc1-", None),
             ("1.2.3--x", None),
             ("1.2.3abc", None),
+            ("0-rc-a0", None), // two markers (found by the property test)
+            ("1.0-rc1-beta2", None),
             ("1..2", None),
             ("1.2.", None),
             ("1.2.3_beta", None),
