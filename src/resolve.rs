@@ -245,7 +245,7 @@ impl<R: Registry> Resolver<R> {
                 Ok(available) => {
                     lock(&self.listed)
                         .insert(canonical.clone(), available.iter().cloned().collect());
-                    if policy.min_age.is_some() {
+                    if policy.required_age().is_some() {
                         self.note_first_seen(canonical, &available, now);
                     }
                     images.insert(

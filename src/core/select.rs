@@ -198,8 +198,8 @@ pub fn tag_allowed(policy: &ImagePolicy, tag: &str) -> bool {
 fn old_enough(inputs: &Inputs<'_>, image: &str, tag: &str) -> bool {
     inputs
         .policy
-        .min_age
-        .is_none_or(|min| age(inputs, image, tag).is_some_and(|age| age >= min.delta()))
+        .required_age()
+        .is_none_or(|min| age(inputs, image, tag).is_some_and(|age| age >= min))
 }
 
 fn age(inputs: &Inputs<'_>, image: &str, tag: &str) -> Option<TimeDelta> {
@@ -215,10 +215,7 @@ fn waiting(inputs: &Inputs<'_>, images: &[&str], tag: &str) -> Outcome {
     Outcome::Waiting {
         tag: tag.to_owned(),
         age: ages.and_then(|a| a.into_iter().min()),
-        min_age: inputs
-            .policy
-            .min_age
-            .map_or(TimeDelta::zero(), crate::policy::values::Duration::delta),
+        min_age: inputs.policy.required_age().unwrap_or_default(),
     }
 }
 
@@ -302,7 +299,7 @@ pub fn build_times_needed(inputs: &Inputs<'_>) -> Vec<(String, String)> {
 /// age, and a poll where the newest candidate's age is known needs none.
 #[must_use]
 pub fn ages_needed(inputs: &Inputs<'_>) -> Vec<(String, String)> {
-    if inputs.policy.min_age.is_none() {
+    if inputs.policy.required_age().is_none() {
         return Vec::new();
     }
     let known = |image: &str, tag: &str| {
@@ -1144,6 +1141,12 @@ mod tests {
         );
         assert!(ages_needed(&w.inputs()).is_empty());
         assert_eq!(w.outcomes(), ["up to date"]);
+        // `minAge: 0s` waits for nothing and reads no age.
+        let w = World::semver(None, false)
+            .min_age("0s")
+            .image("nginx", &["1.25.3"], &["1.26.0"]);
+        assert!(ages_needed(&w.inputs()).is_empty());
+        assert_eq!(w.outcomes(), ["bump 1.26.0"]);
         // Without minAge ages are never needed.
         let w = World::semver(None, false).image("nginx", &["1.25.3"], &["1.26.0"]);
         assert!(ages_needed(&w.inputs()).is_empty());

@@ -143,6 +143,16 @@ pub struct ImagePolicy {
     pub min_age: Option<Duration>,
 }
 
+impl ImagePolicy {
+    /// How old a tag must be to be a candidate: `minAge`, unless absent or `0s`.
+    #[must_use]
+    pub fn required_age(&self) -> Option<chrono::TimeDelta> {
+        self.min_age
+            .filter(|age| !age.is_zero())
+            .map(Duration::delta)
+    }
+}
+
 /// A tag policy: exactly one of `semver`, `dateSha` or `regex`. A reference only ever
 /// moves to a newer tag of its own *series*; floating tags (`latest`, `stable`,
 /// `alpine`, `slim-bookworm`) belong to none and never move.
