@@ -400,6 +400,15 @@ static HOST: LazyLock<Regex> = LazyLock::new(|| {
 
 /// Checks an image repository name (`[host[:port]/]path`, no tag or digest).
 fn check_repository(s: &str, what: &str) -> Result<(), String> {
+    // The longest repository name the distribution reference grammar allows
+    // (`NameTotalLengthMax`); it also keeps the overlap checks of many images cheap.
+    const MAX_LEN: usize = 255;
+    if s.len() > MAX_LEN {
+        let start: String = s.chars().take(40).collect();
+        return Err(format!(
+            "invalid {what} \"{start}…\": longer than {MAX_LEN} characters, the longest repository name registries accept"
+        ));
+    }
     if s.contains('@') {
         return Err(format!(
             "invalid {what} \"{s}\": name the repository without a digest"
