@@ -74,9 +74,12 @@ fn init_logs(format: LogFormat) {
 enum Command {
     /// Validate policy files and directories (recursively, *.yaml and *.yml).
     ///
+    /// Only regular files of at most 1 MiB of UTF-8 are read; YAML may use at most
+    /// 1,000 aliases, expand to 200,000 nodes and 4 MiB of text, and nest 128 levels.
+    ///
     /// Exit status: 0 when every policy is valid, 1 when any is invalid (every
     /// problem is printed as FILE:LINE:COL: field.path: message), 2 on usage or I/O
-    /// errors.
+    /// errors, and when a path holds files but no policy.
     #[command(after_help = "Example:\n  autobump check policies/")]
     Check {
         /// Policy files or directories.
@@ -118,8 +121,13 @@ enum Command {
     /// Ctrl-C starts no new reconcile, gives the ones in flight 3 s, cancels the rest
     /// and exits 0.
     ///
+    /// Once running, a policy folder that fails to load as a whole (missing while it
+    /// is replaced, out of file descriptors) keeps the last good policies; see
+    /// --not-ready-after.
+    ///
     /// Exit status with --once: 0 when every policy reconciled and every file loaded,
-    /// 1 otherwise; 2 on usage or I/O errors.
+    /// 1 otherwise; 2 on usage or I/O errors, when no policy loads at start, and when
+    /// the state file cannot be read (never overwritten then).
     #[command(
         after_help = "Example:\n  autobump run --policies policies/ --state autobump-state.json --listen 127.0.0.1:8080"
     )]
