@@ -62,6 +62,18 @@ fn autobump_in(dir: &Path, args: &[&str]) -> (i32, String, String) {
     finish(child, &format!("autobump {}", args.join(" ")))
 }
 
+/// `autobump run --once` on `policies/`, state in `s.json`.
+const RUN_ONCE: &[&str] = &[
+    "run",
+    "--once",
+    "--policies",
+    "policies",
+    "--state",
+    "s.json",
+    "--cache-dir",
+    "cache",
+];
+
 fn mkfifo(path: &Path) {
     let status = Command::new("mkfifo").arg(path).status().unwrap();
     assert!(status.success(), "mkfifo {}", path.display());
@@ -187,19 +199,7 @@ fn a_path_with_files_but_no_policy_is_exit_2_for_check_and_run() {
         "{err}"
     );
 
-    let (code, out, err) = autobump_in(
-        dir.path(),
-        &[
-            "run",
-            "--once",
-            "--policies",
-            "policies",
-            "--state",
-            "s.json",
-            "--cache-dir",
-            "cache",
-        ],
-    );
+    let (code, out, err) = autobump_in(dir.path(), RUN_ONCE);
     assert_eq!(code, 2, "{out}{err}");
     assert!(err.ends_with(want), "{err}");
     assert!(!dir.path().join("s.json").exists(), "nothing was written");
@@ -258,19 +258,7 @@ fn logs_have_colours_only_on_a_terminal_and_never_with_no_color() {
     std::fs::write(dir.path().join("policies/p.yaml"), valid("p", &missing)).unwrap();
 
     // Into a pipe (a file, a log collector): plain text.
-    let (code, _, err) = autobump_in(
-        dir.path(),
-        &[
-            "run",
-            "--once",
-            "--policies",
-            "policies",
-            "--state",
-            "s.json",
-            "--cache-dir",
-            "cache",
-        ],
-    );
+    let (code, _, err) = autobump_in(dir.path(), RUN_ONCE);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("reconcile failed"), "{err}");
     assert!(!err.contains('\x1b'), "escape codes in piped logs: {err:?}");
@@ -336,15 +324,9 @@ fn run_keeps_going_through_policy_folder_trouble_and_turns_not_ready_only_after_
         .port();
     let log = std::fs::File::create(dir.path().join("log")).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_autobump"))
-        .args([
-            "run",
-            "--policies",
-            "policies",
-            "--state",
-            "s.json",
-            "--cache-dir",
-            "cache",
-        ])
+        // RUN_ONCE without --once.
+        .arg("run")
+        .args(&RUN_ONCE[2..])
         .args(["--interval", "1s", "--not-ready-after", "3s"])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .current_dir(dir.path())
@@ -444,19 +426,7 @@ fn the_state_file_of_another_version_stops_run_before_anything_is_written() {
     .unwrap();
     let newer = r#"{"version": 1, "policies": {"p": {"hold": null, "quarantine": {"until": "2027-01-01T00:00:00Z"}}}}"#;
     std::fs::write(dir.path().join("s.json"), newer).unwrap();
-    let (code, out, err) = autobump_in(
-        dir.path(),
-        &[
-            "run",
-            "--once",
-            "--policies",
-            "policies",
-            "--state",
-            "s.json",
-            "--cache-dir",
-            "cache",
-        ],
-    );
+    let (code, out, err) = autobump_in(dir.path(), RUN_ONCE);
     assert_eq!(code, 2, "{out}{err}");
     assert!(
         err.contains("state file s.json: fields this version of autobump does not know (policies.p.quarantine)"),
