@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 HEAD = "apiVersion: autobump.dev/v1alpha1\nkind: Autobump\nmetadata:\n  name: {name}\n"
@@ -82,38 +81,45 @@ def cases():
 
 
 def run(binary, d, timeout, max_mib):
+    """Runs `binary check d` under /usr/bin/time (its own peak RSS: the kernel carries a
+    process's high-water mark across exec, so measuring from this Python process would
+    count Python's memory), in its own process group so a timeout kills it whole."""
+
     def limits():
         resource.setrlimit(resource.RLIMIT_AS, (max_mib << 20, max_mib << 20))
 
-    start = time.monotonic()
-    proc = subprocess.Popen(
-        [binary, "check", d],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        preexec_fn=limits,
-    )
-    out = []
-    reader = threading.Thread(target=lambda: out.append(proc.stdout.read()))
-    reader.start()
-    timer = threading.Timer(timeout, lambda: proc.send_signal(signal.SIGKILL))
-    timer.start()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.monotonic() - start
-    timer.cancel()
-    proc.returncode = 0
-    reader.join()
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        code = "killed (timeout)" if sig == signal.SIGKILL and wall >= timeout else f"signal {signal.Signals(sig).name}"
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as times:
+        start = time.monotonic()
+        proc = subprocess.Popen(
+            ["/usr/bin/time", "-o", times.name, "-f", "%e %M %x", binary, "check", d],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            preexec_fn=limits,
+            start_new_session=True,
+        )
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+            timed_out = True
+        wall = time.monotonic() - start
+        lines = times.read().strip().splitlines()
+    if timed_out:
+        code, rss = "killed (timeout)", float("nan")
     else:
-        code = f"exit {os.WEXITSTATUS(status)}"
-    text = (out[0] if out else b"").decode(errors="replace").strip().splitlines()
+        _, rss_kib, status = lines[-1].split()
+        rss = int(rss_kib) / 1024
+        signalled = [l for l in lines if l.startswith("Command terminated by signal")]
+        code = f"signal {signal.Signals(int(signalled[0].split()[-1])).name}" if signalled else f"exit {status}"
+    text = out.decode(errors="replace").strip().splitlines()
     first = text[0] if text else ""
     for line in text:
         if "error" in line or ".yaml" in line:
             first = line
             break
-    return code, wall, usage.ru_maxrss / 1024, first
+    return code, wall, rss, first
 
 
 def main():

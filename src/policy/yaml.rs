@@ -22,7 +22,7 @@
 //! Duplicate keys are found with a set per mapping, so every check is linear in the
 //! size of the file.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span};
@@ -357,8 +357,9 @@ struct Frame {
 
 enum FrameKind {
     Seq(Vec<Node>),
-    /// The entries, the key waiting for its value, and each scalar key's first line.
-    Map(Vec<(Node, Node)>, Option<Node>, HashMap<String, usize>),
+    /// The entries, the key waiting for its value, and a hash of each scalar key
+    /// (8 bytes a key rather than a copy of it; a hit is confirmed on the entries).
+    Map(Vec<(Node, Node)>, Option<Node>, HashSet<u64>),
 }
 
 #[derive(Default)]
@@ -429,7 +430,7 @@ impl Builder {
                 self.open(
                     pos,
                     anchor,
-                    FrameKind::Map(Vec::new(), None, HashMap::new()),
+                    FrameKind::Map(Vec::new(), None, HashSet::new()),
                 )?;
             }
             Event::SequenceEnd | Event::MappingEnd => {
@@ -518,15 +519,19 @@ impl Builder {
             FrameKind::Seq(items) => items.push(node),
             FrameKind::Map(entries, pending, keys) => match pending.take() {
                 None => {
-                    if let Some(key) = node.as_str() {
-                        if let Some(first) = keys.get(key) {
-                            return Err(Error {
-                                message: format!("duplicate key \"{key}\" (first at line {first})"),
-                                pos: Some(node.pos),
-                                path: None,
-                            });
-                        }
-                        keys.insert(key.to_owned(), node.pos.line);
+                    if let Some(key) = node.as_str()
+                        && !keys.insert(key_hash(key))
+                        && let Some((first, _)) =
+                            entries.iter().find(|(k, _)| k.as_str() == Some(key))
+                    {
+                        return Err(Error {
+                            message: format!(
+                                "duplicate key \"{key}\" (first at line {})",
+                                first.pos.line
+                            ),
+                            pos: Some(node.pos),
+                            path: None,
+                        });
                     }
                     *pending = Some(node);
                 }
@@ -535,6 +540,14 @@ impl Builder {
         }
         Ok(())
     }
+}
+
+/// A 64-bit hash of a mapping key (fixed keys: the same on every run).
+fn key_hash(key: &str) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut hasher = std::hash::DefaultHasher::new();
+    key.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Deserializes `T` from `node`, which sits at `path` in its document.
