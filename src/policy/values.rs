@@ -1012,6 +1012,14 @@ mod tests {
                 .unwrap_err()
                 .contains("\"Payments\"")
         );
+        // At most 255 characters, the reference grammar's limit (kept cheap to check
+        // against many other images).
+        let longest = format!("ghcr.io/{}", "a".repeat(247));
+        longest.parse::<ImageName>().unwrap();
+        format!("{longest}/").parse::<ImagePrefix>().unwrap();
+        let err = format!("{longest}a").parse::<ImageName>().unwrap_err();
+        assert!(err.contains("longer than 255 characters"), "{err}");
+        assert!(err.len() < 200, "the name is cut in the message: {err}");
         assert!(
             "ghcr.io/acme/payments:v1"
                 .parse::<ImageName>()
