@@ -322,6 +322,9 @@ pub struct Webhooks {
     /// `/readyz` answers 200 once this is true (policies loaded, first pass done),
     /// 503 before and while shutting down.
     pub ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Standalone: `/readyz` also answers 503 (saying why) while loading the policy
+    /// files has failed for longer than its threshold.
+    pub policy_load: Option<std::sync::Arc<crate::policy::health::LoadHealth>>,
 }
 
 /// What the webhook endpoints deliver.
@@ -341,15 +344,21 @@ pub fn server(hooks: Webhooks) -> (Router, Events) {
     let (registry_tx, registry) = mpsc::channel(256);
     let (alerts_tx, alerts) = mpsc::channel(256);
     let ready = hooks.ready;
+    let policy_load = hooks.policy_load;
     let mut router = Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
         .route(
             "/readyz",
             axum::routing::get(move || async move {
-                if ready.load(std::sync::atomic::Ordering::SeqCst) {
-                    (StatusCode::OK, "ready\n")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                if !ready.load(std::sync::atomic::Ordering::SeqCst) {
+                    return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_owned());
+                }
+                match policy_load.as_ref().and_then(|h| h.not_ready()) {
+                    Some(why) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("not ready: {why}\n"),
+                    ),
+                    None => (StatusCode::OK, "ready\n".to_owned()),
                 }
             }),
         )

@@ -63,7 +63,7 @@ pub fn install_crypto_provider() {
 
 /// An error and its sources, `: `-separated, without repeating a source whose text
 /// the error already includes (TLS and connection failures hide in the sources).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     use std::fmt::Write as _;
     let mut text = e.to_string();
     let mut source = e.source();

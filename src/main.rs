@@ -49,10 +49,16 @@ enum LogFormat {
 }
 
 fn init_logs(format: LogFormat) {
+    use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("AUTOBUMP_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a person at a terminal, and never with NO_COLOR set
+    // (https://no-color.org: any non-empty value).
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.with_target(false).init(),
@@ -68,9 +74,12 @@ fn init_logs(format: LogFormat) {
 enum Command {
     /// Validate policy files and directories (recursively, *.yaml and *.yml).
     ///
+    /// Only regular files of at most 1 MiB of UTF-8 are read; YAML may use at most
+    /// 1,000 aliases, expand to 200,000 nodes and 4 MiB of text, and nest 128 levels.
+    ///
     /// Exit status: 0 when every policy is valid, 1 when any is invalid (every
     /// problem is printed as FILE:LINE:COL: field.path: message), 2 on usage or I/O
-    /// errors.
+    /// errors, and when a path holds files but no policy.
     #[command(after_help = "Example:\n  autobump check policies/")]
     Check {
         /// Policy files or directories.
@@ -112,8 +121,13 @@ enum Command {
     /// Ctrl-C starts no new reconcile, gives the ones in flight 3 s, cancels the rest
     /// and exits 0.
     ///
+    /// Once running, a policy folder that fails to load as a whole (missing while it
+    /// is replaced, out of file descriptors) keeps the last good policies; see
+    /// --not-ready-after.
+    ///
     /// Exit status with --once: 0 when every policy reconciled and every file loaded,
-    /// 1 otherwise; 2 on usage or I/O errors.
+    /// 1 otherwise; 2 on usage or I/O errors, when no policy loads at start, and when
+    /// the state file cannot be read (never overwritten then).
     #[command(
         after_help = "Example:\n  autobump run --policies policies/ --state autobump-state.json --listen 127.0.0.1:8080"
     )]
@@ -258,6 +272,11 @@ struct RunArgs {
     /// (next tick, or the controller's back-off), and no other policy waits for it.
     #[arg(long, value_name = "DURATION", default_value = "5m")]
     reconcile_timeout: autobump::policy::values::Duration,
+    /// Once the policies have loaded, a later load that fails (the folder missing
+    /// while it is replaced, no file descriptors left) keeps the last good policies
+    /// running; /readyz says not ready when it has failed for longer than this.
+    #[arg(long, value_name = "DURATION", default_value = "5m")]
+    not_ready_after: autobump::policy::values::Duration,
     /// Commit author name.
     #[arg(long, default_value = "autobump")]
     git_name: String,
@@ -302,6 +321,7 @@ async fn serve_webhooks(
     pushed: Arc<std::sync::Mutex<Vec<String>>>,
     metrics: Arc<autobump::metrics::Metrics>,
     ready: Arc<std::sync::atomic::AtomicBool>,
+    policy_load: Option<Arc<autobump::policy::health::LoadHealth>>,
 ) -> anyhow::Result<()> {
     let secret = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let (router, mut events) = autobump::http::server(autobump::http::Webhooks {
@@ -311,6 +331,7 @@ async fn serve_webhooks(
         alertmanager_token: secret("AUTOBUMP_ALERTMANAGER_WEBHOOK_TOKEN"),
         metrics: Some(metrics),
         ready,
+        policy_load,
     });
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -390,7 +411,8 @@ fn run_standalone(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 .delta()
                 .to_std()
                 .unwrap_or(autobump::controller::standalone::DEFAULT_RECONCILE_TIMEOUT),
-        );
+        )
+        .with_not_ready_after(args.not_ready_after.delta().to_std().unwrap_or_default());
         if let Some(host) = &args.github_git_host {
             driver = driver.with_github_git_host(host.clone());
         }
@@ -430,8 +452,15 @@ fn run_standalone(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 Arc::clone(&pushed),
                 driver.metrics(),
                 Arc::clone(&ready),
+                Some(driver.load_health()),
             )
             .await?;
+        }
+        // A state file this build cannot read stops here, before anything acts (each
+        // reconcile would refuse it anyway); it is never overwritten.
+        {
+            use autobump::store::Store as _;
+            autobump::store::FileStore::new(&args.state.path).load_all()?;
         }
         watch_policy_files(args.policies.clone(), Arc::clone(&poke));
         loop {
@@ -443,8 +472,10 @@ fn run_standalone(args: &RunArgs) -> anyhow::Result<ExitCode> {
             for image in images {
                 driver.invalidate(&image);
             }
+            // Fails only when the policies never loaded (exit 2); later load failures
+            // keep the last good policies (see --not-ready-after).
             let tick = driver.tick(&stop).await?;
-            print_tick(&tick);
+            print_tick(&tick, args.once);
             // Ready once the policies loaded and every one had its first reconcile;
             // not ready any more once stopping.
             ready.store(!stop.load(Ordering::SeqCst), Ordering::SeqCst);
@@ -577,6 +608,7 @@ async fn run_in_cluster(
             Arc::clone(&pushed),
             metrics,
             Arc::clone(&ready),
+            None,
         )
         .await?;
         let trigger = driver.trigger();
@@ -606,11 +638,14 @@ async fn run_in_cluster(
     Ok(ExitCode::SUCCESS)
 }
 
-/// One line per policy on stdout; file problems on stderr.
-fn print_tick(tick: &autobump::controller::standalone::Tick) {
+/// One line per policy on stdout; with `once`, file problems on stderr (a running
+/// controller logs each problem once, when it appears).
+fn print_tick(tick: &autobump::controller::standalone::Tick, once: bool) {
     use autobump::controller::standalone::PolicyOutcome;
-    for d in &tick.diagnostics {
-        eprintln!("autobump: invalid policy (its last good version stays in force): {d}");
+    if once {
+        for d in &tick.diagnostics {
+            eprintln!("autobump: invalid policy (its last good version stays in force): {d}");
+        }
     }
     for (name, outcome) in &tick.outcomes {
         let line = match outcome {
@@ -719,7 +754,9 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("autobump: error: {e:#}");
+            // Each cause once, even when an error's message already includes its source.
+            let chain: &(dyn std::error::Error + 'static) = e.as_ref();
+            eprintln!("autobump: error: {}", autobump::error_chain(chain));
             ExitCode::from(EXIT_USAGE)
         }
     }

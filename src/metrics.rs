@@ -193,7 +193,7 @@ impl Metrics {
         );
         registry.register(
             "autobump_policy_load_errors",
-            "Policy file problems found while (re)loading; the last good version stays in force",
+            "Policy file problems found while (re)loading, and loads that failed as a whole; the last good version stays in force",
             policy_load_errors.clone(),
         );
         registry.register(
@@ -297,6 +297,11 @@ impl Metrics {
         self.policy_load_errors.inc_by(problems as u64);
         self.policy_files_invalid
             .set(i64::try_from(problems).unwrap_or(i64::MAX));
+    }
+
+    /// Loading the policy files failed as a whole (the last good ones stay).
+    pub fn policy_load_failed(&self) {
+        self.policy_load_errors.inc();
     }
 
     /// Whether this instance acts.

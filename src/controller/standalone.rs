@@ -2,9 +2,13 @@
 //! policies from files, state in a local file (does I/O).
 //!
 //! Each tick reloads the policy files. A policy whose file became invalid keeps its
-//! last good version in force (and the problem is reported every tick), and never
-//! stops the others. Each policy's gate is read fresh, then the policy is reconciled
-//! by the direct-push or the pull-request flow.
+//! last good version in force (each new problem is logged once, and counted every
+//! tick), and never stops the others. Once policies have loaded, a load that fails
+//! as a whole (the folder missing while it is swapped, a file that vanished, no file
+//! descriptors left) never stops the driver either: the last good policies run, the
+//! failure is counted and logged once per change, and [`LoadHealth`] tells `/readyz`
+//! how long it has lasted. Each policy's gate is read fresh, then the policy is
+//! reconciled by the direct-push or the pull-request flow.
 //!
 //! Policies reconcile concurrently, at most [`Standalone::with_concurrency`] at a
 //! time, each within its own deadline ([`Standalone::with_reconcile_timeout`]): a
@@ -34,6 +38,7 @@ use crate::core::gate::GateVerdict;
 use crate::forge::{GitHub, GitHubAuth, GitHubConfig, RepoName, WebhookFeed};
 use crate::metrics::Metrics;
 use crate::notify::{Notification, Notifier, NotifierConfig};
+use crate::policy::health::{Change, DEFAULT_NOT_READY_AFTER, LoadHealth};
 use crate::policy::{self, Diagnostic, Policy};
 use crate::registry::RegistryClient;
 use crate::repo::{Auth, GitRepo, Source, github_git_host, github_token_applies, redact_url};
@@ -94,6 +99,8 @@ pub struct Tick {
     pub outcomes: BTreeMap<String, PolicyOutcome>,
     /// Problems in the policy files (the last good version of those policies ran).
     pub diagnostics: Vec<Diagnostic>,
+    /// Why the policies could not be loaded at all this tick (the last good ones ran).
+    pub load_error: Option<String>,
 }
 
 impl Tick {
@@ -101,6 +108,7 @@ impl Tick {
     #[must_use]
     pub fn ok(&self) -> bool {
         self.diagnostics.is_empty()
+            && self.load_error.is_none()
             && self
                 .outcomes
                 .values()
@@ -121,6 +129,12 @@ pub struct Standalone {
     feed: Arc<WebhookFeed>,
     /// The last valid version of every policy seen.
     last_good: BTreeMap<String, Policy>,
+    /// Whether the policy files have loaded at least once.
+    loaded_once: bool,
+    /// The problems of the last load, to log only new ones.
+    last_diagnostics: std::collections::HashSet<Diagnostic>,
+    /// How loading goes (for `/readyz`).
+    load_health: Arc<LoadHealth>,
     metrics: Arc<Metrics>,
     /// The cluster, when a kubeconfig (or in-cluster config) is available.
     workloads: Option<KubeWorkloads>,
@@ -174,9 +188,12 @@ impl Standalone {
             repo,
             github,
             feed,
+            load_health: Arc::new(LoadHealth::new(Arc::clone(&clock), DEFAULT_NOT_READY_AFTER)),
             clock,
             config,
             last_good: BTreeMap::new(),
+            loaded_once: false,
+            last_diagnostics: std::collections::HashSet::new(),
             metrics,
             workloads: None,
             notifier,
@@ -228,6 +245,20 @@ impl Standalone {
         self
     }
 
+    /// `/readyz` says not ready once loading the policies has failed for longer than
+    /// this (default [`DEFAULT_NOT_READY_AFTER`]).
+    #[must_use]
+    pub fn with_not_ready_after(mut self, after: std::time::Duration) -> Self {
+        self.load_health = Arc::new(LoadHealth::new(Arc::clone(&self.clock), after));
+        self
+    }
+
+    /// How loading the policy files goes (what `/readyz` reads).
+    #[must_use]
+    pub fn load_health(&self) -> Arc<LoadHealth> {
+        Arc::clone(&self.load_health)
+    }
+
     /// Where the `/webhooks/github` receiver records deliveries for this driver's
     /// GitHub client.
     #[must_use]
@@ -247,9 +278,31 @@ impl Standalone {
     }
 
     /// Reloads the policy files: valid policies replace their last good version; an
-    /// invalid file leaves the last good version of its policies in force.
-    fn reload(&mut self) -> Result<Vec<Diagnostic>, policy::LoadError> {
-        let loaded = policy::load_paths(&self.config.policies)?;
+    /// invalid file leaves the last good version of its policies in force. Returns the
+    /// problems of the files, or `None` when the load failed as a whole after an
+    /// earlier one worked (the last good policies stay; the failure is counted, and
+    /// logged when it is new). A failure before any load worked is the error.
+    fn reload(&mut self) -> Result<Option<Vec<Diagnostic>>, policy::LoadError> {
+        let loaded = match policy::load_paths(&self.config.policies) {
+            Ok(loaded) => loaded,
+            Err(e) if !self.loaded_once => return Err(e),
+            Err(e) => {
+                self.metrics.policy_load_failed();
+                if self.load_health.failed(&e.to_string()) == Change::NewError {
+                    tracing::error!(
+                        error = %e,
+                        kind = e.metric_label(),
+                        policies = self.last_good.len(),
+                        "loading the policies failed; the last good policies stay in force"
+                    );
+                }
+                return Ok(None);
+            }
+        };
+        self.loaded_once = true;
+        if self.load_health.loaded() == Change::Recovered {
+            tracing::info!("the policies load again");
+        }
         let broken: std::collections::BTreeSet<&std::path::Path> = loaded
             .diagnostics
             .iter()
@@ -264,7 +317,7 @@ impl Standalone {
         for p in loaded.policies {
             self.last_good.insert(p.name().to_owned(), p);
         }
-        Ok(loaded.diagnostics)
+        Ok(Some(loaded.diagnostics))
     }
 
     fn source(&self, policy: &Policy) -> Source {
@@ -315,13 +368,19 @@ impl Standalone {
     /// is set no further policy starts, and the reconciles in flight are cancelled
     /// after [`SHUTDOWN_GRACE`].
     pub async fn tick(&mut self, stop: &AtomicBool) -> Result<Tick, policy::LoadError> {
-        let diagnostics = self.reload()?;
-        self.metrics.policies_loaded(diagnostics.len());
-        for d in &diagnostics {
-            tracing::warn!(problem = %d, "invalid policy file; its last good version stays in force");
+        let diagnostics = self.reload()?.inspect(|diagnostics| {
+            self.metrics.policies_loaded(diagnostics.len());
+            // Each problem is logged when it appears, not every tick.
+            for d in diagnostics.iter().filter(|d| !self.last_diagnostics.contains(d)) {
+                tracing::warn!(problem = %d, "invalid policy file; its last good version stays in force");
+            }
+        });
+        if let Some(diagnostics) = &diagnostics {
+            self.last_diagnostics = diagnostics.iter().cloned().collect();
         }
         let mut tick = Tick {
-            diagnostics,
+            diagnostics: diagnostics.unwrap_or_default(),
+            load_error: self.load_health.error(),
             ..Tick::default()
         };
         let policies: Vec<Policy> = self.last_good.values().cloned().collect();

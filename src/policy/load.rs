@@ -21,7 +21,7 @@ use crate::core::schedule::Window;
 pub const SUPPORTED: &[(&str, &str)] = &[(v1alpha1::API_VERSION, v1alpha1::KIND)];
 
 /// One problem in a policy file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Diagnostic {
     /// The file.
     pub file: PathBuf,
@@ -180,12 +180,43 @@ pub enum LoadError {
     /// A directory held no `*.yaml`/`*.yml` file.
     #[error("{0}: no policy files (*.yaml, *.yml) found")]
     NoPolicyFiles(PathBuf),
+    /// A path held policy files, but not a single policy (each file empty, or only
+    /// comments and `---`).
+    #[error("no policies in {} ({files} file{}, each empty or only comments and `---`)", path.display(), if *files == 1 { "" } else { "s" })]
+    NoPolicies {
+        /// The path given.
+        path: PathBuf,
+        /// How many files it held.
+        files: usize,
+    },
 }
+
+impl LoadError {
+    /// The variant name, for metrics and logs.
+    #[must_use]
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::NotFound(_) => "not_found",
+            Self::Io { .. } => "io",
+            Self::NoPolicyFiles(_) => "no_policy_files",
+            Self::NoPolicies { .. } => "no_policies",
+        }
+    }
+}
+
+/// The largest policy file read, in bytes (1 MiB). A policy is a few KiB; a larger
+/// file is an error naming it, and no more than this plus one byte is ever read.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
 
 /// Loads every policy in `paths` (files, or directories searched recursively for
 /// `*.yaml` and `*.yml`, skipping hidden entries), then checks them against each other.
+///
+/// Only regular files are read, at most [`MAX_FILE_BYTES`] each: a FIFO, device or
+/// socket (also behind a symlink), a larger file or one that is not UTF-8 is a
+/// problem of that file ([`Loaded::diagnostics`]), like invalid YAML. Each path must
+/// hold at least one policy or one problem ([`LoadError::NoPolicies`]).
 pub fn load_paths(paths: &[PathBuf]) -> Result<Loaded, LoadError> {
-    let mut files = Vec::new();
+    let mut loaded = Loaded::default();
     for path in paths {
         let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => LoadError::NotFound(path.clone()),
@@ -194,29 +225,37 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Loaded, LoadError> {
                 source: e,
             },
         })?;
+        let mut files = Vec::new();
         if meta.is_dir() {
-            let before = files.len();
             collect_dir(path, &mut files)?;
-            if files.len() == before {
+            if files.is_empty() {
                 return Err(LoadError::NoPolicyFiles(path.clone()));
             }
         } else {
             files.push(path.clone());
         }
-    }
-    let mut loaded = Loaded::default();
-    for file in files {
-        let text = std::fs::read_to_string(&file).map_err(|e| LoadError::Io {
-            path: file.clone(),
-            source: e,
-        })?;
-        let (policies, diagnostics) = load_str(&file, &text);
-        loaded.policies.extend(policies);
-        loaded.diagnostics.extend(diagnostics);
-        loaded.files.push(file);
+        let before = (loaded.policies.len(), loaded.diagnostics.len());
+        let count = files.len();
+        for file in files {
+            match read_policy_file(&file)? {
+                Ok(text) => {
+                    let (policies, diagnostics) = load_str(&file, &text);
+                    loaded.policies.extend(policies);
+                    loaded.diagnostics.extend(diagnostics);
+                }
+                Err(problem) => loaded.diagnostics.push(problem),
+            }
+            loaded.files.push(file);
+        }
+        if (loaded.policies.len(), loaded.diagnostics.len()) == before {
+            return Err(LoadError::NoPolicies {
+                path: path.clone(),
+                files: count,
+            });
+        }
     }
     let cross = cross_check(&loaded.policies);
-    let rejected: Vec<usize> = cross.iter().map(|(i, _)| *i).collect();
+    let rejected: std::collections::HashSet<usize> = cross.iter().map(|(i, _)| *i).collect();
     loaded.diagnostics.extend(cross.into_iter().map(|(_, d)| d));
     let mut i = 0;
     loaded.policies.retain(|_| {
@@ -224,6 +263,79 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Loaded, LoadError> {
         !rejected.contains(&(i - 1))
     });
     Ok(loaded)
+}
+
+/// Reads one policy file: its text, or the problem that makes it no policy file (not
+/// a regular file, too large, not UTF-8). Errors are I/O failures (the file vanished,
+/// permissions, out of file descriptors), which may pass.
+fn read_policy_file(file: &FsPath) -> Result<Result<String, Diagnostic>, LoadError> {
+    use std::io::Read as _;
+    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+    let io = |source| LoadError::Io {
+        path: file.to_path_buf(),
+        source,
+    };
+    let problem = |line: usize, column: usize, message: String| Diagnostic {
+        file: file.to_path_buf(),
+        line,
+        column,
+        path: String::new(),
+        message,
+    };
+    // Non-blocking, so that opening a FIFO returns at once; what was opened is then
+    // checked (not the path, which may change in between).
+    let handle = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(file)
+        .map_err(io)?;
+    let kind = handle.metadata().map_err(io)?.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else if kind.is_socket() {
+            "a socket"
+        } else if kind.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file"
+        };
+        return Ok(Err(problem(
+            1,
+            1,
+            format!("{what}, not a regular file: policies are read from regular files only"),
+        )));
+    }
+    let mut bytes = Vec::new();
+    handle
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Ok(Err(problem(
+            1,
+            1,
+            format!("larger than {MAX_FILE_BYTES} bytes, the limit for a policy file"),
+        )));
+    }
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(Ok(text)),
+        Err(e) => {
+            let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            let bad = e.as_bytes()[valid.len()];
+            // `valid` is UTF-8 by definition of `valid_up_to`.
+            let before = std::str::from_utf8(valid).unwrap_or_default();
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            Ok(Err(problem(
+                line,
+                column,
+                format!("not UTF-8 text (byte 0x{bad:02x}); policy files must be UTF-8"),
+            )))
+        }
+    }
 }
 
 /// What the policy files under `paths` look like on disk (each file's path, size and
@@ -563,6 +675,7 @@ fn validate_spec(spec: &AutobumpSpec) -> Vec<(Path, String)> {
 fn validate_images(images_spec: &[ImagePolicy]) -> Vec<(Path, String)> {
     let mut out = Vec::new();
     let images = Path::root().key("images");
+    let mut earlier = ImageIndex::default();
     if images_spec.is_empty() {
         out.push((images.clone(), "at least one image is required".into()));
     }
@@ -599,14 +712,13 @@ fn validate_images(images_spec: &[ImagePolicy]) -> Vec<(Path, String)> {
                 ),
             ));
         }
-        for (j, earlier) in images_spec[..i].iter().enumerate() {
-            if let Some(what) = overlap(image, earlier) {
-                out.push((
-                    p.clone(),
-                    format!("{what} is already covered by spec.images[{j}]"),
-                ));
-            }
+        if let Some(j) = earlier.find(image) {
+            out.push((
+                p.clone(),
+                format!("{} is already covered by spec.images[{j}]", describe(image)),
+            ));
         }
+        earlier.add(image, i);
     }
     out
 }
@@ -696,18 +808,80 @@ fn validate_gate_and_rollback(spec: &AutobumpSpec, out: &mut Vec<(Path, String)>
     }
 }
 
-/// Whether two image entries select some image in common; describes the first.
-fn overlap(a: &ImagePolicy, b: &ImagePolicy) -> Option<String> {
-    match (&a.prefix, &a.name, &b.prefix, &b.name) {
-        (Some(pa), _, Some(pb), _) if pa.covers(pb.as_str()) || pb.covers(pa.as_str()) => {
-            Some(format!("image prefix \"{pa}\""))
+/// How an image entry is named in messages.
+fn describe(image: &ImagePolicy) -> String {
+    match (&image.prefix, &image.name) {
+        (Some(prefix), _) => format!("image prefix \"{prefix}\""),
+        (None, Some(name)) => format!("image \"{name}\""),
+        (None, None) => "an image entry with neither prefix nor name".to_owned(),
+    }
+}
+
+/// Image entries seen so far, each with an owner (its index, or its policy's), to
+/// find in logarithmic time an earlier entry that selects an image in common with a
+/// new one: a prefix covers every repository (and prefix) that starts with it, a
+/// name covers only itself. Keeps checks over many images linear.
+struct ImageIndex<T> {
+    /// Every prefix and name, with the first owner that gave it.
+    all: BTreeMap<String, T>,
+    /// The prefixes only.
+    prefixes: HashMap<String, T>,
+    /// The lengths of the prefixes (at most 255: the longest repository name).
+    prefix_lens: std::collections::BTreeSet<usize>,
+}
+
+impl<T> Default for ImageIndex<T> {
+    fn default() -> Self {
+        Self {
+            all: BTreeMap::new(),
+            prefixes: HashMap::new(),
+            prefix_lens: std::collections::BTreeSet::new(),
         }
-        (Some(pa), _, _, Some(nb)) if pa.covers(nb.as_str()) => {
-            Some(format!("image prefix \"{pa}\""))
+    }
+}
+
+impl<T: Copy + Ord> ImageIndex<T> {
+    fn key(image: &ImagePolicy) -> Option<(&str, bool)> {
+        match (&image.prefix, &image.name) {
+            (Some(prefix), _) => Some((prefix.as_str(), true)),
+            (None, Some(name)) => Some((name.as_str(), false)),
+            (None, None) => None,
         }
-        (_, Some(na), Some(pb), _) if pb.covers(na.as_str()) => Some(format!("image \"{na}\"")),
-        (_, Some(na), _, Some(nb)) if na == nb => Some(format!("image \"{na}\"")),
-        _ => None,
+    }
+
+    /// The owner of an earlier entry that overlaps `image`: the smallest among the
+    /// prefixes that cover it and, for a prefix, the entry it covers that comes
+    /// first in name order (an index kept cheap rather than the very first owner).
+    fn find(&self, image: &ImagePolicy) -> Option<T> {
+        let (text, is_prefix) = Self::key(image)?;
+        // An earlier prefix that this entry starts with.
+        let covering = self
+            .prefix_lens
+            .range(..=text.len())
+            .filter(|&&n| text.is_char_boundary(n))
+            .filter_map(|&n| self.prefixes.get(&text[..n]).copied());
+        // An earlier entry this prefix covers (or, for a name, the same name).
+        let covered = if is_prefix {
+            self.all
+                .range::<str, _>((std::ops::Bound::Included(text), std::ops::Bound::Unbounded))
+                .next()
+                .filter(|(k, _)| k.starts_with(text))
+                .map(|(_, owner)| *owner)
+        } else {
+            self.all.get(text).copied()
+        };
+        covering.chain(covered).min()
+    }
+
+    fn add(&mut self, image: &ImagePolicy, owner: T) {
+        let Some((text, is_prefix)) = Self::key(image) else {
+            return;
+        };
+        self.all.entry(text.to_owned()).or_insert(owner);
+        if is_prefix {
+            self.prefixes.entry(text.to_owned()).or_insert(owner);
+            self.prefix_lens.insert(text.len());
+        }
     }
 }
 
@@ -717,6 +891,8 @@ fn overlap(a: &ImagePolicy, b: &ImagePolicy) -> Option<String> {
 fn cross_check(policies: &[Policy]) -> Vec<(usize, Diagnostic)> {
     let mut out = Vec::new();
     let mut names: HashMap<(Option<&str>, &str), &Policy> = HashMap::new();
+    // The images of the policies so far, per repository and branch.
+    let mut by_target: HashMap<(String, &str), ImageIndex<usize>> = HashMap::new();
     for (i, p) in policies.iter().enumerate() {
         let key = (
             p.metadata.namespace.as_ref().map(DnsLabel::as_str),
@@ -740,34 +916,33 @@ fn cross_check(policies: &[Policy]) -> Vec<(usize, Diagnostic)> {
             continue;
         }
         names.insert(key, p);
-        'images: for (j, image) in p.spec.images.iter().enumerate() {
-            for earlier in &policies[..i] {
-                if earlier.spec.source.repo.identity() != p.spec.source.repo.identity()
-                    || earlier.spec.source.branch != p.spec.source.branch
-                {
-                    continue;
-                }
-                for other in &earlier.spec.images {
-                    if let Some(what) = overlap(image, other) {
-                        let pos = p.origin.image_pos[j];
-                        out.push((
-                            i,
-                            Diagnostic {
-                                file: p.origin.file.clone(),
-                                line: pos.line,
-                                column: pos.col,
-                                path: format!("spec.images[{j}]"),
-                                message: format!(
-                                    "{what} is also rewritten by policy \"{}\" ({}) in the same repository and branch",
-                                    earlier.name(),
-                                    earlier.origin
-                                ),
-                            },
-                        ));
-                        break 'images;
-                    }
-                }
+        let group = by_target
+            .entry((p.spec.source.repo.identity(), p.spec.source.branch.as_str()))
+            .or_default();
+        for (j, image) in p.spec.images.iter().enumerate() {
+            if let Some(e) = group.find(image) {
+                let earlier = &policies[e];
+                let pos = p.origin.image_pos[j];
+                out.push((
+                    i,
+                    Diagnostic {
+                        file: p.origin.file.clone(),
+                        line: pos.line,
+                        column: pos.col,
+                        path: format!("spec.images[{j}]"),
+                        message: format!(
+                            "{} is also rewritten by policy \"{}\" ({}) in the same repository and branch",
+                            describe(image),
+                            earlier.name(),
+                            earlier.origin
+                        ),
+                    },
+                ));
+                break;
             }
+        }
+        for image in &p.spec.images {
+            group.add(image, i);
         }
     }
     out

@@ -1,9 +1,11 @@
 //! The policy API: versioned types, loading and validation.
 //!
-//! Pure apart from [`load::load_paths`], which reads files. `apiVersion` selects the
+//! Pure apart from [`load::load_paths`], which reads files ([`health`] remembers how
+//! loading goes, with time from an injected clock). `apiVersion` selects the
 //! module that reads a document (one module per API version, convention 9); today
 //! that is [`v1alpha1`].
 
+pub mod health;
 pub mod load;
 pub mod v1alpha1;
 pub mod values;

@@ -400,6 +400,15 @@ static HOST: LazyLock<Regex> = LazyLock::new(|| {
 
 /// Checks an image repository name (`[host[:port]/]path`, no tag or digest).
 fn check_repository(s: &str, what: &str) -> Result<(), String> {
+    // The longest repository name the distribution reference grammar allows
+    // (`NameTotalLengthMax`); it also keeps the overlap checks of many images cheap.
+    const MAX_LEN: usize = 255;
+    if s.len() > MAX_LEN {
+        let start: String = s.chars().take(40).collect();
+        return Err(format!(
+            "invalid {what} \"{start}…\": longer than {MAX_LEN} characters, the longest repository name registries accept"
+        ));
+    }
     if s.contains('@') {
         return Err(format!(
             "invalid {what} \"{s}\": name the repository without a digest"
@@ -1003,6 +1012,14 @@ mod tests {
                 .unwrap_err()
                 .contains("\"Payments\"")
         );
+        // At most 255 characters, the reference grammar's limit (kept cheap to check
+        // against many other images).
+        let longest = format!("ghcr.io/{}", "a".repeat(247));
+        longest.parse::<ImageName>().unwrap();
+        format!("{longest}/").parse::<ImagePrefix>().unwrap();
+        let err = format!("{longest}a").parse::<ImageName>().unwrap_err();
+        assert!(err.contains("longer than 255 characters"), "{err}");
+        assert!(err.len() < 200, "the name is cut in the message: {err}");
         assert!(
             "ghcr.io/acme/payments:v1"
                 .parse::<ImageName>()

@@ -12,8 +12,17 @@
 //! (`null`/`~`/empty, `true`/`false`, integers, floats); a type that asks for a
 //! string gets the scalar's text as written, so `tag: 1.20` stays `"1.20"`.
 //! Duplicate keys and unresolved aliases are errors.
+//!
+//! Bounded by construction (convention 13): an alias copies its anchor's tree, so a
+//! few hundred bytes of nested aliases can stand for billions of nodes (an "alias
+//! bomb"). A file may use at most [`MAX_ALIASES`] aliases, and the trees it expands to
+//! (every alias counted with its whole target) at most [`MAX_NODES`] nodes and
+//! [`MAX_TEXT_BYTES`] bytes of scalar text; past either the parse stops with an error
+//! at the node that crossed it. Collections nest at most [`MAX_DEPTH`] levels.
+//! Duplicate keys are found with a set per mapping, so every check is linear in the
+//! size of the file.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span};
@@ -282,8 +291,30 @@ fn pos_of(span: &Span) -> Pos {
     }
 }
 
+/// The most aliases (`*name`) one file may use. Policies rarely need any; a
+/// Kubernetes-style manifest with shared blocks uses a handful.
+pub const MAX_ALIASES: usize = 1_000;
+
+/// The most nodes the documents of one file may expand to, each alias counted with
+/// every node of its target. A large real policy has a few hundred nodes.
+pub const MAX_NODES: usize = 200_000;
+
+/// The most bytes of scalar text the documents of one file may expand to, each alias
+/// counted with all the text of its target (4 times the largest policy file).
+pub const MAX_TEXT_BYTES: usize = 4 << 20;
+
+/// The deepest nesting of collections a document may have. A policy nests about six
+/// levels; the bound keeps the recursive walks over the tree (and its drop) far
+/// from the end of the stack.
+pub const MAX_DEPTH: usize = 128;
+
 /// Parses every document in `source`. Empty documents (a lone `---`) are skipped.
 /// Each returned node is a document root.
+///
+/// Fails (with the position of the offending node) on invalid YAML, a duplicate key,
+/// an unknown alias, nesting deeper than [`MAX_DEPTH`], more than [`MAX_ALIASES`]
+/// aliases, or documents that expand to
+/// more than [`MAX_NODES`] nodes or [`MAX_TEXT_BYTES`] bytes of text.
 pub fn parse_documents(source: &str) -> Result<Vec<Node>, Error> {
     let mut builder = Builder::default();
     let mut parser = Parser::new_from_str(source);
@@ -301,16 +332,44 @@ pub fn parse_documents(source: &str) -> Result<Vec<Node>, Error> {
     Ok(builder.docs)
 }
 
-enum Frame {
-    Seq(Pos, usize, Vec<Node>),
-    Map(Pos, usize, Vec<(Node, Node)>, Option<Node>),
+/// How much a subtree costs once expanded: its nodes and the bytes of its scalars.
+#[derive(Debug, Clone, Copy, Default)]
+struct Weight {
+    nodes: usize,
+    text: usize,
+}
+
+impl Weight {
+    fn add(&mut self, other: Weight) {
+        self.nodes = self.nodes.saturating_add(other.nodes);
+        self.text = self.text.saturating_add(other.text);
+    }
+}
+
+/// A collection being built: where it starts, its anchor, and what its finished
+/// children weigh (so that an alias to it is charged without walking it).
+struct Frame {
+    pos: Pos,
+    anchor: usize,
+    weight: Weight,
+    kind: FrameKind,
+}
+
+enum FrameKind {
+    Seq(Vec<Node>),
+    /// The entries, the key waiting for its value, and a hash of each scalar key
+    /// (8 bytes a key rather than a copy of it; a hit is confirmed on the entries).
+    Map(Vec<(Node, Node)>, Option<Node>, HashSet<u64>),
 }
 
 #[derive(Default)]
 struct Builder {
     stack: Vec<Frame>,
-    anchors: HashMap<usize, Node>,
+    anchors: HashMap<usize, (Node, Weight)>,
     docs: Vec<Node>,
+    /// What the file has expanded to so far.
+    total: Weight,
+    aliases: usize,
 }
 
 impl Builder {
@@ -319,6 +378,10 @@ impl Builder {
         match event {
             Event::DocumentStart(_) => self.anchors.clear(),
             Event::Scalar(text, style, anchor, tag) => {
+                let weight = Weight {
+                    nodes: 1,
+                    text: text.len(),
+                };
                 let is_str_tag = tag
                     .as_ref()
                     .is_some_and(|t| t.is_yaml_core_schema() && t.suffix == "str");
@@ -327,45 +390,70 @@ impl Builder {
                 } else {
                     Style::Literal
                 };
+                self.charge(weight, pos)?;
+                // The scanner's buffer may be several times the text: keep the text only.
+                let mut text = text.into_owned();
+                text.shrink_to_fit();
                 self.complete(
                     Node {
-                        value: Value::Scalar(text.into_owned(), style),
+                        value: Value::Scalar(text, style),
                         pos,
                     },
                     anchor,
+                    weight,
                 )?;
             }
             Event::Alias(id) => {
-                let node = self.anchors.get(&id).cloned().ok_or_else(|| Error {
+                self.aliases += 1;
+                if self.aliases > MAX_ALIASES {
+                    return Err(Error {
+                        message: format!("more than {MAX_ALIASES} aliases in one file (the limit)"),
+                        pos: Some(pos),
+                        path: None,
+                    });
+                }
+                let unknown = || Error {
                     message: "alias refers to an unknown anchor".into(),
                     pos: Some(pos),
                     path: None,
-                })?;
-                self.complete(Node { pos, ..node }, 0)?;
+                };
+                let weight = self.anchors.get(&id).ok_or_else(unknown)?.1;
+                // Charged before the copy is made: the limit, not the allocator, stops a bomb.
+                self.charge(weight, pos)?;
+                let node = self.anchors.get(&id).ok_or_else(unknown)?.0.clone();
+                self.complete(Node { pos, ..node }, 0, weight)?;
             }
-            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq(pos, anchor, Vec::new())),
+            Event::SequenceStart(anchor, _) => {
+                self.open(pos, anchor, FrameKind::Seq(Vec::new()))?;
+            }
             Event::MappingStart(anchor, _) => {
-                self.stack.push(Frame::Map(pos, anchor, Vec::new(), None));
+                self.open(
+                    pos,
+                    anchor,
+                    FrameKind::Map(Vec::new(), None, HashSet::new()),
+                )?;
             }
-            Event::SequenceEnd => {
-                if let Some(Frame::Seq(pos, anchor, items)) = self.stack.pop() {
+            Event::SequenceEnd | Event::MappingEnd => {
+                if let Some(frame) = self.stack.pop() {
+                    // Trimmed to size: a tree of small collections would otherwise be
+                    // mostly spare capacity.
+                    let value = match frame.kind {
+                        FrameKind::Seq(mut items) => {
+                            items.shrink_to_fit();
+                            Value::Seq(items)
+                        }
+                        FrameKind::Map(mut entries, _, _) => {
+                            entries.shrink_to_fit();
+                            Value::Map(entries)
+                        }
+                    };
                     self.complete(
                         Node {
-                            value: Value::Seq(items),
-                            pos,
+                            value,
+                            pos: frame.pos,
                         },
-                        anchor,
-                    )?;
-                }
-            }
-            Event::MappingEnd => {
-                if let Some(Frame::Map(pos, anchor, entries, _)) = self.stack.pop() {
-                    self.complete(
-                        Node {
-                            value: Value::Map(entries),
-                            pos,
-                        },
-                        anchor,
+                        frame.anchor,
+                        frame.weight,
                     )?;
                 }
             }
@@ -374,20 +462,65 @@ impl Builder {
         Ok(())
     }
 
-    fn complete(&mut self, node: Node, anchor: usize) -> Result<(), Error> {
-        if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+    /// Adds `weight` to what the file expands to; an error at `pos` past a limit.
+    fn charge(&mut self, weight: Weight, pos: Pos) -> Result<(), Error> {
+        self.total.add(weight);
+        let over = if self.total.nodes > MAX_NODES {
+            format!("more than {MAX_NODES} nodes")
+        } else if self.total.text > MAX_TEXT_BYTES {
+            format!("more than {MAX_TEXT_BYTES} bytes of text")
+        } else {
+            return Ok(());
+        };
+        Err(Error {
+            message: format!(
+                "the documents of this file expand to {over} (the limit; an alias counts \
+                 its whole target each time it is used)"
+            ),
+            pos: Some(pos),
+            path: None,
+        })
+    }
+
+    fn open(&mut self, pos: Pos, anchor: usize, kind: FrameKind) -> Result<(), Error> {
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(Error {
+                message: format!("nested more than {MAX_DEPTH} levels deep (the limit)"),
+                pos: Some(pos),
+                path: None,
+            });
         }
-        match self.stack.last_mut() {
-            None => {
-                if !node.is_null() {
-                    self.docs.push(node);
-                }
+        let weight = Weight { nodes: 1, text: 0 };
+        self.charge(weight, pos)?;
+        self.stack.push(Frame {
+            pos,
+            anchor,
+            weight,
+            kind,
+        });
+        Ok(())
+    }
+
+    fn complete(&mut self, node: Node, anchor: usize, weight: Weight) -> Result<(), Error> {
+        if anchor != 0 {
+            // The kept copy is charged like an alias: anchors nested in anchors would
+            // otherwise copy quadratically.
+            self.charge(weight, node.pos)?;
+            self.anchors.insert(anchor, (node.clone(), weight));
+        }
+        let Some(frame) = self.stack.last_mut() else {
+            if !node.is_null() {
+                self.docs.push(node);
             }
-            Some(Frame::Seq(_, _, items)) => items.push(node),
-            Some(Frame::Map(_, _, entries, pending)) => match pending.take() {
+            return Ok(());
+        };
+        frame.weight.add(weight);
+        match &mut frame.kind {
+            FrameKind::Seq(items) => items.push(node),
+            FrameKind::Map(entries, pending, keys) => match pending.take() {
                 None => {
                     if let Some(key) = node.as_str()
+                        && !keys.insert(key_hash(key))
                         && let Some((first, _)) =
                             entries.iter().find(|(k, _)| k.as_str() == Some(key))
                     {
@@ -407,6 +540,14 @@ impl Builder {
         }
         Ok(())
     }
+}
+
+/// A 64-bit hash of a mapping key (fixed keys: the same on every run).
+fn key_hash(key: &str) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut hasher = std::hash::DefaultHasher::new();
+    key.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Deserializes `T` from `node`, which sits at `path` in its document.
@@ -917,6 +1058,114 @@ mod tests {
             Some("v1")
         );
         assert_eq!(docs[0].get("y").unwrap().pos, Pos { line: 3, col: 4 });
+    }
+
+    /// `levels` levels of ten aliases each to the level below (issue 14, F1: 383 bytes
+    /// of this shape took 1.36 GB).
+    fn alias_bomb(levels: usize) -> String {
+        use std::fmt::Write as _;
+        let mut text = format!("a0: &a0 [{}]\n", ["lol"; 10].join(", "));
+        for i in 1..=levels {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            let _ = writeln!(text, "a{i}: &a{i} [{refs}]");
+        }
+        text
+    }
+
+    #[test]
+    fn an_alias_bomb_stops_at_the_expansion_limit_with_its_position() {
+        for levels in [6, 7, 9] {
+            let e = parse_documents(&alias_bomb(levels)).unwrap_err();
+            assert_eq!(
+                e.message,
+                format!(
+                    "the documents of this file expand to more than {MAX_NODES} nodes (the limit; an alias counts its whole target each time it is used)"
+                )
+            );
+            // Level 4 (100,000 scalars) fits once, not twice: the copy kept of it for its
+            // aliases crosses the limit, before any alias to it was expanded.
+            assert_eq!(e.pos, Some(Pos { line: 5, col: 5 }), "{levels} levels");
+        }
+        // A few levels expand fine and resolve.
+        let docs = parse_documents(&alias_bomb(3)).unwrap();
+        let a3 = docs[0].get("a3").unwrap();
+        let Value::Seq(items) = &a3.value else {
+            panic!("a3 is a list")
+        };
+        assert_eq!(items.len(), 10);
+    }
+
+    #[test]
+    fn aliases_are_limited_in_number_and_in_the_text_they_copy() {
+        let many = format!("a: &a x\nb: [{}]\n", vec!["*a"; MAX_ALIASES + 1].join(", "));
+        let e = parse_documents(&many).unwrap_err();
+        assert_eq!(
+            e.message,
+            format!("more than {MAX_ALIASES} aliases in one file (the limit)")
+        );
+        assert_eq!(e.pos.map(|p| p.line), Some(2));
+        let fits = format!("a: &a x\nb: [{}]\n", vec!["*a"; MAX_ALIASES].join(", "));
+        assert!(parse_documents(&fits).is_ok());
+
+        // 100 KiB of text copied 50 times is 5 MiB, over the text limit.
+        let big = format!(
+            "a: &a {}\nb: [{}]\n",
+            "x".repeat(100 << 10),
+            vec!["*a"; 50].join(", ")
+        );
+        let e = parse_documents(&big).unwrap_err();
+        assert!(
+            e.message
+                .contains(&format!("more than {MAX_TEXT_BYTES} bytes of text")),
+            "{}",
+            e.message
+        );
+
+        // Anchors nested in anchors are charged for the copies kept of them.
+        let nested = format!("a: {}x{}\n", "&n [".repeat(100), "]".repeat(100));
+        assert!(parse_documents(&nested).is_ok());
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        // Block sequences nest without brackets: `- - - x`.
+        let deep = format!("{}x\n", "- ".repeat(150_000));
+        let e = parse_documents(&deep).unwrap_err();
+        assert_eq!(
+            e.message,
+            format!("nested more than {MAX_DEPTH} levels deep (the limit)")
+        );
+        assert_eq!(
+            e.pos,
+            Some(Pos {
+                line: 1,
+                col: 2 * MAX_DEPTH + 1
+            })
+        );
+        let fits = format!("{}x\n", "- ".repeat(MAX_DEPTH));
+        assert!(parse_documents(&fits).is_ok());
+    }
+
+    #[test]
+    fn duplicate_keys_are_found_in_large_mappings() {
+        // Issue 14, W3: this check was quadratic (160,000 keys took over a minute).
+        use std::fmt::Write as _;
+        let mut text = String::new();
+        for i in 0..90_000 {
+            let _ = writeln!(text, "k{i}: v");
+        }
+        text.push_str("k4: again\n");
+        let e = parse_documents(&text).unwrap_err();
+        assert_eq!(e.message, "duplicate key \"k4\" (first at line 5)");
+        assert_eq!(
+            e.pos,
+            Some(Pos {
+                line: 90_001,
+                col: 1
+            })
+        );
+        // The same keys in different mappings are no duplicates.
+        assert!(parse_documents("a: {x: 1}\nb: {x: 2}\nc: [{x: 1}, {x: 2}]\n").is_ok());
     }
 
     #[test]

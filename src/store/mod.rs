@@ -8,8 +8,20 @@
 //! [`FileStore`] writes atomically (temporary file, fsync, rename, fsync of the
 //! directory) under an advisory lock, so a crash mid-write leaves the previous state,
 //! and the CLI (`autobump hold`) and a running controller can share the file.
+//!
+//! Careful with what it finds on disk:
+//! * the temporary file gets a fresh random name in the state file's directory and is
+//!   created exclusively (`O_CREAT|O_EXCL`), so a symlink planted where it will be
+//!   written is never followed (a clash is retried with another name);
+//! * a state path that is a symlink is written *through*: the link stays and its
+//!   target is replaced (atomically, in the target's directory), so a state file kept
+//!   on another volume and linked into place keeps being updated;
+//! * a state file that is not JSON, not a regular file, of a newer format, or with
+//!   fields this build does not know is refused with an error naming it and never
+//!   overwritten (writing it back would drop what this build cannot read).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -174,6 +186,15 @@ pub enum StoreError {
         /// Why.
         why: String,
     },
+    /// The file holds what this build does not know (a newer format, or fields it
+    /// would drop): refused rather than read and truncated at the next write.
+    #[error("state file {path}: {why}")]
+    Version {
+        /// The file.
+        path: PathBuf,
+        /// What this build does not know.
+        why: String,
+    },
 }
 
 impl StoreError {
@@ -189,6 +210,7 @@ impl StoreError {
         match self {
             Self::Io { .. } => "io",
             Self::Corrupt { .. } => "corrupt",
+            Self::Version { .. } => "version",
         }
     }
 }
@@ -244,57 +266,115 @@ impl FileStore {
     }
 
     fn read(&self) -> Result<StateFile, StoreError> {
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(StateFile {
-                    version: FORMAT_VERSION,
-                    policies: BTreeMap::new(),
-                });
-            }
+        let Some(text) = self.read_text()? else {
+            return Ok(StateFile {
+                version: FORMAT_VERSION,
+                policies: BTreeMap::new(),
+            });
+        };
+        parse_state(&self.path, &text)
+    }
+
+    /// The file's text, `None` when there is no file yet. Only a regular file is read
+    /// (opened without blocking, so a FIFO in its place cannot stall the reader).
+    fn read_text(&self) -> Result<Option<String>, StoreError> {
+        use std::io::Read as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&self.path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(self.io(e)),
         };
-        let file: StateFile = serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
-            path: self.path.clone(),
-            why: e.to_string(),
-        })?;
-        if file.version > FORMAT_VERSION {
+        if !file.metadata().map_err(|e| self.io(e))?.is_file() {
             return Err(StoreError::Corrupt {
                 path: self.path.clone(),
-                why: format!(
-                    "written by a newer autobump (format {}, this build reads up to {FORMAT_VERSION}); refusing to overwrite it",
-                    file.version
-                ),
+                why: "not a regular file".into(),
             });
         }
-        Ok(file)
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(|e| self.io(e))?;
+        String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                path: self.path.clone(),
+                why: format!("not UTF-8 text ({})", e.utf8_error()),
+            })
+    }
+
+    /// Where the state is written: the path itself, or the file a symlink there
+    /// points to (followed to the end, relative links from their own directory).
+    fn target(&self) -> Result<PathBuf, StoreError> {
+        // The kernel's own limit on symlinks followed in one lookup.
+        const MAX_HOPS: usize = 40;
+        let mut path = self.path.clone();
+        for _ in 0..MAX_HOPS {
+            match std::fs::symlink_metadata(&path) {
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    let link = std::fs::read_link(&path).map_err(|e| self.io(e))?;
+                    path = match path.parent() {
+                        Some(dir) if link.is_relative() => dir.join(link),
+                        _ => link,
+                    };
+                }
+                Ok(_) => return Ok(path),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(path),
+                Err(e) => return Err(self.io(e)),
+            }
+        }
+        Err(self.io(std::io::Error::other(format!(
+            "more than {MAX_HOPS} symlinks to follow"
+        ))))
     }
 
     fn write(&self, file: &StateFile) -> Result<(), StoreError> {
-        let dir = self
-            .path
+        let target = self.target()?;
+        let dir = target
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| self.io(e))?;
-        let mut tmp = self.path.clone().into_os_string();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
         let body = serde_json::to_vec_pretty(file).map_err(|e| StoreError::Corrupt {
             path: self.path.clone(),
             why: e.to_string(),
         })?;
-        let mut out = File::create(&tmp).map_err(|e| self.io(e))?;
-        out.write_all(&body)
+        let (tmp, mut out) = self.create_temp(&target)?;
+        let written = out
+            .write_all(&body)
             .and_then(|()| out.write_all(b"\n"))
-            .and_then(|()| out.sync_all())
-            .map_err(|e| self.io(e))?;
+            .and_then(|()| out.sync_all());
         drop(out);
-        std::fs::rename(&tmp, &self.path).map_err(|e| self.io(e))?;
+        if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, &target)) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(self.io(e));
+        }
         // Make the rename itself durable.
         File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| self.io(e))
+    }
+
+    /// A new temporary file next to `target`, created exclusively under a random
+    /// name (`.NAME.RANDOM.tmp`): whatever already sits at a name, a planted symlink
+    /// too, is never opened.
+    fn create_temp(&self, target: &Path) -> Result<(PathBuf, File), StoreError> {
+        const TRIES: usize = 16;
+        let name = target
+            .file_name()
+            .map_or_else(|| "state".into(), |n| n.to_string_lossy().into_owned());
+        let mut last = None;
+        for _ in 0..TRIES {
+            let tmp = target.with_file_name(format!(".{name}.{:016x}.tmp", fastrand::u64(..)));
+            match OpenOptions::new().write(true).create_new(true).open(&tmp) {
+                Ok(f) => return Ok((tmp, f)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+                Err(e) => return Err(self.io(e)),
+            }
+        }
+        Err(self.io(last.unwrap_or_else(|| std::io::Error::other("no temporary file"))))
     }
 
     fn locked<T>(&self, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
@@ -343,6 +423,52 @@ impl Store for FileStore {
             Ok(new)
         })
     }
+}
+
+/// Reads a state file's text (`path` names it in errors): JSON of a known format with
+/// only fields this build knows; anything else is refused, never guessed at.
+fn parse_state(path: &Path, text: &str) -> Result<StateFile, StoreError> {
+    // The most unknown fields named in the error.
+    const NAMED: usize = 5;
+    let mut unknown = Vec::new();
+    let mut de = serde_json::Deserializer::from_str(text);
+    let parsed: Result<StateFile, _> = serde_ignored::deserialize(&mut de, |field| {
+        // serde_ignored writes an `Option`'s `Some` as `?`: not part of the field's name.
+        unknown.push(field.to_string().replace(".?", ""));
+    });
+    let file = parsed
+        .and_then(|f| de.end().map(|()| f))
+        .map_err(|e| StoreError::Corrupt {
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        })?;
+    if file.version > FORMAT_VERSION {
+        return Err(StoreError::Version {
+            path: path.to_path_buf(),
+            why: format!(
+                "written by a newer autobump (format {}, this build reads up to {FORMAT_VERSION}); refusing to overwrite it",
+                file.version
+            ),
+        });
+    }
+    if !unknown.is_empty() {
+        let mut named = unknown
+            .iter()
+            .take(NAMED)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if unknown.len() > NAMED {
+            let _ = write!(named, " and {} more", unknown.len() - NAMED);
+        }
+        return Err(StoreError::Version {
+            path: path.to_path_buf(),
+            why: format!(
+                "fields this version of autobump does not know ({named}): written by a newer autobump, or edited by hand? Refusing to read it, since writing it back would drop them; run the newer autobump, or remove the fields"
+            ),
+        });
+    }
+    Ok(file)
 }
 
 /// State in memory: for tests and the simulator.
@@ -503,6 +629,172 @@ mod tests {
         let err = store.load("p").unwrap_err();
         assert!(err.to_string().contains("newer autobump"), "{err}");
         assert!(!err.is_retryable());
+    }
+
+    #[test]
+    fn a_symlink_planted_at_a_temporary_name_is_never_followed() {
+        // Issue 14, F7: the writer used to open `<state>.tmp` without O_EXCL.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("s.json.tmp")).unwrap();
+        let store = FileStore::new(&path);
+        store.update("p", &mut |s| s.hold = Some(hold())).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(store.load("p").unwrap().hold, Some(hold()));
+        // The temporary file is gone, and what is left at the planted name is the link.
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| Path::new(n).extension().is_some_and(|e| e == "tmp"))
+            .collect();
+        assert_eq!(names, ["s.json.tmp"]);
+        // A fresh name each time, created exclusively: one that exists is never opened.
+        let (a, _) = store.create_temp(&path).unwrap();
+        let (b, _) = store.create_temp(&path).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.parent(), Some(dir.path()));
+    }
+
+    #[test]
+    fn a_state_path_that_is_a_symlink_is_written_through_to_its_target() {
+        // Issue 14, W7: the link used to be replaced by a regular file.
+        let dir = tempfile::tempdir().unwrap();
+        let volume = dir.path().join("volume");
+        std::fs::create_dir(&volume).unwrap();
+        let target = volume.join("state.json");
+        let link = dir.path().join("s.json");
+        // A relative link, resolved from the link's own directory.
+        std::os::unix::fs::symlink("volume/state.json", &link).unwrap();
+        let store = FileStore::new(&link);
+        store.update("p", &mut |s| s.hold = Some(hold())).unwrap();
+        store
+            .update("q", &mut |s| {
+                s.see_comment(7);
+            })
+            .unwrap();
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        let written = FileStore::new(&target).load_all().unwrap();
+        assert_eq!(written["p"].hold, Some(hold()));
+        assert_eq!(written["q"].seen_comments, [7]);
+        // A chain of links ends at the same file.
+        let chain = dir.path().join("chain.json");
+        std::os::unix::fs::symlink(&link, &chain).unwrap();
+        FileStore::new(&chain)
+            .update("r", &mut |s| s.last_bump = Some(at("2026-12-06T10:00:00Z")))
+            .unwrap();
+        assert_eq!(FileStore::new(&target).load_all().unwrap().len(), 3);
+        assert!(
+            std::fs::symlink_metadata(&chain)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        // A dangling link: its target is created.
+        let dangling = dir.path().join("dangling.json");
+        std::os::unix::fs::symlink(volume.join("new.json"), &dangling).unwrap();
+        FileStore::new(&dangling).update("p", &mut |_| {}).unwrap();
+        assert!(volume.join("new.json").is_file());
+        // A loop is an error, not a hang.
+        let (x, y) = (dir.path().join("x"), dir.path().join("y"));
+        std::os::unix::fs::symlink(&y, &x).unwrap();
+        std::os::unix::fs::symlink(&x, &y).unwrap();
+        let err = FileStore::new(&x).update("p", &mut |_| {}).unwrap_err();
+        assert!(matches!(err, StoreError::Io { .. }), "{err}");
+    }
+
+    #[test]
+    fn fields_this_build_does_not_know_are_refused_not_dropped() {
+        // Issue 14, W8: unknown fields used to vanish at the next write.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json");
+        let text = r#"{"version": 1, "rollout": "v2", "policies": {"p": {"hold": {"by": "user:a", "since": "2026-11-21T10:00:00Z", "reason": "r", "automatic": false, "scope": "all"}, "quarantine": []}}}"#;
+        std::fs::write(&path, text).unwrap();
+        let store = FileStore::new(&path);
+        for err in [
+            store.load("p").unwrap_err(),
+            store.update("p", &mut |_| {}).unwrap_err(),
+        ] {
+            assert!(matches!(err, StoreError::Version { .. }), "{err}");
+            assert!(!err.is_retryable());
+            assert_eq!(err.metric_label(), "version");
+            let msg = err.to_string();
+            assert!(
+                msg.starts_with(&format!(
+                    "state file {}: fields this version of autobump does not know (",
+                    path.display()
+                )),
+                "{msg}"
+            );
+            for field in ["rollout", "policies.p.hold.scope", "policies.p.quarantine"] {
+                assert!(msg.contains(field), "{field} in {msg}");
+            }
+        }
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            text,
+            "never overwritten"
+        );
+    }
+
+    #[test]
+    fn a_state_path_that_is_not_a_regular_file_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("s.json");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        // Opened without blocking (nobody writes to the FIFO), then refused.
+        let err = FileStore::new(&fifo).load("p").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "state file {} is not valid: not a regular file",
+                fifo.display()
+            )
+        );
+        std::fs::write(dir.path().join("bin.json"), b"{\"version\": 1, \xff}").unwrap();
+        let err = FileStore::new(dir.path().join("bin.json"))
+            .load("p")
+            .unwrap_err();
+        assert!(err.to_string().contains("not UTF-8"), "{err}");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
+
+        /// Random bytes and random edits of a real state file never panic the
+        /// reader: each is a state or an error naming the file.
+        #[test]
+        fn random_state_files_never_panic_the_reader(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1024),
+            edits in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 0..8),
+        ) {
+            let path = Path::new("state.json");
+            if let Err(e) = parse_state(path, &String::from_utf8_lossy(&bytes)) {
+                proptest::prop_assert!(e.to_string().contains("state.json"));
+            }
+            let mut real = StateFile { version: 1, policies: BTreeMap::new() };
+            let mut state = PolicyState { hold: Some(hold()), ..PolicyState::default() };
+            state.record(at("2026-11-21T10:00:00Z"), "Held", "held by alice");
+            real.policies.insert("p".into(), state);
+            let mut text = serde_json::to_vec(&real).unwrap();
+            for (at, byte) in edits {
+                let at = at % text.len();
+                text[at] = byte;
+            }
+            if let Err(e) = parse_state(path, &String::from_utf8_lossy(&text)) {
+                proptest::prop_assert!(e.to_string().contains("state.json"));
+            }
+        }
     }
 
     #[test]

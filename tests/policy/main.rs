@@ -10,6 +10,9 @@ use std::process::Command;
 
 use autobump::policy::{self, v1alpha1::TagPolicy};
 
+mod hostile;
+mod props;
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
