@@ -1336,7 +1336,9 @@ struct RewriteArgs {
     /// Take the tag series rule of each image, and source.include, source.exclude and
     /// source.mode, from this policy file (one policy); --mode, --include and --exclude
     /// given here replace the policy's. Without it the series rule is inferred from
-    /// each new tag's shape (date-sha, semver, otherwise same shape).
+    /// each new tag's shape: date-sha (its variant), a version tag (v prefix, number
+    /// of parts and variant suffix: 1.25.4-alpine replaces only 1.25.3-alpine-style
+    /// tags), otherwise the same shape.
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
 }

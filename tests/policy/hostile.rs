@@ -215,6 +215,42 @@ fn a_path_with_files_but_no_policy_is_exit_2_for_check_and_run() {
 }
 
 #[test]
+fn a_password_in_a_repository_url_is_never_printed() {
+    // F6: `http://user:PASS@host/x.git` is refused, but the error in `check` and
+    // `run`'s log used to print the URL with the password.
+    let secret = "s3cr3t-Pa55";
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("policies");
+    std::fs::create_dir(&p).unwrap();
+    let repo = format!("http://deploy-bot:{secret}@git.example.com/infra.git");
+    std::fs::write(p.join("leaky.yaml"), valid("leaky", &repo)).unwrap();
+    // A valid neighbour on a local repository that does not exist (no network).
+    let missing = format!("file://{}/no-such-repo", dir.path().display());
+    std::fs::write(p.join("good.yaml"), valid("good", &missing)).unwrap();
+    for output in ["text", "json"] {
+        let (code, out, err) = autobump_in(dir.path(), &["check", "policies", "--output", output]);
+        assert_eq!(code, 1, "the policy is refused: {out}{err}");
+        assert!(
+            format!("{out}{err}").contains("leaky.yaml"),
+            "the error names the file: {out}{err}"
+        );
+        assert!(
+            !out.contains(secret) && !err.contains(secret),
+            "check --output {output} printed the password:\n{out}{err}"
+        );
+    }
+    let (_, out, err) = autobump_in(dir.path(), RUN_ONCE);
+    assert!(
+        err.contains("leaky.yaml"),
+        "run reports the broken file: {err}"
+    );
+    assert!(
+        !out.contains(secret) && !err.contains(secret),
+        "run printed the password:\n{out}{err}"
+    );
+}
+
+#[test]
 fn error_messages_say_each_cause_once() {
     // W10: an I/O error whose message already includes its source was printed as
     // "...: Not a directory (os error 20): Not a directory (os error 20)".
