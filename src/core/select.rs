@@ -534,6 +534,18 @@ fn consistent_shortfall(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_registry_prefix_covers_every_repository_on_that_registry_only() {
+        let mut policy = World::semver(None, false).policy;
+        policy.prefix = Some("localhost:5000/".parse().unwrap());
+        let r = |s: &str| ImageRef::parse(s).unwrap();
+        assert!(covers(&policy, &r("localhost:5000/app:1.0.0")));
+        assert!(covers(&policy, &r("localhost:5000/team/app:1.0.0")));
+        assert!(!covers(&policy, &r("localhost:5001/app:1.0.0")));
+        assert!(!covers(&policy, &r("localhost/app:1.0.0")));
+        assert!(!covers(&policy, &r("app:1.0.0")));
+    }
     use crate::policy::v1alpha1::{DateShaPolicy, Order, RegexPolicy, SemverPolicy};
 
     /// A fixture: `World::new(policy).image(name, current, available)…`.

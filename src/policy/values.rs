@@ -416,8 +416,7 @@ fn check_repository(s: &str, what: &str) -> Result<(), String> {
     }
     let mut parts: Vec<&str> = s.split('/').collect();
     let first = parts[0];
-    let has_host =
-        parts.len() > 1 && (first.contains('.') || first.contains(':') || first == "localhost");
+    let has_host = parts.len() > 1 && looks_like_host(first);
     if has_host {
         if !HOST.is_match(first) {
             return Err(format!(
@@ -452,9 +451,24 @@ text_value!(
                 "invalid image prefix \"{s}\": a prefix ends with \"/\" (use `name` for a single image)"
             ));
         };
+        // A registry alone (`localhost:5000/`, `registry.local:5000/`) covers every
+        // repository on it, as `rewrite --set localhost:5000/=…` does.
+        if !body.contains('/') && looks_like_host(body) {
+            return if HOST.is_match(body) {
+                Ok(())
+            } else {
+                Err(format!("invalid image prefix \"{s}\": bad registry host \"{body}\""))
+            };
+        }
         check_repository(body, "image prefix")
     }
 );
+
+/// Whether the first component of a reference names a registry host (the reference
+/// grammar's rule: a `.` or a `:` port, or `localhost`).
+fn looks_like_host(component: &str) -> bool {
+    component.contains('.') || component.contains(':') || component == "localhost"
+}
 
 impl ImagePrefix {
     /// Whether `repository` is under this prefix.
@@ -989,9 +1003,31 @@ mod tests {
 
     #[test]
     fn image_names_and_prefixes() {
-        for ok in ["gcr.io/k8s-prow/", "localhost:5000/app/", "acme/"] {
+        for ok in [
+            "gcr.io/k8s-prow/",
+            "localhost:5000/app/",
+            "acme/",
+            // a registry alone, with a port and no path
+            "localhost:5000/",
+            "registry.local:5000/",
+            "localhost/",
+            "ghcr.io/",
+        ] {
             ok.parse::<ImagePrefix>().unwrap();
         }
+        assert!(
+            "registry.local:port/"
+                .parse::<ImagePrefix>()
+                .unwrap_err()
+                .contains("bad registry host")
+        );
+        // A name is a repository: `localhost:5000` alone would be `localhost` at tag 5000.
+        assert!(
+            "localhost:5000"
+                .parse::<ImageName>()
+                .unwrap_err()
+                .contains("without a tag")
+        );
         for ok in [
             "nginx",
             "ghcr.io/acme/payments",
