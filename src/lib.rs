@@ -46,6 +46,7 @@ pub mod http;
 pub mod incluster;
 pub mod metrics;
 pub mod notify;
+pub mod ops;
 pub mod policy;
 pub mod registry;
 pub mod repo;

@@ -679,20 +679,6 @@ struct HoldTarget {
 }
 
 impl HoldTarget {
-    /// Changes `name`'s state with `f` where this target says.
-    fn update(
-        &self,
-        name: &str,
-        f: &mut dyn FnMut(&mut autobump::store::PolicyState),
-    ) -> anyhow::Result<()> {
-        self.with_store(&mut |store| {
-            store
-                .update(name, f)
-                .map_err(|e| anyhow::anyhow!("policy {name}: {e}"))?;
-            Ok(())
-        })
-    }
-
     /// Runs `f` on the store this target says (the state file, or the Autobump
     /// objects' status).
     fn with_store(
@@ -916,32 +902,26 @@ fn operator() -> String {
 
 fn hold(name: &str, reason: &str, target: &HoldTarget) -> anyhow::Result<ExitCode> {
     use autobump::clock::Clock as _;
+    use autobump::ops::HoldOutcome;
     if reason.trim().is_empty() {
         anyhow::bail!("--reason must say why (it is shown to whoever wonders why nothing deploys)");
     }
     let now = chrono::SubsecRound::trunc_subsecs(SystemClock.now(), 0);
     let by = operator();
-    let mut existing = None;
-    target.update(name, &mut |s| {
-        if let Some(h) = &s.hold {
-            existing = Some(h.clone());
-            return;
-        }
-        s.hold = Some(autobump::policy::v1alpha1::Hold {
-            by: by.clone(),
-            since: now,
-            reason: reason.to_owned(),
-            via: Some("cli".to_owned()),
-            automatic: false,
-        });
-        s.record(now, "Held", format!("held by {by}: {reason}"));
+    let mut outcome = None;
+    target.with_store(&mut |store| {
+        outcome = Some(
+            autobump::ops::hold(store, name, (&by, "cli"), reason, now)
+                .map_err(|e| anyhow::anyhow!("policy {name}: {e}"))?,
+        );
+        Ok(())
     })?;
-    match existing {
-        Some(h) => println!(
+    match outcome {
+        Some(HoldOutcome::AlreadyHeld(h)) => println!(
             "{name} is already held by {} since {} ({}); nothing changed",
             h.by, h.since, h.reason
         ),
-        None => println!("{name} held by {by}: {reason}"),
+        _ => println!("{name} held by {by}: {reason}"),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -949,64 +929,18 @@ fn hold(name: &str, reason: &str, target: &HoldTarget) -> anyhow::Result<ExitCod
 fn unhold(name: &str, target: &HoldTarget) -> anyhow::Result<ExitCode> {
     use autobump::clock::Clock as _;
     let now = chrono::SubsecRound::trunc_subsecs(SystemClock.now(), 0);
-    let by = operator();
+    let by = format!("{} (cli)", operator());
     let mut lifted = None;
-    target.update(name, &mut |s| {
-        if let Some(h) = s.hold.take() {
-            s.record(
-                now,
-                "Unheld",
-                format!("hold by {} lifted by {by} (cli)", h.by),
-            );
-            lifted = Some(h);
-        }
+    target.with_store(&mut |store| {
+        lifted = autobump::ops::unhold(store, name, &by, now)
+            .map_err(|e| anyhow::anyhow!("policy {name}: {e}"))?;
+        Ok(())
     })?;
     match lifted {
         Some(h) => println!("{name}: lifted the hold by {} ({})", h.by, h.reason),
         None => println!("{name} is not held; nothing changed"),
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Why `autobump rollback` refuses for `state`, if it does: a request already pending,
-/// or nothing to roll back.
-enum Refusal {
-    /// A request was already made (by, since, why); nothing changes.
-    Pending(autobump::policy::v1alpha1::RollbackRequest),
-    /// Nothing to roll back, and why.
-    Nothing(String),
-}
-
-/// Whether a rollback can be requested for `state`: `Ok` with the deployed and the last
-/// known-good summaries, else why not.
-fn rollback_refusal(state: &autobump::store::PolicyState) -> Result<(String, String), Refusal> {
-    use autobump::core::rollout::same_versions;
-    const ANOTHER: &str = "; to deploy another version, hold the policy and write it by hand \
-                           (autobump rewrite and a PR; runbooks/procedures.md)";
-    if let Some(pending) = &state.rollback_request {
-        return Err(Refusal::Pending(pending.clone()));
-    }
-    if *state == autobump::store::PolicyState::default() {
-        return Err(Refusal::Nothing(
-            "autobump has recorded nothing for it (is the name right, and has autobump run?)"
-                .to_owned(),
-        ));
-    }
-    match (&state.current, &state.last_known_good) {
-        (_, None) => Err(Refusal::Nothing(format!(
-            "it has no last known-good version: nothing to roll back to{ANOTHER}"
-        ))),
-        (None, Some(_)) => Err(Refusal::Nothing(
-            "no deployed version is recorded yet: nothing to roll back".to_owned(),
-        )),
-        (Some(current), Some(good)) if same_versions(current, good) => {
-            Err(Refusal::Nothing(format!(
-                "it already runs its last known-good version {}: nothing to roll back{ANOTHER}",
-                good.summary
-            )))
-        }
-        (Some(current), Some(good)) => Ok((current.summary.clone(), good.summary.clone())),
-    }
 }
 
 fn rollback(
@@ -1016,6 +950,7 @@ fn rollback(
     target: &HoldTarget,
 ) -> anyhow::Result<ExitCode> {
     use autobump::clock::Clock as _;
+    use autobump::ops::Refusal;
     if let Some(version) = to {
         anyhow::bail!(
             "--to {version}: autobump can roll back only to the last known-good version; for \
@@ -1031,30 +966,7 @@ fn rollback(
     let by = operator();
     let mut outcome = Ok((String::new(), String::new()));
     target.with_store(&mut |store| {
-        // A refusal writes nothing (not even an empty entry for a mistyped name).
-        outcome = rollback_refusal(&store.load(name)?);
-        if outcome.is_err() {
-            return Ok(());
-        }
-        store
-            .update(name, &mut |s| {
-                // Decided again on the state being written (an update may also be
-                // retried on fresher state).
-                outcome = rollback_refusal(s);
-                if let Ok((current, good)) = &outcome {
-                    s.rollback_request = Some(autobump::policy::v1alpha1::RollbackRequest {
-                        by: by.clone(),
-                        since: now,
-                        reason: reason.to_owned(),
-                        via: Some("cli".to_owned()),
-                    });
-                    s.record(
-                        now,
-                        "RollbackRequested",
-                        format!("rollback from {current} to {good} requested by {by}: {reason}"),
-                    );
-                }
-            })
+        outcome = autobump::ops::request_rollback(store, name, (&by, "cli"), reason, now)
             .map_err(|e| anyhow::anyhow!("policy {name}: {e}"))?;
         Ok(())
     })?;

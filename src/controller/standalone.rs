@@ -28,12 +28,13 @@ use futures::stream::FuturesUnordered;
 
 use chrono::{DateTime, Utc};
 
-use super::{Deps, DirectDeps, ReconcileError, Report, reconcile_direct_read, reconcile_read};
+use super::{Deps, ForgeAccess, ReconcileError, Report, reconcile_read};
 use crate::alerts::{AlertsClient, AlertsConfig, read_gate};
 use tracing::Instrument as _;
 
 use crate::clock::{Clock, Deadline, Stopwatch};
 use crate::cluster::{DynWorkloads, KubeWorkloads};
+use crate::core::change::StateChange;
 use crate::core::gate::GateVerdict;
 use crate::forge::{GitHub, GitHubAuth, GitHubConfig, RepoName, WebhookFeed};
 use crate::metrics::Metrics;
@@ -527,7 +528,7 @@ impl Standalone {
         let namespace = p.metadata.namespace.as_ref().map(ToString::to_string);
         for entry in state.history.iter().filter(|e| e.seq > cursor) {
             let advanced = store.update(name, &mut |s| {
-                s.notified_seq = Some(s.notified_seq.unwrap_or(0).max(entry.seq));
+                s.apply(&[StateChange::Notified(entry.seq)], now);
             });
             if let Err(e) = advanced {
                 tracing::error!(error = %e, "recording the notification cursor; not sending");
@@ -587,16 +588,8 @@ impl Standalone {
         if let GateVerdict::Unknown(why) = verdict {
             tracing::warn!(why = %why, "gate unknown: nothing merges or gets promoted");
         }
-        let source = self.source(p);
-        let result = if p.spec.direct_push.is_some() {
-            let deps = DirectDeps {
-                resolver: &self.resolver,
-                repo: &self.repo,
-                store,
-                source,
-                workloads: self.workloads.as_ref().map(|w| w as &dyn DynWorkloads),
-            };
-            reconcile_direct_read(p, &deps, &reading, now).await
+        let forge = if p.spec.direct_push.is_some() {
+            None
         } else {
             let Some(github) = &self.github else {
                 return PolicyOutcome::Skipped(
@@ -620,18 +613,21 @@ impl Standalone {
                     "name the bot account (pullRequest.botLogin or --bot-login)".into(),
                 );
             };
-            let deps = Deps {
-                resolver: &self.resolver,
-                repo: &self.repo,
+            Some(ForgeAccess {
                 forge: github,
-                store,
-                source,
-                forge_repo,
+                repo: forge_repo,
                 bot_login,
-                workloads: self.workloads.as_ref().map(|w| w as &dyn DynWorkloads),
-            };
-            reconcile_read(p, &deps, &reading, now).await
+            })
         };
+        let deps = Deps {
+            resolver: &self.resolver,
+            repo: &self.repo,
+            store,
+            source: self.source(p),
+            workloads: self.workloads.as_ref().map(|w| w as &dyn DynWorkloads),
+            forge,
+        };
+        let result = reconcile_read(p, &deps, &reading, now).await;
         match result {
             Ok(report) => PolicyOutcome::Done(report),
             Err(e) => PolicyOutcome::Failed(e),

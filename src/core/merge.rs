@@ -499,6 +499,40 @@ pub fn verify_diff(
     DiffVerdict::Matches
 }
 
+/// Whether the rollback PR #`number` merges now: it must be mergeable and carry green
+/// `required` checks (`rollback.requiredChecks`, default none). Windows, the hold the
+/// rollback caused and the gate never block it. `Err` says why it waits.
+///
+/// # Errors
+/// The line to report while it waits.
+pub fn rollback_merge(
+    number: u64,
+    mergeable: Option<bool>,
+    checks: &[Check],
+    required: &[String],
+) -> Result<(), String> {
+    let missing: Vec<&str> = required
+        .iter()
+        .filter(|r| {
+            !checks
+                .iter()
+                .any(|c| &c.name == *r && c.state == CheckState::Success)
+        })
+        .map(String::as_str)
+        .collect();
+    if mergeable == Some(true) && missing.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "rollback PR #{number} waits: {}",
+        if missing.is_empty() {
+            "GitHub has not found it mergeable yet".to_owned()
+        } else {
+            format!("rollback checks not green: {}", missing.join(", "))
+        }
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -959,5 +993,49 @@ mod tests {
             verify_diff(&planned, &appended),
             DiffVerdict::Differs("a.yaml differs from the plan at line 3".into())
         );
+    }
+
+    #[test]
+    fn a_rollback_pr_merges_when_mergeable_with_its_own_checks_green() {
+        let check = |name: &str, state| Check {
+            name: name.into(),
+            state,
+        };
+        let required = ["smoke".to_owned()];
+        for (mergeable, checks, required, want) in [
+            (Some(true), vec![], &[][..], Ok(())),
+            (
+                None,
+                vec![],
+                &[][..],
+                Err("rollback PR #4 waits: GitHub has not found it mergeable yet"),
+            ),
+            (
+                Some(false),
+                vec![],
+                &[][..],
+                Err("rollback PR #4 waits: GitHub has not found it mergeable yet"),
+            ),
+            (
+                Some(true),
+                vec![check("smoke", CheckState::Pending)],
+                &required[..],
+                Err("rollback PR #4 waits: rollback checks not green: smoke"),
+            ),
+            (
+                Some(true),
+                vec![
+                    check("smoke", CheckState::Success),
+                    check("unit", CheckState::Failure),
+                ],
+                &required[..],
+                Ok(()),
+            ),
+        ] {
+            assert_eq!(
+                rollback_merge(4, mergeable, &checks, required),
+                want.map_err(str::to_owned)
+            );
+        }
     }
 }

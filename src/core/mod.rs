@@ -3,6 +3,7 @@
 //! Nothing under `core` does I/O or reads the clock; `now` is always a parameter.
 //! That is what lets the planner be checked on random histories.
 
+pub mod change;
 pub mod commands;
 pub mod gate;
 pub mod merge;
@@ -14,3 +15,4 @@ pub mod rollout;
 pub mod schedule;
 pub mod select;
 pub mod tags;
+pub mod watch;

@@ -1,7 +1,8 @@
-//! The planner for one policy's pull-request flow (pure): a function of the snapshot,
-//! the policy and `now`, returning the effects to ensure, in order.
+//! The planner for one policy (pure): a function of the snapshot, the policy and
+//! `now`, returning the effects to ensure, in order. The delivery mode is data: a
+//! pull-request policy and a direct-push one are planned by the same [`plan`].
 //!
-//! One reconcile:
+//! One reconcile of a pull-request policy:
 //! 1. new `/hold` and `/unhold` comments are authorised and applied to the policy's
 //!    hold (which lives in the store, not on a PR); unauthorised ones get a reply;
 //! 2. the `do-not-merge/hold` label on the open PR follows the hold;
@@ -12,17 +13,47 @@
 //!    head SHA whose checks were read, wait (maybe posting a retest), or hold the
 //!    policy when the PR is not exactly the planned bump.
 //!
+//! A direct-push policy has no PR and no commands: its bump goes straight to the base
+//! branch, so it must pass everything a merge must (not held, inside a window and past
+//! `minInterval`, the gate Clear).
+//!
+//! Either way, a deploy, bake or rollback under way blocks the bump (one rollout at a
+//! time: [`super::watch::Block`]).
+//!
 //! Nothing here does I/O or reads the clock; every effect is an idempotent "ensure",
 //! and re-running on an unchanged world plans nothing that writes.
 
 use chrono::{DateTime, Utc};
 
+use super::change::StateChange;
 use super::commands::{self, Authorization, Command, Permission, Requirements};
 use super::gate::GateVerdict;
 use super::merge::{self, Decision, DiffVerdict, MergeInputs, PrView};
 use super::pr::{self, Bump, Row};
 use super::schedule::Verdict;
+use super::watch::Block;
 use crate::policy::v1alpha1::{AutobumpSpec, Hold, MergeMethod};
+
+/// How a policy's changes reach the base branch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Through a pull request that the merge engine merges.
+    PullRequest,
+    /// Pushed straight onto the base branch (`directPush`).
+    DirectPush,
+}
+
+impl Mode {
+    /// The mode `spec` asks for.
+    #[must_use]
+    pub fn of(spec: &AutobumpSpec) -> Self {
+        if spec.direct_push.is_some() {
+            Self::DirectPush
+        } else {
+            Self::PullRequest
+        }
+    }
+}
 
 /// The label that mirrors a hold on the open PR.
 pub const HOLD_LABEL: &str = "do-not-merge/hold";
@@ -94,7 +125,9 @@ pub struct Snapshot<'a> {
     pub gate: GateVerdict,
     /// Why nothing may go out now although the gate allows it: the deployed version
     /// still deploys or bakes, or a rollback is under way (one rollout at a time).
-    pub rollout_block: Option<String>,
+    pub rollout_block: Option<Block>,
+    /// How the bump is delivered.
+    pub delivery: Mode,
 }
 
 /// One thing to ensure.
@@ -196,6 +229,24 @@ impl Effect {
         }
     }
 
+    /// The change to the policy's state this effect is, for effects that only
+    /// change state (`rows`: how many image versions the bump moves).
+    #[must_use]
+    pub fn state_change(&self, delivery: Mode, rows: usize) -> Option<StateChange> {
+        Some(match self {
+            Self::MarkSeen(id) => StateChange::SeeComment(*id),
+            Self::SetHold(hold) => StateChange::SetHold(hold.clone()),
+            Self::ClearHold { by } => StateChange::ClearHold { by: by.clone() },
+            // A direct push records itself when it lands (its intent); a bump pushed
+            // for review is recorded now.
+            Self::RecordBump => match delivery {
+                Mode::PullRequest => StateChange::BumpPushed { rows },
+                Mode::DirectPush => StateChange::LastBump,
+            },
+            _ => return None,
+        })
+    }
+
     /// Where a [`Comment`](Self::Comment) (on the open PR, `open`) or a
     /// [`Reply`](Self::Reply) goes, and its text; `None` for other effects and for a
     /// comment with no PR open.
@@ -218,7 +269,19 @@ pub fn plan(s: &Snapshot<'_>, now: DateTime<Utc>) -> Vec<Effect> {
     sync_hold_label(pr, hold.as_ref(), &mut effects);
     if let Some(block) = &s.rollout_block {
         // Commands and the hold label still apply; nothing new is pushed or merged.
-        effects.push(Effect::Waiting(block.clone()));
+        // (A direct push's rollback is said by its `Rollback` effect.)
+        if !matches!(
+            (s.delivery, block),
+            (Mode::DirectPush, Block::RollingBack(_))
+        ) {
+            effects.push(Effect::Waiting(block.text()));
+        }
+        return effects;
+    }
+    if s.delivery == Mode::DirectPush {
+        if s.bump.is_some() {
+            effects.extend(direct(s.spec, hold.as_ref(), s.last_bump, &s.gate, now));
+        }
         return effects;
     }
     let labels: Vec<String> = s
@@ -337,21 +400,16 @@ fn hold_for_a_changed_pr(
     )));
 }
 
-/// Plans one reconcile of a direct-push policy: the bump goes straight to the base
-/// branch, so it must pass everything a merge must: not held, inside a window and
-/// past `minInterval`, and the gate Clear (Firing and Unknown both wait).
-#[must_use]
-pub fn plan_direct(
+/// A direct push of the bump: it goes straight to the base branch, so it must pass
+/// everything a merge must: not held, inside a window and past `minInterval`, and the
+/// gate Clear (Firing and Unknown both wait).
+fn direct(
     spec: &AutobumpSpec,
     hold: Option<&Hold>,
     last_bump: Option<DateTime<Utc>>,
-    has_bump: bool,
     gate: &GateVerdict,
     now: DateTime<Utc>,
 ) -> Vec<Effect> {
-    if !has_bump {
-        return Vec::new();
-    }
     let wait = |why: String| vec![Effect::Waiting(why)];
     if let Some(h) = hold {
         return wait(format!("the policy is held by {}", h.by));
@@ -369,6 +427,27 @@ pub fn plan_direct(
         GateVerdict::Firing(alerts) => wait(format!("alerts firing: {}", alerts.join(", "))),
         GateVerdict::Unknown(why) => wait(format!("alert state unknown: {why}")),
     }
+}
+
+/// Whether a merge of the open PR may follow from this reconcile, so its checks and
+/// mergeability are worth reading: new commands may lift a hold, so they always get
+/// the full read; otherwise a hold, a `do-not-merge/…` label, a closed schedule or a
+/// gate that is not Clear blocks the merge whatever the checks say (skipping them
+/// keeps a quiet blocked reconcile at two conditional requests).
+#[must_use]
+pub fn merge_may_follow(
+    spec: &AutobumpSpec,
+    hold: Option<&Hold>,
+    labels: &[String],
+    new_commands: bool,
+    gate: &GateVerdict,
+    now: DateTime<Utc>,
+) -> bool {
+    new_commands
+        || (hold.is_none()
+            && !labels.iter().any(|l| l.starts_with("do-not-merge/"))
+            && spec.schedule.to_schedule().is_open(now)
+            && gate.is_clear())
 }
 
 /// " (next opening T)" when the reason does not already say until when.
@@ -587,7 +666,25 @@ mod tests {
             bot_login: "bot",
             gate: GateVerdict::Clear,
             rollout_block: None,
+            delivery: Mode::PullRequest,
         }
+    }
+
+    /// The direct-push plan of a bump under `hold`, `last` bump, `gate` at `when`.
+    fn direct_plan(
+        s: &AutobumpSpec,
+        hold: Option<&Hold>,
+        last: Option<DateTime<Utc>>,
+        bumped: bool,
+        gate: &GateVerdict,
+        when: DateTime<Utc>,
+    ) -> Vec<Effect> {
+        let mut snap = snapshot(s, hold);
+        snap.delivery = Mode::DirectPush;
+        snap.last_bump = last;
+        snap.gate = gate.clone();
+        snap.bump = bumped.then(|| bump("v20240106-ccccccc"));
+        plan(&snap, when)
     }
 
     fn kinds(effects: &[Effect]) -> Vec<String> {
@@ -865,10 +962,10 @@ mod tests {
         let monday = at("2026-11-23T10:00:00Z");
         let clear = GateVerdict::Clear;
         assert_eq!(
-            kinds(&plan_direct(&s, None, None, true, &clear, monday)),
+            kinds(&direct_plan(&s, None, None, true, &clear, monday)),
             ["PushDirect", "RecordBump"]
         );
-        assert!(plan_direct(&s, None, None, false, &clear, monday).is_empty());
+        assert!(direct_plan(&s, None, None, false, &clear, monday).is_empty());
         let held = Hold {
             by: "user:a".into(),
             since: monday,
@@ -913,7 +1010,7 @@ mod tests {
                 "alert state unknown: down",
             ),
         ] {
-            let e = plan_direct(&s, hold, last, true, &gate, when);
+            let e = direct_plan(&s, hold, last, true, &gate, when);
             assert_eq!(e.len(), 1, "{e:?}");
             assert!(kinds(&e)[0].starts_with(&format!("Waiting({why}")), "{e:?}");
         }
@@ -1015,7 +1112,7 @@ mod tests {
         let mut snap = snapshot(&s, None);
         snap.bump = Some(bump("v20240106-ccccccc"));
         snap.pr = Some(open_pr(&s, "v20240105-bbbbbbb", CheckState::Success));
-        snap.rollout_block = Some("v1 is baking".into());
+        snap.rollout_block = Some(Block::Rollout("v1 is baking".into()));
         snap.commands = vec![CommandSeen {
             id: 9,
             author: "alice".into(),

@@ -27,6 +27,8 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+mod change;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 

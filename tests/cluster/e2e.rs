@@ -28,7 +28,7 @@ use autobump::clock::{Clock, Deadline, SystemClock};
 use autobump::cluster::{
     ClusterError, KubeWorkloads, PATCHED_TO, Patched, RolloutObservation, Workloads,
 };
-use autobump::controller::{Deps, ReconcileError, Report, reconcile_read};
+use autobump::controller::{Deps, ForgeAccess, ReconcileError, Report, reconcile_read};
 use autobump::core::plan::{Effect, HOLD_LABEL};
 use autobump::core::reference::ImageRef;
 use autobump::forge::{
@@ -613,15 +613,17 @@ impl Engine {
         let deps = Deps {
             resolver: &self.resolver,
             repo: &self.repo,
-            forge: &self.forge,
+            forge: Some(ForgeAccess {
+                forge: &self.forge,
+                repo: RepoName::new("example", "infra"),
+                bot_login: "autobump-bot".into(),
+            }),
             store: &self.store,
             source: Source {
                 url: self.policy.spec.source.repo.clone(),
                 branch: self.policy.spec.source.branch.clone(),
                 auth: Auth::None,
             },
-            forge_repo: RepoName::new("example", "infra"),
-            bot_login: "autobump-bot".into(),
             workloads: Some(&self.workloads),
         };
         reconcile_read(&self.policy, &deps, &reading, now).await

@@ -11,7 +11,7 @@ mod rollback;
 use std::sync::Arc;
 
 use autobump::clock::SystemClock;
-use autobump::controller::{Deps, Report, execute, observe, reconcile_read};
+use autobump::controller::{Deps, ForgeAccess, Report, execute, observe, reconcile_read};
 use autobump::core::gate::{Alert, GateReading, GateVerdict};
 use autobump::core::plan::{Effect, HOLD_LABEL};
 use autobump::forge::{Forge as _, GitHub, GitHubAuth, GitHubConfig, RepoName, WebhookFeed};
@@ -115,19 +115,21 @@ impl World {
         feed
     }
 
-    fn deps(&self) -> Deps<'_, RegistryClient, GitRepo, GitHub, MemoryStore> {
+    fn deps(&self) -> Deps<'_, RegistryClient, GitRepo, MemoryStore, GitHub> {
         Deps {
             resolver: &self.resolver,
             repo: &self.repo,
-            forge: &self.forge,
+            forge: Some(ForgeAccess {
+                forge: &self.forge,
+                repo: RepoName::new("example", "infra"),
+                bot_login: "autobump-bot".into(),
+            }),
             store: &self.store,
             source: Source {
                 url: self.policy.spec.source.repo.clone(),
                 branch: self.policy.spec.source.branch.clone(),
                 auth: Auth::None,
             },
-            forge_repo: RepoName::new("example", "infra"),
-            bot_login: "autobump-bot".into(),
             workloads: None,
         }
     }
@@ -148,11 +150,9 @@ impl World {
     }
 
     /// What a direct-push reconcile of `policy` needs (no forge).
-    fn direct_deps(
-        &self,
-        policy: &Policy,
-    ) -> autobump::controller::DirectDeps<'_, RegistryClient, GitRepo, MemoryStore> {
-        autobump::controller::DirectDeps {
+    fn direct_deps(&self, policy: &Policy) -> Deps<'_, RegistryClient, GitRepo, MemoryStore> {
+        Deps {
+            forge: None,
             resolver: &self.resolver,
             repo: &self.repo,
             store: &self.store,
@@ -830,7 +830,7 @@ async fn a_secondary_rate_limit_is_waited_out_and_the_pr_still_opens() {
 
 #[tokio::test]
 async fn direct_push_bumps_the_base_branch_when_not_held_and_the_gate_is_clear() {
-    use autobump::controller::reconcile_direct;
+    use autobump::controller::reconcile;
     let w = World::new("").await;
     let host = w.registry.host();
     let text = format!(
@@ -855,15 +855,15 @@ async fn direct_push_bumps_the_base_branch_when_not_held_and_the_gate_is_clear()
             });
         })
         .unwrap();
-    let r = reconcile_direct(&direct, &deps, &GateVerdict::Clear, at(MONDAY))
+    let r = reconcile(&direct, &deps, GateVerdict::Clear, at(MONDAY))
         .await
         .unwrap();
     assert_eq!(waiting(&r), "the policy is held by cli:ops");
     w.store.update("direct", &mut |s| s.hold = None).unwrap();
-    let r = reconcile_direct(
+    let r = reconcile(
         &direct,
         &deps,
-        &GateVerdict::Unknown("down".into()),
+        GateVerdict::Unknown("down".into()),
         at(MONDAY),
     )
     .await
@@ -872,7 +872,7 @@ async fn direct_push_bumps_the_base_branch_when_not_held_and_the_gate_is_clear()
     assert_eq!(w.fake.branch_sha("main").unwrap(), before);
 
     // Clear: pushed to main, exactly the version bump.
-    let r = reconcile_direct(&direct, &deps, &GateVerdict::Clear, at(MONDAY))
+    let r = reconcile(&direct, &deps, GateVerdict::Clear, at(MONDAY))
         .await
         .unwrap();
     assert_eq!(kinds(&r), ["PushDirect", "RecordBump"], "{r:?}");
@@ -895,19 +895,19 @@ async fn direct_push_bumps_the_base_branch_when_not_held_and_the_gate_is_clear()
     );
 
     // The pushed version is deployed; with no gate it is promoted; then nothing to do.
-    let r = reconcile_direct(
+    let r = reconcile(
         &direct,
         &deps,
-        &GateVerdict::Clear,
+        GateVerdict::Clear,
         at("2026-11-23T12:00:00Z"),
     )
     .await
     .unwrap();
     assert_eq!(kinds(&r), ["Promote"], "{r:?}");
-    let r = reconcile_direct(
+    let r = reconcile(
         &direct,
         &deps,
-        &GateVerdict::Clear,
+        GateVerdict::Clear,
         at("2026-11-23T12:01:00Z"),
     )
     .await
@@ -964,7 +964,7 @@ impl autobump::store::Store for RefusingStore<'_> {
 /// restart finds the branch carrying the versions and records it, once.
 #[tokio::test]
 async fn a_crash_between_a_direct_push_and_its_record_is_settled_on_restart() {
-    use autobump::controller::{DirectDeps, reconcile_direct};
+    use autobump::controller::{Deps, reconcile};
     let w = World::new("").await;
     let text = direct_policy_text(&w, "direct");
     let (mut policies, diagnostics) = policy::load_str(std::path::Path::new("direct.yaml"), &text);
@@ -975,7 +975,8 @@ async fn a_crash_between_a_direct_push_and_its_record_is_settled_on_restart() {
         inner: &w.store,
         refuse: std::sync::Mutex::new(Some("Pushed")),
     };
-    let deps = DirectDeps {
+    let deps: Deps<'_, _, _, _> = Deps {
+        forge: None,
         resolver: plain.resolver,
         repo: plain.repo,
         store: &store,
@@ -983,7 +984,7 @@ async fn a_crash_between_a_direct_push_and_its_record_is_settled_on_restart() {
         workloads: None,
     };
     let before = w.fake.branch_sha("main").unwrap();
-    let crashed = reconcile_direct(&direct, &deps, &GateVerdict::Clear, at(MONDAY)).await;
+    let crashed = reconcile(&direct, &deps, GateVerdict::Clear, at(MONDAY)).await;
     assert!(crashed.is_err(), "{crashed:?}");
     assert_ne!(
         w.fake.branch_sha("main").unwrap(),
@@ -1004,18 +1005,18 @@ async fn a_crash_between_a_direct_push_and_its_record_is_settled_on_restart() {
 
     // The restart: a fresh reconcile with a store that works.
     *store.refuse.lock().unwrap() = None;
-    reconcile_direct(
+    reconcile(
         &direct,
         &deps,
-        &GateVerdict::Clear,
+        GateVerdict::Clear,
         at("2026-11-23T10:01:00Z"),
     )
     .await
     .unwrap();
-    reconcile_direct(
+    reconcile(
         &direct,
         &deps,
-        &GateVerdict::Clear,
+        GateVerdict::Clear,
         at("2026-11-23T10:02:00Z"),
     )
     .await
@@ -1035,7 +1036,7 @@ async fn a_crash_between_a_direct_push_and_its_record_is_settled_on_restart() {
 /// plainly (not "deploying" with a finished rollout).
 #[tokio::test]
 async fn within_the_deploy_delay_the_wait_says_when_the_bake_starts() {
-    use autobump::controller::reconcile_direct;
+    use autobump::controller::reconcile;
     let w = World::new("").await;
     let text = format!(
         "{}  rollout: {{deployDelay: 10m}}\n",
@@ -1045,7 +1046,7 @@ async fn within_the_deploy_delay_the_wait_says_when_the_bake_starts() {
     assert!(diagnostics.is_empty(), "{diagnostics:?}");
     let direct = policies.remove(0);
     let deps = w.direct_deps(&direct);
-    let r = reconcile_direct(&direct, &deps, &GateVerdict::Clear, at(MONDAY))
+    let r = reconcile(&direct, &deps, GateVerdict::Clear, at(MONDAY))
         .await
         .unwrap();
     assert_eq!(
@@ -1055,10 +1056,10 @@ async fn within_the_deploy_delay_the_wait_says_when_the_bake_starts() {
         ),
         "{r:?}"
     );
-    let r = reconcile_direct(
+    let r = reconcile(
         &direct,
         &deps,
-        &GateVerdict::Clear,
+        GateVerdict::Clear,
         at("2026-11-23T10:10:00Z"),
     )
     .await
@@ -1231,7 +1232,7 @@ async fn an_invalid_policy_file_keeps_the_last_good_version_and_never_stops_the_
 /// goes out once a person lifts the hold.
 #[tokio::test]
 async fn firing_alerts_during_the_bake_roll_back_hold_and_remember_the_bad_version() {
-    use autobump::controller::reconcile_direct;
+    use autobump::controller::reconcile;
     let w = World::new("").await;
     let host = w.registry.host();
     let text = direct_policy_text(&w, "gated")
@@ -1246,7 +1247,7 @@ async fn firing_alerts_during_the_bake_roll_back_hold_and_remember_the_bad_versi
         let gate = gate.clone();
         let (policy, deps) = (&gated, &deps);
         async move {
-            reconcile_direct(policy, deps, &gate, at(now))
+            reconcile(policy, deps, gate.clone(), at(now))
                 .await
                 .unwrap()
         }

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use autobump::controller::{Deps, DirectDeps, reconcile_direct};
+use autobump::controller::{Deps, ForgeAccess, reconcile};
 use autobump::core::gate::GateVerdict;
 use autobump::forge::GitHub;
 use autobump::policy;
@@ -58,9 +58,10 @@ fn direct_deps_on<'a>(
     w: &'a World,
     policy: &autobump::policy::Policy,
     store: &'a FileStore,
-) -> DirectDeps<'a, RegistryClient, GitRepo, FileStore> {
+) -> Deps<'a, RegistryClient, GitRepo, FileStore> {
     let base = w.direct_deps(policy);
-    DirectDeps {
+    Deps {
+        forge: None,
         resolver: base.resolver,
         repo: base.repo,
         store,
@@ -74,16 +75,19 @@ impl World {
     fn deps_on<'a>(
         &'a self,
         store: &'a FileStore,
-    ) -> Deps<'a, RegistryClient, GitRepo, GitHub, FileStore> {
+    ) -> Deps<'a, RegistryClient, GitRepo, FileStore, GitHub> {
         let base = self.deps();
+        let forge = base.forge.as_ref().unwrap();
         Deps {
             resolver: base.resolver,
             repo: base.repo,
-            forge: base.forge,
+            forge: Some(ForgeAccess {
+                forge: forge.forge,
+                repo: forge.repo.clone(),
+                bot_login: forge.bot_login.clone(),
+            }),
             store,
             source: base.source.clone(),
-            forge_repo: base.forge_repo.clone(),
-            bot_login: base.bot_login.clone(),
             workloads: None,
         }
     }
@@ -117,7 +121,7 @@ async fn autobump_rollback_pushes_the_known_good_back_held_by_the_requester() {
     let step = |now: &'static str| {
         let (policy, deps) = (&direct, &deps);
         async move {
-            reconcile_direct(policy, deps, &GateVerdict::Clear, at(now))
+            reconcile(policy, deps, GateVerdict::Clear, at(now))
                 .await
                 .unwrap_or_else(|e| panic!("reconcile at {now}: {e}"))
         }
@@ -274,7 +278,7 @@ async fn a_held_policy_is_rolled_back_on_request_and_keeps_its_hold() {
         "2026-11-23T10:31:00Z",
         "2026-11-23T10:32:00Z",
     ] {
-        reconcile_direct(&direct, &deps, &GateVerdict::Clear, at(now))
+        reconcile(&direct, &deps, GateVerdict::Clear, at(now))
             .await
             .unwrap();
     }
@@ -290,7 +294,7 @@ async fn a_held_policy_is_rolled_back_on_request_and_keeps_its_hold() {
     assert_eq!(code, Some(0), "{out}{err}");
 
     let unknown = GateVerdict::Unknown("prometheus down".into());
-    let r = reconcile_direct(&direct, &deps, &unknown, at("2026-11-23T10:40:00Z"))
+    let r = reconcile(&direct, &deps, unknown.clone(), at("2026-11-23T10:40:00Z"))
         .await
         .unwrap();
     assert_eq!(kinds(&r), ["Rollback"], "{r:?}");
@@ -330,7 +334,7 @@ async fn a_request_with_nothing_to_roll_back_is_dropped_with_a_record() {
             });
         })
         .unwrap();
-    reconcile_direct(&direct, &deps, &GateVerdict::Clear, at(MONDAY))
+    reconcile(&direct, &deps, GateVerdict::Clear, at(MONDAY))
         .await
         .unwrap();
     assert_eq!(
@@ -353,10 +357,10 @@ async fn a_request_with_nothing_to_roll_back_is_dropped_with_a_record() {
         })
         .unwrap();
     let before = w.fake.branch_sha("main").unwrap();
-    let r = reconcile_direct(
+    let r = reconcile(
         &direct,
         &deps,
-        &GateVerdict::Clear,
+        GateVerdict::Clear,
         at("2026-11-23T10:01:00Z"),
     )
     .await

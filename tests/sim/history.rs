@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
 use autobump::cluster::DynWorkloads;
-use autobump::controller::{Deps, DirectDeps, reconcile, reconcile_direct};
+use autobump::controller::{Deps, ForgeAccess, reconcile};
 use autobump::core::commands::{self, Command};
 use autobump::forge::RepoName;
 use autobump::policy::v1alpha1::Hold;
@@ -831,24 +831,27 @@ impl Sim {
         };
         let workloads = self.workloads();
         let result = if self.scenario.direct {
-            let deps = DirectDeps {
+            let deps: Deps<'_, _, _, _> = Deps {
                 resolver: &self.process.resolver,
                 repo: &self.process.repo,
                 store: &self.process.store,
                 source,
                 workloads,
+                forge: None,
             };
             self.runtime
-                .block_on(reconcile_direct(policy, &deps, &gate, now))
+                .block_on(reconcile(policy, &deps, gate.clone(), now))
         } else {
             let deps = Deps {
                 resolver: &self.process.resolver,
                 repo: &self.process.repo,
-                forge: &self.process.forge,
+                forge: Some(ForgeAccess {
+                    forge: &self.process.forge,
+                    repo: RepoName::new("sim", "infra"),
+                    bot_login: BOT.into(),
+                }),
                 store: &self.process.store,
                 source,
-                forge_repo: RepoName::new("sim", "infra"),
-                bot_login: BOT.into(),
                 workloads,
             };
             self.runtime
