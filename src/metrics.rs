@@ -18,6 +18,7 @@
 //! `autobump_registry_requests{kind}`, `autobump_registry_backoffs`,
 //! `autobump_registry_backoff_seconds`, `autobump_leader`.
 
+use crate::policy::v1alpha1::Reason;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
@@ -333,19 +334,19 @@ impl Metrics {
         let previous = lock(&self.cursors).insert(policy.to_owned(), newest);
         let Some(previous) = previous else { return };
         for entry in state.history.iter().filter(|e| e.seq > previous) {
-            self.count_entry(policy, &entry.reason, &entry.message, state);
+            self.count_entry(policy, entry.reason, &entry.message, state);
         }
     }
 
-    fn count_entry(&self, policy: &str, reason: &str, message: &str, state: &PolicyState) {
+    fn count_entry(&self, policy: &str, reason: Reason, message: &str, state: &PolicyState) {
         let policy = policy.to_owned();
         match reason {
-            "BumpPushed" | "Pushed" => {
+            Reason::BumpPushed | Reason::Pushed => {
                 self.bumps_opened
                     .get_or_create(&PolicyLabel { policy })
                     .inc();
             }
-            "Merged" => {
+            Reason::Merged => {
                 self.merges
                     .get_or_create(&PolicyKind {
                         policy,
@@ -353,7 +354,7 @@ impl Metrics {
                     })
                     .inc();
             }
-            "RolledBack" => {
+            Reason::RolledBack => {
                 if message.contains("merged as PR") {
                     self.merges
                         .get_or_create(&PolicyKind {
@@ -364,7 +365,7 @@ impl Metrics {
                 }
                 self.rollbacks.get_or_create(&PolicyLabel { policy }).inc();
             }
-            "Held" => {
+            Reason::Held => {
                 let source = state.hold.as_ref().map_or("comment", |h| {
                     if h.by.starts_with("alert:") {
                         "alert"
@@ -380,7 +381,7 @@ impl Metrics {
                     .get_or_create(&PolicySource { policy, source })
                     .inc();
             }
-            "Unheld" => {
+            Reason::Unheld => {
                 let source = if message.ends_with("(cli)") {
                     "cli"
                 } else {
@@ -390,7 +391,14 @@ impl Metrics {
                     .get_or_create(&PolicySource { policy, source })
                     .inc();
             }
-            _ => {}
+            // Counted elsewhere (deploys and promotions by the status gauges), or
+            // not a counted event.
+            Reason::Deployed
+            | Reason::Promoted
+            | Reason::RollbackRequested
+            | Reason::NothingToRollBack
+            | Reason::ClusterPatched
+            | Reason::ClusterPatchFailed => {}
         }
     }
 }
@@ -521,12 +529,12 @@ mod tests {
     fn history_entries_are_counted_once_and_only_when_new() {
         let m = metrics();
         let mut s = PolicyState::default();
-        s.record(at("2026-11-21T09:00:00Z"), "BumpPushed", "1 image");
+        s.record(at("2026-11-21T09:00:00Z"), Reason::BumpPushed, "1 image");
         // Written before this process started: not counted again.
         m.observe_state("web", &s);
         assert!(line(&m.render(), "autobump_bumps_opened_total{").is_none());
 
-        s.record(at("2026-11-21T10:00:00Z"), "BumpPushed", "1 image");
+        s.record(at("2026-11-21T10:00:00Z"), Reason::BumpPushed, "1 image");
         s.hold = Some(Hold {
             by: "alert:HighErrorRate".into(),
             since: at("2026-11-21T10:05:00Z"),
@@ -534,10 +542,10 @@ mod tests {
             via: Some("gate".into()),
             automatic: true,
         });
-        s.record(at("2026-11-21T10:05:00Z"), "Held", "held by alert");
+        s.record(at("2026-11-21T10:05:00Z"), Reason::Held, "held by alert");
         s.record(
             at("2026-11-21T10:05:01Z"),
-            "RolledBack",
+            Reason::RolledBack,
             "1.1 -> 1.0 merged as PR #7 (abc)",
         );
         s.last_bump = Some(at("2026-11-21T10:00:00Z"));
@@ -579,7 +587,7 @@ mod tests {
         s.hold = None;
         s.record(
             at("2026-11-21T11:00:00Z"),
-            "Unheld",
+            Reason::Unheld,
             "hold by alert:HighErrorRate lifted by user:alice (cli)",
         );
         m.observe_state("web", &s);

@@ -8,7 +8,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 
 use crate::policy::Policy;
-use crate::policy::v1alpha1::{Hold, RollbackRequest};
+use crate::policy::v1alpha1::{Hold, Reason, RollbackRequest};
 use crate::store::PolicyState;
 
 /// What `autobump status` shows for one policy.
@@ -85,7 +85,7 @@ pub fn rows_keyed(
                     .history
                     .iter()
                     .rev()
-                    .find(|e| e.reason == "RolledBack")
+                    .find(|e| e.reason == Reason::RolledBack)
                     .map(|e| (e.at, e.message.clone())),
                 rollback_request: state.rollback_request.clone(),
                 defined: policy.is_some(),
@@ -234,7 +234,7 @@ mod tests {
         };
         s.record(
             at("2026-11-21T11:30:05Z"),
-            "RolledBack",
+            Reason::RolledBack,
             "1.1.0 -> 1.0.0 pushed as abc",
         );
         let states = BTreeMap::from([("web".to_owned(), s)]);

@@ -15,7 +15,7 @@ use crate::core::plan::{Effect, Mode};
 use crate::core::watch::{self, Patch, RollbackTo};
 use crate::forge::{Forge, ForgeError, MergeMethod, NewPullRequest, PullRequest, PullRequestEdit};
 use crate::policy::Policy;
-use crate::policy::v1alpha1::{Hold, Intent, IntentKind};
+use crate::policy::v1alpha1::{Hold, Intent, IntentKind, Reason};
 use crate::policy::values::BranchName;
 use crate::registry::Registry;
 use crate::repo::{Delivery, PreparedBump, Repo};
@@ -78,7 +78,7 @@ impl<R: Registry, G: Repo, S: Store, F: Forge> Executor<'_, '_, R, G, S, F> {
         &self,
         f: &ForgeAccess<'_, F>,
         (n, sha, method): (u64, &str, MergeMethod),
-        (reason, message): (&'static str, String),
+        (reason, message): (Reason, String),
     ) -> Result<bool, ReconcileError> {
         self.change(&[StateChange::Intend(Intent {
             pull_request: Some(n),
@@ -176,7 +176,7 @@ impl<R: Registry, G: Repo, S: Store, F: Forge> Executor<'_, '_, R, G, S, F> {
                     return Ok(Vec::new());
                 };
                 let intent = watch::push_intent(
-                    "RolledBack",
+                    Reason::RolledBack,
                     format!("{what} pushed"),
                     &rb.good.images,
                     self.now,
@@ -252,7 +252,7 @@ impl<R: Registry, G: Repo, S: Store, F: Forge> Executor<'_, '_, R, G, S, F> {
             .merge(
                 &f,
                 (pr.number, &mergeability.head_sha, method),
-                ("RolledBack", message),
+                (Reason::RolledBack, message),
             )
             .await?;
         Ok(vec![if merged {
@@ -341,7 +341,7 @@ impl<R: Registry, G: Repo, S: Store, F: Forge> Executor<'_, '_, R, G, S, F> {
                     let f = self.deps.forge_access()?;
                     let message = format!("PR #{n} merged at {sha}");
                     let method = MergeMethod::from(*method);
-                    self.merge(&f, (n, sha, method), ("Merged", message))
+                    self.merge(&f, (n, sha, method), (Reason::Merged, message))
                         .await?;
                 }
             }

@@ -10,7 +10,7 @@
 use chrono::{DateTime, Utc};
 
 use super::rollout::BakeProgress;
-use crate::policy::v1alpha1::{Hold, Intent, IntentKind, Release, RollbackRequest};
+use crate::policy::v1alpha1::{Hold, Intent, IntentKind, Reason, Release, RollbackRequest};
 
 /// One change to a policy's state.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,8 +50,8 @@ pub enum StateChange {
     Abandon(IntentKind),
     /// A history entry.
     Record {
-        /// Its reason (PascalCase).
-        reason: &'static str,
+        /// Its reason.
+        reason: Reason,
         /// Its message.
         message: String,
     },

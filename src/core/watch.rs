@@ -25,7 +25,7 @@ use super::rewrite::{ImageSelector, SeriesRule, Target};
 use super::rollout::{self, BakeProgress, RolloutDecision, RolloutInputs, RolloutState};
 use super::select::covers;
 use crate::policy::v1alpha1::{
-    AutobumpSpec, Hold, ImageVersion, Intent, IntentKind, Release, RollbackRequest,
+    AutobumpSpec, Hold, ImageVersion, Intent, IntentKind, Reason, Release, RollbackRequest,
 };
 
 /// The canonical repository of `image` (as bad versions are recorded).
@@ -490,7 +490,7 @@ impl Patch {
                 images: self.good.images.clone(),
                 ..Intent::new(
                     IntentKind::Patch,
-                    Some("ClusterPatched"),
+                    Some(Reason::ClusterPatched),
                     format!(
                         "the workloads run {}: patched before a restart or an error",
                         self.good.summary
@@ -511,7 +511,7 @@ impl Patch {
             Ok([]) => StateChange::Abandon(IntentKind::Patch),
             Ok(lines) => StateChange::Fulfil(IntentKind::Patch, Some(lines.join("; "))),
             Err(e) => StateChange::Record {
-                reason: "ClusterPatchFailed",
+                reason: Reason::ClusterPatchFailed,
                 message: format!(
                     "patching the workloads to {} failed: {e}",
                     self.good.summary
@@ -621,7 +621,7 @@ pub fn push_landed(intent: &Intent, deployed: Option<&Release>) -> bool {
 /// carries `images`.
 #[must_use]
 pub fn push_intent(
-    reason: &'static str,
+    reason: Reason,
     message: String,
     images: &[ImageVersion],
     now: DateTime<Utc>,
@@ -655,7 +655,7 @@ pub fn direct_push(
         })
         .collect();
     let what = format!("to {}: {}", spec.source.branch, moves.join(", "));
-    let intent = push_intent("Pushed", format!("pushed {what}"), &images, now);
+    let intent = push_intent(Reason::Pushed, format!("pushed {what}"), &images, now);
     (
         vec![StateChange::LastBump, StateChange::Intend(intent)],
         what,
@@ -838,6 +838,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::too_many_lines)] // one table, a row per decision
     fn assessment_table() {
         let s = spec("");
         let v1 = release("v1", "2026-11-23T09:00:00Z");
@@ -1072,7 +1073,7 @@ mod tests {
                 &fresh,
                 Err("forbidden"),
                 StateChange::Record {
-                    reason: "ClusterPatchFailed",
+                    reason: Reason::ClusterPatchFailed,
                     message: "patching the workloads to v1 failed: forbidden".into(),
                 },
             ),
@@ -1084,7 +1085,7 @@ mod tests {
     #[test]
     fn a_push_landed_once_the_branch_carries_every_version_it_pushed() {
         let intent = push_intent(
-            "Pushed",
+            Reason::Pushed,
             "pushed".into(),
             &release("v2", "2026-11-23T10:00:00Z").images,
             at("2026-11-23T10:00:00Z"),

@@ -19,7 +19,7 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 
 use crate::core::rollout::same_versions;
-use crate::policy::v1alpha1::Condition;
+use crate::policy::v1alpha1::{Condition, Reason};
 use crate::store::PolicyState;
 
 /// The condition types autobump writes, in the order written.
@@ -157,8 +157,8 @@ fn baking(state: &PolicyState) -> Condition {
 }
 
 fn rolled_back(state: &PolicyState) -> Condition {
-    let last = |reason: &str| state.history.iter().rposition(|e| e.reason == reason);
-    match (last("RolledBack"), last("Promoted")) {
+    let last = |reason: Reason| state.history.iter().rposition(|e| e.reason == reason);
+    match (last(Reason::RolledBack), last(Reason::Promoted)) {
         (Some(rb), promoted) if promoted.is_none_or(|p| p < rb) => {
             let entry = &state.history[rb];
             condition(
@@ -282,7 +282,7 @@ mod tests {
         fn history(mut self, reason: &str) -> Self {
             self.0.record(
                 at("2026-11-21T10:10:00Z"),
-                reason,
+                reason.parse().unwrap(),
                 format!("{reason} happened"),
             );
             self

@@ -30,7 +30,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::PolicyKey;
 use crate::policy::Autobump;
-use crate::policy::v1alpha1::HistoryEntry;
+use crate::policy::v1alpha1::{HistoryEntry, Reason};
 
 /// The Events' `reportingController`.
 pub const REPORTING_CONTROLLER: &str = "autobump.dev/controller";
@@ -84,25 +84,37 @@ impl EventError {
 /// `Warning` for decisions a person should look at (`Held`, `RolledBack`), else
 /// `Normal`.
 #[must_use]
-pub fn event_type(reason: &str) -> &'static str {
+pub fn event_type(reason: Reason) -> &'static str {
     match reason {
-        "Held" | "RolledBack" => "Warning",
-        _ => "Normal",
+        Reason::Held | Reason::RolledBack => "Warning",
+        Reason::ClusterPatchFailed
+        | Reason::Deployed
+        | Reason::BumpPushed
+        | Reason::Pushed
+        | Reason::Merged
+        | Reason::Promoted
+        | Reason::Unheld
+        | Reason::RollbackRequested
+        | Reason::NothingToRollBack
+        | Reason::ClusterPatched => "Normal",
     }
 }
 
 /// The Event's `action`: what autobump did (PascalCase) for a history reason.
 #[must_use]
-pub fn action_of(reason: &str) -> &'static str {
+pub fn action_of(reason: Reason) -> &'static str {
     match reason {
-        "Held" => "Hold",
-        "Unheld" => "Unhold",
-        "BumpPushed" | "Pushed" | "BumpOpened" => "Bump",
-        "Merged" => "Merge",
-        "Deployed" => "Observe",
-        "Promoted" => "Promote",
-        "RolledBack" => "Rollback",
-        _ => "Reconcile",
+        Reason::Held => "Hold",
+        Reason::Unheld => "Unhold",
+        Reason::BumpPushed | Reason::Pushed => "Bump",
+        Reason::Merged => "Merge",
+        Reason::Deployed => "Observe",
+        Reason::Promoted => "Promote",
+        Reason::RolledBack => "Rollback",
+        Reason::RollbackRequested
+        | Reason::ClusterPatched
+        | Reason::ClusterPatchFailed
+        | Reason::NothingToRollBack => "Reconcile",
     }
 }
 
@@ -160,7 +172,7 @@ pub fn event_for(
     let uid = object.uid()?;
     let name = object.metadata.name.as_deref()?;
     let note = if entry.message.is_empty() {
-        entry.reason.clone()
+        entry.reason.to_string()
     } else {
         truncate(&entry.message, NOTE_LIMIT).to_owned()
     };
@@ -171,9 +183,9 @@ pub fn event_for(
             ..ObjectMeta::default()
         },
         event_time: Some(micro(entry.at)),
-        type_: Some(event_type(&entry.reason).to_owned()),
-        reason: Some(truncate(&entry.reason, FIELD_LIMIT).to_owned()),
-        action: Some(action_of(&entry.reason).to_owned()),
+        type_: Some(event_type(entry.reason).to_owned()),
+        reason: Some(entry.reason.to_string()),
+        action: Some(action_of(entry.reason).to_owned()),
         note: Some(note),
         regarding: Some(object.object_ref(&())),
         reporting_controller: Some(REPORTING_CONTROLLER.to_owned()),
@@ -290,7 +302,7 @@ mod tests {
     fn entry(reason: &str, message: &str) -> HistoryEntry {
         HistoryEntry {
             at: "2026-11-21T10:00:00Z".parse().unwrap(),
-            reason: reason.into(),
+            reason: reason.parse().unwrap(),
             message: message.into(),
             seq: 0,
         }
@@ -342,7 +354,7 @@ mod tests {
             ("Merged", "Normal"),
             ("Unheld", "Normal"),
         ] {
-            assert_eq!(event_type(reason), kind);
+            assert_eq!(event_type(reason.parse().unwrap()), kind);
         }
 
         // Same entry, same name; any difference, another name.

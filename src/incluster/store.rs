@@ -513,7 +513,7 @@ pub fn set_state(status: &mut AutobumpStatus, state: &PolicyState) {
         .iter()
         .map(|e| HistoryEntry {
             at: e.at,
-            reason: required(&e.reason),
+            reason: e.reason,
             message: required(&e.message),
             seq: e.seq,
         })
@@ -562,7 +562,7 @@ fn required(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::v1alpha1::Condition;
+    use crate::policy::v1alpha1::{Condition, Reason};
 
     /// Two futures on the thread running `Runtime::block_on` (as the driver's
     /// reconciles are in `autobump run --kubernetes`): while one blocks in a store
@@ -643,10 +643,14 @@ mod tests {
         });
         s.see_comment(17);
         s.see_comment(4_000_000_001);
-        s.record(at("2026-11-21T10:00:00Z"), "Held", "held by alert:HookDown");
+        s.record(
+            at("2026-11-21T10:00:00Z"),
+            Reason::Held,
+            "held by alert:HookDown",
+        );
         s.intend(crate::policy::v1alpha1::Intent {
             kind: crate::policy::v1alpha1::IntentKind::Merge,
-            record: Some("RolledBack".into()),
+            record: Some(Reason::RolledBack),
             message: "v20261121-bbbbbbb -> v20261120-aaaaaaa merged as PR #9".into(),
             pull_request: Some(9),
             images: release("v20261120-aaaaaaa").images,
@@ -714,7 +718,7 @@ mod tests {
         if let Some(r) = state.rollback_request.as_mut() {
             r.reason = String::new();
         }
-        state.record(at("2026-11-21T11:00:00Z"), "Held", "");
+        state.record(at("2026-11-21T11:00:00Z"), Reason::Held, "");
         let mut status = AutobumpStatus::default();
         set_state(&mut status, &state);
         assert_eq!(status.hold.as_ref().unwrap().reason, "-");

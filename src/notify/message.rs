@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
-use crate::policy::v1alpha1::{HistoryEntry, NotifyEvent};
+use crate::policy::v1alpha1::{HistoryEntry, NotifyEvent, Reason};
 
 /// The `schema` of the generic webhook body. Version 1 is:
 ///
@@ -125,7 +125,7 @@ impl Notification {
         policy: impl Into<String>,
         entry: &HistoryEntry,
     ) -> Option<Self> {
-        let event = event_for_history_reason(&entry.reason)?;
+        let event = event_for_history_reason(entry.reason)?;
         Some(Self::new(
             id,
             policy,
@@ -223,19 +223,23 @@ impl Notification {
 }
 
 /// The event people are notified of for a history entry's reason, if any:
-/// `BumpPushed`, `Pushed` and `BumpOpened` → opened; `Merged`, `Promoted`, `Held`,
+/// `BumpPushed` and `Pushed` → opened; `Merged`, `Promoted`, `Held`,
 /// `Unheld` and `RolledBack` → the event of that name. Other reasons (`Deployed`, …)
 /// notify nobody.
 #[must_use]
-pub fn event_for_history_reason(reason: &str) -> Option<NotifyEvent> {
+pub fn event_for_history_reason(reason: Reason) -> Option<NotifyEvent> {
     Some(match reason {
-        "BumpPushed" | "Pushed" | "BumpOpened" => NotifyEvent::Opened,
-        "Merged" => NotifyEvent::Merged,
-        "Promoted" => NotifyEvent::Promoted,
-        "Held" => NotifyEvent::Held,
-        "Unheld" => NotifyEvent::Unheld,
-        "RolledBack" => NotifyEvent::RolledBack,
-        _ => return None,
+        Reason::BumpPushed | Reason::Pushed => NotifyEvent::Opened,
+        Reason::Merged => NotifyEvent::Merged,
+        Reason::Promoted => NotifyEvent::Promoted,
+        Reason::Held => NotifyEvent::Held,
+        Reason::Unheld => NotifyEvent::Unheld,
+        Reason::RolledBack => NotifyEvent::RolledBack,
+        Reason::Deployed
+        | Reason::RollbackRequested
+        | Reason::NothingToRollBack
+        | Reason::ClusterPatched
+        | Reason::ClusterPatchFailed => return None,
     })
 }
 
@@ -390,19 +394,22 @@ mod tests {
 
     #[test]
     fn history_reasons_map_to_events() {
+        // (Misspelt or empty reasons cannot be written any more: `Reason` is an enum.)
         let cases = [
-            ("BumpPushed", Some(NotifyEvent::Opened)),
-            ("Pushed", Some(NotifyEvent::Opened)),
-            ("BumpOpened", Some(NotifyEvent::Opened)),
-            ("Merged", Some(NotifyEvent::Merged)),
-            ("Promoted", Some(NotifyEvent::Promoted)),
-            ("Held", Some(NotifyEvent::Held)),
-            ("Unheld", Some(NotifyEvent::Unheld)),
-            ("RolledBack", Some(NotifyEvent::RolledBack)),
-            ("Deployed", None),
-            ("held", None),
-            ("", None),
+            (Reason::BumpPushed, Some(NotifyEvent::Opened)),
+            (Reason::Pushed, Some(NotifyEvent::Opened)),
+            (Reason::Merged, Some(NotifyEvent::Merged)),
+            (Reason::Promoted, Some(NotifyEvent::Promoted)),
+            (Reason::Held, Some(NotifyEvent::Held)),
+            (Reason::Unheld, Some(NotifyEvent::Unheld)),
+            (Reason::RolledBack, Some(NotifyEvent::RolledBack)),
+            (Reason::Deployed, None),
+            (Reason::RollbackRequested, None),
+            (Reason::NothingToRollBack, None),
+            (Reason::ClusterPatched, None),
+            (Reason::ClusterPatchFailed, None),
         ];
+        assert_eq!(cases.len(), Reason::ALL.len());
         for (reason, event) in cases {
             assert_eq!(event_for_history_reason(reason), event, "{reason}");
         }
@@ -429,7 +436,7 @@ mod tests {
     fn from_history_takes_reason_time_and_message() {
         let entry = HistoryEntry {
             at: at(),
-            reason: "Held".into(),
+            reason: Reason::Held,
             message: "held by user:alice: release".into(),
             seq: 3,
         };
@@ -439,7 +446,7 @@ mod tests {
         assert_eq!(n.message, entry.message);
         assert_eq!(n.id, "prow/3");
         let deployed = HistoryEntry {
-            reason: "Deployed".into(),
+            reason: Reason::Deployed,
             ..entry
         };
         assert!(Notification::from_history("prow/4", "prow", &deployed).is_none());

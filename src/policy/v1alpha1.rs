@@ -744,7 +744,7 @@ pub struct Intent {
     /// The history entry's reason once it happened (`Merged`, `RolledBack`, `Pushed`,
     /// `ClusterPatched`); none for labels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub record: Option<String>,
+    pub record: Option<Reason>,
     /// The history entry's message once it happened.
     pub message: String,
     /// The pull request being merged (`Merge`).
@@ -767,13 +767,13 @@ impl Intent {
     #[must_use]
     pub fn new(
         kind: IntentKind,
-        record: Option<&str>,
+        record: Option<Reason>,
         message: String,
         since: DateTime<Utc>,
     ) -> Self {
         Self {
             kind,
-            record: record.map(str::to_owned),
+            record,
             message,
             pull_request: None,
             images: Vec::new(),
@@ -852,8 +852,9 @@ pub struct RollbackRequest {
 pub struct HistoryEntry {
     /// When.
     pub at: DateTime<Utc>,
-    /// A PascalCase reason (`BumpOpened`, `Merged`, `Promoted`, `Held`, `RolledBack`…).
-    pub reason: String,
+    /// What kind of decision (PascalCase: `BumpPushed`, `Merged`, `Promoted`, `Held`,
+    /// `RolledBack`…).
+    pub reason: Reason,
     /// What happened.
     pub message: String,
     /// Position in the policy's history, counting from 1 and never reused (entries
@@ -862,6 +863,98 @@ pub struct HistoryEntry {
     /// it existed.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub seq: u64,
+}
+
+/// The kinds of decision a policy's history records. Every consumer (metrics,
+/// notifications, Kubernetes Events and conditions, `status`) matches on this enum
+/// exhaustively, so a new kind is placed everywhere or the build fails.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Reason {
+    /// The base branch carries a new release of the policy's images.
+    Deployed,
+    /// A bump was pushed to the PR branch for review.
+    BumpPushed,
+    /// A bump was pushed straight to the base branch (direct push).
+    Pushed,
+    /// The bump PR was merged.
+    Merged,
+    /// The deployed release baked clean: it is the last known-good.
+    Promoted,
+    /// The policy was put on hold (by a person, or automatically).
+    Held,
+    /// The hold was lifted.
+    Unheld,
+    /// The known-good versions went back onto the branch.
+    RolledBack,
+    /// A person asked for a rollback.
+    RollbackRequested,
+    /// A rollback request had nothing to act on.
+    NothingToRollBack,
+    /// The workloads were patched to the known-good images (break-glass).
+    ClusterPatched,
+    /// Patching the workloads failed (the rollback in git went ahead).
+    ClusterPatchFailed,
+}
+
+impl Reason {
+    /// Every reason.
+    pub const ALL: [Self; 12] = [
+        Self::Deployed,
+        Self::BumpPushed,
+        Self::Pushed,
+        Self::Merged,
+        Self::Promoted,
+        Self::Held,
+        Self::Unheld,
+        Self::RolledBack,
+        Self::RollbackRequested,
+        Self::NothingToRollBack,
+        Self::ClusterPatched,
+        Self::ClusterPatchFailed,
+    ];
+
+    /// The PascalCase name, as stored and shown.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deployed => "Deployed",
+            Self::BumpPushed => "BumpPushed",
+            Self::Pushed => "Pushed",
+            Self::Merged => "Merged",
+            Self::Promoted => "Promoted",
+            Self::Held => "Held",
+            Self::Unheld => "Unheld",
+            Self::RolledBack => "RolledBack",
+            Self::RollbackRequested => "RollbackRequested",
+            Self::NothingToRollBack => "NothingToRollBack",
+            Self::ClusterPatched => "ClusterPatched",
+            Self::ClusterPatchFailed => "ClusterPatchFailed",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A reason equals its name (`Reason::Held == "Held"`).
+impl PartialEq<&str> for Reason {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::str::FromStr for Reason {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown history reason {s:?}"))
+    }
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use super::{BadVersion, PolicyState};
 use crate::core::change::{BadRolloutHold, StateChange};
-use crate::policy::v1alpha1::Hold;
+use crate::policy::v1alpha1::{Hold, Reason};
 
 impl PolicyState {
     /// Applies `changes` in order at `now`; returns the hold placed by them, if any.
@@ -26,7 +26,7 @@ impl PolicyState {
                 self.bake = None;
                 self.record(
                     now,
-                    "Deployed",
+                    Reason::Deployed,
                     format!("{} is on {branch}", release.summary),
                 );
             }
@@ -34,7 +34,7 @@ impl PolicyState {
                 if let Some(r) = self.rollback_request.take() {
                     self.record(
                         now,
-                        "NothingToRollBack",
+                        Reason::NothingToRollBack,
                         format!("rollback requested by {}: {}; {why}", r.by, r.reason),
                     );
                 }
@@ -45,51 +45,23 @@ impl PolicyState {
                 self.bake = None;
                 self.record(
                     now,
-                    "Promoted",
+                    Reason::Promoted,
                     format!("{} is the last known-good", release.summary),
                 );
             }
             StateChange::HoldForBadRollout { hold, bad } => {
-                // The quiet period starts over: Clear readings before the alert never
-                // count towards promoting this version.
-                self.bake = None;
-                self.rollback_request = None;
-                let placed = StateChange::bad_rollout_hold(hold, self.hold.as_ref(), now);
-                if let Some(new) = &placed {
-                    let message = match hold {
-                        BadRolloutHold::Automatic { by, summary, .. } => {
-                            let replaced = self
-                                .hold
-                                .as_ref()
-                                .map(|h| format!(" (replaces the hold by {})", h.by))
-                                .unwrap_or_default();
-                            format!("held by {by}: {summary}{replaced}")
-                        }
-                        BadRolloutHold::Requested { reason, .. } => {
-                            format!("held by {}: {reason}", new.by)
-                        }
-                    };
-                    self.hold = Some(new.clone());
-                    self.record(now, "Held", message);
-                }
-                for (image, tag) in bad {
-                    self.bad_versions.insert(BadVersion {
-                        image: image.clone(),
-                        tag: tag.clone(),
-                    });
-                }
-                return placed;
+                return self.hold_for_bad_rollout(hold, bad, now);
             }
             StateChange::Intend(intent) => self.intend(intent.clone()),
             StateChange::Fulfil(kind, message) => self.fulfil(*kind, message.clone()),
             StateChange::Abandon(kind) => self.abandon(*kind),
-            StateChange::Record { reason, message } => self.record(now, reason, message.clone()),
+            StateChange::Record { reason, message } => self.record(now, *reason, message.clone()),
             StateChange::LastBump => self.last_bump = Some(now),
             StateChange::BumpPushed { rows } => {
                 self.last_bump = Some(now);
                 self.record(
                     now,
-                    "BumpPushed",
+                    Reason::BumpPushed,
                     format!("{rows} image versions pushed for review"),
                 );
             }
@@ -99,23 +71,69 @@ impl PolicyState {
             StateChange::SetHold(hold) => {
                 if self.hold.is_none() {
                     self.hold = Some(hold.clone());
-                    self.record(now, "Held", format!("held by {}: {}", hold.by, hold.reason));
+                    self.record(
+                        now,
+                        Reason::Held,
+                        format!("held by {}: {}", hold.by, hold.reason),
+                    );
                 }
             }
             StateChange::ClearHold { by } => {
                 if let Some(h) = self.hold.take() {
-                    self.record(now, "Unheld", format!("hold by {} lifted by {by}", h.by));
+                    self.record(
+                        now,
+                        Reason::Unheld,
+                        format!("hold by {} lifted by {by}", h.by),
+                    );
                 }
             }
             StateChange::RequestRollback { request, message } => {
                 self.rollback_request = Some(request.clone());
-                self.record(now, "RollbackRequested", message.clone());
+                self.record(now, Reason::RollbackRequested, message.clone());
             }
             StateChange::Notified(seq) => {
                 self.notified_seq = Some(self.notified_seq.unwrap_or(0).max(*seq));
             }
         }
         None
+    }
+
+    /// [`StateChange::HoldForBadRollout`]: returns the hold placed, if any.
+    fn hold_for_bad_rollout(
+        &mut self,
+        hold: &BadRolloutHold,
+        bad: &[(String, String)],
+        now: DateTime<Utc>,
+    ) -> Option<Hold> {
+        // The quiet period starts over: Clear readings before the alert never
+        // count towards promoting this version.
+        self.bake = None;
+        self.rollback_request = None;
+        let placed = StateChange::bad_rollout_hold(hold, self.hold.as_ref(), now);
+        if let Some(new) = &placed {
+            let message = match hold {
+                BadRolloutHold::Automatic { by, summary, .. } => {
+                    let replaced = self
+                        .hold
+                        .as_ref()
+                        .map(|h| format!(" (replaces the hold by {})", h.by))
+                        .unwrap_or_default();
+                    format!("held by {by}: {summary}{replaced}")
+                }
+                BadRolloutHold::Requested { reason, .. } => {
+                    format!("held by {}: {reason}", new.by)
+                }
+            };
+            self.hold = Some(new.clone());
+            self.record(now, Reason::Held, message);
+        }
+        for (image, tag) in bad {
+            self.bad_versions.insert(BadVersion {
+                image: image.clone(),
+                tag: tag.clone(),
+            });
+        }
+        placed
     }
 }
 

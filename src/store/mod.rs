@@ -32,7 +32,9 @@ mod change;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::policy::v1alpha1::{HistoryEntry, Hold, Intent, IntentKind, Release, RollbackRequest};
+use crate::policy::v1alpha1::{
+    HistoryEntry, Hold, Intent, IntentKind, Reason, Release, RollbackRequest,
+};
 
 /// How many history entries a policy keeps (oldest dropped first).
 pub const HISTORY_LIMIT: usize = 200;
@@ -94,12 +96,12 @@ pub struct PolicyState {
 
 impl PolicyState {
     /// Appends a history entry, dropping the oldest beyond [`HISTORY_LIMIT`].
-    pub fn record(&mut self, at: DateTime<Utc>, reason: &str, message: impl Into<String>) {
+    pub fn record(&mut self, at: DateTime<Utc>, reason: Reason, message: impl Into<String>) {
         let seq = self.history.last().map_or(1, |e| e.seq + 1);
         self.history.push(HistoryEntry {
             seq,
             at,
-            reason: reason.to_owned(),
+            reason,
             message: message.into(),
         });
         if self.history.len() > HISTORY_LIMIT {
@@ -129,7 +131,7 @@ impl PolicyState {
         };
         let intent = self.intents.remove(at);
         if let Some(reason) = &intent.record {
-            self.record(intent.since, reason, message.unwrap_or(intent.message));
+            self.record(intent.since, *reason, message.unwrap_or(intent.message));
         }
     }
 
@@ -531,7 +533,7 @@ mod tests {
             pull_request: Some(pr),
             ..Intent::new(
                 IntentKind::Merge,
-                Some("Merged"),
+                Some(Reason::Merged),
                 format!("PR #{pr} merged"),
                 at(since),
             )
@@ -545,7 +547,7 @@ mod tests {
         s.intend(merge_intent(2, "2026-11-21T10:05:00Z"));
         assert_eq!(s.intents.len(), 1, "a new intent replaces its kind's");
         assert_eq!(s.intent(IntentKind::Merge).unwrap().pull_request, Some(2));
-        s.record(at("2026-11-21T10:06:00Z"), "Deployed", "x");
+        s.record(at("2026-11-21T10:06:00Z"), Reason::Deployed, "x");
         s.fulfil(IntentKind::Merge, Some("PR #2 merged as abc".into()));
         assert!(s.intents.is_empty());
         let last = s.history.last().unwrap();
@@ -588,7 +590,7 @@ mod tests {
                     image: "gcr.io/k8s-prow/hook".into(),
                     tag: "v20240105-bbbbbbb".into(),
                 });
-                s.record(at("2026-11-21T10:00:00Z"), "Held", "held by alice");
+                s.record(at("2026-11-21T10:00:00Z"), Reason::Held, "held by alice");
             })
             .unwrap();
         store
@@ -786,7 +788,7 @@ mod tests {
             }
             let mut real = StateFile { version: 1, policies: BTreeMap::new() };
             let mut state = PolicyState { hold: Some(hold()), ..PolicyState::default() };
-            state.record(at("2026-11-21T10:00:00Z"), "Held", "held by alice");
+            state.record(at("2026-11-21T10:00:00Z"), Reason::Held, "held by alice");
             real.policies.insert("p".into(), state);
             let mut text = serde_json::to_vec(&real).unwrap();
             for (at, byte) in edits {
@@ -828,7 +830,7 @@ mod tests {
     fn history_and_comment_memory_are_bounded() {
         let mut s = PolicyState::default();
         for i in 0..(HISTORY_LIMIT + 5) {
-            s.record(at("2026-11-21T10:00:00Z"), "Bumped", format!("{i}"));
+            s.record(at("2026-11-21T10:00:00Z"), Reason::Merged, format!("{i}"));
         }
         assert_eq!(s.history.len(), HISTORY_LIMIT);
         assert_eq!(s.history[0].message, "5");

@@ -232,7 +232,11 @@ fn every_field_round_trips(cluster: &Cluster, store: &KubeStore) {
                 tag: "v20261121-ccccccc".into(),
             });
             s.see_comment(4_000_000_001);
-            s.record(t, "Held", "held by user:alice");
+            s.record(
+                t,
+                autobump::policy::v1alpha1::Reason::Held,
+                "held by user:alice",
+            );
             s.rollback_request = Some(autobump::policy::v1alpha1::RollbackRequest {
                 by: "cli:bob".into(),
                 since: t,
@@ -353,8 +357,16 @@ impl PolicyReconciler for Fake {
                     .store
                     .update(&request.object.name_any(), &mut |s| {
                         s.hold = Some(hold(now));
-                        s.record(now, "Held", "held by user:alice: release freeze");
-                        s.record(now, "Deployed", "v20261123-bbbbbbb is on main");
+                        s.record(
+                            now,
+                            autobump::policy::v1alpha1::Reason::Held,
+                            "held by user:alice: release freeze",
+                        );
+                        s.record(
+                            now,
+                            autobump::policy::v1alpha1::Reason::Deployed,
+                            "v20261123-bbbbbbb is on main",
+                        );
                     })
                     .map_err(|e| Failure::new("store", e.to_string(), true))?;
             }

@@ -291,7 +291,7 @@ async fn open_refresh_wait_for_checks_then_merge_at_the_read_sha() {
         .unwrap()
         .history
         .iter()
-        .map(|h| h.reason.clone())
+        .map(|h| h.reason.to_string())
         .collect();
     assert_eq!(
         history,
@@ -1323,7 +1323,7 @@ async fn firing_alerts_during_the_bake_roll_back_hold_and_remember_the_bad_versi
         .unwrap()
         .history
         .iter()
-        .map(|h| h.reason.clone())
+        .map(|h| h.reason.to_string())
         .collect();
     assert!(reasons.contains(&"RolledBack".to_owned()), "{reasons:?}");
 }

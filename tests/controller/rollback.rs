@@ -49,7 +49,7 @@ fn reasons(store: &FileStore, name: &str) -> Vec<String> {
         .unwrap()
         .history
         .iter()
-        .map(|h| h.reason.clone())
+        .map(|h| h.reason.to_string())
         .collect()
 }
 

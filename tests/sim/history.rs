@@ -414,7 +414,11 @@ pub fn apply_world_event(w: &mut World, step: &Step) {
                     via: Some("cli".into()),
                     automatic: false,
                 });
-                state.record(w.now, "Held", format!("held by cli:{who}"));
+                state.record(
+                    w.now,
+                    autobump::policy::v1alpha1::Reason::Held,
+                    format!("held by cli:{who}"),
+                );
                 if let Some(rc) = w.rc.as_mut() {
                     rc.concurrent_cli_hold = true;
                 }
@@ -425,7 +429,7 @@ pub fn apply_world_event(w: &mut World, step: &Step) {
                 }
                 state.record(
                     w.now,
-                    "Unheld",
+                    autobump::policy::v1alpha1::Reason::Unheld,
                     format!("hold by {} lifted by cli:{who}", h.by),
                 );
             }

@@ -1,8 +1,7 @@
 //! Deterministic simulation of the whole loop over random histories (issue 8).
 //!
-//! autobump's real planner and executor (`controller::reconcile` for pull-request
-//! policies, `controller::reconcile_direct` for direct-push ones, with the real
-//! resolver, rewrite engine, merge engine, schedule and rollout decisions) run against
+//! autobump's real planner and executor (`controller::reconcile`, one flow for
+//! pull-request and direct-push policies, with the real resolver, rewrite engine, merge engine, schedule and rollout decisions) run against
 //! simulated adapters for the registry, git, GitHub, the alert source, the cluster and
 //! the store, on a current-thread runtime, with seeded randomness and a simulated
 //! clock: a history is its seed and its list of steps, and replays exactly. Histories
