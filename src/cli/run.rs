@@ -244,7 +244,7 @@ pub(crate) async fn run_in_cluster(
     args: &RunArgs,
     engine: autobump::controller::standalone::Standalone,
 ) -> anyhow::Result<ExitCode> {
-    use autobump::controller::incluster::ClusterReconciler;
+    use autobump::incluster::reconciler::ClusterReconciler;
     use autobump::incluster::driver::{Driver, DriverConfig};
     use autobump::incluster::lease::LeaseConfig;
     use autobump::incluster::store::Scope;

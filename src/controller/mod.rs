@@ -13,7 +13,6 @@
 //! 3. the bump the registries call for and (pull requests) the open PR with its
 //!    checks and commands are read, planned and executed.
 
-pub mod incluster;
 pub mod standalone;
 
 mod execute;

@@ -98,12 +98,6 @@ impl Failure {
     }
 }
 
-impl From<crate::controller::ReconcileError> for Failure {
-    fn from(e: crate::controller::ReconcileError) -> Self {
-        Self::new(e.metric_label(), crate::error_chain(&e), e.is_retryable())
-    }
-}
-
 impl From<KubeStoreError> for Failure {
     fn from(e: KubeStoreError) -> Self {
         Self::new(e.metric_label(), crate::error_chain(&e), e.is_retryable())

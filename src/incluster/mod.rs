@@ -12,6 +12,9 @@
 //! * [`driver`]: kube-runtime's `Controller` over the `Autobump` objects, acting only
 //!   while leader, calling an injected [`driver::PolicyReconciler`] per object and
 //!   writing conditions and Events after it (does I/O).
+//! * [`reconciler`]: that reconciler, [`reconciler::ClusterReconciler`]: the same
+//!   reconcile as standalone mode ([`crate::controller::reconcile`] through the
+//!   standalone engine's adapters), with the object's status as the store.
 //!
 //! Policies are addressed as `namespace/name` ([`PolicyKey`]); a bare `name` means
 //! the namespace a [`store::KubeStore`] handle is scoped to.
@@ -23,6 +26,7 @@ pub mod conditions;
 pub mod driver;
 pub mod events;
 pub mod lease;
+pub mod reconciler;
 pub mod store;
 
 use std::fmt;

@@ -4,11 +4,12 @@
 
 use std::sync::Arc;
 
-use super::standalone::{PolicyOutcome, Standalone};
+use crate::controller::ReconcileError;
+use crate::controller::standalone::{PolicyOutcome, Standalone};
 use tracing::Instrument as _;
 
 use crate::clock::Stopwatch;
-use crate::incluster::driver::{Failure, Outcome, PolicyReconciler, Request};
+use super::driver::{Failure, Outcome, PolicyReconciler, Request};
 use crate::policy::Policy;
 
 /// Reconciles `Autobump` objects with the adapters of a [`Standalone`] driver (its
@@ -53,5 +54,11 @@ impl PolicyReconciler for ClusterReconciler {
             PolicyOutcome::Failed(e) => Err(e.into()),
             PolicyOutcome::Skipped(why) => Err(Failure::new("skipped", why, false)),
         }
+    }
+}
+
+impl From<ReconcileError> for Failure {
+    fn from(e: ReconcileError) -> Self {
+        Self::new(e.metric_label(), crate::error_chain(&e), e.is_retryable())
     }
 }
