@@ -244,9 +244,9 @@ pub(crate) async fn run_in_cluster(
     args: &RunArgs,
     engine: autobump::controller::standalone::Standalone,
 ) -> anyhow::Result<ExitCode> {
-    use autobump::incluster::reconciler::ClusterReconciler;
     use autobump::incluster::driver::{Driver, DriverConfig};
     use autobump::incluster::lease::LeaseConfig;
+    use autobump::incluster::reconciler::ClusterReconciler;
     use autobump::incluster::store::Scope;
 
     let clock: Arc<dyn autobump::clock::Clock> = Arc::new(SystemClock);

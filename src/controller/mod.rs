@@ -63,7 +63,46 @@ pub struct ForgeAccess<'a, F> {
     pub bot_login: String,
 }
 
-impl<F> ForgeAccess<'_, F> {
+impl<'a, F> ForgeAccess<'a, F> {
+    /// What `policy`'s flow needs of the forge: nothing for a direct push; for pull
+    /// requests `forge`, the repository `source.repo` names on it, and the bot account
+    /// (`pullRequest.botLogin`, else `default_bot`).
+    ///
+    /// # Errors
+    /// Why a pull-request policy cannot run here (it is skipped, not failed): no
+    /// forge, a repository the forge does not host, no bot account.
+    pub fn for_policy(
+        policy: &Policy,
+        forge: Option<&'a F>,
+        default_bot: Option<&str>,
+    ) -> Result<Option<Self>, String> {
+        if Mode::of(&policy.spec) == Mode::DirectPush {
+            return Ok(None);
+        }
+        let forge = forge
+            .ok_or_else(|| "pull-request policies need a GitHub token (GITHUB_TOKEN)".to_owned())?;
+        let repo = RepoName::parse(policy.spec.source.repo.as_str()).ok_or_else(|| {
+            format!(
+                "{} is not a GitHub repository",
+                crate::repo::redact_url(policy.spec.source.repo.as_str())
+            )
+        })?;
+        let bot_login = policy
+            .spec
+            .pull_request
+            .as_ref()
+            .and_then(|pr| pr.bot_login.clone())
+            .or_else(|| default_bot.map(str::to_owned))
+            .ok_or_else(|| {
+                "name the bot account (pullRequest.botLogin or --bot-login)".to_owned()
+            })?;
+        Ok(Some(Self {
+            forge,
+            repo,
+            bot_login,
+        }))
+    }
+
     fn borrowed(&self) -> ForgeAccess<'_, F> {
         ForgeAccess {
             forge: self.forge,

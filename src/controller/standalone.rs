@@ -36,7 +36,7 @@ use crate::clock::{Clock, Deadline, Stopwatch};
 use crate::cluster::{DynWorkloads, KubeWorkloads};
 use crate::core::change::StateChange;
 use crate::core::gate::GateVerdict;
-use crate::forge::{GitHub, GitHubAuth, GitHubConfig, RepoName, WebhookFeed};
+use crate::forge::{GitHub, GitHubAuth, GitHubConfig, WebhookFeed};
 use crate::metrics::Metrics;
 use crate::notify::{Notification, Notifier, NotifierConfig};
 use crate::policy::health::{Change, DEFAULT_NOT_READY_AFTER, LoadHealth};
@@ -588,36 +588,13 @@ impl Standalone {
         if let GateVerdict::Unknown(why) = verdict {
             tracing::warn!(why = %why, "gate unknown: nothing merges or gets promoted");
         }
-        let forge = if p.spec.direct_push.is_some() {
-            None
-        } else {
-            let Some(github) = &self.github else {
-                return PolicyOutcome::Skipped(
-                    "pull-request policies need a GitHub token (GITHUB_TOKEN)".into(),
-                );
-            };
-            let Some(forge_repo) = RepoName::parse(p.spec.source.repo.as_str()) else {
-                return PolicyOutcome::Skipped(format!(
-                    "{} is not a GitHub repository",
-                    redact_url(p.spec.source.repo.as_str())
-                ));
-            };
-            let bot = p
-                .spec
-                .pull_request
-                .as_ref()
-                .and_then(|pr| pr.bot_login.clone())
-                .or_else(|| self.config.bot_login.clone());
-            let Some(bot_login) = bot else {
-                return PolicyOutcome::Skipped(
-                    "name the bot account (pullRequest.botLogin or --bot-login)".into(),
-                );
-            };
-            Some(ForgeAccess {
-                forge: github,
-                repo: forge_repo,
-                bot_login,
-            })
+        let forge = match ForgeAccess::for_policy(
+            p,
+            self.github.as_ref(),
+            self.config.bot_login.as_deref(),
+        ) {
+            Ok(forge) => forge,
+            Err(why) => return PolicyOutcome::Skipped(why),
         };
         let deps = Deps {
             resolver: &self.resolver,

@@ -8,8 +8,8 @@ use crate::controller::ReconcileError;
 use crate::controller::standalone::{PolicyOutcome, Standalone};
 use tracing::Instrument as _;
 
-use crate::clock::Stopwatch;
 use super::driver::{Failure, Outcome, PolicyReconciler, Request};
+use crate::clock::Stopwatch;
 use crate::policy::Policy;
 
 /// Reconciles `Autobump` objects with the adapters of a [`Standalone`] driver (its

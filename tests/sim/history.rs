@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use autobump::cluster::DynWorkloads;
 use autobump::controller::{Deps, ForgeAccess, reconcile};
 use autobump::core::commands::{self, Command};
-use autobump::forge::RepoName;
 use autobump::policy::v1alpha1::Hold;
 use autobump::repo::{Auth, Source};
 use autobump::resolve::Resolver;
@@ -834,33 +833,20 @@ impl Sim {
             auth: Auth::None,
         };
         let workloads = self.workloads();
-        let result = if self.scenario.direct {
-            let deps: Deps<'_, _, _, _> = Deps {
-                resolver: &self.process.resolver,
-                repo: &self.process.repo,
-                store: &self.process.store,
-                source,
-                workloads,
-                forge: None,
-            };
-            self.runtime
-                .block_on(reconcile(policy, &deps, gate.clone(), now))
-        } else {
-            let deps = Deps {
-                resolver: &self.process.resolver,
-                repo: &self.process.repo,
-                forge: Some(ForgeAccess {
-                    forge: &self.process.forge,
-                    repo: RepoName::new("sim", "infra"),
-                    bot_login: BOT.into(),
-                }),
-                store: &self.process.store,
-                source,
-                workloads,
-            };
-            self.runtime
-                .block_on(reconcile(policy, &deps, gate.clone(), now))
+        // The same dispatch as `autobump run`: the forge only for pull requests.
+        let forge = ForgeAccess::for_policy(policy, Some(&self.process.forge), Some(BOT))
+            .expect("the simulated policy runs");
+        let deps = Deps {
+            resolver: &self.process.resolver,
+            repo: &self.process.repo,
+            forge,
+            store: &self.process.store,
+            source,
+            workloads,
         };
+        let result = self
+            .runtime
+            .block_on(reconcile(policy, &deps, gate.clone(), now));
         let crashed = {
             let mut w = self.w();
             invariants::on_reconcile_end(&mut w, result.is_ok());
