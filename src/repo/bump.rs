@@ -89,7 +89,7 @@ pub(super) fn scan_tree(
         let Ok(text) = std::str::from_utf8(blob.content()) else {
             continue;
         };
-        let found = crate::core::rewrite::scan(text, mode);
+        let found = crate::core::rewrite::scan_file(&file.path, text, mode);
         if !found.is_empty() {
             out.push((file.path, found));
         }

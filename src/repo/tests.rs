@@ -17,6 +17,7 @@ fn change(file: &str, line: usize, old: &str, new: &str) -> Change {
         line,
         old: old.into(),
         new: new.into(),
+        digest_tags: None,
     }
 }
 
