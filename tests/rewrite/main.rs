@@ -1,11 +1,17 @@
 //! Golden tests of rewriting: `tests/testdata/rewrite/<case>/{before,after}/`, an
 //! `args` file (the `autobump rewrite` arguments after DIR, one or more per line;
-//! `--policy` paths are relative to the case directory) and `stdout` (what the
-//! command prints). Each case runs through the library and through the binary, and
+//! `--policy` paths are relative to the case directory), `stdout` (what the
+//! command prints), and `notices` when the rewrite has any (`FILE:LINE: message`,
+//! one per line). Each case runs through the library and through the binary, and
 //! both must give `after/` byte for byte.
 //!
-//! `AUTOBUMP_BLESS=1 cargo test --test rewrite` rewrites `after/` and `stdout` from
-//! the library's output. Review the diff by eye before committing it.
+//! A case with a `digest-tags` file (`IMAGE@DIGEST=TAG` lines: what the registry
+//! lists, as `pinDigest` resolution finds it) runs through the library only: the
+//! command line has no registry to ask, so digest-only references move only in
+//! `autobump run`.
+//!
+//! `AUTOBUMP_BLESS=1 cargo test --test rewrite` rewrites `after/`, `stdout` and
+//! `notices` from the library's output. Review the diff by eye before committing it.
 
 mod props;
 
@@ -15,7 +21,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use autobump::core::rewrite::{Plan, Target};
+use autobump::core::rewrite::{DigestTag, Plan, Target};
 use autobump::files::{self, TreeRewrite};
 use autobump::policy::v1alpha1::RewriteMode;
 use autobump::policy::values::Glob;
@@ -50,8 +56,9 @@ fn args(case: &Path) -> Vec<String> {
     args
 }
 
-/// The same choices `autobump rewrite` makes from its arguments.
-fn run_library(dir: &Path, args: &[String]) -> TreeRewrite {
+/// The same choices `autobump rewrite` makes from its arguments (plus the case's
+/// digest tags).
+fn run_library(case: &Path, dir: &Path, args: &[String]) -> TreeRewrite {
     let mut targets = Vec::new();
     let mut mode = None;
     let (mut include, mut exclude, mut policy) = (Vec::new(), Vec::new(), None);
@@ -100,8 +107,37 @@ fn run_library(dir: &Path, args: &[String]) -> TreeRewrite {
     } else {
         exclude
     };
-    let plan = Plan::new(&targets).unwrap();
+    let plan = Plan::new(&targets)
+        .unwrap()
+        .with_digest_tags(digest_tags(case));
     files::rewrite_tree(dir, &include, &exclude, mode.unwrap_or(p_mode), &plan).unwrap()
+}
+
+/// The case's `digest-tags` file (`IMAGE@DIGEST=TAG` per line), if any.
+fn digest_tags(case: &Path) -> Vec<DigestTag> {
+    let Ok(text) = fs::read_to_string(case.join("digest-tags")) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let (reference, tag) = l.split_once('=').expect("IMAGE@DIGEST=TAG");
+            let (image, digest) = reference.split_once('@').expect("IMAGE@DIGEST=TAG");
+            DigestTag {
+                image: image.to_owned(),
+                digest: digest.to_owned(),
+                tag: tag.to_owned(),
+            }
+        })
+        .collect()
+}
+
+fn notices_of(tree: &TreeRewrite) -> String {
+    let mut out = String::new();
+    for n in &tree.notices {
+        writeln!(out, "{n}").unwrap();
+    }
+    out
 }
 
 fn stdout_of(tree: &TreeRewrite) -> String {
@@ -170,9 +206,10 @@ fn golden_cases_through_the_library() {
     for case in cases() {
         let tmp = tempfile::tempdir().unwrap();
         copy_tree(&case.join("before"), tmp.path());
-        let tree = run_library(tmp.path(), &args(&case));
+        let tree = run_library(&case, tmp.path(), &args(&case));
         tree.write(tmp.path()).unwrap();
         let stdout = stdout_of(&tree);
+        let notices = notices_of(&tree);
         if bless() {
             let after = case.join("after");
             if after.exists() {
@@ -180,6 +217,11 @@ fn golden_cases_through_the_library() {
             }
             copy_tree(tmp.path(), &after);
             fs::write(case.join("stdout"), &stdout).unwrap();
+            if notices.is_empty() {
+                let _ = fs::remove_file(case.join("notices"));
+            } else {
+                fs::write(case.join("notices"), &notices).unwrap();
+            }
         }
         assert_same_tree(&case, tmp.path(), "library");
         let name = case.file_name().unwrap().to_string_lossy();
@@ -188,8 +230,13 @@ fn golden_cases_through_the_library() {
             stdout,
             "{name}: changes"
         );
+        assert_eq!(
+            fs::read_to_string(case.join("notices")).unwrap_or_default(),
+            notices,
+            "{name}: notices"
+        );
         // Rewriting again changes nothing: the result is a fixed point.
-        let again = run_library(tmp.path(), &args(&case));
+        let again = run_library(&case, tmp.path(), &args(&case));
         assert!(
             again.files.is_empty(),
             "{name}: second run changed {:?}",
@@ -209,6 +256,9 @@ fn autobump(args: &[&str]) -> std::process::Output {
 fn golden_cases_through_the_binary() {
     for case in cases() {
         let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        if case.join("digest-tags").exists() {
+            continue; // no registry on the command line: see the module docs
+        }
         let tmp = tempfile::tempdir().unwrap();
         copy_tree(&case.join("before"), tmp.path());
         let mut argv = vec![
@@ -225,6 +275,15 @@ fn golden_cases_through_the_binary() {
             String::from_utf8(out.stdout).unwrap(),
             "{name}: stdout"
         );
+        for notice in fs::read_to_string(case.join("notices"))
+            .unwrap_or_default()
+            .lines()
+        {
+            assert!(
+                stderr.contains(&format!("autobump: warning: {notice}")),
+                "{name}: stderr lacks {notice:?}:\n{stderr}"
+            );
+        }
         assert_same_tree(&case, tmp.path(), "binary");
     }
 }

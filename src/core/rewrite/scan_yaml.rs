@@ -27,12 +27,13 @@ pub(super) enum Key {
     Other,
 }
 
-/// Whether a key names an image: `image`, or a key ending in `Image` or `_image`
-/// (`thanosImage`, `mlmdImage`, `node_image`).
+/// Whether a key names an image: `image`, or a key ending in `Image`, `_image` or
+/// `-image` (`thanosImage`, `mlmdImage`, `node_image`, Knative's
+/// `queue-sidecar-image`).
 pub(super) fn is_image_key(key: &str) -> bool {
     key == "image"
         || key.len() > 5 && key.ends_with("Image")
-        || key.len() > 6 && key.ends_with("_image")
+        || key.len() > 6 && (key.ends_with("_image") || key.ends_with("-image"))
 }
 
 pub(super) fn classify(key: &str) -> Key {
