@@ -30,7 +30,7 @@ pub struct Row {
 /// ([`Change::digest_tags`]) with that digest, so the title and the table name tags
 /// for it too. Changes whose references do not parse are left out.
 #[must_use]
-pub fn rows(changes: &[Change]) -> Vec<Row> {
+pub fn rows<'a>(changes: impl IntoIterator<Item = &'a Change>) -> Vec<Row> {
     let version = |r: &ImageRef, tag: Option<&str>| {
         let mut v = r.tag.as_deref().or(tag).unwrap_or_default().to_owned();
         if let Some(d) = &r.digest {
@@ -40,7 +40,7 @@ pub fn rows(changes: &[Change]) -> Vec<Row> {
         v
     };
     let mut rows: Vec<Row> = changes
-        .iter()
+        .into_iter()
         .filter_map(|c| {
             let (old, new) = (ImageRef::parse(&c.old)?, ImageRef::parse(&c.new)?);
             let tags = c.digest_tags.as_ref();
