@@ -414,3 +414,52 @@ fn scan_tree_lists_references_by_file() {
             && refs[0].reference.to_string() == "gcr.io/acme/app:v1.0.0")
     );
 }
+
+/// What each golden tree of issue 17 holds, by the kind of place a reference was
+/// found in (references without a tag included): the readers find every reference
+/// of their class, and nothing else.
+#[test]
+fn golden_trees_find_each_class() {
+    use autobump::core::rewrite::RefKind::{
+        Dockerfile, HelmParameter, HelmValues, ImageValue, Marker, Template, Text,
+    };
+    let cases = [
+        ("katib-configmap", vec![(ImageValue, 11)]),
+        (
+            "argocd-application",
+            vec![(ImageValue, 3), (HelmValues, 2), (HelmParameter, 2)],
+        ),
+        ("image-keys", vec![(ImageValue, 6), (HelmValues, 5)]),
+        ("chart-template", vec![(Template, 4)]),
+        ("knative-digest-only", vec![(ImageValue, 4), (Marker, 1)]),
+        (
+            "dockerfile-compose",
+            vec![(ImageValue, 4), (Dockerfile, 5), (Text, 2)],
+        ),
+    ];
+    for (name, want) in cases {
+        let case = testdata().join(name);
+        let mut include: Vec<Glob> = Vec::new();
+        for w in args(&case).windows(2) {
+            if w[0] == "--include" {
+                include.push(w[1].parse().unwrap());
+            }
+        }
+        if include.is_empty() {
+            include = vec!["**/*.yaml".parse().unwrap(), "**/*.yml".parse().unwrap()];
+        }
+        let found =
+            files::scan_tree(&case.join("before"), &include, &[], RewriteMode::Structured).unwrap();
+        let mut got: Vec<(autobump::core::rewrite::RefKind, usize)> = Vec::new();
+        for f in found.iter().flat_map(|(_, refs)| refs) {
+            match got.iter_mut().find(|(k, _)| *k == f.kind) {
+                Some((_, n)) => *n += 1,
+                None => got.push((f.kind, 1)),
+            }
+        }
+        let mut want = want;
+        want.sort_by_key(|(k, _)| format!("{k:?}"));
+        got.sort_by_key(|(k, _)| format!("{k:?}"));
+        assert_eq!(got, want, "{name}");
+    }
+}

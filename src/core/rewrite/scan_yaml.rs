@@ -508,6 +508,10 @@ fn nested(text: &str, raw: &Range<usize>, value: &str, out: &mut Scanned, depth:
 
 /// An `image:` value (or an `images:` item, or a parameter's value).
 pub(super) fn image_value(field: &Field, kind: RefKind, out: &mut Scanned) {
+    // `useDefaultImage: true`, `image: 1`: a boolean or a number, not a name.
+    if field.plain && super::yaml_reads_as_non_string(&field.value) {
+        return;
+    }
     let Some(reference) = ImageRef::parse(&field.value) else {
         return;
     };

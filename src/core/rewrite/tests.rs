@@ -452,6 +452,14 @@ fn image_keys_in_both_forms() {
             .replace("node:v0.34.0", "node:v0.35.0")
     );
     assert_eq!(r.changes.len(), 3);
+    // A boolean or a number under an image key is not a name.
+    assert!(
+        scan(
+            "useDefaultImage: true\nimage: 1.5\nbaseImage: ~\n",
+            RewriteMode::Structured
+        )
+        .is_empty()
+    );
 }
 
 #[test]
