@@ -434,7 +434,7 @@ fn golden_trees_find_each_class() {
         ("knative-digest-only", vec![(ImageValue, 4), (Marker, 1)]),
         (
             "dockerfile-compose",
-            vec![(ImageValue, 4), (Dockerfile, 5), (Text, 2)],
+            vec![(ImageValue, 4), (Dockerfile, 6), (Text, 2)],
         ),
     ];
     for (name, want) in cases {

@@ -46,7 +46,8 @@
 //! such as `--platform=…`, before `AS name`) and of `COPY --from=…` when that is an
 //! image, not a stage; `$NAME`/`${NAME}` there take the literal default of an `ARG`
 //! declared before the first `FROM`, and the tag is edited in the `ARG` line. A
-//! version put together from several places (`golang:${GO}-alpine`) gets a notice.
+//! version put together from several places (`golang:${GO}-alpine`), or an `ARG`
+//! default that goes into two different images, gets a notice instead.
 //!
 //! **Text mode** (Prow's autobumper; `mode: text`, for every file whatever its name)
 //! finds every reference that has a tag or a digest anywhere in any file, comments

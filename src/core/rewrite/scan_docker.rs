@@ -6,8 +6,10 @@
 //! declared before the first `FROM` (the only ones a `FROM` sees) when that default
 //! is a literal; the tag is then edited where it is written, in the `ARG` line. A tag
 //! or digest put together from several places (`golang:${GO}-alpine`) cannot be
-//! edited in place: a notice says so. Stage names, `scratch` and images whose name
-//! comes from an `ARG` without a literal default are not references.
+//! edited in place, and neither can a default that goes into two different images
+//! (`golang:${GO}` and `golang:${GO}-alpine`: moving one would move the other to a
+//! version nobody chose): a notice says so. Stage names, `scratch` and images whose
+//! name comes from an `ARG` without a literal default are not references.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -75,6 +77,10 @@ struct Default {
 /// Scans a Dockerfile into `out`.
 pub(super) fn scan(text: &str, out: &mut Scanned) {
     let mut args: HashMap<&str, Default> = HashMap::new();
+    // The images each `ARG` default went into.
+    let mut uses: HashMap<String, Vec<String>> = HashMap::new();
+    // What was found, with where its image is written.
+    let mut found: Vec<(usize, Found)> = Vec::new();
     let mut stages: Vec<String> = Vec::new();
     let mut seen_from = false;
     for words in instructions(text) {
@@ -117,17 +123,47 @@ pub(super) fn scan(text: &str, out: &mut Scanned) {
                 {
                     stages.push(name.text.to_ascii_lowercase());
                 }
-                reference(image.text, image.start, &args, &stages, out);
+                found.extend(
+                    reference(image.text, image.start, (&args, &mut uses), &stages, out)
+                        .map(|f| (image.start, f)),
+                );
             }
             "COPY" | "ADD" => {
                 for w in &words[1..] {
                     if let Some(image) = w.text.strip_prefix("--from=") {
                         let start = w.start + "--from=".len();
-                        reference(image, start, &args, &stages, out);
+                        found.extend(
+                            reference(image, start, (&args, &mut uses), &stages, out)
+                                .map(|f| (start, f)),
+                        );
                     }
                 }
             }
             _ => {}
+        }
+    }
+    // A default that two different images are made of (`golang:${GO}` and
+    // `golang:${GO}-alpine`) cannot be edited for one of them: changing it would
+    // move the other image too, to a version nobody chose.
+    let shared: Vec<&Range<usize>> = uses
+        .iter()
+        .filter(|(_, images)| images.len() > 1)
+        .filter_map(|(name, _)| args.get(name.as_str()).map(|d| &d.range))
+        .collect();
+    let inside = |r: &Option<Range<usize>>| {
+        r.as_ref()
+            .is_some_and(|r| shared.iter().any(|s| s.start <= r.start && r.end <= s.end))
+    };
+    for (written, f) in found {
+        if inside(&f.tag_span) || inside(&f.digest_span) {
+            out.unwritable.push(Unwritable {
+                offset: written,
+                reference: f.reference,
+                why: "its version is an ARG default that other FROM lines use for other images; \
+                      changing it would move them too",
+            });
+        } else {
+            out.found.push(f);
         }
     }
 }
@@ -136,24 +172,23 @@ pub(super) fn scan(text: &str, out: &mut Scanned) {
 fn reference(
     word: &str,
     start: usize,
-    args: &HashMap<&str, Default>,
+    (args, uses): (&HashMap<&str, Default>, &mut HashMap<String, Vec<String>>),
     stages: &[String],
     out: &mut Scanned,
-) {
+) -> Option<Found> {
     if !word.is_ascii() {
-        return;
+        return None;
     }
     // Where each byte of the expanded image comes from.
     let mut expanded = String::with_capacity(word.len());
     let mut origin: Vec<usize> = Vec::with_capacity(word.len());
+    let mut names: Vec<&str> = Vec::new();
     let bytes = word.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'$' {
             let (name, end) = if bytes.get(i + 1) == Some(&b'{') {
-                let Some(close) = word[i + 2..].find('}') else {
-                    return;
-                };
+                let close = word[i + 2..].find('}')?;
                 (&word[i + 2..i + 2 + close], i + 2 + close + 1)
             } else {
                 let len = word[i + 1..]
@@ -162,10 +197,11 @@ fn reference(
                 (&word[i + 1..i + 1 + len], i + 1 + len)
             };
             let Some(default) = args.get(name) else {
-                return; // no literal default: not a reference we can read
+                return None; // no literal default: not a reference we can read
             };
             expanded.push_str(&default.value);
             origin.extend(default.range.clone());
+            names.push(name);
             i = end;
         } else {
             expanded.push(bytes[i] as char);
@@ -175,13 +211,17 @@ fn reference(
     }
     if !expanded.contains(['/', ':', '@']) && (expanded == "scratch" || stages.contains(&expanded))
     {
-        return;
+        return None;
     }
-    let Some(reference) = ImageRef::parse(&expanded) else {
-        return;
-    };
+    for name in names {
+        let images = uses.entry(name.to_owned()).or_default();
+        if !images.contains(&expanded) {
+            images.push(expanded.clone());
+        }
+    }
+    let reference = ImageRef::parse(&expanded)?;
     if reference.tag.is_none() && reference.digest.is_none() {
-        return;
+        return None;
     }
     // The tag, and `@digest` after it, must each be one run of file bytes, the
     // digest right after the tag.
@@ -198,7 +238,7 @@ fn reference(
             reference,
             why: "the version is put together from several ARG values and cannot be edited in place",
         });
-        return;
+        return None;
     }
     let at = |i: usize| origin[version_start] + (i - version_start);
     let tag_span = tag_range.map(|t| at(t.start)..at(t.end));
@@ -213,7 +253,7 @@ fn reference(
     } else {
         origin[version_start]
     };
-    out.found.push(Found {
+    Some(Found {
         line: 0,
         column: 0,
         span: span_start..end,
@@ -223,5 +263,5 @@ fn reference(
         digest_span,
         digest_site: DigestSite::Suffix(tag_end..end),
         tag_is_plain_field: false,
-    });
+    })
 }

@@ -550,15 +550,23 @@ COPY --from=gcr.io/a/b:v1.0.0 /bin/tool /bin/tool
     assert_eq!(
         r.text,
         input
-            .replace("GO_VERSION=1.22.5", "GO_VERSION=1.23.0")
             .replace("v20240101-aaaaaaa", "v20240202-bbbbbbb")
             .replace("b:v1.0.0", "b:v1.1.0")
     );
-    // `golang:${GO_VERSION}-alpine` puts its tag together from two places.
-    assert_eq!(r.notices.len(), 1, "{:?}", r.notices);
-    assert_eq!(r.notices[0].line, 5);
-    assert!(r.notices[0].message.contains("several ARG values"));
-    assert_eq!(r.changes.len(), 4, "{:?}", r.changes);
+    // `golang:${GO_VERSION}-alpine` puts its tag together from two places, and
+    // GO_VERSION is in two different images: moving it for one would move the other.
+    assert_eq!(r.notices.len(), 2, "{:?}", r.notices);
+    assert_eq!(r.notices[0].line, 4);
+    assert!(r.notices[0].message.contains("other FROM lines"));
+    assert_eq!(r.notices[1].line, 5);
+    assert!(r.notices[1].message.contains("several ARG values"));
+    assert_eq!(r.changes.len(), 3, "{:?}", r.changes);
+
+    // An ARG default in one image only is edited where it is written.
+    let single = "ARG GO_VERSION=1.22.5\nFROM golang:${GO_VERSION} AS builder\nFROM builder\n";
+    let r = as_file("Dockerfile", single, &["golang=1.23.0"]);
+    assert_eq!(r.text, single.replace("1.22.5", "1.23.0"));
+    assert_eq!(r.changes[0].line, 1);
 }
 
 #[test]
