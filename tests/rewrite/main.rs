@@ -463,3 +463,18 @@ fn golden_trees_find_each_class() {
         assert_eq!(got, want, "{name}");
     }
 }
+
+/// Issue 17: `autobump check` accepts a prefix that is a registry with a port and no
+/// path, as `rewrite --set localhost:5000/=…` does.
+#[test]
+fn check_accepts_a_registry_with_a_port_as_prefix() {
+    let policy = testdata().join("policy-registry-prefix/policy.yaml");
+    let out = autobump(&["check", &policy.to_string_lossy()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("ok: 1 polic"), "{stdout}");
+}
