@@ -7,7 +7,8 @@
 //! for ([`Reader::for_file`]): YAML (`*.yaml`, `*.yml`, `*.json`), Dockerfile, or, for
 //! anything else, the text reader of text mode below. In YAML it finds:
 //! * [`RefKind::ImageValue`]: the value of an image key — `image`, or any key ending
-//!   in `Image`, `_image` or `-image` (`thanosImage`, `mlmdImage`, `node_image`) — at any depth,
+//!   in `Image`, `_image` or `-image` (`thanosImage`, `mlmdImage`, `node_image`) when
+//!   the value has a registry path, a tag or a digest — at any depth,
 //!   in any document and any resource (`containers`, `initContainers`, `CronJob`s,
 //!   CRDs), in block or flow style, with plain, single- or double-quoted values and
 //!   quoted keys; and the string items of any `images:` list (Argo CD's

@@ -11,7 +11,9 @@
 
 use std::ops::Range;
 
-use super::scan_yaml::{Entry, EntryKind, Field, Key, classify, entry_reference, image_value};
+use super::scan_yaml::{
+    Entry, EntryKind, Field, Key, classify, entry_reference, image_value, looks_like_image,
+};
 use super::{RefKind, Scanned};
 
 /// The byte ranges of `{{ … }}` actions (an unclosed one runs to the end).
@@ -66,7 +68,8 @@ pub(super) fn scan(text: &str, out: &mut Scanned) {
             open.push(Open {
                 column,
                 key: class,
-                entry: (class == Key::Image).then(|| Entry::new(EntryKind::Helm)),
+                entry: matches!(class, Key::Image | Key::ImageLike)
+                    .then(|| Entry::new(EntryKind::Helm)),
             });
             continue;
         };
@@ -77,11 +80,11 @@ pub(super) fn scan(text: &str, out: &mut Scanned) {
         if field.inner.as_ref().is_none_or(&in_action) {
             continue;
         }
-        if class == Key::Image {
+        if class == Key::Image || class == Key::ImageLike && looks_like_image(&field.value) {
             image_value(&field, RefKind::Template, out);
         } else if let Some(slot) = open
             .last_mut()
-            .filter(|o| o.key == Key::Image)
+            .filter(|o| matches!(o.key, Key::Image | Key::ImageLike))
             .and_then(|o| o.entry.as_mut())
             .and_then(|e| e.slot(class))
         {

@@ -14,6 +14,9 @@ use crate::core::reference::ImageRef;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Key {
     Image,
+    /// A key ending in `Image`, `_image` or `-image`: an image only when its value
+    /// looks like one (a registry path, a tag or a digest), not `defaultImage: app`.
+    ImageLike,
     Parameters,
     Value,
     Images,
@@ -36,9 +39,16 @@ pub(super) fn is_image_key(key: &str) -> bool {
         || key.len() > 6 && (key.ends_with("_image") || key.ends_with("-image"))
 }
 
+/// Whether a value under a key merely ending in `Image` names an image: it has a
+/// registry path, a tag or a digest.
+pub(super) fn looks_like_image(value: &str) -> bool {
+    value.contains(['/', ':', '@'])
+}
+
 pub(super) fn classify(key: &str) -> Key {
     match key {
-        k if is_image_key(k) => Key::Image,
+        "image" => Key::Image,
+        k if is_image_key(k) => Key::ImageLike,
         "parameters" => Key::Parameters,
         "value" => Key::Value,
         "images" => Key::Images,
@@ -359,6 +369,9 @@ fn scan_at(text: &str, out: &mut Scanned, depth: usize) {
                     }
                     match pos {
                         Pos::Value(Key::Image) => image_value(&field, RefKind::ImageValue, out),
+                        Pos::Value(Key::ImageLike) if looks_like_image(&field.value) => {
+                            image_value(&field, RefKind::ImageValue, out);
+                        }
                         Pos::Item(Key::Images) => images_item(&field, out),
                         Pos::Value(key) => {
                             if let Some(slot) = stack
@@ -394,7 +407,7 @@ fn opened(stack: &mut Vec<Frame>, mapping: bool) {
     let (pos, ignored) = position(stack);
     let entry = match pos {
         _ if ignored || !mapping => None,
-        Pos::Value(Key::Image) => Some(Box::new(Entry::new(EntryKind::Helm))),
+        Pos::Value(Key::Image | Key::ImageLike) => Some(Box::new(Entry::new(EntryKind::Helm))),
         Pos::Item(Key::Images) => Some(Box::new(Entry::new(EntryKind::Kustomize))),
         Pos::Item(Key::Parameters) => Some(Box::new(Entry::new(EntryKind::Parameter))),
         _ => None,
@@ -557,7 +570,7 @@ fn parameters(text: &str, params: Vec<(Field, Field)>, out: &mut Scanned) {
             Some((p, l)) => (p, l),
             None => ("", name.value.as_str()),
         };
-        if is_image_key(last) {
+        if last == "image" || is_image_key(last) && looks_like_image(&value.value) {
             image_value(&value, RefKind::HelmParameter, out);
             continue;
         }

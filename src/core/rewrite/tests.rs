@@ -452,10 +452,11 @@ fn image_keys_in_both_forms() {
             .replace("node:v0.34.0", "node:v0.35.0")
     );
     assert_eq!(r.changes.len(), 3);
-    // A boolean or a number under an image key is not a name.
+    // A boolean or a number under an image key is not a name, nor is a bare word
+    // under a key that merely ends in `Image`.
     assert!(
         scan(
-            "useDefaultImage: true\nimage: 1.5\nbaseImage: ~\n",
+            "useDefaultImage: true\nimage: 1.5\nbaseImage: ~\ndefaultImage: app\n",
             RewriteMode::Structured
         )
         .is_empty()
