@@ -146,7 +146,7 @@ pub fn scan_tree(
         let Ok(text) = String::from_utf8(bytes) else {
             continue;
         };
-        let found = rewrite::scan(&text, mode);
+        let found = rewrite::scan_file(&rel, &text, mode);
         if !found.is_empty() {
             out.push((rel, found));
         }

@@ -30,8 +30,9 @@ use chrono::{DateTime, Utc};
 use futures::future::join_all;
 
 use crate::core::reference::ImageRef;
+use crate::core::rewrite::DigestTag;
 use crate::core::select::{self, ImageState, Inputs, Outcome};
-use crate::core::tags::Series;
+use crate::core::tags::{self, Series};
 use crate::policy::v1alpha1::ImagePolicy;
 use crate::registry::{Registry, RegistryError};
 
@@ -49,6 +50,12 @@ pub struct Resolution {
     /// What to do.
     #[serde(flatten)]
     pub outcome: Resolved,
+    /// Digest-only references (`repo@sha256:…`) of this image and series, with
+    /// `pinDigest`: the tag each digest is the digest of, as the registry lists it.
+    /// A bump's [`crate::core::rewrite::Plan`] needs them
+    /// ([`crate::core::rewrite::Plan::with_digest_tags`]) to move those references.
+    #[serde(rename = "digestTags", skip_serializing_if = "Vec::is_empty")]
+    pub digest_tags: Vec<DigestTag>,
 }
 
 /// The outcome of resolving one image and series.
@@ -178,11 +185,17 @@ pub struct Resolver<R> {
 }
 
 /// One image covered by an image policy: its canonical name, how the repo writes it,
-/// and the tags its references use.
+/// the tags its references use and the digests of its digest-only references.
 struct Covered {
     reference: ImageRef,
     current: Vec<String>,
+    digests: Vec<String>,
 }
+
+/// How many of an image's newest tags are asked for their digest to find the tags of
+/// its digest-only references (one manifest `HEAD` each, cached): a digest older
+/// than that many releases is reported, not looked for further.
+pub const MAX_DIGEST_LOOKUPS: usize = 50;
 
 impl<R: Registry> Resolver<R> {
     /// A resolver with empty caches.
@@ -282,13 +295,18 @@ impl<R: Registry> Resolver<R> {
                                 error: errors.join("; "),
                                 retryable,
                             },
+                            digest_tags: Vec::new(),
                         })
                 })
                 .collect();
         }
 
+        let (digest_tags, mut out) = if policy.pin_digest {
+            self.resolve_digests(policy, &covered, &mut images).await
+        } else {
+            (Vec::new(), Vec::new())
+        };
         let decisions = self.decide(policy, &images, bad, &covered, now).await;
-        let mut out = Vec::new();
         for d in decisions {
             let reference = &covered[&d.image].reference;
             let outcome = match d.outcome {
@@ -315,29 +333,75 @@ impl<R: Registry> Resolver<R> {
             };
             out.push(Resolution {
                 image: reference.repository.clone(),
+                digest_tags: digest_tags_of(policy, &digest_tags, &d.image, &d.series),
                 canonical: d.image,
                 series: d.series.label(),
                 current: d.current,
                 outcome,
             });
         }
-        for (canonical, e) in failed {
-            let c = &covered[&canonical];
-            for series in series_of(policy, &c.current) {
-                out.push(Resolution {
+        out.extend(failed_resolutions(policy, &covered, failed));
+        out.sort_by(|a, b| (&a.canonical, &a.series).cmp(&(&b.canonical, &b.series)));
+        out
+    }
+
+    /// With `pinDigest`: the tags of the digests of digest-only references (added
+    /// to the images' current tags, so selection sees their series), and a
+    /// resolution for each digest no tag has and each image whose digests could not
+    /// be read.
+    async fn resolve_digests(
+        &self,
+        policy: &ImagePolicy,
+        covered: &BTreeMap<String, Covered>,
+        images: &mut BTreeMap<String, ImageState>,
+    ) -> (Vec<DigestTag>, Vec<Resolution>) {
+        let mut out = Vec::new();
+        let mut digest_tags: Vec<DigestTag> = Vec::new();
+        for (canonical, c) in covered.iter().filter(|(_, c)| !c.digests.is_empty()) {
+            let Some(state) = images.get_mut(canonical) else {
+                continue;
+            };
+            match self
+                .tags_of_digests(policy, c, canonical, &state.available)
+                .await
+            {
+                Ok((found, missing)) => {
+                    for d in &found {
+                        if !state.current.contains(&d.tag) {
+                            state.current.push(d.tag.clone());
+                        }
+                    }
+                    digest_tags.extend(found);
+                    out.extend(missing.into_iter().map(|digest| Resolution {
+                        image: c.reference.repository.clone(),
+                        canonical: canonical.clone(),
+                        series: "digest".to_owned(),
+                        current: format!("@{digest}"),
+                        outcome: Resolved::NoCandidate {
+                            reason: format!(
+                                "{digest} is the digest of none of the {} newest tags the \
+                                 policy accepts; a digest-only reference moves only from a \
+                                 digest the registry lists under a tag (never guessed)",
+                                MAX_DIGEST_LOOKUPS.min(state.available.len())
+                            ),
+                        },
+                        digest_tags: Vec::new(),
+                    }));
+                }
+                Err(e) => out.push(Resolution {
                     image: c.reference.repository.clone(),
                     canonical: canonical.clone(),
-                    series: series.label(),
-                    current: newest_label(&c.current),
+                    series: "digest".to_owned(),
+                    current: digests_label(&c.digests),
                     outcome: Resolved::RegistryError {
                         error: e.to_string(),
                         retryable: e.is_retryable(),
                     },
-                });
+                    digest_tags: Vec::new(),
+                }),
             }
         }
-        out.sort_by(|a, b| (&a.canonical, &a.series).cmp(&(&b.canonical, &b.series)));
-        out
+        (digest_tags, out)
     }
 
     /// Records `now` as the first sight of every tag of `canonical` not seen before,
@@ -455,6 +519,42 @@ impl<R: Registry> Resolver<R> {
         read
     }
 
+    /// The tags whose digests the digests of `c`'s digest-only references are:
+    /// the newest tags the policy accepts are read newest first (at most
+    /// [`MAX_DIGEST_LOOKUPS`], each digest read once and cached) until every digest
+    /// has a tag. Returns the tags found and the digests no tag read has.
+    async fn tags_of_digests(
+        &self,
+        policy: &ImagePolicy,
+        c: &Covered,
+        canonical: &str,
+        available: &[String],
+    ) -> Result<(Vec<DigestTag>, Vec<String>), RegistryError> {
+        let mut candidates: Vec<(tags::Key, &String)> = available
+            .iter()
+            .filter(|t| select::tag_allowed(policy, t))
+            .filter_map(|t| tags::key(&policy.tags, t).map(|k| (k, t)))
+            .collect();
+        candidates.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+        let mut missing: Vec<String> = c.digests.clone();
+        let mut found = Vec::new();
+        for (_, tag) in candidates.into_iter().take(MAX_DIGEST_LOOKUPS) {
+            if missing.is_empty() {
+                break;
+            }
+            let digest = self.digest(&c.reference, canonical, tag).await?;
+            if let Some(i) = missing.iter().position(|d| *d == digest) {
+                missing.remove(i);
+                found.push(DigestTag {
+                    image: c.reference.repository.clone(),
+                    digest,
+                    tag: tag.clone(),
+                });
+            }
+        }
+        Ok((found, missing))
+    }
+
     async fn digest(
         &self,
         reference: &ImageRef,
@@ -506,11 +606,67 @@ fn covered_images(policy: &ImagePolicy, references: &[ImageRef]) -> BTreeMap<Str
         let entry = out.entry(canonical).or_insert_with(|| Covered {
             reference: r.with_version(None, None),
             current: Vec::new(),
+            digests: Vec::new(),
         });
         if let Some(tag) = &r.tag
             && !entry.current.contains(tag)
         {
             entry.current.push(tag.clone());
+        }
+        if let (None, Some(digest)) = (&r.tag, &r.digest)
+            && !entry.digests.contains(digest)
+        {
+            entry.digests.push(digest.clone());
+        }
+    }
+    out
+}
+
+/// The digest tags of `canonical` in `series`.
+fn digest_tags_of(
+    policy: &ImagePolicy,
+    all: &[DigestTag],
+    canonical: &str,
+    series: &Series,
+) -> Vec<DigestTag> {
+    all.iter()
+        .filter(|t| {
+            ImageRef::parse(&t.image).is_some_and(|r| r.canonical_repository() == canonical)
+                && tags::series(&policy.tags, &t.tag).as_ref() == Some(series)
+        })
+        .cloned()
+        .collect()
+}
+
+/// A registry error resolution for each series (and the digest-only references,
+/// with `pinDigest`) of each image whose tags could not be listed.
+fn failed_resolutions(
+    policy: &ImagePolicy,
+    covered: &BTreeMap<String, Covered>,
+    failed: BTreeMap<String, RegistryError>,
+) -> Vec<Resolution> {
+    let mut out = Vec::new();
+    for (canonical, e) in failed {
+        let c = &covered[&canonical];
+        let mut labels: Vec<(String, String)> = series_of(policy, &c.current)
+            .into_iter()
+            .map(|s| (s.label(), newest_label(&c.current)))
+            .collect();
+        if policy.pin_digest && !c.digests.is_empty() {
+            labels.push(("digest".to_owned(), digests_label(&c.digests)));
+        }
+        for (series, current) in labels {
+            out.push(Resolution {
+                image: c.reference.repository.clone(),
+                canonical: canonical.clone(),
+                series,
+                current,
+                outcome: Resolved::RegistryError {
+                    error: e.to_string(),
+                    retryable: e.is_retryable(),
+                },
+                digest_tags: Vec::new(),
+            });
         }
     }
     out
@@ -525,6 +681,14 @@ fn series_of(policy: &ImagePolicy, current: &[String]) -> BTreeSet<Series> {
 
 fn newest_label(current: &[String]) -> String {
     current.join(", ")
+}
+
+fn digests_label(digests: &[String]) -> String {
+    digests
+        .iter()
+        .map(|d| format!("@{d}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -692,5 +856,63 @@ mod tests {
         // A push to the image may have moved the tag: the digest is read again.
         resolver.invalidate(hook);
         assert_eq!(resolver.known_digest(hook, "v20240102-bbbbbbb"), None);
+    }
+
+    /// Knative's release manifests pin images by digest alone
+    /// (github.com/knative/serving/releases, `serving-core.yaml`:
+    /// `image: gcr.io/knative-releases/knative.dev/serving/cmd/controller@sha256:…`).
+    #[tokio::test]
+    async fn digest_only_references_resolve_through_the_tags_that_carry_them() {
+        let hook = "gcr.io/k8s-prow/hook";
+        let old = digest_of("v20240101-aaaaaaa");
+        let unknown = format!("sha256:{}", "c".repeat(64));
+        let references = [
+            ImageRef::parse(&format!("{hook}@{old}")).unwrap(),
+            ImageRef::parse(&format!("gcr.io/k8s-prow/deck@{unknown}")).unwrap(),
+        ];
+        let listing = vec![
+            "v20240101-aaaaaaa".to_owned(),
+            "v20240102-bbbbbbb".to_owned(),
+            "latest".to_owned(),
+        ];
+        let resolver = Resolver::new(Fake(Mutex::new(Some(listing))));
+        // Without pinDigest a digest-only reference is not looked at.
+        let out = resolver
+            .resolve(&image_policy(false), &references, &BTreeSet::new(), now())
+            .await;
+        assert!(out.is_empty(), "{out:?}");
+
+        let out = resolver
+            .resolve(&image_policy(true), &references, &BTreeSet::new(), now())
+            .await;
+        assert_eq!(out.len(), 2, "{out:?}");
+        let deck = &out[0];
+        assert_eq!(
+            (deck.series.as_str(), deck.image.as_str()),
+            ("digest", "gcr.io/k8s-prow/deck")
+        );
+        assert!(
+            matches!(&deck.outcome, Resolved::NoCandidate { reason } if reason.contains(&unknown) && reason.contains("never guessed")),
+            "{deck:?}"
+        );
+        let hook_out = &out[1];
+        assert_eq!(
+            hook_out.outcome,
+            Resolved::Bump {
+                tag: "v20240102-bbbbbbb".into(),
+                digest: Some(digest_of("v20240102-bbbbbbb")),
+            }
+        );
+        assert_eq!(hook_out.current, "v20240101-aaaaaaa");
+        assert_eq!(
+            hook_out.digest_tags,
+            [DigestTag {
+                image: hook.into(),
+                digest: old.clone(),
+                tag: "v20240101-aaaaaaa".into(),
+            }]
+        );
+        let json = serde_json::to_value(hook_out).unwrap();
+        assert_eq!(json["digestTags"][0]["tag"], "v20240101-aaaaaaa", "{json}");
     }
 }

@@ -139,7 +139,7 @@ pub fn verify_image_moves(
         // The versions the PR names, as targets: applied to the base they must give
         // exactly the PR's file.
         let mut targets = Vec::new();
-        for found in rewrite::scan(new, source.mode) {
+        for found in rewrite::scan_file(f.path, new, source.mode) {
             let r = &found.reference;
             let Some(image) = spec.images.iter().find(|i| covers(i, r)) else {
                 continue;

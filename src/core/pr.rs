@@ -9,6 +9,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use super::reference::ImageRef;
+use super::rewrite::Change;
 use super::tags::parse_date_sha;
 
 /// One image moving from one version to another.
@@ -20,6 +22,38 @@ pub struct Row {
     pub from: String,
     /// The version it moves to.
     pub to: String,
+}
+
+/// The rows of a bump's changes: one per image and version pair, sorted. A version
+/// is the tag, with `@digest` when pinned; a digest-only reference
+/// (`repo@sha256:…`) is shown as the tag its digest is the digest of
+/// ([`Change::digest_tags`]) with that digest, so the title and the table name tags
+/// for it too. Changes whose references do not parse are left out.
+#[must_use]
+pub fn rows<'a>(changes: impl IntoIterator<Item = &'a Change>) -> Vec<Row> {
+    let version = |r: &ImageRef, tag: Option<&str>| {
+        let mut v = r.tag.as_deref().or(tag).unwrap_or_default().to_owned();
+        if let Some(d) = &r.digest {
+            v.push('@');
+            v.push_str(d);
+        }
+        v
+    };
+    let mut rows: Vec<Row> = changes
+        .into_iter()
+        .filter_map(|c| {
+            let (old, new) = (ImageRef::parse(&c.old)?, ImageRef::parse(&c.new)?);
+            let tags = c.digest_tags.as_ref();
+            Some(Row {
+                image: old.repository.clone(),
+                from: version(&old, tags.map(|t| t.old.as_str())),
+                to: version(&new, tags.map(|t| t.new.as_str())),
+            })
+        })
+        .collect();
+    rows.sort();
+    rows.dedup();
+    rows
 }
 
 /// What a bump PR is about.
@@ -238,5 +272,60 @@ mod tests {
             Some("web")
         );
         assert!(!has_marker(&text, "pro"));
+    }
+
+    /// Knative-style digest-only references: the row names the tags of both
+    /// digests, so the title does too.
+    #[test]
+    fn rows_name_the_tags_of_digest_only_references() {
+        use crate::core::rewrite::DigestTags;
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        let image = "gcr.io/knative-releases/knative.dev/serving/cmd/controller";
+        let change = |old: String, new: String, tags: Option<DigestTags>| Change {
+            file: "serving-core.yaml".into(),
+            line: 1,
+            old,
+            new,
+            digest_tags: tags,
+        };
+        let changes = [
+            change(
+                format!("{image}@sha256:{a}"),
+                format!("{image}@sha256:{b}"),
+                Some(DigestTags {
+                    old: "v1.15.1".into(),
+                    new: "v1.15.2".into(),
+                }),
+            ),
+            change(
+                "gcr.io/k8s-prow/hook:v20240101-aaaaaaa".into(),
+                "gcr.io/k8s-prow/hook:v20240105-bbbbbbb".into(),
+                None,
+            ),
+        ];
+        let rows = rows(&changes);
+        assert_eq!(
+            rows,
+            [
+                row(
+                    "gcr.io/k8s-prow/hook",
+                    "v20240101-aaaaaaa",
+                    "v20240105-bbbbbbb"
+                ),
+                row(
+                    image,
+                    &format!("v1.15.1@sha256:{a}"),
+                    &format!("v1.15.2@sha256:{b}")
+                ),
+            ]
+        );
+        let one = prow(rows[1..].to_vec());
+        assert_eq!(
+            title(&one),
+            format!("autobump(prow): {image} v1.15.1 → v1.15.2")
+        );
+        assert!(body(&one).contains(&format!(
+            "| `{image}` | `v1.15.1@sha256:{a}` | `v1.15.2@sha256:{b}` |"
+        )));
     }
 }

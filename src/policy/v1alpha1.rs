@@ -241,7 +241,9 @@ pub struct SourceSpec {
     /// Files never rewritten, even when included.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<Glob>,
-    /// `structured` (default): only YAML values that are image references; `text`:
+    /// `structured` (default): each file's name picks its reader — YAML (values that
+    /// are image references, YAML inside block scalars, chart templates line by
+    /// line), Dockerfile (`FROM`, `ARG` defaults), anything else as text; `text`:
     /// every reference to a watched image in the included files, comments too
     /// (Prow's autobumper behaviour).
     #[serde(default)]
@@ -263,7 +265,8 @@ fn default_include() -> Vec<Glob> {
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub enum RewriteMode {
-    /// YAML-aware: image values only, comments untouched.
+    /// A reader per file type: YAML-aware (image values only, comments untouched),
+    /// Dockerfile, or text for other files.
     #[default]
     Structured,
     /// Every matching reference in any included file.

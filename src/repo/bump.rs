@@ -89,7 +89,7 @@ pub(super) fn scan_tree(
         let Ok(text) = std::str::from_utf8(blob.content()) else {
             continue;
         };
-        let found = crate::core::rewrite::scan(text, mode);
+        let found = crate::core::rewrite::scan_file(&file.path, text, mode);
         if !found.is_empty() {
             out.push((file.path, found));
         }
@@ -215,17 +215,21 @@ pub(super) fn make_commit(
 ///
 /// The subject names the new version when there is one (tag, and digest if pinned),
 /// else up to three versions and how many more. The trailers list each distinct
-/// `old -> new` reference pair once, sorted.
+/// `old -> new` reference pair once, sorted; for a digest-only reference
+/// (`repo@sha256:…`) the trailer names the tags of both digests:
+/// `Autobump-Image: repo@sha256:A -> repo@sha256:B (tags v1.1.0 -> v1.2.0)`, and the
+/// subject's version is the new tag and digest.
 #[must_use]
 pub fn commit_message(policy: &str, changes: &[Change]) -> String {
     let versions: BTreeSet<String> = changes
         .iter()
         .map(|c| match ImageRef::parse(&c.new) {
-            Some(r) => match (r.tag, r.digest) {
-                (Some(t), Some(d)) => format!("{t}@{d}"),
-                (Some(t), None) => t,
-                (None, Some(d)) => d,
-                (None, None) => c.new.clone(),
+            Some(r) => match (r.tag, r.digest, &c.digest_tags) {
+                (Some(t), Some(d), _) => format!("{t}@{d}"),
+                (Some(t), None, _) => t,
+                (None, Some(d), Some(tags)) => format!("{}@{d}", tags.new),
+                (None, Some(d), None) => d,
+                (None, None, _) => c.new.clone(),
             },
             None => c.new.clone(),
         })
@@ -242,9 +246,16 @@ pub fn commit_message(policy: &str, changes: &[Change]) -> String {
         ),
     };
     let files: BTreeSet<&str> = changes.iter().map(|c| c.file.as_str()).collect();
-    let pairs: BTreeSet<(&str, &str)> = changes
+    // Each distinct trailer once, sorted.
+    let trailers: BTreeSet<String> = changes
         .iter()
-        .map(|c| (c.old.as_str(), c.new.as_str()))
+        .map(|c| match &c.digest_tags {
+            Some(t) => format!(
+                "Autobump-Image: {} -> {} (tags {} -> {})",
+                c.old, c.new, t.old, t.new
+            ),
+            None => format!("Autobump-Image: {} -> {}", c.old, c.new),
+        })
         .collect();
     let mut m = String::new();
     let refs = if changes.len() == 1 {
@@ -264,8 +275,8 @@ pub fn commit_message(policy: &str, changes: &[Change]) -> String {
         let _ = writeln!(m, "- {f}");
     }
     let _ = writeln!(m, "\nAutobump-Policy: {policy}");
-    for (old, new) in pairs {
-        let _ = writeln!(m, "Autobump-Image: {old} -> {new}");
+    for t in trailers {
+        let _ = writeln!(m, "{t}");
     }
     m
 }

@@ -17,6 +17,7 @@ fn change(file: &str, line: usize, old: &str, new: &str) -> Change {
         line,
         old: old.into(),
         new: new.into(),
+        digest_tags: None,
     }
 }
 
@@ -58,6 +59,37 @@ fn commit_message_is_built_from_the_changes_only() {
     let mut reversed = changes.clone();
     reversed.reverse();
     assert_eq!(commit_message("prow", &reversed), message);
+}
+
+/// A Knative-style digest-only reference: the message names the tags of both digests.
+#[test]
+fn commit_message_names_the_tags_of_digest_only_references() {
+    let (a, b) = (
+        format!("sha256:{}", "a".repeat(64)),
+        format!("sha256:{}", "b".repeat(64)),
+    );
+    let image = "gcr.io/knative-releases/knative.dev/serving/cmd/controller";
+    let mut c = change(
+        "serving-core.yaml",
+        7,
+        &format!("{image}@{a}"),
+        &format!("{image}@{b}"),
+    );
+    c.digest_tags = Some(crate::core::rewrite::DigestTags {
+        old: "v1.15.1".into(),
+        new: "v1.15.2".into(),
+    });
+    let m = commit_message("knative", &[c]);
+    assert!(
+        m.starts_with(&format!("Bump knative to v1.15.2@{b}\n")),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!(
+            "Autobump-Image: {image}@{a} -> {image}@{b} (tags v1.15.1 -> v1.15.2)\n"
+        )),
+        "{m}"
+    );
 }
 
 #[test]

@@ -1087,3 +1087,97 @@ async fn the_resolve_command_says_what_it_waits_for() {
         )
     );
 }
+
+/// Knative pins its release images by digest alone (github.com/knative/serving
+/// releases, `serving-core.yaml`: `image: gcr.io/knative-releases/knative.dev/
+/// serving/cmd/controller@sha256:…`). With `pinDigest`, such a reference moves from a
+/// digest the registry lists under a tag to the newest tag's digest, in the same
+/// form; a digest no tag carries is reported, never guessed.
+#[tokio::test]
+async fn digest_only_references_move_to_the_newest_tags_digest() {
+    use autobump::core::rewrite::{ImageSelector, Plan, SeriesRule, Target};
+    use autobump::policy::v1alpha1::RewriteMode;
+
+    let registry = Registry::start().await;
+    let host = registry.host();
+    let mut digests = Vec::new();
+    for (i, tag) in ["v1.15.0", "v1.15.1", "v1.15.2"].iter().enumerate() {
+        let created = format!("2026-11-0{}T10:00:00Z", i + 1);
+        digests.push(
+            registry
+                .push_image(
+                    "knative/controller",
+                    tag,
+                    ManifestKind::OciManifest,
+                    Some(&created),
+                )
+                .await,
+        );
+    }
+    registry
+        .push_image(
+            "knative/webhook",
+            "v1.15.2",
+            ManifestKind::OciManifest,
+            None,
+        )
+        .await;
+    let unknown = format!("sha256:{}", "c".repeat(64));
+    let manifest = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: controller\n  namespace: knative-serving\nspec:\n  template:\n    spec:\n      containers:\n        - name: controller\n          image: {host}/knative/controller@{old}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: webhook\nspec:\n  template:\n    spec:\n      containers:\n        - name: webhook\n          image: {host}/knative/webhook@{unknown}\n",
+        old = digests[1]
+    );
+    let policy = image_policy(&format!(
+        "prefix: {host}/knative/\ntags: {{semver: {{}}}}\npinDigest: true\n"
+    ));
+    let found = autobump::core::rewrite::scan(&manifest, RewriteMode::Structured);
+    let references: Vec<ImageRef> = found.into_iter().map(|f| f.reference).collect();
+    let resolver = Resolver::new(client());
+    let results = resolver
+        .resolve(&policy, &references, &BTreeSet::new(), now())
+        .await;
+    assert_eq!(results.len(), 2, "{results:?}");
+    let (controller, webhook) = (&results[0], &results[1]);
+    assert_eq!(
+        controller.outcome,
+        Resolved::Bump {
+            tag: "v1.15.2".into(),
+            digest: Some(digests[2].clone())
+        }
+    );
+    assert_eq!(controller.current, "v1.15.1");
+    assert_eq!(controller.digest_tags.len(), 1);
+    assert_eq!(controller.digest_tags[0].tag, "v1.15.1");
+    assert_eq!(webhook.series, "digest");
+    assert!(
+        matches!(&webhook.outcome, Resolved::NoCandidate { reason } if reason.contains(&unknown)),
+        "{webhook:?}"
+    );
+
+    // What a bump does with it: targets from the resolutions, digests through the plan.
+    let targets: Vec<Target> = results
+        .iter()
+        .filter_map(|r| match &r.outcome {
+            Resolved::Bump { tag, digest } => Some(Target {
+                image: ImageSelector::Repository(r.image.clone()),
+                tag: tag.clone(),
+                digest: digest.clone(),
+                rule: SeriesRule::Policy(policy.tags.clone()),
+            }),
+            _ => None,
+        })
+        .collect();
+    let plan = Plan::new(&targets)
+        .unwrap()
+        .with_digest_tags(results.iter().flat_map(|r| r.digest_tags.clone()));
+    let out = plan.rewrite("serving-core.yaml", &manifest, RewriteMode::Structured);
+    assert_eq!(out.text, manifest.replace(&digests[1], &digests[2]));
+    assert_eq!(out.changes.len(), 1);
+    let tags = out.changes[0].digest_tags.as_ref().unwrap();
+    assert_eq!(
+        (tags.old.as_str(), tags.new.as_str()),
+        ("v1.15.1", "v1.15.2")
+    );
+    let message = autobump::repo::commit_message("knative", &out.changes);
+    assert!(message.contains("(tags v1.15.1 -> v1.15.2)"), "{message}");
+}

@@ -1,11 +1,17 @@
 //! Golden tests of rewriting: `tests/testdata/rewrite/<case>/{before,after}/`, an
 //! `args` file (the `autobump rewrite` arguments after DIR, one or more per line;
-//! `--policy` paths are relative to the case directory) and `stdout` (what the
-//! command prints). Each case runs through the library and through the binary, and
+//! `--policy` paths are relative to the case directory), `stdout` (what the
+//! command prints), and `notices` when the rewrite has any (`FILE:LINE: message`,
+//! one per line). Each case runs through the library and through the binary, and
 //! both must give `after/` byte for byte.
 //!
-//! `AUTOBUMP_BLESS=1 cargo test --test rewrite` rewrites `after/` and `stdout` from
-//! the library's output. Review the diff by eye before committing it.
+//! A case with a `digest-tags` file (`IMAGE@DIGEST=TAG` lines: what the registry
+//! lists, as `pinDigest` resolution finds it) runs through the library only: the
+//! command line has no registry to ask, so digest-only references move only in
+//! `autobump run`.
+//!
+//! `AUTOBUMP_BLESS=1 cargo test --test rewrite` rewrites `after/`, `stdout` and
+//! `notices` from the library's output. Review the diff by eye before committing it.
 
 mod props;
 
@@ -15,7 +21,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use autobump::core::rewrite::{Plan, Target};
+use autobump::core::rewrite::{DigestTag, Plan, Target};
 use autobump::files::{self, TreeRewrite};
 use autobump::policy::v1alpha1::RewriteMode;
 use autobump::policy::values::Glob;
@@ -50,8 +56,9 @@ fn args(case: &Path) -> Vec<String> {
     args
 }
 
-/// The same choices `autobump rewrite` makes from its arguments.
-fn run_library(dir: &Path, args: &[String]) -> TreeRewrite {
+/// The same choices `autobump rewrite` makes from its arguments (plus the case's
+/// digest tags).
+fn run_library(case: &Path, dir: &Path, args: &[String]) -> TreeRewrite {
     let mut targets = Vec::new();
     let mut mode = None;
     let (mut include, mut exclude, mut policy) = (Vec::new(), Vec::new(), None);
@@ -100,8 +107,37 @@ fn run_library(dir: &Path, args: &[String]) -> TreeRewrite {
     } else {
         exclude
     };
-    let plan = Plan::new(&targets).unwrap();
+    let plan = Plan::new(&targets)
+        .unwrap()
+        .with_digest_tags(digest_tags(case));
     files::rewrite_tree(dir, &include, &exclude, mode.unwrap_or(p_mode), &plan).unwrap()
+}
+
+/// The case's `digest-tags` file (`IMAGE@DIGEST=TAG` per line), if any.
+fn digest_tags(case: &Path) -> Vec<DigestTag> {
+    let Ok(text) = fs::read_to_string(case.join("digest-tags")) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let (reference, tag) = l.split_once('=').expect("IMAGE@DIGEST=TAG");
+            let (image, digest) = reference.split_once('@').expect("IMAGE@DIGEST=TAG");
+            DigestTag {
+                image: image.to_owned(),
+                digest: digest.to_owned(),
+                tag: tag.to_owned(),
+            }
+        })
+        .collect()
+}
+
+fn notices_of(tree: &TreeRewrite) -> String {
+    let mut out = String::new();
+    for n in &tree.notices {
+        writeln!(out, "{n}").unwrap();
+    }
+    out
 }
 
 fn stdout_of(tree: &TreeRewrite) -> String {
@@ -170,9 +206,10 @@ fn golden_cases_through_the_library() {
     for case in cases() {
         let tmp = tempfile::tempdir().unwrap();
         copy_tree(&case.join("before"), tmp.path());
-        let tree = run_library(tmp.path(), &args(&case));
+        let tree = run_library(&case, tmp.path(), &args(&case));
         tree.write(tmp.path()).unwrap();
         let stdout = stdout_of(&tree);
+        let notices = notices_of(&tree);
         if bless() {
             let after = case.join("after");
             if after.exists() {
@@ -180,6 +217,11 @@ fn golden_cases_through_the_library() {
             }
             copy_tree(tmp.path(), &after);
             fs::write(case.join("stdout"), &stdout).unwrap();
+            if notices.is_empty() {
+                let _ = fs::remove_file(case.join("notices"));
+            } else {
+                fs::write(case.join("notices"), &notices).unwrap();
+            }
         }
         assert_same_tree(&case, tmp.path(), "library");
         let name = case.file_name().unwrap().to_string_lossy();
@@ -188,8 +230,13 @@ fn golden_cases_through_the_library() {
             stdout,
             "{name}: changes"
         );
+        assert_eq!(
+            fs::read_to_string(case.join("notices")).unwrap_or_default(),
+            notices,
+            "{name}: notices"
+        );
         // Rewriting again changes nothing: the result is a fixed point.
-        let again = run_library(tmp.path(), &args(&case));
+        let again = run_library(&case, tmp.path(), &args(&case));
         assert!(
             again.files.is_empty(),
             "{name}: second run changed {:?}",
@@ -209,6 +256,9 @@ fn autobump(args: &[&str]) -> std::process::Output {
 fn golden_cases_through_the_binary() {
     for case in cases() {
         let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        if case.join("digest-tags").exists() {
+            continue; // no registry on the command line: see the module docs
+        }
         let tmp = tempfile::tempdir().unwrap();
         copy_tree(&case.join("before"), tmp.path());
         let mut argv = vec![
@@ -225,6 +275,15 @@ fn golden_cases_through_the_binary() {
             String::from_utf8(out.stdout).unwrap(),
             "{name}: stdout"
         );
+        for notice in fs::read_to_string(case.join("notices"))
+            .unwrap_or_default()
+            .lines()
+        {
+            assert!(
+                stderr.contains(&format!("autobump: warning: {notice}")),
+                "{name}: stderr lacks {notice:?}:\n{stderr}"
+            );
+        }
         assert_same_tree(&case, tmp.path(), "binary");
     }
 }
@@ -354,4 +413,68 @@ fn scan_tree_lists_references_by_file() {
         found.iter().all(|(_, refs)| refs.len() == 1
             && refs[0].reference.to_string() == "gcr.io/acme/app:v1.0.0")
     );
+}
+
+/// What each golden tree of issue 17 holds, by the kind of place a reference was
+/// found in (references without a tag included): the readers find every reference
+/// of their class, and nothing else.
+#[test]
+fn golden_trees_find_each_class() {
+    use autobump::core::rewrite::RefKind::{
+        Dockerfile, HelmParameter, HelmValues, ImageValue, Marker, Template, Text,
+    };
+    let cases = [
+        ("katib-configmap", vec![(ImageValue, 11)]),
+        (
+            "argocd-application",
+            vec![(ImageValue, 3), (HelmValues, 2), (HelmParameter, 2)],
+        ),
+        ("image-keys", vec![(ImageValue, 6), (HelmValues, 5)]),
+        ("chart-template", vec![(Template, 4)]),
+        ("knative-digest-only", vec![(ImageValue, 4), (Marker, 1)]),
+        (
+            "dockerfile-compose",
+            vec![(ImageValue, 4), (Dockerfile, 6), (Text, 2)],
+        ),
+    ];
+    for (name, want) in cases {
+        let case = testdata().join(name);
+        let mut include: Vec<Glob> = Vec::new();
+        for w in args(&case).windows(2) {
+            if w[0] == "--include" {
+                include.push(w[1].parse().unwrap());
+            }
+        }
+        if include.is_empty() {
+            include = vec!["**/*.yaml".parse().unwrap(), "**/*.yml".parse().unwrap()];
+        }
+        let found =
+            files::scan_tree(&case.join("before"), &include, &[], RewriteMode::Structured).unwrap();
+        let mut got: Vec<(autobump::core::rewrite::RefKind, usize)> = Vec::new();
+        for f in found.iter().flat_map(|(_, refs)| refs) {
+            match got.iter_mut().find(|(k, _)| *k == f.kind) {
+                Some((_, n)) => *n += 1,
+                None => got.push((f.kind, 1)),
+            }
+        }
+        let mut want = want;
+        want.sort_by_key(|(k, _)| format!("{k:?}"));
+        got.sort_by_key(|(k, _)| format!("{k:?}"));
+        assert_eq!(got, want, "{name}");
+    }
+}
+
+/// Issue 17: `autobump check` accepts a prefix that is a registry with a port and no
+/// path, as `rewrite --set localhost:5000/=…` does.
+#[test]
+fn check_accepts_a_registry_with_a_port_as_prefix() {
+    let policy = testdata().join("policy-registry-prefix/policy.yaml");
+    let out = autobump(&["check", &policy.to_string_lossy()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("ok: 1 polic"), "{stdout}");
 }

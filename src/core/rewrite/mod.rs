@@ -3,30 +3,56 @@
 //!
 //! # What is a reference
 //!
-//! **Structured mode** (the default) reads each file as YAML (JSON is YAML) and finds:
-//! * [`RefKind::ImageValue`]: the value of any key named `image`, at any depth, in any
-//!   document and any resource (`containers`, `initContainers`, `CronJob`s, CRDs), in block
-//!   or flow style, with plain, single- or double-quoted values and quoted keys; and
-//!   the string items of any `images:` list (Argo CD's `kustomize.images`);
+//! **Structured mode** (the default) reads each file with the reader its name calls
+//! for ([`Reader::for_file`]): YAML (`*.yaml`, `*.yml`, `*.json`), Dockerfile, or, for
+//! anything else, the text reader of text mode below. In YAML it finds:
+//! * [`RefKind::ImageValue`]: the value of an image key — `image`, or any key ending
+//!   in `Image`, `_image` or `-image` (`thanosImage`, `mlmdImage`, `node_image`) when
+//!   the value has a registry path, a tag or a digest — at any depth,
+//!   in any document and any resource (`containers`, `initContainers`, `CronJob`s,
+//!   CRDs), in block or flow style, with plain, single- or double-quoted values and
+//!   quoted keys; and the string items of any `images:` list (Argo CD's
+//!   `kustomize.images`), also in the alias form `name=reference`;
 //! * [`RefKind::Kustomize`]: the entries of a kustomize `images:` list: the image is
 //!   `newName` (else `name`), its tag lives in `newTag` and its digest in `digest`,
 //!   and they are edited there;
-//! * [`RefKind::HelmValues`]: an `image:` mapping with `repository` and `tag` (plus
-//!   optional `registry`, prepended, and `digest`);
+//! * [`RefKind::HelmValues`]: a mapping under an image key with `repository` and
+//!   `tag` (plus optional `registry`, prepended, and `digest`);
+//! * [`RefKind::HelmParameter`]: Argo CD `helm.parameters` items: one named like an
+//!   image key (`image`, `web.image`) holds a reference; `P.repository` and `P.tag`
+//!   (with `P.registry`, `P.digest`) of one prefix `P` form a Helm entry;
 //! * [`RefKind::Marker`]: references inside the values on a line that ends in a
 //!   comment `# autobump: <policy>` (e.g. `- --image=gcr.io/x/y:v1 # autobump: prow`);
 //!   the marker opts the line in, whatever the key.
 //!
-//! References inside comments are never touched in structured mode. Values that
-//! cannot be edited in place byte for byte (block scalars, multi-line or escaped
-//! quoted scalars, aliases) are skipped, and a [`Notice`] says so when a target would
-//! have changed them. A file that is not valid YAML is read up to its first error: the
-//! references before it are still found (parsing is left to right, so they are read
-//! correctly), and a notice names the line. Helm chart templates (`{{ … }}`) are
-//! usually not YAML: use text mode for them.
+//! The text of a literal block scalar (`|`, `|-`, `|+`: a `ConfigMap`'s embedded
+//! file, Argo CD's `helm.values: |`, a chart's `katibConfig: |`) is read as YAML too,
+//! up to four levels deep, and what it holds is edited in place: the tag bytes change,
+//! the indentation, chomping indicator and every other byte stay. Folded scalars
+//! (`>`) are prose and are not read; text in a block scalar that is not YAML yields
+//! nothing, silently.
 //!
-//! **Text mode** (Prow's autobumper) finds every reference that has a tag or a
-//! digest anywhere in any file, comments included: a run of `[A-Za-z0-9._/:@-]`
+//! References inside comments are never touched in structured mode. Values that
+//! cannot be edited in place byte for byte (an image value that is itself a block
+//! scalar, multi-line or escaped quoted scalars, aliases) are skipped, and a [`Notice`]
+//! naming the line says so when a target would have changed them. A file that is not
+//! valid YAML is read up to its first error: the references before it are still found
+//! (parsing is left to right, so they are read correctly), and a notice names the
+//! line — unless the file holds `{{` template actions (a Helm chart template), which
+//! is then read line by line instead ([`RefKind::Template`]): `key: value` lines with
+//! their indentation, image keys and `repository`/`tag` pairs under an image key,
+//! never anything inside a `{{ … }}` action.
+//!
+//! A Dockerfile gives [`RefKind::Dockerfile`]: the image of each `FROM` (after flags
+//! such as `--platform=…`, before `AS name`) and of `COPY --from=…` when that is an
+//! image, not a stage; `$NAME`/`${NAME}` there take the literal default of an `ARG`
+//! declared before the first `FROM`, and the tag is edited in the `ARG` line. A
+//! version put together from several places (`golang:${GO}-alpine`), or an `ARG`
+//! default that goes into two different images, gets a notice instead.
+//!
+//! **Text mode** (Prow's autobumper; `mode: text`, for every file whatever its name)
+//! finds every reference that has a tag or a digest anywhere in any file, comments
+//! included: a run of `[A-Za-z0-9._/:@-]`
 //! delimited by anything else, minus a trailing `.` or `:`. References inside URLs
 //! (`https://gcr.io/…`) are not references.
 //!
@@ -42,6 +68,12 @@
 //! tag is one series, so `1.25.3-alpine` would move to `1.25.4`; the inferred rule
 //! of the command line (no `--policy`) keeps pre-release suffixes apart. When several targets apply, the most specific image wins
 //! (repository over prefix, longer prefix over shorter).
+//!
+//! A digest-only reference (`repo@sha256:D`, no tag) moves only when the plan knows
+//! which tag `D` is the digest of ([`Plan::with_digest_tags`], from the registry with
+//! `pinDigest`) and the target has a digest: it becomes `repo@sha256:NEW`, in the same
+//! form, and its [`Change`] names both tags ([`Change::digest_tags`]). A digest no
+//! listed tag carries is never guessed at.
 //!
 //! A reference already at the target's tag is left alone — except that a digest it
 //! carries is replaced when the target has a different one. A reference that moves
@@ -60,6 +92,8 @@
 //! `tag:` or kustomize `newTag:` field that YAML would read as a number, boolean or
 //! null (`1.10` is the float 1.1) is written double-quoted.
 
+mod scan_docker;
+mod scan_template;
 mod scan_text;
 mod scan_yaml;
 mod target;
@@ -70,7 +104,7 @@ use std::ops::Range;
 use crate::core::reference::ImageRef;
 use crate::policy::v1alpha1::RewriteMode;
 
-pub use target::{ImageSelector, Plan, RewriteError, SeriesRule, Target};
+pub use target::{DigestTag, ImageSelector, Plan, RewriteError, SeriesRule, Target};
 
 /// Where a reference was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -83,8 +117,51 @@ pub enum RefKind {
     HelmValues,
     /// A value on a line marked `# autobump: <policy>`.
     Marker,
-    /// Anywhere in a file, in text mode.
+    /// An Argo CD `helm.parameters` entry (`name: image`, or the
+    /// `X.repository`/`X.tag` pair).
+    HelmParameter,
+    /// A line of a file that is not YAML but a template (Helm's `{{ }}`).
+    Template,
+    /// A Dockerfile `FROM` (or `COPY --from=`), possibly through an `ARG` default.
+    Dockerfile,
+    /// Anywhere in a file, by the text reader (text mode, or a file that is neither
+    /// YAML nor a Dockerfile).
     Text,
+}
+
+/// Which reader a file gets in structured mode, decided by its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reader {
+    /// `*.yaml`, `*.yml`, `*.json`; a file that is not YAML but holds `{{ }}`
+    /// template actions falls back to the line-level template reader.
+    Yaml,
+    /// `Dockerfile`, `Containerfile`, `Dockerfile.*`, `*.Dockerfile`,
+    /// `*.Containerfile`.
+    Dockerfile,
+    /// Anything else: every reference with a version, as in text mode.
+    Text,
+}
+
+impl Reader {
+    /// The reader for a file (a `/`-separated path; only the name counts). An empty
+    /// name is YAML.
+    #[must_use]
+    pub fn for_file(path: &str) -> Self {
+        let name = path.rsplit('/').next().unwrap_or(path).to_ascii_lowercase();
+        let ext = name.rsplit_once('.').map(|(_, e)| e);
+        if name.is_empty() || matches!(ext, Some("yaml" | "yml" | "json")) {
+            Self::Yaml
+        } else if name == "dockerfile"
+            || name == "containerfile"
+            || name.starts_with("dockerfile.")
+            || name.starts_with("containerfile.")
+            || matches!(ext, Some("dockerfile" | "containerfile"))
+        {
+            Self::Dockerfile
+        } else {
+            Self::Text
+        }
+    }
 }
 
 /// One reference found in a file.
@@ -170,11 +247,18 @@ struct Scanned {
     error: Option<(usize, String)>,
 }
 
-/// Every image reference in one file's text (see the module docs for what counts in
-/// each mode), in file order.
+/// Every image reference in one YAML file's text (see the module docs for what
+/// counts in each mode), in file order. [`scan_file`] picks the reader by file name.
 #[must_use]
 pub fn scan(text: &str, mode: RewriteMode) -> Vec<Found> {
-    let mut scanned = scan_inner(text, mode, None);
+    scan_file("", text, mode)
+}
+
+/// Every image reference in the text of the file at `path` (relative, `/`-separated;
+/// in structured mode its name decides the [`Reader`]), in file order.
+#[must_use]
+pub fn scan_file(path: &str, text: &str, mode: RewriteMode) -> Vec<Found> {
+    let mut scanned = scan_inner(path, text, mode, None);
     let lines = LineIndex::new(text);
     for f in &mut scanned.found {
         locate(f, text, &lines);
@@ -182,13 +266,34 @@ pub fn scan(text: &str, mode: RewriteMode) -> Vec<Found> {
     scanned.found
 }
 
-fn scan_inner(text: &str, mode: RewriteMode, needles: Option<&regex::Regex>) -> Scanned {
+fn scan_inner(
+    path: &str,
+    text: &str,
+    mode: RewriteMode,
+    needles: Option<&regex::Regex>,
+) -> Scanned {
     let mut scanned = Scanned::default();
-    match mode {
-        RewriteMode::Structured => scan_yaml::scan(text, &mut scanned),
-        RewriteMode::Text => scan_text::scan(text, needles, &mut scanned.found),
+    let reader = match mode {
+        RewriteMode::Structured => Reader::for_file(path),
+        RewriteMode::Text => Reader::Text,
+    };
+    match reader {
+        Reader::Yaml => {
+            scan_yaml::scan(text, &mut scanned);
+            // A chart template is not YAML: read it line by line instead.
+            if scanned.error.is_some() && text.contains("{{") {
+                scanned = Scanned::default();
+                scan_template::scan(text, &mut scanned);
+            }
+        }
+        Reader::Dockerfile => scan_docker::scan(text, &mut scanned),
+        Reader::Text => scan_text::scan(text, needles, &mut scanned.found),
     }
     scanned.found.sort_by_key(|f| f.span.start);
+    // One place may be reached twice (an `ARG` used by two `FROM`s): edit it once.
+    scanned
+        .found
+        .dedup_by(|b, a| a.span == b.span && a.tag_span == b.tag_span);
     scanned
 }
 
@@ -209,6 +314,18 @@ pub struct Change {
     /// The reference before.
     pub old: String,
     /// The reference after.
+    pub new: String,
+    /// For a digest-only reference (`repo@sha256:…`, no tag): the tags whose digests
+    /// the old and the new digest are, as the registry listed them.
+    pub digest_tags: Option<DigestTags>,
+}
+
+/// The tags behind a digest-only reference's old and new digest.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DigestTags {
+    /// The tag the old digest is the digest of.
+    pub old: String,
+    /// The tag the new digest is the digest of.
     pub new: String,
 }
 
@@ -272,11 +389,11 @@ impl Plan {
         if !self.may_match(text) {
             return out;
         }
-        let scanned = scan_inner(text, mode, self.prefilter());
+        let scanned = scan_inner(file, text, mode, self.prefilter());
         let lines = LineIndex::new(text);
         let mut edits: Vec<Edit> = Vec::new();
         for mut found in scanned.found {
-            let Some(target) = self.target_for(&found.reference) else {
+            let Some((target, digest_tag)) = self.target_for_found(&found.reference) else {
                 continue;
             };
             let (new_ref, new_edits, notice) = edits_for(text, &found, target);
@@ -304,12 +421,16 @@ impl Plan {
                 line,
                 old: found.reference.to_string(),
                 new: new_ref.to_string(),
+                digest_tags: digest_tag.map(|old| DigestTags {
+                    old: old.to_owned(),
+                    new: target.tag.clone(),
+                }),
             });
             edits.extend(new_edits);
         }
         for u in scanned.unwritable {
-            if let Some(t) = self.target_for(&u.reference)
-                && (u.reference.tag.as_deref() != Some(t.tag.as_str())
+            if let Some((t, at)) = self.target_for_found(&u.reference)
+                && (at.or(u.reference.tag.as_deref()) != Some(t.tag.as_str())
                     || (u.reference.digest.is_some() && u.reference.digest != t.digest))
             {
                 out.notices.push(Notice {
@@ -343,6 +464,23 @@ fn edits_for(
     let mut edits = Vec::new();
     let mut notice = None;
     let current = &found.reference;
+    if current.tag.is_none() {
+        // Digest-only: the digest moves to the target's, in the same form; without
+        // a digest to write there is nothing to move it to.
+        let Some(new) = target.digest.as_deref() else {
+            return (current.clone(), edits, None);
+        };
+        if let (Some(span), DigestSite::Suffix(_) | DigestSite::Field { .. }) =
+            (&found.digest_span, &found.digest_site)
+            && &text[span.clone()] != new
+        {
+            edits.push(Edit {
+                range: span.clone(),
+                text: new.to_owned(),
+            });
+        }
+        return (current.with_version(None, Some(new)), edits, None);
+    }
     let same_tag = current.tag.as_deref() == Some(target.tag.as_str());
     // The digest the reference ends up with.
     let want_digest: Option<&str> = if same_tag {

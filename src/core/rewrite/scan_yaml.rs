@@ -12,8 +12,13 @@ use crate::core::reference::ImageRef;
 
 /// The keys that matter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Key {
+pub(super) enum Key {
     Image,
+    /// A key ending in `Image`, `_image` or `-image`: an image only when its value
+    /// looks like one (a registry path, a tag or a digest), not `defaultImage: app`.
+    ImageLike,
+    Parameters,
+    Value,
     Images,
     Registry,
     Repository,
@@ -25,9 +30,27 @@ enum Key {
     Other,
 }
 
-fn classify(key: &str) -> Key {
+/// Whether a key names an image: `image`, or a key ending in `Image`, `_image` or
+/// `-image` (`thanosImage`, `mlmdImage`, `node_image`, Knative's
+/// `queue-sidecar-image`).
+pub(super) fn is_image_key(key: &str) -> bool {
+    key == "image"
+        || key.len() > 5 && key.ends_with("Image")
+        || key.len() > 6 && (key.ends_with("_image") || key.ends_with("-image"))
+}
+
+/// Whether a value under a key merely ending in `Image` names an image: it has a
+/// registry path, a tag or a digest.
+pub(super) fn looks_like_image(value: &str) -> bool {
+    value.contains(['/', ':', '@'])
+}
+
+pub(super) fn classify(key: &str) -> Key {
     match key {
         "image" => Key::Image,
+        k if is_image_key(k) => Key::ImageLike,
+        "parameters" => Key::Parameters,
+        "value" => Key::Value,
         "images" => Key::Images,
         "registry" => Key::Registry,
         "repository" => Key::Repository,
@@ -42,24 +65,26 @@ fn classify(key: &str) -> Key {
 
 /// A scalar value kept for a Helm or kustomize entry.
 #[derive(Debug, Clone)]
-struct Field {
-    value: String,
+pub(super) struct Field {
+    pub(super) value: String,
     /// The scalar's text (quotes, anchor and tag included).
-    raw: Range<usize>,
+    pub(super) raw: Range<usize>,
     /// The value's bytes, when they are exactly the value (editable in place).
-    inner: Option<Range<usize>>,
-    plain: bool,
+    pub(super) inner: Option<Range<usize>>,
+    pub(super) plain: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum EntryKind {
+pub(super) enum EntryKind {
     Helm,
     Kustomize,
+    /// An Argo CD `helm.parameters` item: `name` and `value`.
+    Parameter,
 }
 
 /// The fields of a mapping that may be a Helm `image:` or a kustomize entry.
 #[derive(Debug)]
-struct Entry {
+pub(super) struct Entry {
     kind: EntryKind,
     registry: Option<Field>,
     repository: Option<Field>,
@@ -68,10 +93,11 @@ struct Entry {
     name: Option<Field>,
     new_name: Option<Field>,
     new_tag: Option<Field>,
+    value: Option<Field>,
 }
 
 impl Entry {
-    fn new(kind: EntryKind) -> Self {
+    pub(super) fn new(kind: EntryKind) -> Self {
         Self {
             kind,
             registry: None,
@@ -81,18 +107,20 @@ impl Entry {
             name: None,
             new_name: None,
             new_tag: None,
+            value: None,
         }
     }
 
-    fn slot(&mut self, key: Key) -> Option<&mut Option<Field>> {
+    pub(super) fn slot(&mut self, key: Key) -> Option<&mut Option<Field>> {
         match (self.kind, key) {
             (EntryKind::Helm, Key::Registry) => Some(&mut self.registry),
             (EntryKind::Helm, Key::Repository) => Some(&mut self.repository),
             (EntryKind::Helm, Key::Tag) => Some(&mut self.tag),
-            (EntryKind::Kustomize, Key::Name) => Some(&mut self.name),
+            (EntryKind::Kustomize | EntryKind::Parameter, Key::Name) => Some(&mut self.name),
             (EntryKind::Kustomize, Key::NewName) => Some(&mut self.new_name),
             (EntryKind::Kustomize, Key::NewTag) => Some(&mut self.new_tag),
-            (_, Key::Digest) => Some(&mut self.digest),
+            (EntryKind::Parameter, Key::Value) => Some(&mut self.value),
+            (EntryKind::Helm | EntryKind::Kustomize, Key::Digest) => Some(&mut self.digest),
             _ => None,
         }
     }
@@ -111,6 +139,8 @@ struct Frame {
     /// Inside a complex key: nothing here is a reference.
     ignored: bool,
     entry: Option<Box<Entry>>,
+    /// A `parameters:` sequence: its `{name, value}` items.
+    parameters: Vec<(Field, Field)>,
 }
 
 /// What the next node is to its parent.
@@ -272,9 +302,23 @@ fn inner(text: &str, raw: &Range<usize>, value: &str, style: ScalarStyle) -> Opt
     })
 }
 
+/// How deep YAML inside block scalars is read (a `ConfigMap` holding an Argo CD
+/// Application holding Helm values is depth 2).
+const MAX_NESTING: usize = 4;
+
 /// Scans `text` as YAML into `out`.
 pub(super) fn scan(text: &str, out: &mut Scanned) {
-    let mut markers = find_markers(text);
+    scan_at(text, out, 0);
+}
+
+/// Scans YAML at `depth` (0: a file; deeper: the text of a literal block scalar,
+/// where comments are the embedded document's and markers do not apply).
+fn scan_at(text: &str, out: &mut Scanned, depth: usize) {
+    let mut markers = if depth == 0 {
+        find_markers(text)
+    } else {
+        Vec::new()
+    };
     // Value scalars that may hold marked references: their editable ranges.
     let mut marked_values: Vec<Range<usize>> = Vec::new();
     let mut conv = CharToByte::new(text);
@@ -308,6 +352,9 @@ pub(super) fn scan(text: &str, out: &mut Scanned) {
                     completed(&mut stack, Some(classify(&value)));
                     continue;
                 }
+                if !ignored && style == ScalarStyle::Literal && depth < MAX_NESTING {
+                    nested(text, &raw, &value, out, depth + 1);
+                }
                 if !ignored {
                     let field = Field {
                         inner: inner(text, &raw, &value, style),
@@ -321,9 +368,11 @@ pub(super) fn scan(text: &str, out: &mut Scanned) {
                         marked_values.push(r.clone());
                     }
                     match pos {
-                        Pos::Value(Key::Image) | Pos::Item(Key::Images) => {
-                            image_value(&field, out);
+                        Pos::Value(Key::Image) => image_value(&field, RefKind::ImageValue, out),
+                        Pos::Value(Key::ImageLike) if looks_like_image(&field.value) => {
+                            image_value(&field, RefKind::ImageValue, out);
                         }
+                        Pos::Item(Key::Images) => images_item(&field, out),
                         Pos::Value(key) => {
                             if let Some(slot) = stack
                                 .last_mut()
@@ -339,32 +388,11 @@ pub(super) fn scan(text: &str, out: &mut Scanned) {
                 completed(&mut stack, None);
             }
             Event::Alias(_) => completed(&mut stack, None),
-            Event::MappingStart(..) | Event::SequenceStart(..) => {
-                let mapping = matches!(event, Event::MappingStart(..));
-                let (pos, ignored) = position(&stack);
-                let entry = match pos {
-                    _ if ignored || !mapping => None,
-                    Pos::Value(Key::Image) => Some(Box::new(Entry::new(EntryKind::Helm))),
-                    Pos::Item(Key::Images) => Some(Box::new(Entry::new(EntryKind::Kustomize))),
-                    _ => None,
-                };
-                stack.push(Frame {
-                    mapping,
-                    expect_key: true,
-                    key: Key::Other,
-                    parent_key: match pos {
-                        Pos::Value(k) => k,
-                        _ => Key::Other,
-                    },
-                    ignored: ignored || pos == Pos::Key,
-                    entry,
-                });
-            }
+            Event::MappingStart(..) => opened(&mut stack, true),
+            Event::SequenceStart(..) => opened(&mut stack, false),
             Event::MappingEnd | Event::SequenceEnd => {
-                if let Some(frame) = stack.pop()
-                    && let Some(entry) = frame.entry
-                {
-                    entry_reference(text, &entry, out);
+                if let Some(frame) = stack.pop() {
+                    closed(text, frame, &mut stack, out);
                 }
                 completed(&mut stack, None);
             }
@@ -374,20 +402,201 @@ pub(super) fn scan(text: &str, out: &mut Scanned) {
     marked(text, &markers, &marked_values, out);
 }
 
-/// An `image:` value (or an `images:` item).
-fn image_value(field: &Field, out: &mut Scanned) {
+/// A collection starts: a frame for it, with an entry when it may be one.
+fn opened(stack: &mut Vec<Frame>, mapping: bool) {
+    let (pos, ignored) = position(stack);
+    let entry = match pos {
+        _ if ignored || !mapping => None,
+        Pos::Value(Key::Image | Key::ImageLike) => Some(Box::new(Entry::new(EntryKind::Helm))),
+        Pos::Item(Key::Images) => Some(Box::new(Entry::new(EntryKind::Kustomize))),
+        Pos::Item(Key::Parameters) => Some(Box::new(Entry::new(EntryKind::Parameter))),
+        _ => None,
+    };
+    stack.push(Frame {
+        mapping,
+        expect_key: true,
+        key: Key::Other,
+        parent_key: match pos {
+            Pos::Value(k) => k,
+            _ => Key::Other,
+        },
+        ignored: ignored || pos == Pos::Key,
+        entry,
+        parameters: Vec::new(),
+    });
+}
+
+/// A collection ended: its entry, if any, is complete; a `parameters:` item goes to
+/// its sequence, a `parameters:` sequence is read.
+fn closed(text: &str, frame: Frame, stack: &mut [Frame], out: &mut Scanned) {
+    if let Some(entry) = frame.entry {
+        if entry.kind == EntryKind::Parameter {
+            if let (Some(name), Some(value), Some(parent)) =
+                (entry.name, entry.value, stack.last_mut())
+            {
+                parent.parameters.push((name, value));
+            }
+        } else {
+            entry_reference(text, &entry, out);
+        }
+    }
+    if !frame.parameters.is_empty() {
+        parameters(text, frame.parameters, out);
+    }
+}
+
+/// The text of a literal block scalar (`|`, `|-`, `|+`) whose raw range is `raw`,
+/// read as YAML: a `ConfigMap`'s embedded file, Argo CD's `helm.values: |`. Its lines
+/// are the scalar's lines less their indentation, so every position in it is a
+/// position in the file shifted by its line's indentation; what is found there is
+/// edited in place (the tag bytes only). Text that is not YAML yields what was read
+/// before the error, silently: it is a value, not a file.
+fn nested(text: &str, raw: &Range<usize>, value: &str, out: &mut Scanned, depth: usize) {
+    // Only text that may hold an image reference under a key is worth a parse.
+    if !value.contains(':') || !value.contains('\n') {
+        return;
+    }
+    // saphyr's range of a block scalar starts at its first content character.
+    let start = text[..raw.start].rfind('\n').map_or(0, |i| i + 1);
+    let indent = raw.start - start;
+    if indent == 0 || !text[start..raw.start].bytes().all(|b| b == b' ') {
+        return;
+    }
+    // An explicit indentation indicator (`|2`) may make leading spaces content:
+    // such scalars are left alone.
+    let header = text[..start].trim_end();
+    let header = &header[header.rfind('\n').map_or(0, |i| i + 1)..];
+    let indicator = header.rfind('|').map_or("", |i| &header[i + 1..]);
+    if indicator
+        .split('#')
+        .next()
+        .is_some_and(|h| h.bytes().any(|b| b.is_ascii_digit()))
+    {
+        return;
+    }
+    let region = &text[start..raw.end];
+    // The embedded text, and for each of its lines (inner start, file start).
+    let mut inner = String::with_capacity(region.len());
+    let mut lines: Vec<(usize, usize)> = Vec::new();
+    let mut at = start;
+    for line in region.split_inclusive('\n') {
+        let content = line.trim_end_matches(['\n', '\r']);
+        if content.len() - content.trim_start_matches(' ').len() >= indent {
+            lines.push((inner.len(), at + indent));
+            inner.push_str(&line[indent..]);
+        } else if content.trim().is_empty() {
+            lines.push((inner.len(), at + content.len()));
+            inner.push_str(&line[content.len()..]);
+        } else {
+            break; // less indented: the scalar ended
+        }
+        at += line.len();
+    }
+    let mut sub = Scanned::default();
+    scan_at(&inner, &mut sub, depth);
+    let map = |p: usize| {
+        let i = lines.partition_point(|(s, _)| *s <= p) - 1;
+        lines[i].1 + (p - lines[i].0)
+    };
+    let range = |r: &Range<usize>| map(r.start)..map(r.start) + r.len();
+    for mut f in sub.found {
+        f.span = map(f.span.start)..map(f.span.end.max(1) - 1) + usize::from(f.span.end > 0);
+        f.tag_span = f.tag_span.as_ref().map(range);
+        f.digest_span = f.digest_span.as_ref().map(range);
+        f.digest_site = match f.digest_site {
+            DigestSite::Suffix(r) => DigestSite::Suffix(range(&r)),
+            DigestSite::Field { span, plain } => DigestSite::Field {
+                span: range(&span),
+                plain,
+            },
+            DigestSite::None => DigestSite::None,
+        };
+        out.found.push(f);
+    }
+    for mut u in sub.unwritable {
+        u.offset = map(u.offset);
+        out.unwritable.push(u);
+    }
+}
+
+/// An `image:` value (or an `images:` item, or a parameter's value).
+pub(super) fn image_value(field: &Field, kind: RefKind, out: &mut Scanned) {
+    // `useDefaultImage: true`, `image: 1`: a boolean or a number, not a name.
+    if field.plain && super::yaml_reads_as_non_string(&field.value) {
+        return;
+    }
     let Some(reference) = ImageRef::parse(&field.value) else {
         return;
     };
     match &field.inner {
-        Some(r) => out
-            .found
-            .push(Found::inline(r.start, reference, RefKind::ImageValue)),
+        Some(r) => out.found.push(Found::inline(r.start, reference, kind)),
         None => out.unwritable.push(Unwritable {
             offset: field.raw.start,
             reference,
             why: "the value is a block, multi-line or escaped scalar and cannot be edited in place",
         }),
+    }
+}
+
+/// A string item of an `images:` list: a reference, or Argo CD's (and `kustomize
+/// edit set image`'s) alias form `name=reference`, where the reference after the
+/// `=` is what is edited.
+fn images_item(field: &Field, out: &mut Scanned) {
+    let Some((alias, reference)) = field.value.split_once('=') else {
+        image_value(field, RefKind::ImageValue, out);
+        return;
+    };
+    if alias.is_empty() {
+        return;
+    }
+    let skip = alias.len() + 1;
+    let part = Field {
+        value: reference.to_owned(),
+        raw: field.raw.clone(),
+        inner: field.inner.as_ref().map(|r| r.start + skip..r.end),
+        plain: field.plain,
+    };
+    image_value(&part, RefKind::ImageValue, out);
+}
+
+/// Argo CD `helm.parameters` items (`{name: image.tag, value: v1}`): a parameter
+/// named like an image key (`image`, `web.image`, `thanosImage`) holds a reference;
+/// parameters `P.repository` and `P.tag` (with `P.registry`, `P.digest`) of one
+/// prefix `P` form a Helm image entry.
+fn parameters(text: &str, params: Vec<(Field, Field)>, out: &mut Scanned) {
+    let mut entries: Vec<(String, Entry)> = Vec::new();
+    for (name, value) in params {
+        let (prefix, last) = match name.value.rsplit_once('.') {
+            Some((p, l)) => (p, l),
+            None => ("", name.value.as_str()),
+        };
+        if last == "image" || is_image_key(last) && looks_like_image(&value.value) {
+            image_value(&value, RefKind::HelmParameter, out);
+            continue;
+        }
+        let key = classify(last);
+        if !matches!(
+            key,
+            Key::Registry | Key::Repository | Key::Tag | Key::Digest
+        ) {
+            continue;
+        }
+        let at = if let Some(i) = entries.iter().position(|(p, _)| p == prefix) {
+            i
+        } else {
+            entries.push((prefix.to_owned(), Entry::new(EntryKind::Helm)));
+            entries.len() - 1
+        };
+        if let Some(slot) = entries[at].1.slot(key) {
+            *slot = Some(value);
+        }
+    }
+    for (_, entry) in entries {
+        let before = out.found.len();
+        entry_reference(text, &entry, out);
+        for f in &mut out.found[before..] {
+            f.kind = RefKind::HelmParameter;
+        }
     }
 }
 
@@ -408,6 +617,7 @@ fn entry_parts(entry: &Entry) -> Option<(String, &Option<Field>)> {
             let name = entry.new_name.as_ref().or(entry.name.as_ref())?;
             (name.value.clone(), &entry.new_tag)
         }
+        EntryKind::Parameter => return None,
     };
     match ImageRef::parse(&repository) {
         Some(r) if r.tag.is_none() && r.digest.is_none() => Some((repository, tag)),
@@ -416,10 +626,11 @@ fn entry_parts(entry: &Entry) -> Option<(String, &Option<Field>)> {
 }
 
 /// A Helm `image:` mapping or a kustomize `images:` entry, once all its keys are read.
-fn entry_reference(text: &str, entry: &Entry, out: &mut Scanned) {
+pub(super) fn entry_reference(text: &str, entry: &Entry, out: &mut Scanned) {
     let kind = match entry.kind {
         EntryKind::Helm => RefKind::HelmValues,
         EntryKind::Kustomize => RefKind::Kustomize,
+        EntryKind::Parameter => return,
     };
     let Some((repository, tag)) = entry_parts(entry) else {
         return;

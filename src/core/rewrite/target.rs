@@ -1,6 +1,7 @@
 //! What to rewrite to: [`Target`]s as given by `--set` or a plan, compiled into a
 //! [`Plan`] that decides, for one found reference, which target (if any) applies.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -417,6 +418,18 @@ fn compile(target: &Target) -> Result<Compiled, RewriteError> {
     })
 }
 
+/// A digest the registry lists under a tag: what lets a digest-only reference
+/// (`repo@sha256:…`) move, as if it were at that tag (see [`Plan::with_digest_tags`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct DigestTag {
+    /// The image (any spelling; compared by canonical repository).
+    pub image: String,
+    /// The digest (`sha256:…`).
+    pub digest: String,
+    /// The tag whose manifest has that digest.
+    pub tag: String,
+}
+
 /// Targets compiled for matching: build once, rewrite many files.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -424,6 +437,8 @@ pub struct Plan {
     /// Matches a substring every file with a watched reference contains (`None`:
     /// every file must be scanned).
     prefilter: Option<Regex>,
+    /// `(canonical repository, digest)` → the tag the registry lists it under.
+    digest_tags: HashMap<(String, String), String>,
 }
 
 impl Plan {
@@ -486,7 +501,28 @@ impl Plan {
             };
             Regex::new(&pattern).expect("escaped literals form a valid regex")
         });
-        Self { targets, prefilter }
+        Self {
+            targets,
+            prefilter,
+            digest_tags: HashMap::new(),
+        }
+    }
+
+    /// Lets digest-only references (`repo@sha256:D`, no tag) move: a reference whose
+    /// digest is one of these is treated as being at its tag, and when a target
+    /// with a digest applies to that tag, its digest is replaced by the target's
+    /// (the form stays digest-only). A digest not listed here is never guessed at:
+    /// such a reference does not move. Without this, digest-only references never
+    /// move.
+    #[must_use]
+    pub fn with_digest_tags(mut self, known: impl IntoIterator<Item = DigestTag>) -> Self {
+        for d in known {
+            if let Some(r) = ImageRef::parse(&d.image) {
+                self.digest_tags
+                    .insert((r.canonical_repository(), d.digest), d.tag);
+            }
+        }
+        self
     }
 
     /// Whether `text` may contain a reference some target applies to (a cheap
@@ -500,15 +536,35 @@ impl Plan {
         self.prefilter.as_ref()
     }
 
+    /// [`Self::target_for`], and for a digest-only reference the target for the tag
+    /// its digest is known under (returned too).
+    pub(super) fn target_for_found<'a>(
+        &'a self,
+        reference: &ImageRef,
+    ) -> Option<(&'a Compiled, Option<&'a str>)> {
+        match (&reference.tag, &reference.digest) {
+            (None, Some(digest)) => {
+                let canonical = reference.canonical_repository();
+                let tag = self.digest_tags.get(&(canonical.clone(), digest.clone()))?;
+                let target = self.target_for_tag(&canonical, tag)?;
+                Some((target, Some(tag.as_str())))
+            }
+            _ => self.target_for(reference).map(|t| (t, None)),
+        }
+    }
+
     /// The target for a reference: among the targets whose image matches it and
     /// whose series holds its current tag, the most specific (a repository beats a
     /// prefix, a longer prefix a shorter one; then the first given).
     pub(super) fn target_for(&self, reference: &ImageRef) -> Option<&Compiled> {
         let tag = reference.tag.as_deref()?;
-        let canonical = reference.canonical_repository();
+        self.target_for_tag(&reference.canonical_repository(), tag)
+    }
+
+    fn target_for_tag(&self, canonical: &str, tag: &str) -> Option<&Compiled> {
         let mut best: Option<(usize, &Compiled)> = None;
         for t in &self.targets {
-            if let Some(rank) = t.sel.rank(&canonical)
+            if let Some(rank) = t.sel.rank(canonical)
                 && best.is_none_or(|(r, _)| rank > r)
                 && t.class.contains(tag)
             {

@@ -186,6 +186,7 @@ fn changes_and_notices() {
             line: 2,
             old: format!("gcr.io/a/b:v1.0.0@{A}"),
             new: "gcr.io/a/b:v1.1.0".into(),
+            digest_tags: None,
         }]
     );
     assert_eq!(r.notices.len(), 1, "{:?}", r.notices);
@@ -264,6 +265,7 @@ fn random_file(rng: &mut fastrand::Rng) -> String {
         "---",
         "script: |\n  echo gcr.io/acme/app:1.2.3\n  done",
         "folded: >-\n  some text\n  nginx:1.2.3",
+        "embedded: |-\n  spec:\n    image: gcr.io/acme/app:v20240101-aaaaaaa # c\n  other: nginx:1.2.3",
         "empty:",
         "list: [a, b, \"c\"]",
     ];
@@ -368,5 +370,245 @@ fn rewriting_there_and_back_restores_every_byte() {
     assert!(
         changed_files > 300,
         "the generator rarely hits: {changed_files}"
+    );
+}
+
+/// Rewrites `text` as the file `file` (its name picks the reader) in structured mode.
+fn as_file(file: &str, text: &str, sets: &[&str]) -> Rewritten<'static> {
+    let plan = Plan::new(&targets(sets)).unwrap();
+    let r = plan.rewrite(file, text, RewriteMode::Structured);
+    Rewritten {
+        text: Cow::Owned(r.text.into_owned()),
+        changes: r.changes,
+        notices: r.notices,
+    }
+}
+
+#[test]
+fn readers_by_file_name() {
+    for (file, want) in [
+        ("a/b.yaml", Reader::Yaml),
+        ("x.YML", Reader::Yaml),
+        ("x.json", Reader::Yaml),
+        ("Dockerfile", Reader::Dockerfile),
+        ("build/Dockerfile.release", Reader::Dockerfile),
+        ("app.dockerfile", Reader::Dockerfile),
+        ("Containerfile", Reader::Dockerfile),
+        ("run.sh", Reader::Text),
+        ("README.md", Reader::Text),
+        ("", Reader::Yaml),
+    ] {
+        assert_eq!(Reader::for_file(file), want, "{file}");
+    }
+}
+
+/// YAML inside literal block scalars: the tag bytes change in place, every other
+/// byte (indentation, chomping indicator, CRLF) stays.
+#[test]
+fn block_scalars_are_read_as_yaml_and_edited_in_place() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "data:\n  t.yaml: |-\n    spec:\n      image: gcr.io/a/b:v1.0.0\n      args: [x]\n  other: 1\n",
+            "data:\n  t.yaml: |-\n    spec:\n      image: gcr.io/a/b:v1.1.0\n      args: [x]\n  other: 1\n",
+        ),
+        (
+            "helm:\r\n  values: |+\r\n    image:\r\n      repository: gcr.io/a/b\r\n      tag: \"v1.0.0\"\r\n\r\n",
+            "helm:\r\n  values: |+\r\n    image:\r\n      repository: gcr.io/a/b\r\n      tag: \"v1.1.0\"\r\n\r\n",
+        ),
+        // Nested twice: a ConfigMap holding an Application holding values.
+        (
+            "data:\n  app.yaml: |\n    helm:\n      values: |\n        web:\n          image: gcr.io/a/b:v1.0.0 # pinned\n",
+            "data:\n  app.yaml: |\n    helm:\n      values: |\n        web:\n          image: gcr.io/a/b:v1.1.0 # pinned\n",
+        ),
+        // A folded scalar is prose, and a script is not YAML: both left alone.
+        (
+            "a: >\n  image: gcr.io/a/b:v1.0.0\nb: |\n  docker run gcr.io/a/b:v1.0.0\n",
+            "a: >\n  image: gcr.io/a/b:v1.0.0\nb: |\n  docker run gcr.io/a/b:v1.0.0\n",
+        ),
+    ];
+    for (input, want) in cases {
+        let r = as_file("cm.yaml", input, &["gcr.io/a/b=v1.1.0"]);
+        assert_eq!(r.text, *want, "{input}");
+        assert!(r.notices.is_empty(), "{:?}", r.notices);
+    }
+    let found = scan(cases[0].0, RewriteMode::Structured);
+    assert_eq!(found.len(), 1);
+    assert_eq!((found[0].line, found[0].column), (4, 25));
+}
+
+#[test]
+fn image_keys_in_both_forms() {
+    let input = "thanosImage:\n  registry: quay.io\n  repository: thanos/thanos\n  tag: v0.34.0\nmlmdImage: gcr.io/a/mlmd:v0.34.0\nnode_image: gcr.io/a/node:v0.34.0\nimagePullPolicy: gcr.io/a/b:v0.34.0\n";
+    let r = as_file(
+        "values.yaml",
+        input,
+        &["quay.io/thanos/thanos=v0.35.0", "gcr.io/a/=v0.35.0"],
+    );
+    assert_eq!(
+        r.text,
+        input
+            .replace("tag: v0.34.0", "tag: v0.35.0")
+            .replace("mlmd:v0.34.0", "mlmd:v0.35.0")
+            .replace("node:v0.34.0", "node:v0.35.0")
+    );
+    assert_eq!(r.changes.len(), 3);
+    // A boolean or a number under an image key is not a name, nor is a bare word
+    // under a key that merely ends in `Image`.
+    assert!(
+        scan(
+            "useDefaultImage: true\nimage: 1.5\nbaseImage: ~\ndefaultImage: app\n",
+            RewriteMode::Structured
+        )
+        .is_empty()
+    );
+}
+
+#[test]
+fn argo_cd_alias_images_and_helm_parameters() {
+    let input = "kustomize:\n  images:\n    - web=ghcr.io/acme/web:v2.0.0\n    - 'ghcr.io/acme/api:v2.0.0'\nhelm:\n  parameters:\n    - name: image.repository\n      value: ghcr.io/acme/web\n    - name: replicas\n      value: \"2\"\n    - name: image.tag\n      value: v2.0.0\n    - name: worker.image\n      value: ghcr.io/acme/api:v2.0.0\n";
+    let r = as_file("app.yaml", input, &["ghcr.io/acme/=v2.1.0"]);
+    assert_eq!(r.text, input.replace("v2.0.0", "v2.1.0"));
+    assert_eq!(r.changes.len(), 4);
+    let kinds: Vec<RefKind> = scan(input, RewriteMode::Structured)
+        .iter()
+        .map(|f| f.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            RefKind::ImageValue,
+            RefKind::ImageValue,
+            RefKind::HelmParameter,
+            RefKind::HelmParameter
+        ]
+    );
+}
+
+#[test]
+fn helm_templates_are_read_line_by_line_never_inside_actions() {
+    let input = "\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ include \"x.fullname\" . }}
+spec:
+  template:
+    spec:
+      containers:
+{{- if .Values.nginx.enabled }}
+        - name: nginx
+          image: library/nginx:1.25-alpine
+{{- end }}
+        - name: app
+          image: \"{{ .Values.image.repository }}:{{ .Values.image.tag }}\"
+        - name: sidecar
+          image: gcr.io/a/b:{{ .Chart.AppVersion }}
+      initContainers:
+        - name: init
+          image:
+            repository: gcr.io/a/b
+            tag: v1.0.0 # {{ not an action here }}
+";
+    let r = as_file(
+        "chart/templates/deploy.yaml",
+        input,
+        &["library/nginx=1.27-alpine", "gcr.io/a/b=v1.1.0"],
+    );
+    assert_eq!(
+        r.text,
+        input
+            .replace("nginx:1.25-alpine", "nginx:1.27-alpine")
+            .replace("tag: v1.0.0", "tag: v1.1.0")
+    );
+    assert!(r.notices.is_empty(), "{:?}", r.notices);
+}
+
+#[test]
+fn dockerfile_from_lines() {
+    let input = "\
+# syntax=docker/dockerfile:1
+ARG GO_VERSION=1.22.5
+ARG BASE=\"gcr.io/distroless/static:v20240101-aaaaaaa\"
+FROM --platform=$BUILDPLATFORM golang:${GO_VERSION} AS builder
+FROM golang:${GO_VERSION}-alpine AS alpine
+COPY --from=builder /out /out
+FROM builder AS test
+FROM \\
+    gcr.io/a/b:v1.0.0 AS tools
+FROM ${BASE}
+COPY --from=gcr.io/a/b:v1.0.0 /bin/tool /bin/tool
+";
+    let r = as_file(
+        "Dockerfile",
+        input,
+        &[
+            "golang=1.23.0",
+            "golang=1.23.0-alpine",
+            "gcr.io/distroless/static=v20240202-bbbbbbb",
+            "gcr.io/a/b=v1.1.0",
+        ],
+    );
+    assert_eq!(
+        r.text,
+        input
+            .replace("v20240101-aaaaaaa", "v20240202-bbbbbbb")
+            .replace("b:v1.0.0", "b:v1.1.0")
+    );
+    // `golang:${GO_VERSION}-alpine` puts its tag together from two places, and
+    // GO_VERSION is in two different images: moving it for one would move the other.
+    assert_eq!(r.notices.len(), 2, "{:?}", r.notices);
+    assert_eq!(r.notices[0].line, 4);
+    assert!(r.notices[0].message.contains("other FROM lines"));
+    assert_eq!(r.notices[1].line, 5);
+    assert!(r.notices[1].message.contains("several ARG values"));
+    assert_eq!(r.changes.len(), 3, "{:?}", r.changes);
+
+    // An ARG default in one image only is edited where it is written.
+    let single = "ARG GO_VERSION=1.22.5\nFROM golang:${GO_VERSION} AS builder\nFROM builder\n";
+    let r = as_file("Dockerfile", single, &["golang=1.23.0"]);
+    assert_eq!(r.text, single.replace("1.22.5", "1.23.0"));
+    assert_eq!(r.changes[0].line, 1);
+}
+
+#[test]
+fn digest_only_references_move_through_known_digests() {
+    let input = format!("image: gcr.io/k/controller@{A}\nother: gcr.io/k/webhook@{A}\n");
+    let plan = Plan::new(&targets(&[&format!("gcr.io/k/controller=v1.2.0@{B}")]))
+        .unwrap()
+        .with_digest_tags([DigestTag {
+            image: "gcr.io/k/controller".into(),
+            digest: A.into(),
+            tag: "v1.1.0".into(),
+        }]);
+    let r = plan.rewrite("release.yaml", &input, RewriteMode::Structured);
+    assert_eq!(r.text, input.replacen(A, B, 1));
+    assert_eq!(
+        r.changes[0].digest_tags,
+        Some(DigestTags {
+            old: "v1.1.0".into(),
+            new: "v1.2.0".into()
+        })
+    );
+    assert_eq!(r.changes[0].new, format!("gcr.io/k/controller@{B}"));
+    // Unknown digest, or no digest to move to: nothing moves.
+    let unknown = Plan::new(&targets(&[&format!("gcr.io/k/controller=v1.2.0@{B}")])).unwrap();
+    assert!(
+        unknown
+            .rewrite("r.yaml", &input, RewriteMode::Structured)
+            .changes
+            .is_empty()
+    );
+    let unpinned = Plan::new(&targets(&["gcr.io/k/controller=v1.2.0"]))
+        .unwrap()
+        .with_digest_tags([DigestTag {
+            image: "gcr.io/k/controller".into(),
+            digest: A.into(),
+            tag: "v1.1.0".into(),
+        }]);
+    assert!(
+        unpinned
+            .rewrite("r.yaml", &input, RewriteMode::Structured)
+            .changes
+            .is_empty()
     );
 }
