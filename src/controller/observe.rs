@@ -16,7 +16,7 @@ use crate::core::merge::{Check, CheckState, DiffVerdict, FileChange, PrView, che
 use crate::core::plan::{self, CommandSeen, PlannedBump, PrSnapshot};
 use crate::core::pr::Row;
 use crate::core::reference::ImageRef;
-use crate::core::rewrite::{ImageSelector, Plan, SeriesRule, Target};
+use crate::core::rewrite::{DigestTag, ImageSelector, Plan, SeriesRule, Target};
 use crate::core::watch::{self, RollbackTo, RolloutSeen};
 use crate::forge::{CheckConclusion, CheckStatus, Forge, PullRequest, StatusState};
 use crate::policy::Policy;
@@ -45,19 +45,30 @@ pub(super) async fn scan_base<G: Repo>(
     Ok((scanned, references))
 }
 
-/// The bump targets the registries call for, and what could not be resolved.
+/// What the registries call for: the bump targets, the tags the digests of
+/// digest-only references belong to, each image's source repository, and what
+/// could not be resolved.
+struct Resolution {
+    targets: Vec<Target>,
+    digest_tags: Vec<DigestTag>,
+    source_repos: BTreeMap<String, String>,
+    problems: Vec<String>,
+}
+
 async fn resolve_targets<R: Registry>(
     policy: &Policy,
     resolver: &Resolver<R>,
     references: &[ImageRef],
     bad: &BTreeSet<(String, String)>,
     now: DateTime<Utc>,
-) -> (Vec<Target>, BTreeMap<String, String>, Vec<String>) {
+) -> Resolution {
     let mut targets = Vec::new();
     let mut problems = Vec::new();
     let mut source_repos = BTreeMap::new();
+    let mut digest_tags = Vec::new();
     for image in &policy.spec.images {
         for r in resolver.resolve(image, references, bad, now).await {
+            digest_tags.extend(r.digest_tags);
             match r.outcome {
                 Resolved::Bump { tag, digest } => {
                     if let Some(repo) = &image.source_repo {
@@ -79,7 +90,12 @@ async fn resolve_targets<R: Registry>(
             }
         }
     }
-    (targets, source_repos, problems)
+    Resolution {
+        targets,
+        digest_tags,
+        source_repos,
+        problems,
+    }
 }
 
 /// A bump (or rollback) of `policy`'s files with `plan`.
@@ -103,29 +119,10 @@ fn bump_request(
     }
 }
 
-/// The image moves of a prepared bump, one row per image and version pair.
+/// The image moves of a prepared bump, one row per image and version pair (a
+/// digest-only reference's row names the tags its digests belong to).
 pub(super) fn rows_of(prepared: &PreparedBump) -> Vec<Row> {
-    let mut rows = BTreeSet::new();
-    for change in prepared.commit.iter().flat_map(|c| &c.changes) {
-        let (Some(old), Some(new)) = (ImageRef::parse(&change.old), ImageRef::parse(&change.new))
-        else {
-            continue;
-        };
-        let version = |r: &ImageRef| {
-            let mut v = r.tag.clone().unwrap_or_default();
-            if let Some(d) = &r.digest {
-                v.push('@');
-                v.push_str(d);
-            }
-            v
-        };
-        rows.insert(Row {
-            image: old.repository.clone(),
-            from: version(&old),
-            to: version(&new),
-        });
-    }
-    rows.into_iter().collect()
+    crate::core::pr::rows(prepared.commit.iter().flat_map(|c| &c.changes))
 }
 
 /// The bump the registries call for: the commit it would make on `delivery` (nothing
@@ -138,12 +135,18 @@ pub(super) async fn bump<R: Registry, G: Repo, F: Forge, S: Store>(
     delivery: Delivery,
     now: DateTime<Utc>,
 ) -> Result<(Option<PreparedBump>, Option<PlannedBump>, Vec<String>), ReconcileError> {
-    let (targets, source_repos, problems) =
-        resolve_targets(policy, deps.resolver, references, bad, now).await;
+    let Resolution {
+        targets,
+        digest_tags,
+        source_repos,
+        problems,
+    } = resolve_targets(policy, deps.resolver, references, bad, now).await;
     if targets.is_empty() {
         return Ok((None, None, problems));
     }
-    let plan = Plan::new(&targets).map_err(|e| ReconcileError::Policy(e.to_string()))?;
+    let plan = Plan::new(&targets)
+        .map_err(|e| ReconcileError::Policy(e.to_string()))?
+        .with_digest_tags(digest_tags);
     let prepared = deps
         .repo
         .prepare_bump(

@@ -1663,3 +1663,66 @@ fn setup_for_the_demo_does_not_build_the_test_cluster() {
         "{tests}"
     );
 }
+
+/// A digest-only reference (`repo@sha256:…`, as Knative's release manifests pin their
+/// images: knative/serving's `config/core/deployments/controller.yaml` in a release)
+/// with `pinDigest` moves through a real reconcile to the newest tag's digest in the
+/// same form, and the commit says which tags the digests are.
+#[tokio::test]
+async fn a_digest_only_reference_moves_to_the_newest_tags_digest_in_a_reconcile() {
+    use autobump::controller::reconcile;
+    let w = World::new("").await;
+    let host = w.registry.host();
+    let mut digests = Vec::new();
+    for (i, tag) in ["v1.15.0", "v1.15.1", "v1.15.2"].iter().enumerate() {
+        let created = format!("2026-11-0{}T10:00:00Z", i + 1);
+        digests.push(
+            w.registry
+                .push_image(
+                    "knative/controller",
+                    tag,
+                    ManifestKind::OciManifest,
+                    Some(&created),
+                )
+                .await,
+        );
+    }
+    let manifest = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: controller, namespace: knative-serving}}\nspec:\n  template:\n    spec:\n      containers:\n        - name: controller\n          image: {host}/knative/controller@{old}\n",
+        old = digests[1]
+    );
+    w.fake.commit(
+        "main",
+        &[("config/knative/controller.yaml", Some(manifest.as_str()))],
+        "Add knative",
+    );
+    let text = format!(
+        "apiVersion: autobump.dev/v1alpha1\nkind: Autobump\nmetadata: {{name: knative}}\nspec:\n  images:\n    - prefix: {host}/knative/\n      tags: {{semver: {{}}}}\n      pinDigest: true\n  source:\n    repo: file://{}\n    include: [\"config/knative/*.yaml\"]\n  directPush: {{}}\n",
+        w.fake.git_dir().display()
+    );
+    let (mut policies, diagnostics) = policy::load_str(std::path::Path::new("knative.yaml"), &text);
+    assert!(diagnostics.is_empty(), "{diagnostics:?}");
+    let knative = policies.remove(0);
+    let deps = w.direct_deps(&knative);
+    let r = reconcile(&knative, &deps, GateVerdict::Clear, at(MONDAY))
+        .await
+        .unwrap();
+    assert_eq!(kinds(&r), ["PushDirect", "RecordBump"], "{r:?}");
+    let after = w.file_on("main", "config/knative/controller.yaml");
+    assert_eq!(
+        after,
+        manifest.replace(&digests[1], &digests[2]),
+        "only the digest changed, in the same form"
+    );
+    let message = w.main_commit_message();
+    assert!(
+        message.contains("v1.15.1") && message.contains("v1.15.2"),
+        "the commit names the tags of both digests: {message}"
+    );
+    let state = w.store.load("knative").unwrap();
+    let pushed = state.history.iter().find(|h| h.reason == "Pushed").unwrap();
+    assert!(
+        pushed.message.contains("v1.15.1@") && pushed.message.contains("v1.15.2@"),
+        "{pushed:?}"
+    );
+}
