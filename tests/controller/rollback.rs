@@ -92,7 +92,7 @@ impl World {
         }
     }
 
-    fn main_commit_message(&self) -> String {
+    pub(crate) fn main_commit_message(&self) -> String {
         let repo = git2::Repository::open_bare(self.fake.git_dir()).unwrap();
         repo.find_reference("refs/heads/main")
             .unwrap()
