@@ -215,6 +215,25 @@ enum Command {
         #[arg(long, short, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Print one policy's history: every decision recorded (holds, bumps, merges,
+    /// rollbacks…), oldest first, as kept by the state database (see
+    /// --history-retention of run); with --kubernetes, the bounded history of its
+    /// object's status. Exit status: 0, or 2 on usage or I/O errors or an unknown
+    /// policy.
+    #[command(after_help = "Example:\n  autobump history payments-api --since 7d")]
+    History {
+        /// The policy's name.
+        name: String,
+        /// Only entries at or after this time (2026-11-21T10:00:00Z, 2026-11-21) or
+        /// this long ago (7d, 12h).
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// How to print the result.
+        #[arg(long, short, value_enum, default_value_t = Output::Text)]
+        output: Output,
+        #[command(flatten)]
+        target: HoldTarget,
+    },
     /// Print the CustomResourceDefinition of the Autobump kind (YAML).
     #[command(after_help = "Example:\n  autobump crd | kubectl apply -f -")]
     Crd,
@@ -277,6 +296,10 @@ struct RunArgs {
     /// running; /readyz says not ready when it has failed for longer than this.
     #[arg(long, value_name = "DURATION", default_value = "5m")]
     not_ready_after: autobump::policy::values::Duration,
+    /// Delete history entries older than this from the state database (e.g. 400d;
+    /// each policy's newest entry stays). Default: keep the whole history.
+    #[arg(long, value_name = "DURATION")]
+    history_retention: Option<autobump::policy::values::Duration>,
     /// Commit author name.
     #[arg(long, default_value = "autobump")]
     git_name: String,
@@ -419,6 +442,10 @@ fn run_standalone(args: &RunArgs) -> anyhow::Result<ExitCode> {
         if args.kubernetes {
             return run_in_cluster(args, driver).await;
         }
+        // One run per database (a second one refuses, naming the first), and a state
+        // this build cannot read stops here, before anything acts; it is never
+        // overwritten.
+        let lease = autobump::store::sqlite::open_for_run(&args.state.path, autobump::clock::Clock::now(&SystemClock))?;
         if let Some(kubeconfig) = &args.kubeconfig {
             let workloads = autobump::cluster::KubeWorkloads::from_kubeconfig(
                 kubeconfig,
@@ -456,12 +483,6 @@ fn run_standalone(args: &RunArgs) -> anyhow::Result<ExitCode> {
             )
             .await?;
         }
-        // A state file this build cannot read stops here, before anything acts (each
-        // reconcile would refuse it anyway); it is never overwritten.
-        {
-            use autobump::store::Store as _;
-            autobump::store::FileStore::new(&args.state.path).load_all()?;
-        }
         watch_policy_files(args.policies.clone(), Arc::clone(&poke));
         loop {
             let images: Vec<String> = std::mem::take(
@@ -476,6 +497,9 @@ fn run_standalone(args: &RunArgs) -> anyhow::Result<ExitCode> {
             // keep the last good policies (see --not-ready-after).
             let tick = driver.tick(&stop).await?;
             print_tick(&tick, args.once);
+            if let Some(keep) = args.history_retention {
+                lease.store().prune_history(keep.delta(), autobump::clock::Clock::now(&SystemClock))?;
+            }
             // Ready once the policies loaded and every one had its first reconcile;
             // not ready any more once stopping.
             ready.store(!stop.load(Ordering::SeqCst), Ordering::SeqCst);
@@ -701,7 +725,7 @@ impl HoldTarget {
     ) -> anyhow::Result<()> {
         use autobump::incluster::store::{KubeStore, Scope};
         if !self.kubernetes {
-            return f(&autobump::store::FileStore::new(&self.state.path));
+            return f(&autobump::store::SqliteStore::open(&self.state.path)?);
         }
         // KubeStore blocks on this runtime from here (outside it), which needs the
         // multi-threaded kind to drive its I/O.
@@ -726,12 +750,16 @@ impl HoldTarget {
 /// Where the standalone state lives.
 #[derive(Debug, clap::Args)]
 struct StateArgs {
-    /// The state file of standalone mode.
+    /// The state database of standalone mode (SQLite). A path not ending in .db
+    /// names a JSON state file of an earlier version: the database is the same path
+    /// with .db, and the JSON file is imported into it on first use (then kept as
+    /// NAME.imported). A JSON file with the database's stem next to it
+    /// (autobump-state.json) is imported the same way.
     #[arg(
         long = "state",
         value_name = "PATH",
         env = "AUTOBUMP_STATE",
-        default_value = "autobump-state.json"
+        default_value = "autobump-state.db"
     )]
     path: PathBuf,
 }
@@ -784,6 +812,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             to,
             target,
         } => rollback(&name, &reason, to.as_deref(), &target),
+        Command::History {
+            name,
+            since,
+            output,
+            target,
+        } => history(&name, since.as_deref(), output, &target),
         Command::Status {
             state,
             policies,
@@ -869,9 +903,8 @@ fn cluster_status(namespace: Option<&str>, output: Output) -> anyhow::Result<Exi
 
 fn status(state: &StateArgs, policies: &[PathBuf], output: Output) -> anyhow::Result<ExitCode> {
     use autobump::clock::Clock as _;
-    use autobump::store::{FileStore, Store as _};
     let now = chrono::SubsecRound::trunc_subsecs(SystemClock.now(), 0);
-    let states = FileStore::new(&state.path).load_all()?;
+    let states = autobump::store::sqlite::load_existing(&state.path)?;
     let loaded = if policies.is_empty() {
         Vec::new()
     } else {
@@ -884,7 +917,8 @@ fn status(state: &StateArgs, policies: &[PathBuf], output: Output) -> anyhow::Re
     let rows = autobump::status::rows(&loaded, &states, now);
     if rows.is_empty() {
         // An empty table says nothing; say where we looked and how to begin.
-        let what = if state.path.exists() {
+        let paths = autobump::store::sqlite::StatePaths::of(&state.path);
+        let what = if paths.db.exists() || paths.json.exists() {
             "holds no policy yet"
         } else {
             "does not exist"
@@ -903,6 +937,31 @@ fn status(state: &StateArgs, policies: &[PathBuf], output: Output) -> anyhow::Re
         }
     }
     print_status(&rows, now, output)
+}
+
+/// `autobump history`: the library formats, this prints.
+fn history(
+    name: &str,
+    since: Option<&str>,
+    output: Output,
+    target: &HoldTarget,
+) -> anyhow::Result<ExitCode> {
+    use autobump::clock::Clock as _;
+    use autobump::store::history::{Format, parse_since, report};
+    let since = since
+        .map(|s| parse_since(s, SystemClock.now()))
+        .transpose()?;
+    let format = match output {
+        Output::Text => Format::Text,
+        Output::Json => Format::Json,
+    };
+    let mut text = String::new();
+    target.with_store(&mut |store| {
+        text = report(store, name, since, format)?;
+        Ok(())
+    })?;
+    print_out(&text)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Who is running the command, for the hold's record.

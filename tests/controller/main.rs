@@ -1111,10 +1111,11 @@ async fn run_once_through_the_binary_bumps_and_notifies_once_across_restarts() {
     let stdout = run_once(dir.path(), &sink.url()).await;
     assert_eq!(stdout, "direct: Promote; PushDirect; RecordBump\n");
     assert_ne!(w.fake.branch_sha("main").unwrap(), before);
-    let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("state.json")).unwrap())
-            .unwrap();
-    assert!(state["policies"]["direct"]["lastBump"].is_string());
+    let state = autobump::store::SqliteStore::open(&dir.path().join("state.json"))
+        .unwrap()
+        .load("direct")
+        .unwrap();
+    assert!(state.last_bump.is_some());
 
     // One message per subscribed event (Promoted, then the push as Opened), each with
     // its idempotency key; Deployed is not a notification.
