@@ -918,7 +918,7 @@ async fn direct_push_bumps_the_base_branch_when_not_held_and_the_gate_is_clear()
 /// A store whose write of a history entry with reason `refuse` fails, as if the
 /// process died right before it (the write before it, and the world, stand).
 struct RefusingStore<'a> {
-    inner: &'a MemoryStore,
+    inner: &'a dyn autobump::store::Store,
     refuse: std::sync::Mutex<Option<&'static str>>,
 }
 
@@ -964,15 +964,42 @@ impl autobump::store::Store for RefusingStore<'_> {
 /// restart finds the branch carrying the versions and records it, once.
 #[tokio::test]
 async fn a_crash_between_a_direct_push_and_its_record_is_settled_on_restart() {
-    use autobump::controller::{DirectDeps, reconcile_direct};
     let w = World::new("").await;
-    let text = direct_policy_text(&w, "direct");
+    crash_between_push_and_record(&w, &w.store).await;
+}
+
+/// The same on the standalone state database (issue 16: crash safety on
+/// transactions): the failed update is a rolled-back transaction.
+#[tokio::test]
+async fn a_crash_between_a_direct_push_and_its_record_is_settled_on_restart_with_sqlite() {
+    let w = World::new("").await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = autobump::store::SqliteStore::open(&dir.path().join("state.db")).unwrap();
+    crash_between_push_and_record(&w, &db).await;
+    // What a restarted process reads from the file agrees.
+    let again = autobump::store::SqliteStore::open(&dir.path().join("state.db")).unwrap();
+    let reasons: Vec<String> = again
+        .history("direct", None)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.reason)
+        .collect();
+    assert_eq!(
+        reasons.iter().filter(|r| *r == "Pushed").count(),
+        1,
+        "{reasons:?}"
+    );
+}
+
+async fn crash_between_push_and_record(w: &World, inner: &dyn autobump::store::Store) {
+    use autobump::controller::{DirectDeps, reconcile_direct};
+    let text = direct_policy_text(w, "direct");
     let (mut policies, diagnostics) = policy::load_str(std::path::Path::new("direct.yaml"), &text);
     assert!(diagnostics.is_empty(), "{diagnostics:?}");
     let direct = policies.remove(0);
     let plain = w.direct_deps(&direct);
     let store = RefusingStore {
-        inner: &w.store,
+        inner,
         refuse: std::sync::Mutex::new(Some("Pushed")),
     };
     let deps = DirectDeps {
@@ -990,8 +1017,8 @@ async fn a_crash_between_a_direct_push_and_its_record_is_settled_on_restart() {
         before,
         "the push happened"
     );
-    let pushed = |w: &World| {
-        w.store
+    let pushed = || {
+        inner
             .load("direct")
             .unwrap()
             .history
@@ -999,8 +1026,8 @@ async fn a_crash_between_a_direct_push_and_its_record_is_settled_on_restart() {
             .filter(|h| h.reason == "Pushed")
             .count()
     };
-    assert_eq!(pushed(&w), 0);
-    assert_eq!(w.store.load("direct").unwrap().intents.len(), 1);
+    assert_eq!(pushed(), 0);
+    assert_eq!(inner.load("direct").unwrap().intents.len(), 1);
 
     // The restart: a fresh reconcile with a store that works.
     *store.refuse.lock().unwrap() = None;
@@ -1020,8 +1047,8 @@ async fn a_crash_between_a_direct_push_and_its_record_is_settled_on_restart() {
     )
     .await
     .unwrap();
-    let state = w.store.load("direct").unwrap();
-    assert_eq!(pushed(&w), 1, "{:?}", state.history);
+    let state = inner.load("direct").unwrap();
+    assert_eq!(pushed(), 1, "{:?}", state.history);
     assert!(state.intents.is_empty(), "{:?}", state.intents);
     let record = state.history.iter().find(|h| h.reason == "Pushed").unwrap();
     assert_eq!(record.at, at(MONDAY), "recorded at the time of the push");
