@@ -455,3 +455,67 @@ fn crd_has_status_subresource_printer_columns_and_a_structural_schema() {
     let text = serde_json::to_string(&crd).unwrap();
     assert!(!text.contains("$ref"), "CRD schema must be inlined");
 }
+
+/// Issue 16: an existing user's JSON state file (`--state state.json`) is imported
+/// into the database next to it by the first command, in one go, kept renamed
+/// `state.json.imported`, and the log says so; the history and the hold survive.
+#[test]
+fn a_json_state_file_is_imported_by_the_first_command_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("state.json");
+    // The format earlier versions wrote (`autobump hold` then `unhold` then `hold`).
+    std::fs::write(
+        &json,
+        r#"{
+  "version": 1,
+  "policies": {
+    "prow": {
+      "hold": {"by": "cli:alice", "since": "2026-11-21T10:05:00Z", "reason": "DB migration", "via": "cli", "automatic": false},
+      "lastKnownGood": {"summary": "v20261101-aaaaaaa", "images": [{"image": "gcr.io/k8s-prow/hook", "tag": "v20261101-aaaaaaa"}], "since": "2026-11-02T09:00:00Z"},
+      "badVersions": [{"image": "gcr.io/k8s-prow/hook", "tag": "v20261110-bbbbbbb"}],
+      "notifiedSeq": 2,
+      "history": [
+        {"at": "2026-11-21T10:00:00Z", "reason": "Held", "message": "held by cli:alice: freeze", "seq": 1},
+        {"at": "2026-11-21T10:01:00Z", "reason": "Unheld", "message": "hold by cli:alice lifted by cli:alice (cli)", "seq": 2},
+        {"at": "2026-11-21T10:05:00Z", "reason": "Held", "message": "held by cli:alice: DB migration", "seq": 3}
+      ]
+    }
+  }
+}
+"#,
+    )
+    .unwrap();
+    let state = json.to_str().unwrap();
+    let (code, out, err) = autobump(&["status", "--state", state, "--output", "json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("imported the JSON state file into the state database"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("from={state}"))
+            && err.contains("policies=1")
+            && err.contains("kept_as="),
+        "{err}"
+    );
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows[0]["hold"]["reason"], "DB migration");
+    assert!(!json.exists());
+    assert!(dir.path().join("state.json.imported").is_file());
+    assert!(dir.path().join("state.db").is_file());
+    // The same --state keeps working, now on the database; nothing imported twice.
+    let (code, out, err) = autobump(&["history", "prow", "--state", state]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("imported"), "{err}");
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(
+        out.lines().last().unwrap().contains("DB migration"),
+        "{out}"
+    );
+    let (code, out, _) = autobump(&["unhold", "prow", "--state", state]);
+    assert_eq!(code, 0);
+    assert!(out.contains("lifted the hold"), "{out}");
+    let (_, out, _) = autobump(&["history", "prow", "--state", state, "--output", "json"]);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["entries"][3]["seq"], 4, "the sequence goes on");
+}
