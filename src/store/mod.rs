@@ -586,11 +586,13 @@ impl Store for MemoryStore {
 mod tests {
     use super::*;
 
-    fn at(s: &str) -> DateTime<Utc> {
+    /// A time from RFC 3339 text (also for the `sqlite` tests).
+    pub(super) fn at(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()
     }
 
-    fn hold() -> Hold {
+    /// A person's hold (also for the `sqlite` tests).
+    pub(super) fn hold() -> Hold {
         Hold {
             by: "user:alice".into(),
             since: at("2026-11-21T10:00:00Z"),

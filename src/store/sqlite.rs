@@ -836,22 +836,9 @@ pub fn load_existing(path: &Path) -> Result<BTreeMap<String, PolicyState>, Store
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::v1alpha1::{Hold, Intent, IntentKind, Release};
+    use crate::policy::v1alpha1::{Intent, IntentKind, Release};
+    use crate::store::tests::{at, hold};
     use crate::store::{BadVersion, FileStore};
-
-    fn at(s: &str) -> DateTime<Utc> {
-        s.parse().unwrap()
-    }
-
-    fn hold() -> Hold {
-        Hold {
-            by: "user:alice".into(),
-            since: at("2026-11-21T10:00:00Z"),
-            reason: "release freeze".into(),
-            via: Some("cli".into()),
-            automatic: false,
-        }
-    }
 
     fn release(tag: &str, since: &str) -> Release {
         Release {
