@@ -129,7 +129,7 @@ enum Command {
     /// 1 otherwise; 2 on usage or I/O errors, when no policy loads at start, and when
     /// the state file cannot be read (never overwritten then).
     #[command(
-        after_help = "Example:\n  autobump run --policies policies/ --state autobump-state.json --listen 127.0.0.1:8080"
+        after_help = "Example:\n  autobump run --policies policies/ --state autobump-state.db --listen 127.0.0.1:8080"
     )]
     Run(Box<RunArgs>),
     /// Hold a policy: no bump merges until the hold is lifted (rollbacks still do).
