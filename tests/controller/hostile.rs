@@ -33,6 +33,27 @@ async fn stalling_registry() -> (Served, Arc<AtomicUsize>) {
     (served, requests)
 }
 
+/// `autobump run --policies policies` in `dir` with this state and tick, stderr to
+/// `dir/log` (returned with the child, which is killed when dropped).
+fn spawn_run(
+    dir: &std::path::Path,
+    state: &str,
+    interval: &str,
+) -> (tokio::process::Child, std::path::PathBuf) {
+    let log = dir.join("log");
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_autobump"))
+        .args(["run", "--policies", "policies", "--state", state])
+        .args(["--cache-dir", "cache", "--interval", interval])
+        .current_dir(dir)
+        .env_remove("GITHUB_TOKEN")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    (child, log)
+}
+
 /// Adds an image on `stalled` to the world's repository.
 fn reference_the_stalled_registry(w: &World, stalled: &Served) {
     w.fake.commit(
@@ -171,17 +192,7 @@ async fn sigterm_mid_request_ends_the_process() {
         &format!("{}/slow/", stalled.host()),
     );
     std::fs::write(dir.path().join("policies/a.yaml"), a).unwrap();
-    let log = dir.path().join("log");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_autobump"))
-        .args(["run", "--policies", "policies", "--state", "state.json"])
-        .args(["--cache-dir", "cache", "--interval", "1h"])
-        .current_dir(dir.path())
-        .env_remove("GITHUB_TOKEN")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let (mut child, log) = spawn_run(dir.path(), "state.json", "1h");
     // Wait until the tag request is in flight (the stalled server has it).
     super::support::wait_until(
         "the reconcile to reach the stalled registry",
@@ -352,17 +363,7 @@ async fn fifty_concurrent_holds_and_unholds_against_a_running_run_lose_nothing()
         direct_policy_text(&w, "a"),
     )
     .unwrap();
-    let log = dir.path().join("log");
-    let mut run = tokio::process::Command::new(env!("CARGO_BIN_EXE_autobump"))
-        .args(["run", "--policies", "policies", "--state", "state.db"])
-        .args(["--cache-dir", "cache", "--interval", "1s"])
-        .current_dir(dir.path())
-        .env_remove("GITHUB_TOKEN")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let (mut run, log) = spawn_run(dir.path(), "state.db", "1s");
     let db = dir.path().join("state.db");
     // Running: its first reconcile recorded the policy.
     super::support::wait_until(
