@@ -20,7 +20,7 @@ use autobump::policy;
 mod cli;
 use cli::ops::{hold, rollback, unhold};
 use cli::run::run_standalone;
-use cli::status::{cluster_status, status};
+use cli::status::{cluster_status, history, status};
 use cli::tools::{check, resolve, rewrite};
 
 /// autobump keeps a service's deployed images current through its GitOps repository,
@@ -134,7 +134,7 @@ enum Command {
     /// 1 otherwise; 2 on usage or I/O errors, when no policy loads at start, and when
     /// the state file cannot be read (never overwritten then).
     #[command(
-        after_help = "Example:\n  autobump run --policies policies/ --state autobump-state.json --listen 127.0.0.1:8080"
+        after_help = "Example:\n  autobump run --policies policies/ --state autobump-state.db --listen 127.0.0.1:8080"
     )]
     Run(Box<RunArgs>),
     /// Hold a policy: no bump merges until the hold is lifted (rollbacks still do).
@@ -220,6 +220,25 @@ enum Command {
         #[arg(long, short, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Print one policy's history: every decision recorded (holds, bumps, merges,
+    /// rollbacks…), oldest first, as kept by the state database (see
+    /// --history-retention of run); with --kubernetes, the bounded history of its
+    /// object's status. Exit status: 0, or 2 on usage or I/O errors or an unknown
+    /// policy.
+    #[command(after_help = "Example:\n  autobump history payments-api --since 7d")]
+    History {
+        /// The policy's name.
+        name: String,
+        /// Only entries at or after this time (2026-11-21T10:00:00Z, 2026-11-21) or
+        /// this long ago (7d, 12h).
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// How to print the result.
+        #[arg(long, short, value_enum, default_value_t = Output::Text)]
+        output: Output,
+        #[command(flatten)]
+        target: HoldTarget,
+    },
     /// Print the CustomResourceDefinition of the Autobump kind (YAML).
     #[command(after_help = "Example:\n  autobump crd | kubectl apply -f -")]
     Crd,
@@ -282,6 +301,10 @@ struct RunArgs {
     /// running; /readyz says not ready when it has failed for longer than this.
     #[arg(long, value_name = "DURATION", default_value = "5m")]
     not_ready_after: autobump::policy::values::Duration,
+    /// Delete history entries older than this from the state database (e.g. 400d;
+    /// each policy's newest entry stays). Default: keep the whole history.
+    #[arg(long, value_name = "DURATION")]
+    history_retention: Option<autobump::policy::values::Duration>,
     /// Commit author name.
     #[arg(long, default_value = "autobump")]
     git_name: String,
@@ -334,12 +357,16 @@ struct HoldTarget {
 /// Where the standalone state lives.
 #[derive(Debug, clap::Args)]
 struct StateArgs {
-    /// The state file of standalone mode.
+    /// The state database of standalone mode (SQLite). A path not ending in .db
+    /// names a JSON state file of an earlier version: the database is the same path
+    /// with .db, and the JSON file is imported into it on first use (then kept as
+    /// NAME.imported). A JSON file with the database's stem next to it
+    /// (autobump-state.json) is imported the same way.
     #[arg(
         long = "state",
         value_name = "PATH",
         env = "AUTOBUMP_STATE",
-        default_value = "autobump-state.json"
+        default_value = "autobump-state.db"
     )]
     path: PathBuf,
 }
@@ -392,6 +419,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             to,
             target,
         } => rollback(&name, &reason, to.as_deref(), &target),
+        Command::History {
+            name,
+            since,
+            output,
+            target,
+        } => history(&name, since.as_deref(), output, &target),
         Command::Status {
             state,
             policies,

@@ -8,6 +8,8 @@ every policy reconciled once), resident memory, and CPU time per idle hour
 Usage: idle_bench.py AUTOBUMP_BINARY [--policies N] [--idle SECONDS] [--interval 10s]
 """
 import argparse
+import concurrent.futures
+import sqlite3
 import gzip
 import hashlib
 import json
@@ -72,12 +74,37 @@ def proc_stats(pid):
     return cpu, rss
 
 
+def preload(binary, work, n, entries):
+    """Gives every policy `entries` history entries in the state database (as weeks
+    of real use would), through the schema autobump creates."""
+    db = f"{work}/state.db"
+    subprocess.run([binary, "hold", "app0", "--reason", "schema", "--state", db],
+                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([binary, "unhold", "app0", "--state", db], check=True, stdout=subprocess.DEVNULL)
+    con = sqlite3.connect(db)
+    with con:
+        con.execute("DELETE FROM history")
+        con.execute("DELETE FROM policy")
+        reasons = ["Deployed", "Pushed", "Promoted", "Held", "Unheld"]
+        for i in range(n):
+            name = f"app{i}"
+            con.executemany(
+                "INSERT INTO history (policy, seq, at, reason, message) VALUES (?, ?, ?, ?, ?)",
+                ((name, k, f"2026-{1 + k % 11:02d}-{1 + k % 27:02d}T10:00:00.000000000Z",
+                  reasons[k % len(reasons)], f"{name}: decision {k} of the pre-loaded history")
+                 for k in range(1, entries + 1)))
+            con.execute("INSERT INTO policy (name, state, last_seq) VALUES (?, '{}', ?)", (name, entries))
+    con.close()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("binary")
     ap.add_argument("--policies", type=int, default=100)
     ap.add_argument("--idle", type=float, default=60.0)
     ap.add_argument("--interval", default="10s")
+    ap.add_argument("--history", type=int, default=0,
+                    help="history entries pre-loaded per policy into the state database")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="autobump-idle.")
     procs = []
@@ -96,8 +123,9 @@ def main():
             except Exception:
                 time.sleep(0.05)
         n = args.policies
-        for i in range(n):
-            push(reg, f"bench/app{i}", "1.0.0")
+        # Eight pushes at once: 10,000 images one by one take longer than the run.
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda i: push(reg, f"bench/app{i}", "1.0.0"), range(n)))
         checkout = f"{work}/checkout"
         os.makedirs(f"{checkout}/apps")
         os.makedirs(f"{work}/policies")
@@ -117,10 +145,13 @@ def main():
         subprocess.run(git + ["-C", checkout, "commit", "-qm", "apps"], check=True)
         subprocess.run(["git", "clone", "-q", "--bare", checkout, f"{work}/infra.git"], check=True)
 
+        if args.history:
+            preload(os.path.abspath(args.binary), work, n, args.history)
+
         listen = f"127.0.0.1:{free_port()}"
         start = time.monotonic()
         ab = subprocess.Popen(
-            [os.path.abspath(args.binary), "run", "--policies", "policies", "--state", "state.json",
+            [os.path.abspath(args.binary), "run", "--policies", "policies", "--state", "state.db",
              "--cache-dir", "cache", "--interval", args.interval, "--listen", listen],
             cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             env={k: v for k, v in os.environ.items() if k != "GITHUB_TOKEN"})
@@ -145,11 +176,16 @@ def main():
         errors = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
                      if line.startswith("autobump_reconciles_total{") and 'result="error"' in line)
         per_hour = (cpu1 - cpu0) / args.idle * 3600
+        seconds = {"s": 1, "m": 60, "h": 3600}[args.interval[-1]] * float(args.interval[:-1])
+        due = n * args.idle / seconds
         print(f"{n} policies, --interval {args.interval}: ready after {ready:.2f} s "
               f"(first pass over every policy, {cpu0:.2f} s CPU)")
         print(f"resident memory: {rss0:.0f} MiB at ready, {rss1:.0f} MiB after {args.idle:.0f} s idle")
         print(f"idle CPU: {cpu1 - cpu0:.2f} s over {args.idle:.0f} s = {per_hour:.0f} s per hour "
               f"({per_hour / 36:.1f}% of one core); {reconciles:.0f} reconciles ok, {errors:.0f} failed")
+        if reconciles:
+            print(f"CPU per reconcile: {(cpu1 - cpu0) / reconciles * 1000:.2f} ms; reconciles in "
+                  f"{args.idle:.0f} s: {reconciles + errors:.0f} of {due:.0f} due ({(reconciles + errors) / due:.0%} of ticks kept)")
     finally:
         for p in reversed(procs):
             p.send_signal(signal.SIGTERM)

@@ -14,7 +14,7 @@ impl HoldTarget {
     ) -> anyhow::Result<()> {
         use autobump::incluster::store::{KubeStore, Scope};
         if !self.kubernetes {
-            return f(&autobump::store::FileStore::new(&self.state.path));
+            return f(&autobump::store::SqliteStore::open(&self.state.path)?);
         }
         // KubeStore blocks on this runtime from here (outside it), which needs the
         // multi-threaded kind to drive its I/O.

@@ -116,6 +116,13 @@ pub(crate) fn run_standalone(args: &RunArgs) -> anyhow::Result<ExitCode> {
         if args.kubernetes {
             return run_in_cluster(args, driver).await;
         }
+        // One run per database (a second one refuses, naming the first), and a state
+        // this build cannot read stops here, before anything acts; it is never
+        // overwritten.
+        let lease = autobump::store::sqlite::open_for_run(
+            &args.state.path,
+            autobump::clock::Clock::now(&SystemClock),
+        )?;
         if let Some(kubeconfig) = &args.kubeconfig {
             let workloads = autobump::cluster::KubeWorkloads::from_kubeconfig(
                 kubeconfig,
@@ -153,12 +160,6 @@ pub(crate) fn run_standalone(args: &RunArgs) -> anyhow::Result<ExitCode> {
             )
             .await?;
         }
-        // A state file this build cannot read stops here, before anything acts (each
-        // reconcile would refuse it anyway); it is never overwritten.
-        {
-            use autobump::store::Store as _;
-            autobump::store::FileStore::new(&args.state.path).load_all()?;
-        }
         watch_policy_files(args.policies.clone(), Arc::clone(&poke));
         loop {
             for image in take_pushed(&pushed) {
@@ -168,6 +169,11 @@ pub(crate) fn run_standalone(args: &RunArgs) -> anyhow::Result<ExitCode> {
             // keep the last good policies (see --not-ready-after).
             let tick = driver.tick(&stop).await?;
             print_tick(&tick, args.once);
+            if let Some(keep) = args.history_retention {
+                lease
+                    .store()
+                    .prune_history(keep.delta(), autobump::clock::Clock::now(&SystemClock))?;
+            }
             // Ready once the policies loaded and every one had its first reconcile;
             // not ready any more once stopping.
             ready.store(!stop.load(Ordering::SeqCst), Ordering::SeqCst);

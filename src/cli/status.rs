@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use autobump::clock::SystemClock;
 use autobump::policy;
 
-use crate::{Output, StateArgs, print_out};
+use crate::{HoldTarget, Output, StateArgs, print_out};
 
 /// Prints `autobump status` rows as a table or as JSON.
 pub(crate) fn print_status(
@@ -82,9 +82,8 @@ pub(crate) fn status(
     output: Output,
 ) -> anyhow::Result<ExitCode> {
     use autobump::clock::Clock as _;
-    use autobump::store::{FileStore, Store as _};
     let now = chrono::SubsecRound::trunc_subsecs(SystemClock.now(), 0);
-    let states = FileStore::new(&state.path).load_all()?;
+    let states = autobump::store::sqlite::load_existing(&state.path)?;
     let loaded = if policies.is_empty() {
         Vec::new()
     } else {
@@ -97,7 +96,8 @@ pub(crate) fn status(
     let rows = autobump::status::rows(&loaded, &states, now);
     if rows.is_empty() {
         // An empty table says nothing; say where we looked and how to begin.
-        let what = if state.path.exists() {
+        let paths = autobump::store::sqlite::StatePaths::of(&state.path);
+        let what = if paths.db.exists() || paths.json.exists() {
             "holds no policy yet"
         } else {
             "does not exist"
@@ -116,4 +116,29 @@ pub(crate) fn status(
         }
     }
     print_status(&rows, now, output)
+}
+
+/// `autobump history`: the library formats, this prints.
+pub(crate) fn history(
+    name: &str,
+    since: Option<&str>,
+    output: Output,
+    target: &HoldTarget,
+) -> anyhow::Result<ExitCode> {
+    use autobump::clock::Clock as _;
+    use autobump::store::history::{Format, parse_since, report};
+    let since = since
+        .map(|s| parse_since(s, SystemClock.now()))
+        .transpose()?;
+    let format = match output {
+        Output::Text => Format::Text,
+        Output::Json => Format::Json,
+    };
+    let mut text = String::new();
+    target.with_store(&mut |store| {
+        text = report(store, name, since, format)?;
+        Ok(())
+    })?;
+    print_out(&text)?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,5 @@
 //! The standalone driver (`autobump run --policies DIR --state PATH`): no cluster,
-//! policies from files, state in a local file (does I/O).
+//! policies from files, state in a local SQLite database (does I/O).
 //!
 //! Each tick reloads the policy files. A policy whose file became invalid keeps its
 //! last good version in force (each new problem is logged once, and counted every
@@ -44,13 +44,13 @@ use crate::policy::{self, Diagnostic, Policy};
 use crate::registry::RegistryClient;
 use crate::repo::{Auth, GitRepo, Source, github_git_host, github_token_applies, redact_url};
 use crate::resolve::Resolver;
-use crate::store::{FileStore, PolicyState, Store};
+use crate::store::{PolicyState, SqliteStore, Store};
 
 /// How the standalone driver reaches the outside world.
 pub struct Config {
     /// The policy directory (or files).
     pub policies: Vec<PathBuf>,
-    /// The state file.
+    /// The state database (`--state`; see [`crate::store::sqlite::StatePaths`]).
     pub state: PathBuf,
     /// A GitHub token, for pull-request policies and HTTPS git on GitHub.
     pub github_token: Option<String>,
@@ -123,7 +123,7 @@ pub struct Standalone {
     clock: Arc<dyn Clock>,
     resolver: Resolver<RegistryClient>,
     repo: GitRepo,
-    store: FileStore,
+    store: SqliteStore,
     alerts: AlertsClient,
     github: Option<GitHub>,
     /// What `/webhooks/github` deliveries said (see [`WebhookFeed`]).
@@ -182,7 +182,7 @@ impl Standalone {
             .map_err(|e| format!("notifier: {e}"))?;
         let github_git_host = github_git_host(&config.github_api);
         Ok(Self {
-            store: FileStore::new(&config.state),
+            store: SqliteStore::deferred(&config.state),
             alerts: AlertsClient::new(AlertsConfig::default())
                 .map_err(|e| format!("alert client: {e}"))?,
             resolver: Resolver::new(registry),

@@ -1,11 +1,15 @@
 //! Durable per-policy state: holds, versions, history, bad versions (does I/O).
 //!
-//! In standalone mode the state lives in one JSON file; in-cluster it will live in the
-//! custom resources' status. Everything a restart must not forget goes here and
-//! nowhere else (convention 3): the in-memory state of a reconcile is always rebuilt
-//! from the store and the world.
+//! In standalone mode the state lives in a SQLite database ([`sqlite::SqliteStore`]:
+//! one row per policy, an append-only history table); in-cluster it lives in the
+//! custom resources' status ([`crate::incluster::store::KubeStore`], with a bounded
+//! history). Everything a restart must not forget goes here and nowhere else
+//! (convention 3): the in-memory state of a reconcile is always rebuilt from the
+//! store and the world.
 //!
-//! [`FileStore`] writes atomically (temporary file, fsync, rename, fsync of the
+//! [`FileStore`] is the JSON state file of earlier versions: it is read to import it
+//! into the database ([`sqlite::SqliteStore::open`]), and kept for tools and tests.
+//! It writes atomically (temporary file, fsync, rename, fsync of the
 //! directory) under an advisory lock, so a crash mid-write leaves the previous state,
 //! and the CLI (`autobump hold`) and a running controller can share the file.
 //!
@@ -36,7 +40,14 @@ use crate::policy::v1alpha1::{
     HistoryEntry, Hold, Intent, IntentKind, Reason, Release, RollbackRequest,
 };
 
-/// How many history entries a policy keeps (oldest dropped first).
+pub mod history;
+pub mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+/// How many history entries a policy's in-memory state keeps (oldest dropped
+/// first): the whole history of [`MemoryStore`] and of the cluster's status. The
+/// database keeps every entry (see [`sqlite`]).
 pub const HISTORY_LIMIT: usize = 200;
 
 /// The version of the state file format this build writes.
@@ -80,7 +91,8 @@ pub struct PolicyState {
     /// the first delivery round.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notified_seq: Option<u64>,
-    /// Recent decisions, newest last, at most [`HISTORY_LIMIT`].
+    /// Recent decisions, newest last, at most [`HISTORY_LIMIT`]. Read from the
+    /// database, the recent ones only (see [`sqlite`]); [`Store::history`] reads all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryEntry>,
     /// Writes under way whose history entries wait for their outcome, at most one of
@@ -199,13 +211,37 @@ pub enum StoreError {
         /// What this build does not know.
         why: String,
     },
+    /// The state database failed.
+    #[error("state database {path}: {source}")]
+    Database {
+        /// The database file.
+        path: PathBuf,
+        /// Whether trying again may help (busy, locked, I/O).
+        retryable: bool,
+        /// The error.
+        source: rusqlite::Error,
+    },
+    /// Another `autobump run` holds the database.
+    #[error(
+        "state database {path} is in use by another autobump run ({holder}); two runs on one database would act twice. Stop that one first. A lease left by a process that is gone from this host is taken over automatically; if the holder ran on another host that is gone for good, remove its lease: sqlite3 {path} 'DELETE FROM lease'"
+    )]
+    Leased {
+        /// The database file.
+        path: PathBuf,
+        /// Who holds it.
+        holder: sqlite::LeaseHolder,
+    },
 }
 
 impl StoreError {
     /// Whether trying again may help (I/O may be transient; a corrupt file is not).
     #[must_use]
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Io { .. })
+        match self {
+            Self::Io { .. } => true,
+            Self::Database { retryable, .. } => *retryable,
+            Self::Corrupt { .. } | Self::Version { .. } | Self::Leased { .. } => false,
+        }
     }
 
     /// The variant name, for metrics.
@@ -215,6 +251,8 @@ impl StoreError {
             Self::Io { .. } => "io",
             Self::Corrupt { .. } => "corrupt",
             Self::Version { .. } => "version",
+            Self::Database { .. } => "database",
+            Self::Leased { .. } => "leased",
         }
     }
 }
@@ -234,9 +272,30 @@ pub trait Store: Send + Sync {
         policy: &str,
         f: &mut dyn FnMut(&mut PolicyState),
     ) -> Result<PolicyState, StoreError>;
+
+    /// One policy's history entries at or after `since` (all with `None`), oldest
+    /// first: the whole trail where the store keeps it (the database), what it has
+    /// otherwise.
+    fn history(
+        &self,
+        policy: &str,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        let mut entries = self.load(policy)?.history;
+        if let Some(since) = since {
+            entries.retain(|e| e.at >= since);
+        }
+        Ok(entries)
+    }
+
+    /// The names of the policies with a state.
+    fn policies(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.load_all()?.into_keys().collect())
+    }
 }
 
-/// State in one JSON file.
+/// State in one JSON file (the format of earlier versions, imported into the
+/// database).
 #[derive(Debug)]
 pub struct FileStore {
     path: PathBuf,
@@ -432,20 +491,7 @@ impl Store for FileStore {
 /// Reads a state file's text (`path` names it in errors): JSON of a known format with
 /// only fields this build knows; anything else is refused, never guessed at.
 fn parse_state(path: &Path, text: &str) -> Result<StateFile, StoreError> {
-    // The most unknown fields named in the error.
-    const NAMED: usize = 5;
-    let mut unknown = Vec::new();
-    let mut de = serde_json::Deserializer::from_str(text);
-    let parsed: Result<StateFile, _> = serde_ignored::deserialize(&mut de, |field| {
-        // serde_ignored writes an `Option`'s `Some` as `?`: not part of the field's name.
-        unknown.push(field.to_string().replace(".?", ""));
-    });
-    let file = parsed
-        .and_then(|f| de.end().map(|()| f))
-        .map_err(|e| StoreError::Corrupt {
-            path: path.to_path_buf(),
-            why: e.to_string(),
-        })?;
+    let file: StateFile = parse_known(path, "", text)?;
     if file.version > FORMAT_VERSION {
         return Err(StoreError::Version {
             path: path.to_path_buf(),
@@ -455,6 +501,36 @@ fn parse_state(path: &Path, text: &str) -> Result<StateFile, StoreError> {
             ),
         });
     }
+    Ok(file)
+}
+
+/// Reads one policy's state row of the database at `path`, refused like a state
+/// file with fields this build does not know.
+fn parse_policy_state(path: &Path, policy: &str, text: &str) -> Result<PolicyState, StoreError> {
+    parse_known(path, &format!("policy {policy}: "), text)
+}
+
+/// JSON `text` as a `T` with only fields this build knows (`context` prefixes the
+/// reasons given).
+fn parse_known<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    context: &str,
+    text: &str,
+) -> Result<T, StoreError> {
+    // The most unknown fields named in the error.
+    const NAMED: usize = 5;
+    let mut unknown = Vec::new();
+    let mut de = serde_json::Deserializer::from_str(text);
+    let parsed: Result<T, _> = serde_ignored::deserialize(&mut de, |field| {
+        // serde_ignored writes an `Option`'s `Some` as `?`: not part of the field's name.
+        unknown.push(field.to_string().replace(".?", ""));
+    });
+    let value = parsed
+        .and_then(|v| de.end().map(|()| v))
+        .map_err(|e| StoreError::Corrupt {
+            path: path.to_path_buf(),
+            why: format!("{context}{e}"),
+        })?;
     if !unknown.is_empty() {
         let mut named = unknown
             .iter()
@@ -468,11 +544,11 @@ fn parse_state(path: &Path, text: &str) -> Result<StateFile, StoreError> {
         return Err(StoreError::Version {
             path: path.to_path_buf(),
             why: format!(
-                "fields this version of autobump does not know ({named}): written by a newer autobump, or edited by hand? Refusing to read it, since writing it back would drop them; run the newer autobump, or remove the fields"
+                "{context}fields this version of autobump does not know ({named}): written by a newer autobump, or edited by hand? Refusing to read it, since writing it back would drop them; run the newer autobump, or remove the fields"
             ),
         });
     }
-    Ok(file)
+    Ok(value)
 }
 
 /// State in memory: for tests and the simulator.
@@ -514,11 +590,13 @@ impl Store for MemoryStore {
 mod tests {
     use super::*;
 
-    fn at(s: &str) -> DateTime<Utc> {
+    /// A time from RFC 3339 text (also for the `sqlite` tests).
+    pub(super) fn at(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()
     }
 
-    fn hold() -> Hold {
+    /// A person's hold (also for the `sqlite` tests).
+    pub(super) fn hold() -> Hold {
         Hold {
             by: "user:alice".into(),
             since: at("2026-11-21T10:00:00Z"),

@@ -33,6 +33,27 @@ async fn stalling_registry() -> (Served, Arc<AtomicUsize>) {
     (served, requests)
 }
 
+/// `autobump run --policies policies` in `dir` with this state and tick, stderr to
+/// `dir/log` (returned with the child, which is killed when dropped).
+fn spawn_run(
+    dir: &std::path::Path,
+    state: &str,
+    interval: &str,
+) -> (tokio::process::Child, std::path::PathBuf) {
+    let log = dir.join("log");
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_autobump"))
+        .args(["run", "--policies", "policies", "--state", state])
+        .args(["--cache-dir", "cache", "--interval", interval])
+        .current_dir(dir)
+        .env_remove("GITHUB_TOKEN")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    (child, log)
+}
+
 /// Adds an image on `stalled` to the world's repository.
 fn reference_the_stalled_registry(w: &World, stalled: &Served) {
     w.fake.commit(
@@ -146,9 +167,9 @@ async fn a_stop_request_cancels_the_reconcile_in_flight() {
         "{tick:?}"
     );
     // The state file is intact and still usable after the cancellation.
-    let state = std::fs::read_to_string(dir.path().join("state.json")).unwrap();
-    let parsed: serde_json::Value = serde_json::from_str(&state).unwrap();
-    assert!(parsed["policies"]["b"].is_object(), "{state}");
+    let store = autobump::store::SqliteStore::open(&dir.path().join("state.json")).unwrap();
+    let names = autobump::store::Store::policies(&store).unwrap();
+    assert!(names.iter().any(|n| n == "b"), "{names:?}");
     let again = driver.tick(&AtomicBool::new(true)).await.unwrap();
     assert!(
         again.outcomes.is_empty(),
@@ -171,17 +192,7 @@ async fn sigterm_mid_request_ends_the_process() {
         &format!("{}/slow/", stalled.host()),
     );
     std::fs::write(dir.path().join("policies/a.yaml"), a).unwrap();
-    let log = dir.path().join("log");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_autobump"))
-        .args(["run", "--policies", "policies", "--state", "state.json"])
-        .args(["--cache-dir", "cache", "--interval", "1h"])
-        .current_dir(dir.path())
-        .env_remove("GITHUB_TOKEN")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let (mut child, log) = spawn_run(dir.path(), "state.json", "1h");
     // Wait until the tag request is in flight (the stalled server has it).
     super::support::wait_until(
         "the reconcile to reach the stalled registry",
@@ -286,4 +297,197 @@ async fn the_github_token_goes_to_no_other_git_host() {
         "{:?}",
         server.requests()
     );
+}
+
+/// `autobump hold` / `unhold` as a separate process on the database of a running
+/// `autobump run`: exit code and stdout.
+async fn cli(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_autobump"))
+        .args(args)
+        .args(["--state", "state.db"])
+        .current_dir(dir)
+        .env("USER", "tester")
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Each of `c0`…`c49` ends held with reason `final` after exactly Held, Unheld, Held.
+fn each_own_policy_held_unheld_and_held_again(store: &autobump::store::SqliteStore) {
+    use autobump::store::Store as _;
+    for i in 0..50 {
+        let name = format!("c{i}");
+        let state = store.load(&name).unwrap();
+        assert_eq!(
+            state.hold.as_ref().map(|h| h.reason.as_str()),
+            Some("final"),
+            "{name}"
+        );
+        let history: Vec<(u64, String)> = store
+            .history(&name, None)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.seq, e.reason.to_string()))
+            .collect();
+        assert_eq!(
+            history,
+            [(1, "Held".into()), (2, "Unheld".into()), (3, "Held".into())],
+            "{name}"
+        );
+    }
+}
+
+/// Issue 16: 50 `autobump hold`/`unhold` processes at once against a running
+/// `autobump run` (reconciling every second, writing the same database) lose no
+/// update: every policy ends in exactly the expected state with every event in its
+/// history, and on the one row all of them and the controller write, the holds and
+/// unholds that changed something alternate with no gap in the sequence. A second
+/// `run` on the database refuses to start.
+#[tokio::test]
+#[allow(clippy::too_many_lines)] // one scenario, start to stop
+async fn fifty_concurrent_holds_and_unholds_against_a_running_run_lose_nothing() {
+    use autobump::store::Store as _;
+    let w = World::new("").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::write(
+        dir.path().join("policies/a.yaml"),
+        direct_policy_text(&w, "a"),
+    )
+    .unwrap();
+    let (mut run, log) = spawn_run(dir.path(), "state.db", "1s");
+    let db = dir.path().join("state.db");
+    // Running: its first reconcile recorded the policy.
+    super::support::wait_until(
+        "the first reconcile of the running autobump",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        async || {
+            let known = db.exists()
+                && autobump::store::SqliteStore::open(&db)
+                    .and_then(|s| s.policies())
+                    .is_ok_and(|p| p.iter().any(|n| n == "a"));
+            if known {
+                Ok(())
+            } else {
+                Err(std::fs::read_to_string(&log).unwrap_or_default())
+            }
+        },
+    )
+    .await;
+
+    // A second run on the same database refuses, naming the first.
+    let (code, text) = cli(
+        dir.path(),
+        &[
+            "run",
+            "--once",
+            "--policies",
+            "policies",
+            "--cache-dir",
+            "cache2",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(2), "{text}");
+    let pid = run.id().unwrap();
+    assert!(
+        text.contains("is in use by another autobump run (pid ")
+            && text.contains(&format!("pid {pid} on host ")),
+        "{text}"
+    );
+
+    // 50 processes at once: each holds, unholds and holds again its own policy
+    // (their rows are written while the controller writes a's).
+    let own = (0..50).map(|i| {
+        let dir = dir.path().to_path_buf();
+        async move {
+            let name = format!("c{i}");
+            for args in [
+                vec!["hold", &name, "--reason", "first"],
+                vec!["unhold", &name],
+                vec!["hold", &name, "--reason", "final"],
+            ] {
+                let (code, text) = cli(&dir, &args).await;
+                assert_eq!(code, Some(0), "{args:?}: {text}");
+            }
+        }
+    });
+    futures::future::join_all(own).await;
+    // Then 50 at once on the controller's own row: 25 holds, 25 unholds, all racing.
+    let racing = (0..50).map(|i| {
+        let dir = dir.path().to_path_buf();
+        async move {
+            let reason = format!("race {i}");
+            let args: Vec<&str> = if i % 2 == 0 {
+                vec!["hold", "a", "--reason", &reason]
+            } else {
+                vec!["unhold", "a"]
+            };
+            let (code, text) = cli(&dir, &args).await;
+            assert_eq!(code, Some(0), "{args:?}: {text}");
+        }
+    });
+    futures::future::join_all(racing).await;
+
+    let store = autobump::store::SqliteStore::open(&db).unwrap();
+    each_own_policy_held_unheld_and_held_again(&store);
+    // On a's row: holds and unholds alternate (each hold and unhold that changed
+    // something is one entry), sequence numbers have no gap, and the final state
+    // agrees with the last entry.
+    let a = store.history("a", None).unwrap();
+    let seqs: Vec<u64> = a.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=a.len() as u64).collect::<Vec<_>>(), "{a:?}");
+    let cli_entries: Vec<&str> = a
+        .iter()
+        .filter(|e| e.message.contains("tester"))
+        .map(|e| e.reason.as_str())
+        .collect();
+    assert!(!cli_entries.is_empty(), "{a:?}");
+    for pair in cli_entries.windows(2) {
+        assert_ne!(
+            pair[0], pair[1],
+            "holds and unholds alternate: {cli_entries:?}"
+        );
+    }
+    let held = store.load("a").unwrap().hold.is_some();
+    assert_eq!(held, cli_entries.last() == Some(&"Held"), "{cli_entries:?}");
+
+    // The run is still running, and stops cleanly (releasing the lease).
+    assert!(
+        run.try_wait().unwrap().is_none(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), run.wait())
+        .await
+        .expect("still running 30 s after SIGTERM")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let (code, text) = cli(
+        dir.path(),
+        &[
+            "run",
+            "--once",
+            "--policies",
+            "policies",
+            "--cache-dir",
+            "cache",
+        ],
+    )
+    .await;
+    assert!(!text.contains("in use by another"), "{text}");
+    assert!(code.is_some(), "{text}");
 }

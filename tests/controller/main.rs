@@ -918,7 +918,7 @@ async fn direct_push_bumps_the_base_branch_when_not_held_and_the_gate_is_clear()
 /// A store whose write of a history entry with reason `refuse` fails, as if the
 /// process died right before it (the write before it, and the world, stand).
 struct RefusingStore<'a> {
-    inner: &'a MemoryStore,
+    inner: &'a dyn autobump::store::Store,
     refuse: std::sync::Mutex<Option<&'static str>>,
 }
 
@@ -964,15 +964,42 @@ impl autobump::store::Store for RefusingStore<'_> {
 /// restart finds the branch carrying the versions and records it, once.
 #[tokio::test]
 async fn a_crash_between_a_direct_push_and_its_record_is_settled_on_restart() {
-    use autobump::controller::{Deps, reconcile};
     let w = World::new("").await;
-    let text = direct_policy_text(&w, "direct");
+    crash_between_push_and_record(&w, &w.store).await;
+}
+
+/// The same on the standalone state database (issue 16: crash safety on
+/// transactions): the failed update is a rolled-back transaction.
+#[tokio::test]
+async fn a_crash_between_a_direct_push_and_its_record_is_settled_on_restart_with_sqlite() {
+    let w = World::new("").await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = autobump::store::SqliteStore::open(&dir.path().join("state.db")).unwrap();
+    crash_between_push_and_record(&w, &db).await;
+    // What a restarted process reads from the file agrees.
+    let again = autobump::store::SqliteStore::open(&dir.path().join("state.db")).unwrap();
+    let reasons: Vec<String> = again
+        .history("direct", None)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.reason.to_string())
+        .collect();
+    assert_eq!(
+        reasons.iter().filter(|r| *r == "Pushed").count(),
+        1,
+        "{reasons:?}"
+    );
+}
+
+async fn crash_between_push_and_record(w: &World, inner: &dyn autobump::store::Store) {
+    use autobump::controller::{Deps, reconcile};
+    let text = direct_policy_text(w, "direct");
     let (mut policies, diagnostics) = policy::load_str(std::path::Path::new("direct.yaml"), &text);
     assert!(diagnostics.is_empty(), "{diagnostics:?}");
     let direct = policies.remove(0);
     let plain = w.direct_deps(&direct);
     let store = RefusingStore {
-        inner: &w.store,
+        inner,
         refuse: std::sync::Mutex::new(Some("Pushed")),
     };
     let deps: Deps<'_, _, _, _> = Deps {
@@ -991,8 +1018,8 @@ async fn a_crash_between_a_direct_push_and_its_record_is_settled_on_restart() {
         before,
         "the push happened"
     );
-    let pushed = |w: &World| {
-        w.store
+    let pushed = || {
+        inner
             .load("direct")
             .unwrap()
             .history
@@ -1000,8 +1027,8 @@ async fn a_crash_between_a_direct_push_and_its_record_is_settled_on_restart() {
             .filter(|h| h.reason == "Pushed")
             .count()
     };
-    assert_eq!(pushed(&w), 0);
-    assert_eq!(w.store.load("direct").unwrap().intents.len(), 1);
+    assert_eq!(pushed(), 0);
+    assert_eq!(inner.load("direct").unwrap().intents.len(), 1);
 
     // The restart: a fresh reconcile with a store that works.
     *store.refuse.lock().unwrap() = None;
@@ -1021,8 +1048,8 @@ async fn a_crash_between_a_direct_push_and_its_record_is_settled_on_restart() {
     )
     .await
     .unwrap();
-    let state = w.store.load("direct").unwrap();
-    assert_eq!(pushed(&w), 1, "{:?}", state.history);
+    let state = inner.load("direct").unwrap();
+    assert_eq!(pushed(), 1, "{:?}", state.history);
     assert!(state.intents.is_empty(), "{:?}", state.intents);
     let record = state.history.iter().find(|h| h.reason == "Pushed").unwrap();
     assert_eq!(record.at, at(MONDAY), "recorded at the time of the push");
@@ -1112,10 +1139,11 @@ async fn run_once_through_the_binary_bumps_and_notifies_once_across_restarts() {
     let stdout = run_once(dir.path(), &sink.url()).await;
     assert_eq!(stdout, "direct: Promote; PushDirect; RecordBump\n");
     assert_ne!(w.fake.branch_sha("main").unwrap(), before);
-    let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("state.json")).unwrap())
-            .unwrap();
-    assert!(state["policies"]["direct"]["lastBump"].is_string());
+    let state = autobump::store::SqliteStore::open(&dir.path().join("state.json"))
+        .unwrap()
+        .load("direct")
+        .unwrap();
+    assert!(state.last_bump.is_some());
 
     // One message per subscribed event (Promoted, then the push as Opened), each with
     // its idempotency key; Deployed is not a notification.

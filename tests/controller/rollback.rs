@@ -10,7 +10,7 @@ use autobump::forge::GitHub;
 use autobump::policy;
 use autobump::registry::RegistryClient;
 use autobump::repo::GitRepo;
-use autobump::store::{FileStore, Store as _};
+use autobump::store::{SqliteStore, Store as _};
 
 use super::{MONDAY, NEW, NEWER, OLD, World, at, direct_policy_text, kinds, waiting};
 
@@ -43,7 +43,7 @@ async fn refused(state: &Path, name: &str, why: &str) {
     assert!(out.is_empty(), "{out}");
 }
 
-fn reasons(store: &FileStore, name: &str) -> Vec<String> {
+fn reasons(store: &SqliteStore, name: &str) -> Vec<String> {
     store
         .load(name)
         .unwrap()
@@ -57,8 +57,8 @@ fn reasons(store: &FileStore, name: &str) -> Vec<String> {
 fn direct_deps_on<'a>(
     w: &'a World,
     policy: &autobump::policy::Policy,
-    store: &'a FileStore,
-) -> Deps<'a, RegistryClient, GitRepo, FileStore> {
+    store: &'a SqliteStore,
+) -> Deps<'a, RegistryClient, GitRepo, SqliteStore> {
     let base = w.direct_deps(policy);
     Deps {
         forge: None,
@@ -74,8 +74,8 @@ impl World {
     /// The pull-request reconcile's dependencies on `store` instead of the memory store.
     fn deps_on<'a>(
         &'a self,
-        store: &'a FileStore,
-    ) -> Deps<'a, RegistryClient, GitRepo, FileStore, GitHub> {
+        store: &'a SqliteStore,
+    ) -> Deps<'a, RegistryClient, GitRepo, SqliteStore, GitHub> {
         let base = self.deps();
         let forge = base.forge.as_ref().unwrap();
         Deps {
@@ -116,7 +116,7 @@ async fn autobump_rollback_pushes_the_known_good_back_held_by_the_requester() {
     let direct = policies.remove(0);
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.json");
-    let store = FileStore::new(&state);
+    let store = SqliteStore::open(&state).unwrap();
     let deps = direct_deps_on(&w, &direct, &store);
     let step = |now: &'static str| {
         let (policy, deps) = (&direct, &deps);
@@ -271,7 +271,7 @@ async fn a_held_policy_is_rolled_back_on_request_and_keeps_its_hold() {
     let direct = policies.remove(0);
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.json");
-    let store = FileStore::new(&state);
+    let store = SqliteStore::open(&state).unwrap();
     let deps = direct_deps_on(&w, &direct, &store);
     for now in [
         "2026-11-23T10:00:00Z",
@@ -320,7 +320,7 @@ async fn a_request_with_nothing_to_roll_back_is_dropped_with_a_record() {
     assert!(diagnostics.is_empty(), "{diagnostics:?}");
     let direct = policies.remove(0);
     let dir = tempfile::tempdir().unwrap();
-    let store = FileStore::new(dir.path().join("state.json"));
+    let store = SqliteStore::open(&dir.path().join("state.json")).unwrap();
     let deps = direct_deps_on(&w, &direct, &store);
     // Without a gate OLD is known-good at once; hold it so that nothing else happens.
     store
@@ -387,7 +387,7 @@ async fn autobump_rollback_opens_and_merges_a_rollback_pr_outside_the_window() {
     let host = w.registry.host();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.json");
-    let store = FileStore::new(&state);
+    let store = SqliteStore::open(&state).unwrap();
     let deps = w.deps_on(&store);
     let step = |now: &'static str| {
         let deps = &deps;

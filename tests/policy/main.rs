@@ -279,16 +279,17 @@ fn help_lists_only_working_commands() {
     assert_eq!(
         commands,
         [
-            "check", "resolve", "rewrite", "run", "hold", "unhold", "rollback", "status", "crd",
-            "help"
+            "check", "resolve", "rewrite", "run", "hold", "unhold", "rollback", "status",
+            "history", "crd", "help"
         ]
     );
 }
 
 #[test]
 fn hold_and_unhold_record_who_why_and_survive_in_the_state_file() {
+    use autobump::store::Store as _;
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state.json");
+    let state = dir.path().join("state.db");
     let state = state.to_str().unwrap();
     let (code, out, _) = autobump(&["hold", "prow", "--reason", "DB migration", "--state", state]);
     assert_eq!(code, 0);
@@ -299,25 +300,55 @@ fn hold_and_unhold_record_who_why_and_survive_in_the_state_file() {
         out.contains("already held") && out.contains("DB migration"),
         "{out}"
     );
-    let saved: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(state).unwrap()).unwrap();
-    let hold = &saved["policies"]["prow"]["hold"];
-    assert_eq!(hold["reason"], "DB migration");
-    assert_eq!(hold["via"], "cli");
-    assert!(hold["since"].as_str().unwrap().ends_with('Z'));
+    // Read back from the database, as a restarted process would.
+    let saved = autobump::store::SqliteStore::open(state.as_ref())
+        .unwrap()
+        .load("prow")
+        .unwrap();
+    let hold = saved.hold.unwrap();
+    assert_eq!(hold.reason, "DB migration");
+    assert_eq!(hold.via.as_deref(), Some("cli"));
+    let hold_json = serde_json::to_value(&hold).unwrap();
+    assert!(hold_json["since"].as_str().unwrap().ends_with('Z'));
     let (code, out, _) = autobump(&["unhold", "prow", "--state", state]);
     assert_eq!(code, 0);
     assert!(out.contains("lifted the hold"), "{out}");
-    let saved: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(state).unwrap()).unwrap();
-    assert!(saved["policies"]["prow"]["hold"].is_null());
-    assert_eq!(
-        saved["policies"]["prow"]["history"]
-            .as_array()
-            .unwrap()
-            .len(),
-        2
+    let store = autobump::store::SqliteStore::open(state.as_ref()).unwrap();
+    assert!(store.load("prow").unwrap().hold.is_none());
+    assert_eq!(store.load("prow").unwrap().history.len(), 2);
+    // `autobump history` prints both, oldest first, as text and as JSON.
+    let (code, out, err) = autobump(&["history", "prow", "--state", state]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with("    #1  ") && lines[0].contains("Held"),
+        "{out}"
     );
+    assert!(lines[0].contains("DB migration"), "{out}");
+    assert!(
+        lines[1].starts_with("    #2  ") && lines[1].contains("Unheld"),
+        "{out}"
+    );
+    let (code, out, _) = autobump(&["history", "prow", "--state", state, "--output", "json"]);
+    assert_eq!(code, 0);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["policy"], "prow");
+    assert_eq!(doc["entries"][1]["reason"], "Unheld");
+    assert_eq!(doc["entries"][1]["seq"], 2);
+    // --since in the future: nothing; an unknown policy: exit 2 naming the known ones.
+    let (code, out, _) = autobump(&["history", "prow", "--state", state, "--since", "2999-01-01"]);
+    assert_eq!(code, 0);
+    assert_eq!(out, "prow: no history entry in that time\n");
+    let (code, _, err) = autobump(&["history", "prwo", "--state", state]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("no policy prwo in the state (policies: prow)"),
+        "{err}"
+    );
+    let (code, _, err) = autobump(&["history", "prow", "--state", state, "--since", "lately"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("invalid --since \"lately\""), "{err}");
     let (code, _, err) = autobump(&["hold", "prow", "--reason", " ", "--state", state]);
     assert_eq!(code, 2, "{err}");
 }
@@ -423,4 +454,68 @@ fn crd_has_status_subresource_printer_columns_and_a_structural_schema() {
     // Structural schemas may not use $ref; every node needs a type or x-kubernetes marker.
     let text = serde_json::to_string(&crd).unwrap();
     assert!(!text.contains("$ref"), "CRD schema must be inlined");
+}
+
+/// Issue 16: an existing user's JSON state file (`--state state.json`) is imported
+/// into the database next to it by the first command, in one go, kept renamed
+/// `state.json.imported`, and the log says so; the history and the hold survive.
+#[test]
+fn a_json_state_file_is_imported_by_the_first_command_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("state.json");
+    // The format earlier versions wrote (`autobump hold` then `unhold` then `hold`).
+    std::fs::write(
+        &json,
+        r#"{
+  "version": 1,
+  "policies": {
+    "prow": {
+      "hold": {"by": "cli:alice", "since": "2026-11-21T10:05:00Z", "reason": "DB migration", "via": "cli", "automatic": false},
+      "lastKnownGood": {"summary": "v20261101-aaaaaaa", "images": [{"image": "gcr.io/k8s-prow/hook", "tag": "v20261101-aaaaaaa"}], "since": "2026-11-02T09:00:00Z"},
+      "badVersions": [{"image": "gcr.io/k8s-prow/hook", "tag": "v20261110-bbbbbbb"}],
+      "notifiedSeq": 2,
+      "history": [
+        {"at": "2026-11-21T10:00:00Z", "reason": "Held", "message": "held by cli:alice: freeze", "seq": 1},
+        {"at": "2026-11-21T10:01:00Z", "reason": "Unheld", "message": "hold by cli:alice lifted by cli:alice (cli)", "seq": 2},
+        {"at": "2026-11-21T10:05:00Z", "reason": "Held", "message": "held by cli:alice: DB migration", "seq": 3}
+      ]
+    }
+  }
+}
+"#,
+    )
+    .unwrap();
+    let state = json.to_str().unwrap();
+    let (code, out, err) = autobump(&["status", "--state", state, "--output", "json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("imported the JSON state file into the state database"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("from={state}"))
+            && err.contains("policies=1")
+            && err.contains("kept_as="),
+        "{err}"
+    );
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows[0]["hold"]["reason"], "DB migration");
+    assert!(!json.exists());
+    assert!(dir.path().join("state.json.imported").is_file());
+    assert!(dir.path().join("state.db").is_file());
+    // The same --state keeps working, now on the database; nothing imported twice.
+    let (code, out, err) = autobump(&["history", "prow", "--state", state]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("imported"), "{err}");
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(
+        out.lines().last().unwrap().contains("DB migration"),
+        "{out}"
+    );
+    let (code, out, _) = autobump(&["unhold", "prow", "--state", state]);
+    assert_eq!(code, 0);
+    assert!(out.contains("lifted the hold"), "{out}");
+    let (_, out, _) = autobump(&["history", "prow", "--state", state, "--output", "json"]);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["entries"][3]["seq"], 4, "the sequence goes on");
 }

@@ -1039,6 +1039,9 @@ impl Store for SimStore {
         if let Admit::Fail { retryable } = w.admit("store.load", false) {
             return Err(store_error(retryable));
         }
+        if let Some(db) = &w.db {
+            return db.load(policy);
+        }
         Ok(w.store.get(policy).cloned().unwrap_or_default())
     }
 
@@ -1046,6 +1049,9 @@ impl Store for SimStore {
         let mut w = lock(&self.0);
         if let Admit::Fail { retryable } = w.admit("store.load_all", false) {
             return Err(store_error(retryable));
+        }
+        if let Some(db) = &w.db {
+            return db.load_all();
         }
         Ok(w.store.clone())
     }
@@ -1060,8 +1066,14 @@ impl Store for SimStore {
             Admit::Fail { retryable } => return Err(store_error(retryable)),
             Admit::Go(after) => after,
         };
-        let mut state = w.store.get(policy).cloned().unwrap_or_default();
-        f(&mut state);
+        let state = if let Some(db) = &w.db {
+            // One transaction on the real database.
+            db.update(policy, f)?
+        } else {
+            let mut state = w.store.get(policy).cloned().unwrap_or_default();
+            f(&mut state);
+            state
+        };
         w.write_state(policy, state.clone(), &Writer::Controller);
         // A crash after the write: the file is renamed into place, the process dies.
         w.finish(after).map_err(|()| store_error(true))?;

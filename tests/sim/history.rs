@@ -1161,7 +1161,19 @@ fn effect_name(e: &autobump::core::plan::Effect) -> String {
 /// Runs the history `(seed, steps)` on the scenario of `mix`; stops at the first
 /// violation.
 pub fn run(seed: u64, mix: Mix, steps: &[Step], verbose: bool) -> Outcome {
+    run_on(seed, mix, steps, verbose, None)
+}
+
+/// [`run`] with the policy state in `db` (the real SQLite store) instead of memory.
+pub fn run_on(
+    seed: u64,
+    mix: Mix,
+    steps: &[Step],
+    verbose: bool,
+    db: Option<autobump::store::SqliteStore>,
+) -> Outcome {
     let mut sim = Sim::new(seed, mix, verbose);
+    sim.w().db = db;
     let mut violation = None;
     if mix == Mix::Wide && Rng::with_seed(seed ^ 0x3a7e_0b0e).u32(0..10) < 7 {
         violation = sim.warm_up().map(|v| (None, v));

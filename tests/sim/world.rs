@@ -529,8 +529,11 @@ pub struct World {
     pub bad_deployed: Option<(DateTime<Utc>, DateTime<Utc>)>,
     /// When the bad-version alert resolves (no bad build deployed any more).
     pub bad_resolves_at: Option<DateTime<Utc>>,
-    /// The durable policy state.
+    /// The durable policy state (with [`Self::db`], a mirror of it for the checker).
     pub store: BTreeMap<String, PolicyState>,
+    /// The real state database, when the history runs on it (issue 16): the
+    /// controller reads and writes it; [`Self::store`] mirrors every write.
+    pub db: Option<autobump::store::SqliteStore>,
     /// autobump crashed; every adapter call fails until the restart.
     pub crashed: bool,
     /// The reconcile in progress.
@@ -585,6 +588,7 @@ impl World {
             bad_deployed: None,
             bad_resolves_at: None,
             store: BTreeMap::new(),
+            db: None,
             crashed: false,
             rc: None,
             tampered: BTreeSet::new(),
@@ -1094,6 +1098,12 @@ impl World {
 
     /// Writes the policy's state; the checker sees every change.
     pub fn write_state(&mut self, name: &str, after: PolicyState, writer: &Writer) {
+        if let Some(db) = &self.db {
+            // A person's write from the CLI, or the mirror of one the controller
+            // already committed (then nothing changes and nothing is written).
+            autobump::store::Store::update(db, name, &mut |s| *s = after.clone())
+                .expect("the simulation's state database");
+        }
         let before = self
             .store
             .insert(name.to_owned(), after)
