@@ -344,7 +344,31 @@ impl Glob {
     pub fn as_str(&self) -> &str {
         &self.source
     }
+
+    /// The path this glob names when it has no wildcard, escape or alternative at
+    /// all (`apps/web.yaml`): it matches that path and nothing else.
+    #[must_use]
+    pub fn exact_path(&self) -> Option<&str> {
+        (!self.source.contains(GLOB_SPECIAL)).then_some(self.source.as_str())
+    }
+
+    /// Whether a path under the directory `dir` (relative, ending in `/`, or empty
+    /// for the root) may match: the glob's literal directory prefix (up to its first
+    /// special character) and `dir` must agree on their common length. Lets a tree
+    /// walk skip directories no include can reach.
+    #[must_use]
+    pub fn may_match_under(&self, dir: &str) -> bool {
+        let Some(at) = self.source.find(GLOB_SPECIAL) else {
+            return self.source.starts_with(dir);
+        };
+        let literal = &self.source[..at];
+        let literal = &literal[..literal.rfind('/').map_or(0, |i| i + 1)];
+        dir.starts_with(literal) || literal.starts_with(dir)
+    }
 }
+
+/// The characters with a meaning in a glob (globset, with backslash escapes).
+const GLOB_SPECIAL: [char; 5] = ['*', '?', '[', '{', '\\'];
 
 impl PartialEq for Glob {
     fn eq(&self, other: &Self) -> bool {
@@ -1156,5 +1180,39 @@ mod tests {
         assert!("config/[a-".parse::<Glob>().is_err());
         assert!(">=1.2, <2".parse::<SemverRange>().is_ok());
         assert!("~>1.2".parse::<SemverRange>().is_err());
+    }
+
+    #[test]
+    fn a_glob_knows_its_exact_path_and_which_directories_it_can_reach() {
+        let glob = |s: &str| s.parse::<Glob>().unwrap();
+        assert_eq!(glob("apps/web.yaml").exact_path(), Some("apps/web.yaml"));
+        for wild in [
+            "apps/*.yaml",
+            "apps/web.y?ml",
+            "apps/[wx]eb.yaml",
+            "apps/{a,b}.yaml",
+            "apps/\\*.yaml",
+        ] {
+            assert_eq!(glob(wild).exact_path(), None, "{wild}");
+        }
+        // (glob, directory, reachable)
+        for (g, dir, want) in [
+            ("deploy/app1/**/*.yaml", "", true),
+            ("deploy/app1/**/*.yaml", "deploy/", true),
+            ("deploy/app1/**/*.yaml", "deploy/app1/", true),
+            ("deploy/app1/**/*.yaml", "deploy/app1/base/", true),
+            ("deploy/app1/**/*.yaml", "deploy/app2/", false),
+            ("deploy/app1/**/*.yaml", "charts/", false),
+            ("deploy/app*/x.yaml", "deploy/app2/", true),
+            ("deploy/app*/x.yaml", "other/", false),
+            ("**/*.yaml", "anything/deep/", true),
+            ("apps/web.yaml", "apps/", true),
+            ("apps/web.yaml", "apps/web/", false),
+        ] {
+            assert_eq!(glob(g).may_match_under(dir), want, "{g} under {dir:?}");
+            // Never a false "no": whatever matches lies under a reachable directory.
+        }
+        let g = glob("deploy/app*/x.yaml");
+        assert!(g.is_match("deploy/app2/x.yaml") && g.may_match_under("deploy/app2/"));
     }
 }

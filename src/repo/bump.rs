@@ -44,6 +44,33 @@ fn select(
     out: &mut Vec<Selected>,
 ) -> Result<(), git2::Error> {
     let (include, exclude) = globs;
+    // Includes that name files outright (`apps/web.yaml`, the common case for one
+    // service per policy) are looked up, not searched for: a policy's scan then costs
+    // the same however many files the shared repository holds.
+    if prefix.is_empty()
+        && let Some(paths) = include
+            .iter()
+            .map(Glob::exact_path)
+            .collect::<Option<Vec<_>>>()
+    {
+        for path in paths {
+            let Ok(entry) = tree.get_path(std::path::Path::new(path)) else {
+                continue;
+            };
+            if entry.kind() == Some(ObjectType::Blob)
+                && entry.filemode() != MODE_LINK
+                && !exclude.iter().any(|g| g.is_match(path))
+                && !out.iter().any(|s: &Selected| s.path == path)
+            {
+                out.push(Selected {
+                    path: path.to_owned(),
+                    blob: entry.id(),
+                    mode: entry.filemode(),
+                });
+            }
+        }
+        return Ok(());
+    }
     for entry in tree {
         let Ok(name) = std::str::from_utf8(entry.name_bytes()) else {
             continue;
@@ -51,8 +78,12 @@ fn select(
         let path = format!("{prefix}{name}");
         match entry.kind() {
             Some(ObjectType::Tree) => {
-                let sub = repo.find_tree(entry.id())?;
-                select(repo, &sub, &format!("{path}/"), globs, out)?;
+                // A directory no include can reach is not read at all.
+                let dir = format!("{path}/");
+                if include.iter().any(|g| g.may_match_under(&dir)) {
+                    let sub = repo.find_tree(entry.id())?;
+                    select(repo, &sub, &dir, globs, out)?;
+                }
             }
             Some(ObjectType::Blob)
                 if entry.filemode() != MODE_LINK
