@@ -12,7 +12,7 @@ impl HoldTarget {
         &self,
         f: &mut dyn FnMut(&dyn autobump::store::Store) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
-        use autobump::incluster::store::{KubeStore, Scope};
+        use autobump::store::kube::{KubeStore, Scope};
         if !self.kubernetes {
             return f(&autobump::store::SqliteStore::open(&self.state.path)?);
         }

@@ -253,7 +253,7 @@ pub(crate) async fn run_in_cluster(
     use autobump::incluster::driver::{Driver, DriverConfig};
     use autobump::incluster::lease::LeaseConfig;
     use autobump::incluster::reconciler::ClusterReconciler;
-    use autobump::incluster::store::Scope;
+    use autobump::store::kube::Scope;
 
     let clock: Arc<dyn autobump::clock::Clock> = Arc::new(SystemClock);
     let workloads = autobump::cluster::KubeWorkloads::infer(Arc::clone(&clock)).await?;

@@ -53,7 +53,7 @@ pub(crate) fn cluster_status(namespace: Option<&str>, output: Output) -> anyhow:
         let state = object
             .status
             .as_ref()
-            .map(autobump::incluster::store::state_of)
+            .map(autobump::store::kube::state_of)
             .unwrap_or_default();
         states.insert(key, state);
     }

@@ -47,9 +47,9 @@ use super::PolicyKey;
 use super::conditions::{self, LastReconcile};
 use super::events::EventPublisher;
 use super::lease::{LeaderElector, LeaseConfig, LeaseError};
-use super::store::{KubeStore, KubeStoreError, Scope, state_of};
 use crate::clock::{Clock, Deadline};
 use crate::policy::Autobump;
+use crate::store::kube::{KubeStore, KubeStoreError, Scope, state_of};
 
 /// What a successful reconcile of one policy reports.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

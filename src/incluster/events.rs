@@ -66,7 +66,7 @@ impl EventError {
     #[must_use]
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Api { source, .. } => super::store::api_error_is_retryable(source),
+            Self::Api { source, .. } => crate::store::kube::api_error_is_retryable(source),
             Self::Unstored => false,
         }
     }

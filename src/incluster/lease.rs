@@ -132,7 +132,7 @@ impl LeaseError {
     #[must_use]
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Api { source, .. } => super::store::api_error_is_retryable(source),
+            Self::Api { source, .. } => crate::store::kube::api_error_is_retryable(source),
             Self::Config(_) => false,
         }
     }

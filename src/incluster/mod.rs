@@ -2,9 +2,10 @@
 //!
 //! * [`lease`]: leader election on a `coordination.k8s.io/v1` Lease, so two or more
 //!   replicas can run and only one acts (does I/O).
-//! * [`store`]: [`store::KubeStore`], the [`crate::store::Store`] on the `Autobump`
-//!   objects' status subresource, with conflict retries; the mapping between
-//!   [`crate::store::PolicyState`] and the status is a pure function pair (does I/O).
+//! * the state lives in the objects' status: [`crate::store::kube::KubeStore`], the
+//!   [`crate::store::Store`] on the status subresource, with conflict retries, beside
+//!   the standalone SQLite store (the mapping between [`crate::store::PolicyState`]
+//!   and the status is a pure function pair).
 //! * [`conditions`]: the `Ready`, `Held`, `Baking` and `RolledBack` status conditions
 //!   computed from the state and the last reconcile's outcome (pure).
 //! * [`events`]: one Kubernetes Event (`events.k8s.io/v1`) per history entry, with a
@@ -17,9 +18,9 @@
 //!   standalone engine's adapters), with the object's status as the store.
 //!
 //! Policies are addressed as `namespace/name` ([`PolicyKey`]); a bare `name` means
-//! the namespace a [`store::KubeStore`] handle is scoped to.
+//! the namespace a [`crate::store::kube::KubeStore`] handle is scoped to.
 //!
-//! Everything here needs tokio's multi-thread runtime: [`store::KubeStore`] bridges
+//! Everything here needs tokio's multi-thread runtime: [`crate::store::kube::KubeStore`] bridges
 //! the synchronous [`crate::store::Store`] trait with `block_in_place`.
 
 pub mod conditions;
@@ -27,7 +28,6 @@ pub mod driver;
 pub mod events;
 pub mod lease;
 pub mod reconciler;
-pub mod store;
 
 use std::fmt;
 

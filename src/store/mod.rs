@@ -2,7 +2,7 @@
 //!
 //! In standalone mode the state lives in a SQLite database ([`sqlite::SqliteStore`]:
 //! one row per policy, an append-only history table); in-cluster it lives in the
-//! custom resources' status ([`crate::incluster::store::KubeStore`], with a bounded
+//! custom resources' status ([`kube::KubeStore`], with a bounded
 //! history). Everything a restart must not forget goes here and nowhere else
 //! (convention 3): the in-memory state of a reconcile is always rebuilt from the
 //! store and the world.
@@ -41,6 +41,7 @@ use crate::policy::v1alpha1::{
 };
 
 pub mod history;
+pub mod kube;
 pub mod sqlite;
 
 pub use sqlite::SqliteStore;

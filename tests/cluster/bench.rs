@@ -23,10 +23,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use autobump::clock::{Clock as _, Deadline, SystemClock};
-use autobump::incluster::store::{KubeStore, Scope};
 use autobump::policy::v1alpha1::{ImageVersion, Release};
 use autobump::policy::{Autobump, AutobumpSpec};
 use autobump::store::Store as _;
+use autobump::store::kube::{KubeStore, Scope};
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;

@@ -36,7 +36,6 @@ use autobump::forge::{
     GitHubConfig, MergeMethod, Mergeability, Merged, NewPullRequest, Permission, PullRequest,
     PullRequestEdit, RepoName,
 };
-use autobump::incluster::store::{KubeStore, Scope};
 use autobump::policy::v1alpha1::{Release, RewriteMode, WorkloadSpec};
 use autobump::policy::values::{BranchName, Glob};
 use autobump::policy::{Autobump, AutobumpSpec, Policy};
@@ -46,6 +45,7 @@ use autobump::repo::{
     Scanned, Source,
 };
 use autobump::resolve::Resolver;
+use autobump::store::kube::{KubeStore, Scope};
 use autobump::store::{PolicyState, Store, StoreError};
 use chrono::{DateTime, TimeDelta, Utc};
 use k8s_openapi::api::apps::v1::Deployment;

@@ -14,9 +14,9 @@ use autobump::incluster::driver::{
     Driver, DriverConfig, Failure, Outcome, PolicyReconciler, Request,
 };
 use autobump::incluster::lease::{LeaderElector, LeaseConfig};
-use autobump::incluster::store::{KubeStore, Scope};
 use autobump::policy::v1alpha1::{Hold, ImageVersion, Release};
 use autobump::policy::{Autobump, AutobumpSpec};
+use autobump::store::kube::{KubeStore, Scope};
 use autobump::store::{BadVersion, PolicyState, Store};
 use chrono::{DateTime, TimeDelta, Utc};
 use k8s_openapi::api::coordination::v1::Lease;

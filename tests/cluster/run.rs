@@ -220,9 +220,9 @@ async fn run_kubernetes_reconciles_objects_holds_the_lease_and_stops_cleanly() {
 /// is nothing to roll back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollback_kubernetes_records_the_request_in_the_status() {
-    use autobump::incluster::store::{KubeStore, Scope};
     use autobump::policy::v1alpha1::{ImageVersion, Release};
     use autobump::store::Store as _;
+    use autobump::store::kube::{KubeStore, Scope};
     use kube::ResourceExt as _;
 
     let (cluster, client) = cluster().await;

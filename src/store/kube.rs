@@ -32,13 +32,13 @@ use kube::api::{ListParams, PostParams};
 use kube::{Api, Client, ResourceExt as _};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
-use super::PolicyKey;
+use super::{BadVersion, PolicyState, Store, StoreError};
 use crate::core::rollout::BakeProgress;
+use crate::incluster::PolicyKey;
 use crate::policy::v1alpha1::{
     BakeStatus, HistoryEntry, Hold, ImageVersion, Intent, Release, RollbackRequest,
 };
 use crate::policy::{Autobump, AutobumpStatus};
-use crate::store::{BadVersion, PolicyState, Store, StoreError};
 
 /// How many times an update is tried when it keeps meeting 409 Conflict.
 pub const DEFAULT_CONFLICT_ATTEMPTS: u32 = 10;
