@@ -8,9 +8,7 @@
 
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use autobump::clock::SystemClock;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -476,41 +474,6 @@ struct RegistryArgs {
     /// request within it is limited to 20s, and tag listings to 1000 pages.
     #[arg(long, value_name = "DURATION", default_value = "30s")]
     registry_timeout: autobump::policy::values::Duration,
-}
-
-impl RegistryArgs {
-    fn client(&self) -> anyhow::Result<autobump::registry::RegistryClient> {
-        use autobump::registry::{Credentials, RegistryClient, RegistryConfig};
-        let credentials = match self.docker_config.clone().or_else(default_docker_config) {
-            Some(path) => Credentials::from_docker_config_file(&path)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
-            None => Credentials::anonymous(),
-        };
-        let mut defaults = RegistryConfig::default()
-            .credentials(credentials)
-            .call_timeout(
-                self.registry_timeout
-                    .delta()
-                    .to_std()
-                    .unwrap_or(std::time::Duration::from_secs(30)),
-            );
-        if let Some(ca) = &self.ca_bundle {
-            defaults = defaults.ca_bundle(ca);
-        }
-        let mut client = RegistryClient::new(defaults.clone(), Arc::new(SystemClock))?;
-        for host in &self.insecure_registries {
-            client = client.with_registry(host, defaults.clone().insecure())?;
-        }
-        Ok(client)
-    }
-}
-
-fn default_docker_config() -> Option<PathBuf> {
-    let candidate = match std::env::var_os("DOCKER_CONFIG") {
-        Some(dir) => PathBuf::from(dir).join("config.json"),
-        None => PathBuf::from(std::env::var_os("HOME")?).join(".docker/config.json"),
-    };
-    candidate.is_file().then_some(candidate)
 }
 
 fn plural(n: usize, noun: &str) -> String {

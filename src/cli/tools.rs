@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -11,7 +12,7 @@ use autobump::clock::SystemClock;
 
 use autobump::policy::{self, Diagnostic};
 
-use crate::{Output, ResolveArgs, RewriteArgs, plural, print_out};
+use crate::{Output, RegistryArgs, ResolveArgs, RewriteArgs, plural, print_out};
 
 /// Loads a file that must hold exactly one valid policy.
 pub(crate) fn load_one_policy(file: &std::path::Path) -> anyhow::Result<policy::Policy> {
@@ -235,4 +236,42 @@ pub(crate) fn rewrite(args: &RewriteArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The registry options of `resolve` and `run`.
+impl RegistryArgs {
+    /// The registry client these options describe (credentials from the Docker
+    /// config, CA bundle, timeout, insecure hosts).
+    pub(crate) fn client(&self) -> anyhow::Result<autobump::registry::RegistryClient> {
+        use autobump::registry::{Credentials, RegistryClient, RegistryConfig};
+        let credentials = match self.docker_config.clone().or_else(default_docker_config) {
+            Some(path) => Credentials::from_docker_config_file(&path)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+            None => Credentials::anonymous(),
+        };
+        let mut defaults = RegistryConfig::default()
+            .credentials(credentials)
+            .call_timeout(
+                self.registry_timeout
+                    .delta()
+                    .to_std()
+                    .unwrap_or(std::time::Duration::from_secs(30)),
+            );
+        if let Some(ca) = &self.ca_bundle {
+            defaults = defaults.ca_bundle(ca);
+        }
+        let mut client = RegistryClient::new(defaults.clone(), Arc::new(SystemClock))?;
+        for host in &self.insecure_registries {
+            client = client.with_registry(host, defaults.clone().insecure())?;
+        }
+        Ok(client)
+    }
+}
+
+fn default_docker_config() -> Option<PathBuf> {
+    let candidate = match std::env::var_os("DOCKER_CONFIG") {
+        Some(dir) => PathBuf::from(dir).join("config.json"),
+        None => PathBuf::from(std::env::var_os("HOME")?).join(".docker/config.json"),
+    };
+    candidate.is_file().then_some(candidate)
 }
