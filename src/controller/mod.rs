@@ -360,8 +360,12 @@ pub async fn reconcile_read<R: Registry, G: Repo, S: Store, F: Forge>(
     //    push's versions on the branch say it landed.
     let state = deps.store.load(name)?;
     let mut settle = Vec::new();
-    if let Some(n) = state.intent(IntentKind::Merge).and_then(|i| i.pull_request) {
-        let f = deps.forge_access()?;
+    // (A direct-push policy has no forge: a merge intent left from when it used pull
+    // requests stays as it is, as it always did.)
+    if let (Some(n), Some(f)) = (
+        state.intent(IntentKind::Merge).and_then(|i| i.pull_request),
+        deps.forge.as_ref(),
+    ) {
         let merged = f.forge.mergeability(&f.repo, n).await?.merged;
         settle.push(if merged {
             StateChange::Fulfil(IntentKind::Merge, None)

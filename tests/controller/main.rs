@@ -1754,3 +1754,43 @@ async fn a_digest_only_reference_moves_to_the_newest_tags_digest_in_a_reconcile(
         "{pushed:?}"
     );
 }
+
+/// A policy moved from pull requests to direct push may still carry a merge intent
+/// from its pull-request days; with no forge to ask, it is left as it is and the
+/// direct push goes on.
+#[tokio::test]
+async fn a_direct_push_policy_with_a_merge_intent_from_its_pull_request_days_still_runs() {
+    use autobump::controller::reconcile;
+    use autobump::policy::v1alpha1::{Intent, IntentKind, Reason};
+    let w = World::new("").await;
+    let text = direct_policy_text(&w, "direct");
+    let (mut policies, diagnostics) = policy::load_str(std::path::Path::new("direct.yaml"), &text);
+    assert!(diagnostics.is_empty(), "{diagnostics:?}");
+    let direct = policies.remove(0);
+    w.store
+        .update("direct", &mut |s| {
+            s.intend(Intent {
+                pull_request: Some(7),
+                ..Intent::new(
+                    IntentKind::Merge,
+                    Some(Reason::Merged),
+                    "PR #7 merged at abc".into(),
+                    at("2026-11-20T10:00:00Z"),
+                )
+            });
+        })
+        .unwrap();
+    let deps = w.direct_deps(&direct);
+    let r = reconcile(&direct, &deps, GateVerdict::Clear, at(MONDAY))
+        .await
+        .unwrap();
+    // (Without a gate the deployed version is promoted at once, then the bump pushed.)
+    assert_eq!(kinds(&r), ["Promote", "PushDirect", "RecordBump"], "{r:?}");
+    assert!(
+        w.store
+            .load("direct")
+            .unwrap()
+            .intent(IntentKind::Merge)
+            .is_some()
+    );
+}
