@@ -158,25 +158,8 @@ pub fn request_rollback(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::v1alpha1::{ImageVersion, Release};
     use crate::store::MemoryStore;
-
-    fn at(s: &str) -> DateTime<Utc> {
-        s.parse().unwrap()
-    }
-
-    fn release(tag: &str) -> Release {
-        Release {
-            summary: tag.into(),
-            images: vec![ImageVersion {
-                image: "gcr.io/k8s-prow/hook".into(),
-                tag: tag.into(),
-                digest: None,
-            }],
-            since: at("2026-11-23T10:00:00Z"),
-            commit: None,
-        }
-    }
+    use crate::store::change::tests::{at, release};
 
     #[test]
     fn a_hold_is_placed_once_and_lifted_by_whoever_unholds() {

@@ -138,15 +138,16 @@ impl PolicyState {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::policy::v1alpha1::{ImageVersion, Release, RollbackRequest};
 
-    fn at(s: &str) -> DateTime<Utc> {
+    pub(crate) fn at(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()
     }
 
-    fn release(tag: &str) -> Release {
+    /// Prow's hook image at `tag`, deployed 2026-11-23 10:00 UTC.
+    pub(crate) fn release(tag: &str) -> Release {
         Release {
             summary: tag.into(),
             images: vec![ImageVersion {

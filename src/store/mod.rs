@@ -31,7 +31,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-mod change;
+pub(crate) mod change;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
