@@ -68,7 +68,9 @@ pub(crate) async fn serve_webhooks(
 pub(crate) fn run_standalone(args: &RunArgs) -> anyhow::Result<ExitCode> {
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    use autobump::controller::standalone::{Config, Standalone};
+    use autobump::controller::engine::{self, Engine};
+    use autobump::controller::standalone::{self, Standalone};
+    use autobump::forge::WebhookFeed;
     use autobump::repo::{GitConfig, GitRepo, Person};
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -82,39 +84,30 @@ pub(crate) fn run_standalone(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 email: args.git_email.clone(),
             },
         ));
-        let mut driver = Standalone::new(
-            Config {
-                policies: if args.kubernetes {
-                    Vec::new()
-                } else {
-                    args.policies.clone()
-                },
-                state: args.state.path.clone(),
+        let feed = Arc::new(WebhookFeed::new(args.github_resync.delta()));
+        let mut engine = Engine::production(
+            engine::Config {
                 // A secret: from the environment only, never a flag (argv is public).
                 github_token: std::env::var("GITHUB_TOKEN").ok().filter(|t| !t.is_empty()),
                 github_api: args.github_api.clone(),
+                github_git_host: args.github_git_host.clone(),
                 bot_login: args.bot_login.clone(),
                 ssh_key: args.ssh_key.clone(),
             },
             Arc::new(SystemClock),
             args.registry.client()?,
             repo,
+            Arc::clone(&feed),
         )
         .map_err(|e| anyhow::anyhow!(e))?
-        .with_github_resync(args.github_resync.delta())
-        .with_concurrency(args.concurrency)
         .with_reconcile_timeout(
             args.reconcile_timeout
                 .delta()
                 .to_std()
-                .unwrap_or(autobump::controller::standalone::DEFAULT_RECONCILE_TIMEOUT),
-        )
-        .with_not_ready_after(args.not_ready_after.delta().to_std().unwrap_or_default());
-        if let Some(host) = &args.github_git_host {
-            driver = driver.with_github_git_host(host.clone());
-        }
+                .unwrap_or(engine::DEFAULT_RECONCILE_TIMEOUT),
+        );
         if args.kubernetes {
-            return run_in_cluster(args, driver).await;
+            return run_in_cluster(args, engine, feed).await;
         }
         // One run per database (a second one refuses, naming the first), and a state
         // this build cannot read stops here, before anything acts; it is never
@@ -129,8 +122,18 @@ pub(crate) fn run_standalone(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 Arc::new(SystemClock),
             )
             .await?;
-            driver = driver.with_cluster(workloads);
+            engine = engine.with_cluster(workloads);
         }
+        let mut driver = Standalone::new(
+            standalone::Config {
+                policies: args.policies.clone(),
+                state: args.state.path.clone(),
+            },
+            engine,
+            feed,
+        )
+        .with_concurrency(args.concurrency)
+        .with_not_ready_after(args.not_ready_after.delta().to_std().unwrap_or_default());
         let stop = Arc::new(AtomicBool::new(false));
         let wake = Arc::new(tokio::sync::Notify::new());
         {
@@ -248,7 +251,8 @@ pub(crate) fn watch_policy_files(paths: Vec<PathBuf>, poke: Arc<tokio::sync::Not
 /// and releases the Lease.
 pub(crate) async fn run_in_cluster(
     args: &RunArgs,
-    engine: autobump::controller::standalone::Standalone,
+    engine: autobump::controller::engine::ProductionEngine,
+    feed: Arc<autobump::forge::WebhookFeed>,
 ) -> anyhow::Result<ExitCode> {
     use autobump::incluster::driver::{Driver, DriverConfig};
     use autobump::incluster::lease::LeaseConfig;
@@ -260,7 +264,6 @@ pub(crate) async fn run_in_cluster(
     let client = workloads.client().clone();
     let engine = Arc::new(engine.with_cluster(workloads));
     let metrics = engine.metrics();
-    let feed = engine.webhook_feed();
     metrics.set_leader(false);
     let identity = match &args.identity {
         Some(id) => id.clone(),

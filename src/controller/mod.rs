@@ -13,6 +13,7 @@
 //! 3. the bump the registries call for and (pull requests) the open PR with its
 //!    checks and commands are read, planned and executed.
 
+pub mod engine;
 pub mod standalone;
 
 mod execute;

@@ -141,6 +141,27 @@ impl Kind {
     }
 }
 
+/// Delivers one notification to one target: the [`Notifier`], or a recording
+/// stand-in (the simulator).
+pub trait Deliver: Send + Sync {
+    /// Delivers `n` to `target`, unless the target does not want its event.
+    fn deliver(
+        &self,
+        target: &NotifySpec,
+        n: &Notification,
+    ) -> impl std::future::Future<Output = Result<Delivered, NotifyError>> + Send;
+}
+
+impl Deliver for Notifier {
+    fn deliver(
+        &self,
+        target: &NotifySpec,
+        n: &Notification,
+    ) -> impl std::future::Future<Output = Result<Delivered, NotifyError>> + Send {
+        Notifier::deliver(self, target, n)
+    }
+}
+
 /// Sends notifications. Cheap to share; holds no secret.
 #[derive(Clone)]
 pub struct Notifier {

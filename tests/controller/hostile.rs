@@ -83,9 +83,7 @@ fn driver(
     );
     std::fs::write(policies.join("a.yaml"), a).unwrap();
     std::fs::write(policies.join("b.yaml"), direct_policy_text(w, "b")).unwrap();
-    super::standalone_driver(&policies, dir)
-        .with_concurrency(concurrency)
-        .with_reconcile_timeout(deadline)
+    super::standalone_driver_within(&policies, dir, deadline).with_concurrency(concurrency)
 }
 
 fn outcome<'a>(tick: &'a Tick, name: &str) -> &'a PolicyOutcome {

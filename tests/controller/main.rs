@@ -1188,13 +1188,28 @@ fn standalone_driver(
     policies: &std::path::Path,
     dir: &std::path::Path,
 ) -> autobump::controller::standalone::Standalone {
-    use autobump::controller::standalone::{Config, Standalone};
-    Standalone::new(
-        Config {
-            policies: vec![policies.to_owned()],
-            state: dir.join("state.json"),
+    standalone_driver_within(
+        policies,
+        dir,
+        autobump::controller::engine::DEFAULT_RECONCILE_TIMEOUT,
+    )
+}
+
+/// [`standalone_driver`] whose reconciles each end within `deadline`.
+fn standalone_driver_within(
+    policies: &std::path::Path,
+    dir: &std::path::Path,
+    deadline: std::time::Duration,
+) -> autobump::controller::standalone::Standalone {
+    use autobump::controller::engine::{self, Engine};
+    use autobump::controller::standalone::{self, Standalone};
+    use autobump::forge::WebhookFeed;
+    let feed = Arc::new(WebhookFeed::new(chrono::TimeDelta::minutes(10)));
+    let engine = Engine::production(
+        engine::Config {
             github_token: None,
             github_api: "http://127.0.0.1:9".into(),
+            github_git_host: None,
             bot_login: None,
             ssh_key: None,
         },
@@ -1207,8 +1222,18 @@ fn standalone_driver(
                 email: "autobump@example.com".into(),
             },
         )),
+        Arc::clone(&feed),
     )
     .unwrap()
+    .with_reconcile_timeout(deadline);
+    Standalone::new(
+        standalone::Config {
+            policies: vec![policies.to_owned()],
+            state: dir.join("state.json"),
+        },
+        engine,
+        feed,
+    )
 }
 
 #[tokio::test]

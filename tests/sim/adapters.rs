@@ -11,6 +11,7 @@ use std::future::{Future, ready};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use autobump::alerts::{Alert, AlertSource, AlertState, AlertsError, SourceKind};
+use autobump::clock::Clock;
 use autobump::core::merge::CheckState;
 use autobump::core::reference::ImageRef;
 use autobump::forge::{
@@ -18,6 +19,8 @@ use autobump::forge::{
     CommitStatus, FileStatus, Forge, ForgeError, MergeMethod, Mergeability, MergeableState, Merged,
     NewPullRequest, Permission, PullRequest, PullRequestEdit, RepoName, StatusState,
 };
+use autobump::notify::{Deliver, Delivered, Notification, NotifyError};
+use autobump::policy::v1alpha1::NotifySpec;
 use autobump::policy::v1alpha1::{GateSpec, RewriteMode};
 use autobump::policy::values::{BranchName, Glob};
 use autobump::registry::{Registry, RegistryError};
@@ -28,6 +31,7 @@ use autobump::repo::{
 use autobump::store::{PolicyState, Store, StoreError};
 use chrono::{DateTime, Utc};
 
+use crate::invariants;
 use crate::world::{Admit, BOT, Files, MAIN, Pr, Tree, World, Writer, hash_hex, merge_trees};
 
 /// The world, shared by the adapters and the driver.
@@ -1112,5 +1116,73 @@ impl AlertSource for SimAlerts {
             })
         };
         ready(result)
+    }
+}
+
+/// The simulated notification receiver: records each delivery and checks that no
+/// history entry is delivered twice, and only one the state records.
+pub struct SimNotifier(pub Shared);
+
+impl Deliver for SimNotifier {
+    fn deliver(
+        &self,
+        _target: &NotifySpec,
+        n: &Notification,
+    ) -> impl Future<Output = Result<Delivered, NotifyError>> + Send {
+        let mut w = lock(&self.0);
+        let result = match w.admit("notify.deliver", true) {
+            Admit::Fail { .. } => Err(notify_error()),
+            Admit::Go(after) => {
+                w.checker.count(invariants::N1);
+                let recorded =
+                    n.id.rsplit('/')
+                        .next()
+                        .and_then(|seq| seq.parse::<u64>().ok())
+                        .is_some_and(|seq| {
+                            w.state()
+                                .history
+                                .iter()
+                                .any(|e| e.seq == seq && e.at == n.at)
+                        });
+                if !recorded {
+                    w.checker.fail(
+                        invariants::N1,
+                        format!("notification {} is not in the recorded history", n.id),
+                    );
+                }
+                if !w.notified.insert(n.id.clone()) {
+                    w.checker.fail(
+                        invariants::N1,
+                        format!("notification {} delivered twice", n.id),
+                    );
+                }
+                w.finish(after).map_or_else(
+                    |()| Err(notify_error()),
+                    |()| {
+                        Ok(Delivered::Sent {
+                            status: 200,
+                            attempts: 1,
+                            waited: std::time::Duration::ZERO,
+                        })
+                    },
+                )
+            }
+        };
+        ready(result)
+    }
+}
+
+fn notify_error() -> NotifyError {
+    NotifyError::Config {
+        detail: "the simulated receiver is unreachable".into(),
+    }
+}
+
+/// The simulated time, as the engine's clock.
+pub struct SimClock(pub Shared);
+
+impl Clock for SimClock {
+    fn now(&self) -> DateTime<Utc> {
+        lock(&self.0).now
     }
 }

@@ -5,16 +5,15 @@
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
-use autobump::cluster::DynWorkloads;
-use autobump::controller::{Deps, ForgeAccess, reconcile};
+use autobump::clock::Clock;
+use autobump::controller::engine::{Adapters, Engine, PolicyOutcome};
 use autobump::core::commands::{self, Command};
+use autobump::metrics::Metrics;
 use autobump::policy::v1alpha1::Hold;
-use autobump::repo::{Auth, Source};
-use autobump::resolve::Resolver;
 use chrono::TimeDelta;
 use fastrand::Rng;
 
-use crate::adapters::{SimAlerts, SimForge, SimRegistry, SimRepo, SimStore};
+use crate::adapters::{SimAlerts, SimClock, SimForge, SimNotifier, SimRegistry, SimRepo, SimStore};
 use crate::cluster::SimCluster;
 use crate::invariants::{self, L1, L2, Violation};
 use crate::scenario::{Mix, Scenario, transitions};
@@ -693,21 +692,30 @@ fn human_main(w: &mut World, kind: HumanEdit) {
 
 /// autobump's in-memory side: dropped on every restart.
 struct Process {
-    resolver: Resolver<SimRegistry>,
-    repo: SimRepo,
-    forge: SimForge,
+    engine: Engine<SimRegistry, SimRepo, SimForge, SimAlerts, SimNotifier>,
     store: SimStore,
-    cluster: SimCluster,
 }
 
 impl Process {
-    fn start(world: &Arc<Mutex<World>>) -> Self {
-        Self {
-            resolver: Resolver::new(SimRegistry(Arc::clone(world))),
+    /// autobump starting: the engine `autobump run` builds, on the simulated
+    /// adapters (and the simulated cluster when the policy observes workloads).
+    fn start(world: &Arc<Mutex<World>>, scenario: &Scenario) -> Self {
+        let clock: Arc<dyn Clock> = Arc::new(SimClock(Arc::clone(world)));
+        let adapters = Adapters {
+            registry: SimRegistry(Arc::clone(world)),
             repo: SimRepo(Arc::clone(world)),
-            forge: SimForge(Arc::clone(world)),
+            forge: Some(SimForge(Arc::clone(world))),
+            alerts: SimAlerts(Arc::clone(world)),
+            notifier: SimNotifier(Arc::clone(world)),
+        };
+        let metrics = Arc::new(Metrics::new(Arc::clone(&clock)));
+        let mut engine = Engine::new(adapters, clock, metrics).with_bot_login(Some(BOT.to_owned()));
+        if scenario.cluster.is_some() {
+            engine = engine.with_cluster(SimCluster(Arc::clone(world)));
+        }
+        Self {
+            engine,
             store: SimStore(Arc::clone(world)),
-            cluster: SimCluster(Arc::clone(world)),
         }
     }
 }
@@ -766,10 +774,11 @@ impl Sim {
         world.verbose = verbose;
         let world = Arc::new(Mutex::new(world));
         Self {
-            process: Process::start(&world),
+            process: Process::start(&world, &scenario),
             world,
             scenario,
             runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_time()
                 .build()
                 .expect("a current-thread runtime"),
             reconciles: 0,
@@ -788,7 +797,7 @@ impl Sim {
     }
 
     fn restart(&mut self) {
-        self.process = Process::start(&self.world);
+        self.process = Process::start(&self.world, &self.scenario);
         self.w().crashed = false;
     }
 
@@ -827,26 +836,17 @@ impl Sim {
             invariants::on_reconcile_start(&mut w);
             w.now
         };
-        let source = Source {
-            url: policy.spec.source.repo.clone(),
-            branch: policy.spec.source.branch.clone(),
-            auth: Auth::None,
-        };
-        let workloads = self.workloads();
-        // The same dispatch as `autobump run`: the forge only for pull requests.
-        let forge = ForgeAccess::for_policy(policy, Some(&self.process.forge), Some(BOT))
-            .expect("the simulated policy runs");
-        let deps = Deps {
-            resolver: &self.process.resolver,
-            repo: &self.process.repo,
-            forge,
-            store: &self.process.store,
-            source,
-            workloads,
-        };
-        let result = self
-            .runtime
-            .block_on(reconcile(policy, &deps, gate.clone(), now));
+        // The same turn as `autobump run`: the gate read, the forge chosen, observe →
+        // plan → execute, the accounting and the notifications.
+        let result =
+            match self
+                .runtime
+                .block_on(self.process.engine.run(policy, &self.process.store, now))
+            {
+                PolicyOutcome::Done(report) => Ok(report),
+                PolicyOutcome::Failed(e) => Err(e),
+                PolicyOutcome::Skipped(why) => panic!("the simulated policy runs: {why}"),
+            };
         let crashed = {
             let mut w = self.w();
             invariants::on_reconcile_end(&mut w, result.is_ok());
@@ -882,15 +882,6 @@ impl Sim {
         }
     }
 
-    /// The cluster autobump is given: the simulated one when the policy observes
-    /// workloads.
-    fn workloads(&self) -> Option<&dyn DynWorkloads> {
-        self.scenario
-            .cluster
-            .as_ref()
-            .map(|_| &self.process.cluster as &dyn DynWorkloads)
-    }
-
     fn violation(&self) -> Option<Violation> {
         self.w().checker.violations.first().cloned()
     }
@@ -910,7 +901,7 @@ impl Sim {
                 if *notify {
                     // A registry push notification: the resolver forgets cached digests and build times.
                     for a in 0..self.scenario.apps.len() {
-                        self.process.resolver.invalidate(&self.scenario.repo(a));
+                        self.process.engine.invalidate(&self.scenario.repo(a));
                     }
                     // (Wide scenarios: and, like `autobump run`, reconciles at once, once
                     // or twice: a duplicated delivery.)
@@ -1006,7 +997,7 @@ impl Sim {
             (tag, w.checker.rollbacks > 0)
         };
         for a in 0..self.scenario.apps.len() {
-            self.process.resolver.invalidate(&self.scenario.repo(a));
+            self.process.engine.invalidate(&self.scenario.repo(a));
         }
         let s = Arc::clone(&self.scenario);
         // With a cluster: the applier's delay (up to 12 minutes), the rollout (up to 9),

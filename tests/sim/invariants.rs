@@ -49,13 +49,16 @@ pub const C5: &str = "5c rollback reaches cluster";
 /// 7 in the cluster: a workload is written once per rollback (a crash or a retry
 /// never writes it again unless the applier reverted it).
 pub const C7: &str = "7c one patch per revert";
+/// Notifications: each history entry is delivered at most once, across crashes and
+/// restarts, and only entries the state records are delivered.
+pub const N1: &str = "N notified once";
 /// Liveness: a newer good version goes out.
 pub const L1: &str = "L1 bump liveness";
 /// Liveness: after a rollback and the hold lifted, a newer good version goes out.
 pub const L2: &str = "L2 liveness after rollback";
 
 /// Every name, in report order.
-pub const ALL: &[&str] = &[I1, I2, I3, I4, I5, I6, I7, C2, C3, C5, C7, L1, L2];
+pub const ALL: &[&str] = &[I1, I2, I3, I4, I5, I6, I7, C2, C3, C5, C7, N1, L1, L2];
 
 /// A violated invariant.
 #[derive(Debug, Clone)]

@@ -476,6 +476,8 @@ impl Scenario {
             }
         );
 
+        // Every event notified (the simulated receiver checks each goes out once).
+        let _ = writeln!(y, "  notify:\n    - webhook: {{url: {{env: SIM_HOOK}}}}");
         let (mut policies, diagnostics) = policy::load_str(std::path::Path::new("sim.yaml"), &y);
         assert!(
             diagnostics.is_empty(),

@@ -548,6 +548,8 @@ pub struct World {
     pub verbose: bool,
     /// Lines for the trace of the current step.
     pub notes: Vec<String>,
+    /// Notification ids delivered (each history entry at most once).
+    pub notified: BTreeSet<String>,
 }
 
 /// The GitHub users and their roles; anyone else has none.
@@ -596,6 +598,7 @@ impl World {
             memo: Memo::default(),
             verbose: false,
             notes: Vec::new(),
+            notified: BTreeSet::new(),
             scenario,
         };
         w.seed_registry_and_repo();

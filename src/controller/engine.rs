@@ -1,0 +1,481 @@
+//! The engine: one policy's whole turn — its gate read fresh, the forge it needs,
+//! [`super::reconcile_read`] (observe → plan → execute) within a deadline, then the
+//! metrics and logs of what happened and the notifications it owes — generic over
+//! its adapters.
+//!
+//! Standalone mode ([`super::standalone`]), cluster mode
+//! ([`crate::incluster::reconciler`]) and the simulator all run a policy through
+//! [`Engine::run`]; only where policies come from, where their state lives (the
+//! [`Store`] handed to each call) and when they run differ. The adapters:
+//!
+//! | adapter | trait | production | simulator |
+//! |---|---|---|---|
+//! | registry | [`Registry`] | [`RegistryClient`] | simulated registry |
+//! | repository | [`Repo`] | [`GitRepo`] | simulated repository |
+//! | forge | [`Forge`] | [`GitHub`] | simulated GitHub |
+//! | alerts | [`AlertSource`] | [`AlertsClient`] | simulated Prometheus |
+//! | notifications | [`Deliver`] | [`Notifier`] | recorded deliveries |
+//! | cluster | [`DynWorkloads`] | [`crate::cluster::KubeWorkloads`] | simulated workloads |
+//! | clock | [`Clock`] | [`crate::clock::SystemClock`] | the simulated time |
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tracing::Instrument as _;
+
+use super::{Deps, ForgeAccess, ReconcileError, Report, reconcile_read};
+use crate::alerts::{AlertSource, AlertsClient, AlertsConfig, read_gate};
+use crate::clock::{Clock, Stopwatch};
+use crate::cluster::DynWorkloads;
+use crate::core::change::StateChange;
+use crate::core::gate::GateVerdict;
+use crate::forge::{Forge, GitHub, GitHubAuth, GitHubConfig, WebhookFeed};
+use crate::metrics::Metrics;
+use crate::notify::{Deliver, Notification, Notifier, NotifierConfig};
+use crate::policy::Policy;
+use crate::registry::{Registry, RegistryClient};
+use crate::repo::{Auth, GitRepo, Repo, Source, github_git_host, github_token_applies, redact_url};
+use crate::resolve::Resolver;
+use crate::store::{PolicyState, Store};
+
+/// The longest one policy's reconcile may take, unless
+/// [`Engine::with_reconcile_timeout`] says otherwise.
+pub const DEFAULT_RECONCILE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The outcome of one policy's reconcile.
+#[derive(Debug)]
+pub enum PolicyOutcome {
+    /// Reconciled.
+    Done(Report),
+    /// The reconcile failed (retried next time when retryable).
+    Failed(ReconcileError),
+    /// Not run, and why.
+    Skipped(String),
+}
+
+/// The adapters an engine is built from.
+pub struct Adapters<R, G, F, A, N> {
+    /// The container registries.
+    pub registry: R,
+    /// The GitOps repositories.
+    pub repo: G,
+    /// The forge pull-request policies need (`None`: such policies are skipped,
+    /// saying why).
+    pub forge: Option<F>,
+    /// Where the gates' alerts are read.
+    pub alerts: A,
+    /// Where notifications go.
+    pub notifier: N,
+}
+
+/// Which credentials a git remote gets.
+#[derive(Debug, Clone, Default)]
+pub struct GitCredentials {
+    /// The GitHub token: sent over HTTPS to the GitHub host only.
+    pub github_token: Option<String>,
+    /// The host (`HOST[:PORT]`) whose HTTPS remotes get the token (see
+    /// [`github_token_applies`]).
+    pub github_git_host: Option<String>,
+    /// An SSH private key for `ssh://` and `user@host:` remotes.
+    pub ssh_key: Option<PathBuf>,
+}
+
+impl GitCredentials {
+    /// Where `policy`'s repository is and how to reach it.
+    #[must_use]
+    pub fn source(&self, policy: &Policy) -> Source {
+        let url = policy.spec.source.repo.clone();
+        let text = url.as_str();
+        let auth = if text.starts_with("https://") || text.starts_with("http://") {
+            // The token is GitHub's: it goes to the GitHub host of --github-api over
+            // HTTPS and nowhere else (a policy naming another host would collect it).
+            match &self.github_token {
+                Some(token)
+                    if self
+                        .github_git_host
+                        .as_deref()
+                        .is_some_and(|host| github_token_applies(text, host)) =>
+                {
+                    Auth::github_token(token.clone())
+                }
+                Some(_) => {
+                    tracing::debug!(
+                        repo = %redact_url(text),
+                        "not the GitHub host over https: no GITHUB_TOKEN for this remote"
+                    );
+                    Auth::None
+                }
+                None => Auth::None,
+            }
+        } else if text.starts_with("file://") {
+            Auth::None
+        } else {
+            self.ssh_key.clone().map_or(Auth::None, |key| Auth::SshKey {
+                username: None,
+                private_key: key,
+                public_key: None,
+                passphrase: None,
+            })
+        };
+        Source {
+            url,
+            branch: policy.spec.source.branch.clone(),
+            auth,
+        }
+    }
+}
+
+/// How the production engine reaches the outside world.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// A GitHub token, for pull-request policies and HTTPS git on GitHub.
+    pub github_token: Option<String>,
+    /// The GitHub API base URL.
+    pub github_api: String,
+    /// The host whose git remotes get the GitHub token, when not the one derived
+    /// from the API URL (`github.com` for `https://api.github.com`, `HOST` for
+    /// `https://HOST/api/v3`).
+    pub github_git_host: Option<String>,
+    /// The bot login when a policy names none.
+    pub bot_login: Option<String>,
+    /// An SSH private key for `ssh://` and `user@host:` repositories.
+    pub ssh_key: Option<PathBuf>,
+}
+
+/// The engine `autobump run` uses, in both modes.
+pub type ProductionEngine = Engine<RegistryClient, GitRepo, GitHub, AlertsClient, Notifier>;
+
+/// One policy's turn, over any adapters (see the module docs).
+pub struct Engine<R, G, F, A, N> {
+    resolver: Resolver<R>,
+    repo: G,
+    forge: Option<F>,
+    alerts: A,
+    notifier: N,
+    workloads: Option<Box<dyn DynWorkloads>>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    git: GitCredentials,
+    bot_login: Option<String>,
+    reconcile_timeout: Duration,
+}
+
+impl ProductionEngine {
+    /// The engine of `autobump run`: `registry` and `repo`, GitHub when `config` has
+    /// a token (recording what `feed`'s webhook deliveries said), Prometheus and
+    /// Alertmanager, the notifier, metrics on `clock`.
+    ///
+    /// # Errors
+    /// An HTTP client could not be built (TLS setup).
+    pub fn production(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        registry: RegistryClient,
+        repo: GitRepo,
+        feed: Arc<WebhookFeed>,
+    ) -> Result<Self, String> {
+        let metrics = Arc::new(Metrics::new(Arc::clone(&clock)));
+        metrics.attach_registry(registry.stats());
+        let forge = match &config.github_token {
+            Some(token) => Some(
+                GitHub::new(
+                    GitHubConfig::new(GitHubAuth::Token(token.clone()))
+                        .api_url(config.github_api.clone()),
+                    Arc::clone(&clock),
+                )
+                .map_err(|e| format!("GitHub client: {e}"))?
+                .with_feed(feed),
+            ),
+            None => None,
+        };
+        if let Some(github) = &forge {
+            metrics.attach_forge(github.stats());
+        }
+        let adapters = Adapters {
+            registry,
+            repo,
+            forge,
+            alerts: AlertsClient::new(AlertsConfig::default())
+                .map_err(|e| format!("alert client: {e}"))?,
+            notifier: Notifier::new(NotifierConfig::default(), Arc::clone(&clock))
+                .map_err(|e| format!("notifier: {e}"))?,
+        };
+        let git = GitCredentials {
+            github_git_host: config
+                .github_git_host
+                .or_else(|| github_git_host(&config.github_api)),
+            github_token: config.github_token,
+            ssh_key: config.ssh_key,
+        };
+        Ok(Self::new(adapters, clock, metrics)
+            .with_git_credentials(git)
+            .with_bot_login(config.bot_login))
+    }
+}
+
+impl<R, G, F, A, N> Engine<R, G, F, A, N>
+where
+    R: Registry,
+    G: Repo,
+    F: Forge,
+    A: AlertSource,
+    N: Deliver,
+{
+    /// An engine over `adapters`, reading `clock`, recording into `metrics`; no
+    /// cluster, no git credentials, no default bot login.
+    pub fn new(
+        adapters: Adapters<R, G, F, A, N>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            resolver: Resolver::new(adapters.registry),
+            repo: adapters.repo,
+            forge: adapters.forge,
+            alerts: adapters.alerts,
+            notifier: adapters.notifier,
+            workloads: None,
+            clock,
+            metrics,
+            git: GitCredentials::default(),
+            bot_login: None,
+            reconcile_timeout: DEFAULT_RECONCILE_TIMEOUT,
+        }
+    }
+
+    /// Reaches git remotes with `git`.
+    #[must_use]
+    pub fn with_git_credentials(mut self, git: GitCredentials) -> Self {
+        self.git = git;
+        self
+    }
+
+    /// The bot account of pull-request policies that name none.
+    #[must_use]
+    pub fn with_bot_login(mut self, login: Option<String>) -> Self {
+        self.bot_login = login;
+        self
+    }
+
+    /// Observes rollouts and patches workloads (`rollout.workloads`,
+    /// `rollback.patchCluster`) through this cluster.
+    #[must_use]
+    pub fn with_cluster(mut self, workloads: impl DynWorkloads + 'static) -> Self {
+        self.workloads = Some(Box::new(workloads));
+        self
+    }
+
+    /// Cancels a policy's reconcile (and then separately its notifications) that takes
+    /// longer than `timeout`; it fails with [`ReconcileError::Deadline`] and is tried
+    /// again next time.
+    #[must_use]
+    pub fn with_reconcile_timeout(mut self, timeout: Duration) -> Self {
+        self.reconcile_timeout = timeout;
+        self
+    }
+
+    /// The metrics this engine records (served on `/metrics`).
+    #[must_use]
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// The clock the engine reads.
+    #[must_use]
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        Arc::clone(&self.clock)
+    }
+
+    /// The time a turn starts at: whole seconds (decisions and records need no
+    /// sub-second precision, and whole seconds keep status and messages readable).
+    #[must_use]
+    pub fn now(&self) -> DateTime<Utc> {
+        chrono::SubsecRound::trunc_subsecs(self.clock.now(), 0)
+    }
+
+    /// Forgets what the resolver cached about an image (after a registry push).
+    pub fn invalidate(&self, canonical: &str) {
+        self.resolver.invalidate(canonical);
+    }
+
+    /// One policy's whole turn at `now`, its state in `store`: the reconcile within
+    /// its deadline, then its accounting, then its notifications (within the deadline
+    /// again).
+    pub async fn run<S: Store>(&self, p: &Policy, store: &S, now: DateTime<Utc>) -> PolicyOutcome {
+        let span = tracing::info_span!("reconcile", policy = %policy_key(p));
+        let watch = Stopwatch::start();
+        let outcome = self
+            .reconcile_bounded(p, store, now)
+            .instrument(span.clone())
+            .await;
+        let state = span.in_scope(|| self.account(p.name(), store, &outcome, watch.elapsed()));
+        if let Some(state) = state {
+            let notify = self.notify(p, store, &state, now).instrument(span.clone());
+            if tokio::time::timeout(self.reconcile_timeout, notify)
+                .await
+                .is_err()
+            {
+                span.in_scope(|| {
+                    tracing::warn!("notifications cancelled at the reconcile deadline");
+                });
+            }
+        }
+        outcome
+    }
+
+    /// [`Self::reconcile_in`] within the reconcile deadline
+    /// ([`Self::with_reconcile_timeout`]): past it the reconcile is cancelled and fails
+    /// with [`ReconcileError::Deadline`].
+    pub async fn reconcile_bounded<S: Store>(
+        &self,
+        p: &Policy,
+        store: &S,
+        now: DateTime<Utc>,
+    ) -> PolicyOutcome {
+        match tokio::time::timeout(self.reconcile_timeout, self.reconcile_in(p, store, now)).await {
+            Ok(outcome) => outcome,
+            Err(_) => PolicyOutcome::Failed(ReconcileError::Deadline(self.reconcile_timeout)),
+        }
+    }
+
+    /// One reconcile of `p` with its state in `store`: the gate read fresh, the
+    /// forge a pull-request policy needs, then observe → plan → execute.
+    pub async fn reconcile_in<S: Store>(
+        &self,
+        p: &Policy,
+        store: &S,
+        now: DateTime<Utc>,
+    ) -> PolicyOutcome {
+        let reading = read_gate(&self.alerts, p.spec.gate.as_ref()).await;
+        let verdict = &reading.verdict;
+        self.metrics.gate(p.name(), verdict);
+        if let GateVerdict::Unknown(why) = verdict {
+            tracing::warn!(why = %why, "gate unknown: nothing merges or gets promoted");
+        }
+        let forge = match ForgeAccess::for_policy(p, self.forge.as_ref(), self.bot_login.as_deref())
+        {
+            Ok(forge) => forge,
+            Err(why) => return PolicyOutcome::Skipped(why),
+        };
+        let deps = Deps {
+            resolver: &self.resolver,
+            repo: &self.repo,
+            store,
+            source: self.git.source(p),
+            workloads: self.workloads.as_deref(),
+            forge,
+        };
+        match reconcile_read(p, &deps, &reading, now).await {
+            Ok(report) => PolicyOutcome::Done(report),
+            Err(e) => PolicyOutcome::Failed(e),
+        }
+    }
+
+    /// Metrics and logs of one policy's reconcile, and the history it wrote
+    /// (also entries written by other processes, e.g. `autobump hold`). Returns the
+    /// policy's state as it stands now (for [`Self::notify`]), `None` if unreadable.
+    pub fn account<S: Store>(
+        &self,
+        name: &str,
+        store: &S,
+        outcome: &PolicyOutcome,
+        took: Duration,
+    ) -> Option<PolicyState> {
+        match outcome {
+            PolicyOutcome::Done(report) => {
+                self.metrics.reconciled(name, None, took);
+                for effect in &report.effects {
+                    tracing::info!(effect = ?effect, "effect");
+                }
+                for problem in &report.registry_problems {
+                    tracing::warn!(problem = %problem, "registry");
+                }
+            }
+            PolicyOutcome::Failed(e) => {
+                self.metrics.reconciled(name, Some(e.metric_label()), took);
+                tracing::error!(error = %e, retryable = e.is_retryable(), "reconcile failed");
+            }
+            PolicyOutcome::Skipped(why) => tracing::warn!(reason = %why, "skipped"),
+        }
+        match store.load(name) {
+            Ok(state) => {
+                self.metrics.observe_state(name, &state);
+                Some(state)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reading the policy's state after its reconcile");
+                None
+            }
+        }
+    }
+
+    /// Sends the notifications `p` asks for, one per history entry not sent yet.
+    ///
+    /// The cursor (`notified_seq`) advances *before* each send: a crash can lose the
+    /// notification in flight but never sends one twice (webhook receivers also get
+    /// an `Idempotency-Key`). A target that still fails after the notifier's retries
+    /// is logged and skipped. The first round of a policy sends only the last day's
+    /// entries, not its whole past.
+    pub async fn notify<S: Store>(
+        &self,
+        p: &Policy,
+        store: &S,
+        state: &PolicyState,
+        now: DateTime<Utc>,
+    ) {
+        if p.spec.notify.is_empty() {
+            return;
+        }
+        let name = p.name();
+        let cursor = state.notified_seq.unwrap_or_else(|| {
+            state
+                .history
+                .iter()
+                .filter(|e| now - e.at > chrono::TimeDelta::days(1))
+                .map(|e| e.seq)
+                .max()
+                .unwrap_or(0)
+        });
+        let namespace = p.metadata.namespace.as_ref().map(ToString::to_string);
+        for entry in state.history.iter().filter(|e| e.seq > cursor) {
+            let advanced = store.update(name, &mut |s| {
+                s.apply(&[StateChange::Notified(entry.seq)], now);
+            });
+            if let Err(e) = advanced {
+                tracing::error!(error = %e, "recording the notification cursor; not sending");
+                return;
+            }
+            let id = format!(
+                "{}/{name}/{}",
+                namespace.as_deref().unwrap_or("-"),
+                entry.seq
+            );
+            let Some(mut notification) = Notification::from_history(id, name, entry) else {
+                continue;
+            };
+            if let Some(ns) = &namespace {
+                notification = notification.with_namespace(ns.clone());
+            }
+            for target in &p.spec.notify {
+                if let Err(e) = self.notifier.deliver(target, &notification).await {
+                    tracing::warn!(
+                        target = %crate::notify::describe_target(target),
+                        error = %e,
+                        kind = e.metric_label(),
+                        "notification not delivered"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// `namespace/name`, or the bare name of a policy from a file.
+fn policy_key(p: &Policy) -> String {
+    match &p.metadata.namespace {
+        Some(ns) => format!("{ns}/{}", p.name()),
+        None => p.name().to_owned(),
+    }
+}
