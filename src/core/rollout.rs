@@ -27,7 +27,6 @@
 //! between reconciles (in the store), and this module updates it.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use serde::{Deserialize, Serialize};
 
 use super::gate::GateVerdict;
 use crate::policy::v1alpha1::{Hold, Release};
@@ -43,17 +42,7 @@ pub enum RolloutState {
     Failed,
 }
 
-/// The bake of one deployed version, kept between reconciles.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BakeProgress {
-    /// The version being baked (its summary, to notice a new deployment).
-    pub version: String,
-    /// Since when every observation was Clear (`None` while the gate is not Clear).
-    pub clear_since: Option<DateTime<Utc>>,
-    /// How often the bake restarted because the gate was Unknown.
-    pub restarts: u32,
-}
+pub use crate::policy::v1alpha1::BakeProgress;
 
 /// Everything the decision reads.
 #[derive(Debug, Clone, Copy)]

@@ -414,7 +414,7 @@ async fn reconcile_policy<R: PolicyReconciler>(
     let history = stored
         .status
         .as_ref()
-        .map(|s| s.history.as_slice())
+        .map(|s| s.state.history.as_slice())
         .unwrap_or_default();
     if let Err(e) = shared.events.publish(&stored, history, now).await {
         // Events are published again at the next reconcile.

@@ -4,6 +4,8 @@
 //! (`policies/*.yaml`) and from custom resources. Unknown fields are errors
 //! everywhere; defaults are documented on each field and show in the CRD.
 
+use std::collections::BTreeSet;
+
 use chrono::{DateTime, Utc};
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -635,14 +637,29 @@ pub enum NotifyEvent {
 // -------------------------------------------------------------------------------------
 // Status (written by the controller)
 
-/// What autobump knows about the policy; written by the controller only.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+/// The observed state of an `Autobump`, written by the controller only: the
+/// conditions, and the policy's state (the same schema the standalone state
+/// database keeps).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AutobumpStatus {
     /// `Ready`, `Held`, `Baking`, `RolledBack`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
-    /// The hold in force, if any.
+    /// The spec generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// What autobump remembers about the policy.
+    #[serde(flatten)]
+    pub state: PolicyState,
+}
+
+/// What autobump remembers about one policy: in standalone mode a row of the state
+/// database, in cluster mode its object's status (see [`AutobumpStatus`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyState {
+    /// The hold in force.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold: Option<Hold>,
     /// The versions deployed now.
@@ -651,46 +668,60 @@ pub struct AutobumpStatus {
     /// The last versions that baked without alerts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_known_good: Option<Release>,
-    /// Recent decisions, newest last.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub history: Vec<HistoryEntry>,
-    /// The spec generation this status describes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
     /// The bake of the deployed version, kept between reconciles.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bake: Option<BakeStatus>,
+    pub bake: Option<BakeProgress>,
     /// When the last bump was opened or pushed (for `schedule.minInterval`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_bump: Option<DateTime<Utc>>,
     /// Image versions rolled back from: never proposed again.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub bad_versions: Vec<ImageVersion>,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    // A list in the schema: Kubernetes refuses `uniqueItems` in a CRD.
+    #[schemars(with = "Vec<BadVersion>")]
+    pub bad_versions: BTreeSet<BadVersion>,
     /// Pull-request comment ids already acted on (so a `/hold` is applied once),
     /// oldest first, bounded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub seen_comments: Vec<u64>,
-    /// The last history entry (its `seq`) notifications were sent for.
+    /// The last history entry (its `seq`) notifications were sent for; absent until
+    /// the first delivery round.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notified_seq: Option<u64>,
+    /// Recent decisions, newest last (at most 200 here; the standalone database keeps
+    /// every one, and `autobump history` prints them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HistoryEntry>,
     /// Writes under way (a merge, a push, the cluster patch, labels) whose history
-    /// entries wait for their outcome; a restart settles any left behind.
+    /// entries wait for their outcome, at most one of each kind; a restart settles
+    /// any left behind.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub intents: Vec<Intent>,
     /// A person asked for a rollback to the last known-good version
-    /// (`autobump rollback`); the next reconcile carries it out and removes it.
+    /// (`autobump rollback`); the next reconcile carries it out and removes it in the
+    /// same update that places the hold and records the bad versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_request: Option<RollbackRequest>,
 }
 
-/// The bake of a deployed version: promoted to known-good once the gate stayed clear
-/// for `gate.bake`.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+/// An image version recorded as bad (rolled back from); never proposed again.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+pub struct BadVersion {
+    /// The canonical repository.
+    pub image: String,
+    /// The tag.
+    pub tag: String,
+}
+
+/// The bake of one deployed version, kept between reconciles: promoted to
+/// known-good once the gate stayed clear for `gate.bake`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct BakeStatus {
-    /// The version baking (its release summary).
+pub struct BakeProgress {
+    /// The version baking (its release summary, to notice a new deployment).
     pub version: String,
-    /// Since when every observation of the gate was clear (absent while it is not).
+    /// Since when every observation of the gate was Clear (absent while it is not).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clear_since: Option<DateTime<Utc>>,
     /// How often the bake restarted because the gate could not be read.

@@ -8,10 +8,11 @@
 //! and the update starts again from a fresh read (bounded). A change that changes
 //! nothing writes nothing.
 //!
-//! [`state_of`] and [`set_state`] map between [`PolicyState`] and
-//! [`AutobumpStatus`] (pure). The v1.20 API server turns an empty string into null
-//! and then rejects it in a required field, so [`set_state`] writes `-` for an empty
-//! required text (a hold without a reason, say): the only way the mapping is lossy.
+//! The status embeds the [`PolicyState`] itself (one schema for both stores);
+//! [`state_of`] reads it and [`set_state`] writes it (pure). The v1.20 API server
+//! turns an empty string into null and then rejects it in a required field, so
+//! [`set_state`] writes `-` for an empty required text (a hold without a reason,
+//! say): the only way the two stores can differ.
 //!
 //! Keys are `namespace/name`; a bare `name` means the handle's namespace (see
 //! [`KubeStore::in_namespace`]), so the reconcile code, which addresses policies by
@@ -32,12 +33,8 @@ use kube::api::{ListParams, PostParams};
 use kube::{Api, Client, ResourceExt as _};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
-use super::{BadVersion, PolicyState, Store, StoreError};
-use crate::core::rollout::BakeProgress;
+use super::{PolicyState, Store, StoreError};
 use crate::incluster::PolicyKey;
-use crate::policy::v1alpha1::{
-    BakeStatus, HistoryEntry, Hold, ImageVersion, Intent, Release, RollbackRequest,
-};
 use crate::policy::{Autobump, AutobumpStatus};
 
 /// How many times an update is tried when it keeps meeting 409 Conflict.
@@ -455,114 +452,64 @@ impl Store for KubeStore {
 /// The policy state recorded in `status`.
 #[must_use]
 pub fn state_of(status: &AutobumpStatus) -> PolicyState {
-    PolicyState {
-        hold: status.hold.clone(),
-        current: status.current.clone(),
-        last_known_good: status.last_known_good.clone(),
-        bake: status.bake.as_ref().map(|b| BakeProgress {
-            version: b.version.clone(),
-            clear_since: b.clear_since,
-            restarts: b.restarts,
-        }),
-        last_bump: status.last_bump,
-        bad_versions: status
-            .bad_versions
-            .iter()
-            .map(|v| BadVersion {
-                image: v.image.clone(),
-                tag: v.tag.clone(),
-            })
-            .collect(),
-        seen_comments: status.seen_comments.clone(),
-        notified_seq: status.notified_seq,
-        history: status.history.clone(),
-        intents: status.intents.clone(),
-        rollback_request: status.rollback_request.clone(),
-    }
+    status.state.clone()
 }
 
 /// Records `state` in `status`, leaving the conditions and `observedGeneration` as
 /// they are. Empty required texts are written as `-` (see the module docs).
 pub fn set_state(status: &mut AutobumpStatus, state: &PolicyState) {
-    status.hold = state.hold.as_ref().map(|h| Hold {
-        by: required(&h.by),
-        reason: required(&h.reason),
-        ..h.clone()
-    });
-    status.current = state.current.as_ref().map(release);
-    status.last_known_good = state.last_known_good.as_ref().map(release);
-    status.bake = state.bake.as_ref().map(|b| BakeStatus {
-        version: required(&b.version),
-        clear_since: b.clear_since,
-        restarts: b.restarts,
-    });
-    status.last_bump = state.last_bump;
-    status.bad_versions = state
-        .bad_versions
-        .iter()
-        .map(|b| ImageVersion {
-            image: required(&b.image),
-            tag: required(&b.tag),
-            digest: None,
-        })
-        .collect();
-    status.seen_comments.clone_from(&state.seen_comments);
-    status.notified_seq = state.notified_seq;
-    status.history = state
-        .history
-        .iter()
-        .map(|e| HistoryEntry {
-            at: e.at,
-            reason: e.reason,
-            message: required(&e.message),
-            seq: e.seq,
-        })
-        .collect();
-    status.intents = state
-        .intents
-        .iter()
-        .map(|i| Intent {
-            message: required(&i.message),
-            ..i.clone()
-        })
-        .collect();
-    status.rollback_request = state.rollback_request.as_ref().map(|r| RollbackRequest {
-        by: required(&r.by),
-        reason: required(&r.reason),
-        ..r.clone()
-    });
-}
-
-fn release(r: &Release) -> Release {
-    Release {
-        summary: required(&r.summary),
-        images: r
-            .images
-            .iter()
-            .map(|i| ImageVersion {
-                image: required(&i.image),
-                tag: required(&i.tag),
-                digest: i.digest.clone(),
-            })
-            .collect(),
-        since: r.since,
-        commit: r.commit.clone(),
+    let mut state = state.clone();
+    if let Some(h) = &mut state.hold {
+        required(&mut h.by);
+        required(&mut h.reason);
     }
+    for r in [&mut state.current, &mut state.last_known_good]
+        .into_iter()
+        .flatten()
+    {
+        required(&mut r.summary);
+        for i in &mut r.images {
+            required(&mut i.image);
+            required(&mut i.tag);
+        }
+    }
+    if let Some(b) = &mut state.bake {
+        required(&mut b.version);
+    }
+    state.bad_versions = std::mem::take(&mut state.bad_versions)
+        .into_iter()
+        .map(|mut b| {
+            required(&mut b.image);
+            required(&mut b.tag);
+            b
+        })
+        .collect();
+    for e in &mut state.history {
+        required(&mut e.message);
+    }
+    for i in &mut state.intents {
+        required(&mut i.message);
+    }
+    if let Some(r) = &mut state.rollback_request {
+        required(&mut r.by);
+        required(&mut r.reason);
+    }
+    status.state = state;
 }
 
-/// `text`, or `-` when empty (the v1.20 API server rejects `""` in required fields).
-fn required(text: &str) -> String {
+/// `-` for an empty `text` (the v1.20 API server rejects `""` in required fields).
+fn required(text: &mut String) {
     if text.is_empty() {
-        "-".to_owned()
-    } else {
-        text.to_owned()
+        "-".clone_into(text);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::v1alpha1::{Condition, Reason};
+    use crate::policy::v1alpha1::{
+        BadVersion, BakeProgress, Condition, Hold, ImageVersion, Reason, Release, RollbackRequest,
+    };
 
     /// Two futures on the thread running `Runtime::block_on` (as the driver's
     /// reconciles are in `autobump run --kubernetes`): while one blocks in a store
@@ -721,9 +668,9 @@ mod tests {
         state.record(at("2026-11-21T11:00:00Z"), Reason::Held, "");
         let mut status = AutobumpStatus::default();
         set_state(&mut status, &state);
-        assert_eq!(status.hold.as_ref().unwrap().reason, "-");
-        assert_eq!(status.rollback_request.as_ref().unwrap().reason, "-");
-        assert_eq!(status.history.last().unwrap().message, "-");
+        assert_eq!(status.state.hold.as_ref().unwrap().reason, "-");
+        assert_eq!(status.state.rollback_request.as_ref().unwrap().reason, "-");
+        assert_eq!(status.state.history.last().unwrap().message, "-");
     }
 
     #[test]

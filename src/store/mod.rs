@@ -36,9 +36,7 @@ pub(crate) mod change;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::policy::v1alpha1::{
-    HistoryEntry, Hold, Intent, IntentKind, Reason, Release, RollbackRequest,
-};
+use crate::policy::v1alpha1::{HistoryEntry, Intent, IntentKind, Reason};
 
 pub mod history;
 pub mod kube;
@@ -54,58 +52,7 @@ pub const HISTORY_LIMIT: usize = 200;
 /// The version of the state file format this build writes.
 pub const FORMAT_VERSION: u32 = 1;
 
-/// An image version recorded as bad (rolled back from); never proposed again.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct BadVersion {
-    /// The canonical repository.
-    pub image: String,
-    /// The tag.
-    pub tag: String,
-}
-
-/// What autobump remembers about one policy.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PolicyState {
-    /// The hold in force.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hold: Option<Hold>,
-    /// The versions deployed now.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub current: Option<Release>,
-    /// The last versions that baked without alerts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_known_good: Option<Release>,
-    /// The bake of the deployed version, between reconciles.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bake: Option<crate::core::rollout::BakeProgress>,
-    /// When the last bump was opened or pushed (for `minInterval`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_bump: Option<DateTime<Utc>>,
-    /// Versions rolled back from.
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
-    pub bad_versions: BTreeSet<BadVersion>,
-    /// Comment ids already acted on (webhook and polling de-duplication), bounded.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub seen_comments: Vec<u64>,
-    /// The last history entry (its `seq`) notifications went out for; `None` until
-    /// the first delivery round.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub notified_seq: Option<u64>,
-    /// Recent decisions, newest last, at most [`HISTORY_LIMIT`]. Read from the
-    /// database, the recent ones only (see [`sqlite`]); [`Store::history`] reads all.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub history: Vec<HistoryEntry>,
-    /// Writes under way whose history entries wait for their outcome, at most one of
-    /// each kind (see [`Intent`]).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub intents: Vec<Intent>,
-    /// A rollback a person asked for (`autobump rollback`), until a reconcile acts on
-    /// it: it is removed in the same update that places the hold and records the bad
-    /// versions.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rollback_request: Option<RollbackRequest>,
-}
+pub use crate::policy::v1alpha1::{BadVersion, PolicyState};
 
 impl PolicyState {
     /// Appends a history entry, dropping the oldest beyond [`HISTORY_LIMIT`].
@@ -590,6 +537,7 @@ impl Store for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::v1alpha1::Hold;
 
     /// A time from RFC 3339 text (also for the `sqlite` tests).
     pub(super) fn at(s: &str) -> DateTime<Utc> {

@@ -229,8 +229,8 @@ impl Bench {
         let deadline = Deadline::after(Duration::from_secs(60));
         loop {
             let status = objects.get("web").await.unwrap().status.unwrap_or_default();
-            if status.bake.as_ref().is_some_and(|b| b.version == BAD)
-                && status.last_known_good.is_some()
+            if status.state.bake.as_ref().is_some_and(|b| b.version == BAD)
+                && status.state.last_known_good.is_some()
             {
                 break;
             }
@@ -274,7 +274,7 @@ impl Bench {
             }
             if hold.is_none() {
                 let o = objects.get("web").await.unwrap();
-                if o.status.is_some_and(|s| s.hold.is_some()) {
+                if o.status.is_some_and(|s| s.state.hold.is_some()) {
                     hold = Some(t);
                 }
             }

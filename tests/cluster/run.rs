@@ -103,7 +103,7 @@ async fn run_kubernetes_reconciles_objects_holds_the_lease_and_stops_cleanly() {
             .find(|c| c.type_ == "Ready")
             .ok_or(format!("{status:?}"))?
             .clone();
-        let current = status.current.clone().ok_or(format!("{status:?}"))?;
+        let current = status.state.current.clone().ok_or(format!("{status:?}"))?;
         Ok((ready, current))
     })
     .await;
@@ -151,7 +151,7 @@ async fn run_kubernetes_reconciles_objects_holds_the_lease_and_stops_cleanly() {
                 .find(|c| c.type_ == "Held")
                 .ok_or(format!("{status:?}"))?;
             if condition.status == want {
-                Ok((status.hold.clone(), condition.message.clone()))
+                Ok((status.state.hold.clone(), condition.message.clone()))
             } else {
                 Err(format!("{condition:?}"))
             }
@@ -296,6 +296,7 @@ async fn rollback_kubernetes_records_the_request_in_the_status() {
     );
     let status = objects.get("app").await.unwrap().status.unwrap();
     let request = status
+        .state
         .rollback_request
         .expect("the request is in the status");
     assert_eq!(
@@ -306,7 +307,7 @@ async fn rollback_kubernetes_records_the_request_in_the_status() {
         ),
         ("cli:oncall", "checkout errors", Some("cli"))
     );
-    let last = status.history.last().unwrap();
+    let last = status.state.history.last().unwrap();
     assert_eq!(last.reason, "RollbackRequested");
     assert_eq!(
         last.message,

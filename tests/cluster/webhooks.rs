@@ -164,7 +164,7 @@ async fn webhooks_reconcile_every_object_at_once_in_cluster_mode() {
     assert_eq!(accepted.status(), 200);
     wait_for_reconciles(before + 1, "the Alertmanager webhook's reconcile").await;
     let status = objects.get("app").await.unwrap().status.unwrap();
-    assert!(status.hold.is_none(), "{status:?}");
+    assert!(status.state.hold.is_none(), "{status:?}");
     assert!(deployed().contains("team/app:1.1.0"));
 
     let pid = child.id().unwrap().to_string();
