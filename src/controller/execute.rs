@@ -213,12 +213,24 @@ impl<R: Registry, G: Repo, S: Store, F: Forge> Executor<'_, '_, R, G, S, F> {
         else {
             return Ok(Vec::new());
         };
-        self.push(&prepared, &[], None).await?;
-        let pr = match f
+        let open = f
             .forge
             .find_open_pr(&f.repo, branch.as_str(), &f.bot_login)
-            .await?
-        {
+            .await?;
+        // The open rollback PR's branch, made on an older base, stays while it is
+        // still exactly the rollback: pushing it again would restart the
+        // mergeability check and the checks.
+        let kept = match &open {
+            Some(pr) => {
+                self.rollback_branch_kept(rb, &branch, &prepared, pr)
+                    .await?
+            }
+            None => None,
+        };
+        if kept.is_none() {
+            self.push(&prepared, &[], None).await?;
+        }
+        let pr = match open {
             Some(pr) => pr,
             None => {
                 f.forge
@@ -239,6 +251,17 @@ impl<R: Registry, G: Repo, S: Store, F: Forge> Executor<'_, '_, R, G, S, F> {
             }
         };
         let mergeability = f.forge.mergeability(&f.repo, pr.number).await?;
+        if let Some(head) = &kept
+            && (mergeability.mergeable == Some(false) || mergeability.head_sha != *head)
+        {
+            // It conflicts with the moved base (or its head moved since it was read):
+            // a rollback made on the base now replaces it.
+            self.push(&prepared, &[], None).await?;
+            return Ok(vec![Effect::Waiting(format!(
+                "rollback PR #{} made again on the current {}; merging once GitHub finds it mergeable",
+                pr.number, self.policy.spec.source.branch
+            ))]);
+        }
         let required = &self.policy.spec.rollback.required_checks;
         let checks = observe::checks_on(&f, &mergeability.head_sha, required).await?;
         if let Err(why) =
@@ -266,6 +289,38 @@ impl<R: Registry, G: Repo, S: Store, F: Forge> Executor<'_, '_, R, G, S, F> {
                 pr.number
             ))
         }])
+    }
+
+    /// The head of the open rollback PR `pr` when its branch can stay as it is (see
+    /// [`watch::rollback_branch_serves`]), `None` when a rollback made on the base
+    /// now must replace it.
+    async fn rollback_branch_kept(
+        &self,
+        rb: &RollbackTo,
+        branch: &BranchName,
+        prepared: &PreparedBump,
+        pr: &PullRequest,
+    ) -> Result<Option<String>, ReconcileError> {
+        let Some((head, files)) =
+            observe::rollback_branch_changes(self.deps, branch, prepared).await?
+        else {
+            return Ok(None);
+        };
+        if head != pr.head_sha {
+            return Ok(None);
+        }
+        let needed: Vec<&str> = prepared
+            .commit
+            .iter()
+            .flat_map(|c| c.changes.iter().map(|ch| ch.file.as_str()))
+            .collect();
+        let serves = watch::rollback_branch_serves(
+            &self.policy.spec,
+            rb,
+            &observe::file_changes(&files),
+            &needed,
+        );
+        Ok(serves.then_some(head))
     }
 
     /// Performs one planned effect (an ensure: harmless when already true).

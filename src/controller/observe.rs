@@ -364,15 +364,7 @@ fn verify_reference_only<R: Registry>(
     resolver: &Resolver<R>,
     bad: &BTreeSet<(String, String)>,
 ) -> DiffVerdict {
-    let texts: Vec<FileChange<'_>> = files
-        .iter()
-        .map(|f| FileChange {
-            path: &f.path,
-            old: f.old_text(),
-            new: f.new_text(),
-        })
-        .collect();
-    crate::core::merge::verify_image_moves(&policy.spec, &texts, &|r| {
+    crate::core::merge::verify_image_moves(&policy.spec, &file_changes(files), &|r| {
         version_problem(resolver, bad, r)
     })
 }
@@ -518,4 +510,38 @@ pub(super) async fn rollback_commit<R: Registry, G: Repo, F: Forge, S: Store>(
         )
         .await?;
     Ok(prepared.commit.is_some().then_some(prepared))
+}
+
+/// The rollback PR branch's head and what it changes against its merge base with
+/// the base branch, when the branch exists but is not what a rollback made on the
+/// base now would push (`prepared`): for [`watch::rollback_branch_serves`].
+pub(super) async fn rollback_branch_changes<R: Registry, G: Repo, F: Forge, S: Store>(
+    deps: &Deps<'_, R, G, S, F>,
+    branch: &BranchName,
+    prepared: &PreparedBump,
+) -> Result<Option<(String, Vec<crate::repo::ChangedFile>)>, ReconcileError> {
+    let Some(head) = prepared
+        .branch_head
+        .as_deref()
+        .filter(|_| !prepared.up_to_date)
+    else {
+        return Ok(None);
+    };
+    let files = deps
+        .repo
+        .changed_files(&deps.source, Some(branch), &prepared.base, head)
+        .await?;
+    Ok(Some((head.to_owned(), files)))
+}
+
+/// The texts of `files` as the pure checks read them.
+pub(super) fn file_changes(files: &[crate::repo::ChangedFile]) -> Vec<FileChange<'_>> {
+    files
+        .iter()
+        .map(|f| FileChange {
+            path: &f.path,
+            old: f.old_text(),
+            new: f.new_text(),
+        })
+        .collect()
 }

@@ -19,6 +19,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::change::{BadRolloutHold, StateChange};
 use super::gate::{AlertState, GateReading, GateVerdict};
+use super::merge::{DiffVerdict, FileChange, verify_image_moves};
 use super::plan::Effect;
 use super::reference::ImageRef;
 use super::rewrite::{ImageSelector, SeriesRule, Target};
@@ -602,6 +603,38 @@ pub fn rollback_targets(spec: &AutobumpSpec, rb: &RollbackTo) -> Vec<Target> {
         .collect()
 }
 
+/// Whether the rollback pull request's branch can stay as it is although the base
+/// branch moved since it was pushed (so a rollback made on the base now would be a
+/// new commit): its changes (`files`, against its merge base) only move the
+/// policy's image references, each to the version rolled back to, and they cover
+/// every file a rollback made on the base now would change (`needed`).
+///
+/// Pushing it again restarts GitHub's mergeability computation and the required
+/// checks; on a base branch that moves between every two reconciles a rollback that
+/// is re-pushed each time would never merge. A branch that conflicts with the moved
+/// base is GitHub's to say (`mergeable: false`); then it is pushed again.
+#[must_use]
+pub fn rollback_branch_serves(
+    spec: &AutobumpSpec,
+    rb: &RollbackTo,
+    files: &[FileChange<'_>],
+    needed: &[&str],
+) -> bool {
+    if needed.iter().any(|n| !files.iter().any(|f| f.path == *n)) {
+        return false;
+    }
+    let known_good = |r: &ImageRef| {
+        let image = canonical(&r.canonical_repository());
+        let good = rb.good.images.iter().any(|g| {
+            canonical(&g.image) == image
+                && r.tag.as_deref() == Some(g.tag.as_str())
+                && (r.digest.is_none() || r.digest == g.digest)
+        });
+        (!good).then(|| "not the version rolled back to".to_owned())
+    };
+    verify_image_moves(spec, files, &known_good) == DiffVerdict::Matches
+}
+
 /// Whether a push intent's versions are on the base branch (`deployed`): then its
 /// record is due. (Until then it stays: the push is retried by the decision that made
 /// it, which writes its intent again.)
@@ -717,6 +750,75 @@ mod tests {
             bad: NO_BAD,
             rollback_request: request,
             patch_intent: None,
+        }
+    }
+
+    /// A rollback branch made on an older base may stay only while it is exactly the
+    /// rollback: its changes move only the policy's images, each to the version
+    /// rolled back to, in every file that still needs it.
+    #[test]
+    fn a_rollback_branch_stays_while_it_moves_exactly_to_known_good() {
+        let s = spec("");
+        let rb = RollbackTo {
+            bad: release("v1.3.0", "2026-11-23T10:00:00Z"),
+            good: release("v1.2.0", "2026-11-22T10:00:00Z"),
+            reason: "alerts fired".into(),
+        };
+        // A Deployment manifest as Prow's deploy/ keeps them (kubernetes/test-infra
+        // config/prow/cluster/hook_deployment.yaml, shortened).
+        let manifest = |tag: &str, replicas: u32| {
+            format!(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: hook}}\nspec:\n  replicas: {replicas}\n  template:\n    spec:\n      containers:\n        - name: hook\n          image: gcr.io/k8s-prow/hook:{tag}\n"
+            )
+        };
+        let base = manifest("v1.3.0", 4);
+        let cases: [(&str, String, &[&str], bool); 5] = [
+            (
+                "exactly the rollback",
+                manifest("v1.2.0", 4),
+                &["config/hook.yaml"],
+                true,
+            ),
+            (
+                "another version",
+                manifest("v1.1.0", 4),
+                &["config/hook.yaml"],
+                false,
+            ),
+            (
+                "also other lines",
+                manifest("v1.2.0", 2),
+                &["config/hook.yaml"],
+                false,
+            ),
+            (
+                "a file it misses",
+                manifest("v1.2.0", 4),
+                &["config/hook.yaml", "config/deck.yaml"],
+                false,
+            ),
+            (
+                "no change at all",
+                base.clone(),
+                &["config/hook.yaml"],
+                false,
+            ),
+        ];
+        for (what, head, needed, serves) in cases {
+            // What a diff lists: only files whose text differs.
+            let files: Vec<FileChange<'_>> = (head != base)
+                .then(|| FileChange {
+                    path: "config/hook.yaml",
+                    old: Some(&base),
+                    new: Some(&head),
+                })
+                .into_iter()
+                .collect();
+            assert_eq!(
+                rollback_branch_serves(&s, &rb, &files, needed),
+                serves,
+                "{what}"
+            );
         }
     }
 

@@ -1596,6 +1596,95 @@ async fn a_firing_alert_after_a_merge_is_rolled_back_by_a_rollback_pr() {
     w.fake.assert_responses_valid();
 }
 
+/// A rollback PR waiting for its checks stays as it is while people push to main:
+/// pushing it again onto each new main would restart its checks, and on a busy main
+/// it would never merge. One that conflicts with main is made again on it.
+#[tokio::test]
+async fn a_rollback_pr_waiting_for_its_checks_is_not_pushed_again_when_main_moves() {
+    let w = World::new(
+        "  gate: {prometheus: http://127.0.0.1:9, alerts: '{team=\"prow\"}', bake: 30m}\n  rollback: {pullRequest: true, requiredChecks: [unit]}\n",
+    )
+    .await;
+    let host = w.registry.host();
+    let firing = GateVerdict::Firing(vec!["HookDown".into()]);
+    w.reconcile(MONDAY).await;
+    w.reconcile("2026-11-23T10:31:00Z").await;
+    let head = w.fake.branch_sha("autobump-prow").unwrap();
+    w.fake
+        .add_check_run(&head, "unit", "completed", Some("success"));
+    let r = w.reconcile("2026-11-23T10:35:00Z").await;
+    assert_eq!(kinds(&r), ["Merge"], "{r:?}");
+
+    // NEW hurts: the rollback PR opens and waits for its check.
+    let r = w
+        .reconcile_with("2026-11-23T10:40:00Z", firing.clone())
+        .await;
+    assert_eq!(kinds(&r)[0], "Rollback", "{r:?}");
+    let first = w.fake.branch_sha("autobump-rollback-prow").unwrap();
+    assert!(!w.fake.pull(2).merged);
+
+    // People push to main twice (outside the rollback's lines): the branch stays.
+    w.fake
+        .commit("main", &[("README.md", Some("# infra\n"))], "Docs");
+    w.reconcile_with("2026-11-23T10:41:00Z", firing.clone())
+        .await;
+    w.fake.commit(
+        "main",
+        &[(
+            "config/prow/plugins.yaml",
+            Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: plugins}\ndata: {}\n"),
+        )],
+        "Add the plugins config",
+    );
+    let r = w
+        .reconcile_with("2026-11-23T10:42:00Z", firing.clone())
+        .await;
+    assert_eq!(
+        w.fake.branch_sha("autobump-rollback-prow").unwrap(),
+        first,
+        "not pushed again: {r:?}"
+    );
+
+    // A person edits the rollback's own line on main: it conflicts, and is made again.
+    let edited = w
+        .file_on("main", "config/prow/hook.yaml")
+        .replace("# keep this comment", "# keep this comment, please");
+    w.fake.commit(
+        "main",
+        &[("config/prow/hook.yaml", Some(&edited))],
+        "Comment",
+    );
+    let r = w
+        .reconcile_with("2026-11-23T10:43:00Z", firing.clone())
+        .await;
+    assert!(
+        waiting(&r).contains("made again on the current main"),
+        "{r:?}"
+    );
+    let second = w.fake.branch_sha("autobump-rollback-prow").unwrap();
+    assert_ne!(second, first);
+
+    // Its check passes: merged onto the moved main, keeping everyone's changes.
+    w.fake
+        .add_check_run(&second, "unit", "completed", Some("success"));
+    let r = w.reconcile_with("2026-11-23T10:44:00Z", firing).await;
+    assert!(kinds(&r).contains(&"Merge"), "{r:?}");
+    assert!(w.fake.pull(2).merged);
+    let hook = w.file_on("main", "config/prow/hook.yaml");
+    assert!(
+        hook.contains(&format!(
+            "{host}/prow/hook:{OLD}  # keep this comment, please"
+        )),
+        "{hook}"
+    );
+    assert!(w.file_on("main", "README.md").contains("# infra"));
+    assert!(
+        w.file_on("main", "config/prow/plugins.yaml")
+            .contains("ConfigMap")
+    );
+    w.fake.assert_responses_valid();
+}
+
 /// The README's first command, as CI runs it: the demo ends held and rolled back to
 /// the good version, measures the rollback, and leaves no process behind.
 #[tokio::test]

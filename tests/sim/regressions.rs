@@ -649,3 +649,54 @@ fn seed_79d7eb9b212b433d_an_unhold_applied_but_not_yet_marked_seen_is_no_lost_ho
         ],
     );
 }
+
+/// A person pushes to main before every reconcile while a rollback PR waits for
+/// GitHub's mergeability: re-pushing the rollback branch onto each new main restarted
+/// that computation every time, so the rollback never merged (invariant 5). The open
+/// rollback PR's branch now stays while it is exactly the rollback and GitHub does not
+/// report a conflict (the `Replicas` edit conflicts, and is rebased once).
+#[test]
+fn seed_5f73bf2be4e75773_a_busy_main_never_starves_the_rollback_pr() {
+    let seed = 0x5f73_bf2b_e4e7_5773;
+    let tag = |apps: u8, good: bool, days: u8| Step::PushTag {
+        apps,
+        good,
+        days,
+        notify: true,
+    };
+    let noise = Step::Noise {
+        fire: true,
+        counts: true,
+        pending: false,
+    };
+    passes_wide(
+        seed,
+        &[
+            Step::Advance { minutes: 183 },
+            Step::HumanMain(HumanEdit::Config),
+            reconcile(),
+            Step::Advance { minutes: 262 },
+            Step::Reconcile {
+                fault: None,
+                interleave: Some((17, Box::new(noise.clone()))),
+            },
+            reconcile(),
+            Step::Comment {
+                user: 2,
+                text: 10,
+                open_pr: false,
+                webhook: 0,
+            },
+            tag(6, false, 0),
+            Step::Tamper(Tamper::DeleteFile),
+            tag(0, true, 2),
+            noise,
+            Step::HumanMain(HumanEdit::Readme),
+            reconcile_with(20, FaultKind::FailAfter),
+            Step::HumanMain(HumanEdit::Replicas),
+            tag(0, true, 2),
+            Step::HumanMain(HumanEdit::Config),
+            reconcile(),
+        ],
+    );
+}
