@@ -295,6 +295,13 @@ where
         chrono::SubsecRound::trunc_subsecs(self.clock.now(), 0)
     }
 
+    /// Starts a pass over every policy (a standalone tick): a repository many
+    /// policies share is fetched once per pass for their scans (see
+    /// [`Repo::begin_pass`]).
+    pub fn begin_pass(&self) {
+        self.repo.begin_pass();
+    }
+
     /// Forgets what the resolver cached about an image (after a registry push).
     pub fn invalidate(&self, canonical: &str) {
         self.resolver.invalidate(canonical);

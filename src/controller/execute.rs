@@ -232,23 +232,7 @@ impl<R: Registry, G: Repo, S: Store, F: Forge> Executor<'_, '_, R, G, S, F> {
         }
         let pr = match open {
             Some(pr) => pr,
-            None => {
-                f.forge
-                    .create_pr(
-                        &f.repo,
-                        &NewPullRequest {
-                            title: format!("autobump({name}): roll back to {}", rb.good.summary),
-                            body: format!(
-                                "autobump rolls policy `{name}` back from `{}` to the last known-good `{}`.\n\nWhy: {}\n\nThe policy is held until a person lifts the hold with `/unhold` (or `autobump unhold {name}`).\n\n<!-- autobump:rollback={name} -->\n",
-                                rb.bad.summary, rb.good.summary, rb.reason
-                            ),
-                            head_branch: branch.to_string(),
-                            base_branch: self.policy.spec.source.branch.to_string(),
-                            draft: false,
-                        },
-                    )
-                    .await?
-            }
+            None => self.open_rollback_pr(&f, rb, &branch).await?,
         };
         let mergeability = f.forge.mergeability(&f.repo, pr.number).await?;
         if let Some(head) = &kept
@@ -289,6 +273,27 @@ impl<R: Registry, G: Repo, S: Store, F: Forge> Executor<'_, '_, R, G, S, F> {
                 pr.number
             ))
         }])
+    }
+
+    /// Opens the rollback PR from `branch`.
+    async fn open_rollback_pr(
+        &self,
+        f: &ForgeAccess<'_, F>,
+        rb: &RollbackTo,
+        branch: &BranchName,
+    ) -> Result<PullRequest, ReconcileError> {
+        let name = self.policy.name();
+        let pr = NewPullRequest {
+            title: format!("autobump({name}): roll back to {}", rb.good.summary),
+            body: format!(
+                "autobump rolls policy `{name}` back from `{}` to the last known-good `{}`.\n\nWhy: {}\n\nThe policy is held until a person lifts the hold with `/unhold` (or `autobump unhold {name}`).\n\n<!-- autobump:rollback={name} -->\n",
+                rb.bad.summary, rb.good.summary, rb.reason
+            ),
+            head_branch: branch.to_string(),
+            base_branch: self.policy.spec.source.branch.to_string(),
+            draft: false,
+        };
+        Ok(f.forge.create_pr(&f.repo, &pr).await?)
     }
 
     /// The head of the open rollback PR `pr` when its branch can stay as it is (see

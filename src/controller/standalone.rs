@@ -97,6 +97,8 @@ pub struct Standalone {
     loaded_once: bool,
     /// The problems of the last load, to log only new ones.
     last_diagnostics: std::collections::HashSet<Diagnostic>,
+    /// The policy files as last parsed (unchanged files are not parsed again).
+    load_cache: policy::LoadCache,
     /// How loading goes (for `/readyz`).
     load_health: Arc<LoadHealth>,
     metrics: Arc<Metrics>,
@@ -121,6 +123,7 @@ impl Standalone {
             last_good: BTreeMap::new(),
             loaded_once: false,
             last_diagnostics: std::collections::HashSet::new(),
+            load_cache: policy::LoadCache::default(),
             metrics,
             concurrency: DEFAULT_CONCURRENCY,
         }
@@ -180,7 +183,7 @@ impl Standalone {
     /// earlier one worked (the last good policies stay; the failure is counted, and
     /// logged when it is new). A failure before any load worked is the error.
     fn reload(&mut self) -> Result<Option<Vec<Diagnostic>>, policy::LoadError> {
-        let loaded = match policy::load_paths(&self.config.policies) {
+        let loaded = match policy::load_paths_cached(&self.config.policies, &mut self.load_cache) {
             Ok(loaded) => loaded,
             Err(e) if !self.loaded_once => return Err(e),
             Err(e) => {
@@ -237,6 +240,7 @@ impl Standalone {
             ..Tick::default()
         };
         let policies: Vec<Policy> = self.last_good.values().cloned().collect();
+        self.engine.begin_pass();
         self.reconcile_all(policies, stop, &mut tick).await;
         Ok(tick)
     }

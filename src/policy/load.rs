@@ -216,7 +216,34 @@ pub const MAX_FILE_BYTES: u64 = 1 << 20;
 /// problem of that file ([`Loaded::diagnostics`]), like invalid YAML. Each path must
 /// hold at least one policy or one problem ([`LoadError::NoPolicies`]).
 pub fn load_paths(paths: &[PathBuf]) -> Result<Loaded, LoadError> {
+    load_paths_cached(paths, &mut LoadCache::default())
+}
+
+/// Policy files as last parsed, by path, for [`load_paths_cached`].
+#[derive(Debug, Default)]
+pub struct LoadCache {
+    files: HashMap<PathBuf, Parsed>,
+}
+
+/// One file's text and what it gave.
+#[derive(Debug)]
+struct Parsed {
+    text: String,
+    policies: Vec<Policy>,
+    diagnostics: Vec<Diagnostic>,
+}
+
+/// [`load_paths`], parsing only the files whose text changed since `cache` saw them
+/// (every file is still read: a file rewritten within the same second as before,
+/// which a modification time could miss, is parsed again). A long-running driver
+/// reloads every tick; this keeps it from parsing thousands of unchanged files and
+/// compiling their globs and expressions each time.
+///
+/// # Errors
+/// As [`load_paths`].
+pub fn load_paths_cached(paths: &[PathBuf], cache: &mut LoadCache) -> Result<Loaded, LoadError> {
     let mut loaded = Loaded::default();
+    let mut fresh = HashMap::new();
     for path in paths {
         let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => LoadError::NotFound(path.clone()),
@@ -239,9 +266,22 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Loaded, LoadError> {
         for file in files {
             match read_policy_file(&file)? {
                 Ok(text) => {
-                    let (policies, diagnostics) = load_str(&file, &text);
-                    loaded.policies.extend(policies);
-                    loaded.diagnostics.extend(diagnostics);
+                    let parsed = match cache.files.remove(&file) {
+                        Some(parsed) if parsed.text == text => parsed,
+                        _ => {
+                            let (policies, diagnostics) = load_str(&file, &text);
+                            Parsed {
+                                text,
+                                policies,
+                                diagnostics,
+                            }
+                        }
+                    };
+                    loaded.policies.extend(parsed.policies.iter().cloned());
+                    loaded
+                        .diagnostics
+                        .extend(parsed.diagnostics.iter().cloned());
+                    fresh.insert(file.clone(), parsed);
                 }
                 Err(problem) => loaded.diagnostics.push(problem),
             }
@@ -254,6 +294,8 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Loaded, LoadError> {
             });
         }
     }
+    // Files gone (or unreadable now) leave the cache.
+    cache.files = fresh;
     let cross = cross_check(&loaded.policies);
     let rejected: std::collections::HashSet<usize> = cross.iter().map(|(i, _)| *i).collect();
     loaded.diagnostics.extend(cross.into_iter().map(|(_, d)| d));

@@ -11,7 +11,10 @@ pub mod v1alpha1;
 pub mod values;
 pub mod yaml;
 
-pub use load::{Diagnostic, LoadError, Loaded, Policy, files_fingerprint, load_paths, load_str};
+pub use load::{
+    Diagnostic, LoadCache, LoadError, Loaded, Policy, files_fingerprint, load_paths,
+    load_paths_cached, load_str,
+};
 pub use v1alpha1::{Autobump, AutobumpSpec, AutobumpStatus};
 
 /// The `CustomResourceDefinition` for `Autobump`, generated from the Rust types, as

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -22,11 +23,62 @@ use super::{
 use crate::policy::v1alpha1::RewriteMode;
 use crate::policy::values::{BranchName, Glob, RepoUrl};
 
-/// The configuration and the in-process locks, one per cache directory.
+/// The configuration and the cache directories in use, each behind its lock.
 #[derive(Debug)]
 pub(super) struct Engine {
     pub(super) config: GitConfig,
-    pub(super) locks: Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>,
+    pub(super) slots: Mutex<HashMap<PathBuf, Arc<Mutex<Slot>>>>,
+    /// The pass scans belong to (see [`super::GitRepo::begin_pass`]); 0: no passes,
+    /// every scan fetches.
+    pub(super) pass: AtomicU64,
+}
+
+/// One cache directory in use: the repository handle, kept open between operations
+/// (opening parses its config and packs, and libgit2's caches live in the handle),
+/// and the last fetch of each branch with the pass it was made in.
+#[derive(Default)]
+pub(super) struct Slot {
+    repo: Option<Repository>,
+    /// The cache on disk as the last operation left it.
+    stamp: Option<Stamp>,
+    fetched: HashMap<String, (u64, Oid)>,
+}
+
+impl Slot {
+    /// Keeps `repo` open for the next operation, with the cache as it is now.
+    fn keep(&mut self, repo: Repository, path: &Path) {
+        self.stamp = Stamp::of(path);
+        self.repo = Some(repo);
+    }
+}
+
+/// What changes on disk when anything touches a bare repository's configuration,
+/// `HEAD`, objects or packs: size, modification time and inode of each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp(Vec<(u64, std::time::SystemTime, u64)>);
+
+impl Stamp {
+    fn of(path: &Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt as _;
+        ["config", "HEAD", "objects", "objects/pack", "refs"]
+            .iter()
+            .map(|p| {
+                let meta = std::fs::metadata(path.join(p)).ok()?;
+                Some((meta.len(), meta.modified().ok()?, meta.ino()))
+            })
+            .collect::<Option<Vec<_>>>()
+            .map(Self)
+    }
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot")
+            .field("open", &self.repo.is_some())
+            .field("stamp", &self.stamp)
+            .field("fetched", &self.fetched)
+            .finish()
+    }
 }
 
 impl Engine {
@@ -65,35 +117,66 @@ impl Engine {
         url: &RepoUrl,
         mut op: impl FnMut(&Repository, bool) -> Result<T, Failure>,
     ) -> Result<T, RepoError> {
+        self.with_slot(url, |repo, created, _| op(repo, created))
+    }
+
+    /// [`Self::with_cache`], with the slot's record of fetches for `op` to read and
+    /// update.
+    fn with_slot<T>(
+        &self,
+        url: &RepoUrl,
+        mut op: impl FnMut(&Repository, bool, &mut HashMap<String, (u64, Oid)>) -> Result<T, Failure>,
+    ) -> Result<T, RepoError> {
         let path = self.cache_path(url);
-        let lock = {
-            let mut locks = self
-                .locks
+        let slot = {
+            let mut slots = self
+                .slots
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            Arc::clone(locks.entry(path.clone()).or_default())
+            Arc::clone(slots.entry(path.clone()).or_default())
         };
-        let _guard = lock_guard(&lock);
+        let mut slot = lock_guard(&slot);
         let mut last = String::new();
-        for attempt in 0..2 {
-            let opened = open_or_init(&path);
-            let result = match opened {
-                Ok((repo, created)) => op(&repo, created),
-                Err(failure) => Err(failure),
+        let mut attempt = 0;
+        while attempt < 2 {
+            // The handle kept open is used while nothing else changed the cache on
+            // disk since the last operation (which a handle would not notice).
+            let stamp = Stamp::of(&path);
+            let held = slot
+                .repo
+                .take()
+                .filter(|_| stamp.is_some() && slot.stamp == stamp);
+            let opened = if let Some(repo) = held {
+                Ok((repo, false))
+            } else {
+                slot.fetched.clear();
+                open_or_init(&path)
             };
-            match result {
-                Ok(value) => return Ok(value),
+            let (repo, created) = match opened {
+                Ok(opened) => opened,
                 Err(Failure::Error(e)) => return Err(e),
                 Err(Failure::Corrupt(detail)) => {
-                    if attempt == 0 {
-                        tracing::warn!(
-                            cache = %path.display(),
-                            error = %detail,
-                            "cache unusable; deleting it and cloning again"
-                        );
-                        remove_cache(&path)?;
-                    }
                     last = detail;
+                    Self::discard(&path, attempt, &last)?;
+                    attempt += 1;
+                    continue;
+                }
+            };
+            match op(&repo, created, &mut slot.fetched) {
+                Ok(value) => {
+                    slot.keep(repo, &path);
+                    return Ok(value);
+                }
+                Err(Failure::Error(e)) => {
+                    slot.keep(repo, &path);
+                    return Err(e);
+                }
+                Err(Failure::Corrupt(detail)) => {
+                    drop(repo);
+                    slot.fetched.clear();
+                    last = detail;
+                    Self::discard(&path, attempt, &last)?;
+                    attempt += 1;
                 }
             }
         }
@@ -101,6 +184,20 @@ impl Engine {
             path,
             detail: format!("still unusable after a fresh clone: {last}"),
         })
+    }
+
+    /// A damaged cache found on `attempt`: the first time it is deleted (and cloned
+    /// again by the next try).
+    fn discard(path: &Path, attempt: u32, detail: &str) -> Result<(), RepoError> {
+        if attempt == 0 {
+            tracing::warn!(
+                cache = %path.display(),
+                error = %detail,
+                "cache unusable; deleting it and cloning again"
+            );
+            remove_cache(path)?;
+        }
+        Ok(())
     }
 
     pub(super) fn fetch(&self, source: &Source) -> Result<Fetched, RepoError> {
@@ -122,9 +219,19 @@ impl Engine {
         mode: RewriteMode,
     ) -> Result<super::Scanned, RepoError> {
         let url = redact_url(source.url.as_str());
-        self.with_cache(&source.url, |repo, _| {
-            let heads = remote::fetch(repo, &self.config, source, &[source.branch.as_str()])?;
-            let head = base_head(&heads, source)?;
+        let pass = self.pass.load(Ordering::SeqCst);
+        self.with_slot(&source.url, |repo, _, fetched| {
+            // Within a pass, the branch is fetched once for every policy that reads it.
+            let branch = source.branch.as_str();
+            let head = match fetched.get(branch) {
+                Some(&(at, head)) if pass != 0 && at == pass => head,
+                _ => {
+                    let heads = remote::fetch(repo, &self.config, source, &[branch])?;
+                    let head = base_head(&heads, source)?;
+                    fetched.insert(branch.to_owned(), (pass, head));
+                    head
+                }
+            };
             let files = repo
                 .find_commit(head)
                 .and_then(|c| c.tree())
@@ -185,9 +292,15 @@ impl Engine {
             };
             return Ok(not_pushed(request.target_branch(), head));
         };
-        self.with_cache(&source.url, |repo, _| match &request.delivery {
-            Delivery::PullRequest { branch } => self.push_pr(repo, bump, prepared, branch, &url),
-            Delivery::DirectPush => self.push_direct(repo, bump, prepared, &url),
+        self.with_slot(&source.url, |repo, _, fetched| {
+            // What this pass fetched is not what the remote has any more.
+            fetched.clear();
+            match &request.delivery {
+                Delivery::PullRequest { branch } => {
+                    self.push_pr(repo, bump, prepared, branch, &url)
+                }
+                Delivery::DirectPush => self.push_direct(repo, bump, prepared, &url),
+            }
         })
     }
 

@@ -268,6 +268,10 @@ pub trait Repo: Send + Sync {
     /// Fetches the base branch and returns its head.
     fn fetch(&self, source: &Source) -> impl Future<Output = Result<Fetched, RepoError>> + Send;
 
+    /// Starts a pass over the policies: scans of a branch may reuse the pass's first
+    /// fetch of it (see [`GitRepo::begin_pass`]). Without passes every scan fetches.
+    fn begin_pass(&self) {}
+
     /// Fetches the base branch (and the pull-request branch), and builds the bump
     /// commit for `request.plan` on the base head, with `now` as its time. Nothing
     /// is pushed.
@@ -322,9 +326,21 @@ impl GitRepo {
         Self {
             inner: Arc::new(engine::Engine {
                 config,
-                locks: Mutex::new(HashMap::new()),
+                slots: Mutex::new(HashMap::new()),
+                pass: std::sync::atomic::AtomicU64::new(0),
             }),
         }
+    }
+
+    /// Starts a pass over the policies (a standalone tick): until the next pass,
+    /// [`Repo::scan`]s of a branch reuse the first scan's fetch instead of fetching
+    /// again, so a repository many policies share is fetched once per pass, not once
+    /// per policy. Preparing and pushing a bump always fetch, and a push makes the
+    /// next scan fetch again. Without passes (cluster mode) every scan fetches.
+    pub fn begin_pass(&self) {
+        self.inner
+            .pass
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The cache directory used for `url` (whether or not it exists yet).
@@ -349,6 +365,10 @@ impl GitRepo {
 }
 
 impl Repo for GitRepo {
+    fn begin_pass(&self) {
+        GitRepo::begin_pass(self);
+    }
+
     async fn fetch(&self, source: &Source) -> Result<Fetched, RepoError> {
         let source = source.clone();
         let span = tracing::info_span!(
@@ -438,7 +458,7 @@ pub struct Scanned {
 }
 
 /// Locks one cache directory against concurrent use from this process.
-fn lock_guard(lock: &Mutex<()>) -> std::sync::MutexGuard<'_, ()> {
+fn lock_guard<T>(lock: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A poisoned lock only means an operation panicked; the cache on disk is checked
     // (and repaired) by the next operation anyway.
     lock.lock().unwrap_or_else(PoisonError::into_inner)

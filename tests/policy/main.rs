@@ -519,3 +519,42 @@ fn a_json_state_file_is_imported_by_the_first_command_and_kept() {
     let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(doc["entries"][3]["seq"], 4, "the sequence goes on");
 }
+
+/// The standalone driver reloads its policy files every tick through a cache: a file
+/// rewritten (even within the same second, at the same size) is parsed again, a
+/// removed file's policies are gone, and an unchanged one gives the same policies.
+#[test]
+fn cached_loading_sees_every_change_of_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = |name: &str, tag: &str| {
+        format!(
+            "apiVersion: autobump.dev/v1alpha1\nkind: Autobump\nmetadata: {{name: {name}}}\nspec:\n  images:\n    - name: registry.example/app\n      tags: {{semver: {{}}}}\n  source:\n    repo: https://github.com/acme/infra.git\n    include: [\"apps/{tag}.yaml\"]\n  directPush: {{}}\n"
+        )
+    };
+    std::fs::write(dir.path().join("a.yaml"), policy("a", "web")).unwrap();
+    std::fs::write(dir.path().join("b.yaml"), policy("b", "api")).unwrap();
+    let paths = vec![dir.path().to_owned()];
+    let mut cache = autobump::policy::LoadCache::default();
+    let include = |loaded: &autobump::policy::Loaded, name: &str| {
+        loaded
+            .policies
+            .iter()
+            .find(|p| p.name() == name)
+            .map(|p| p.spec.source.include[0].as_str().to_owned())
+    };
+    let first = autobump::policy::load_paths_cached(&paths, &mut cache).unwrap();
+    assert_eq!(include(&first, "a").as_deref(), Some("apps/web.yaml"));
+    let again = autobump::policy::load_paths_cached(&paths, &mut cache).unwrap();
+    assert_eq!(again.policies, first.policies);
+
+    // Same size, same second: still seen.
+    std::fs::write(dir.path().join("a.yaml"), policy("a", "dbs")).unwrap();
+    std::fs::remove_file(dir.path().join("b.yaml")).unwrap();
+    let changed = autobump::policy::load_paths_cached(&paths, &mut cache).unwrap();
+    assert_eq!(include(&changed, "a").as_deref(), Some("apps/dbs.yaml"));
+    assert_eq!(include(&changed, "b"), None);
+    assert_eq!(
+        changed.policies,
+        autobump::policy::load_paths(&paths).unwrap().policies
+    );
+}

@@ -872,3 +872,47 @@ async fn scan_reads_the_references_of_the_base_branch_through_the_globs() {
     assert_eq!(again.head, next);
     assert_eq!(again.files.len(), 3);
 }
+
+/// Within a pass (a standalone tick) the policies sharing a repository fetch it once
+/// for their scans; the next pass, and any push, make the next scan fetch again.
+#[tokio::test]
+async fn scans_within_a_pass_share_one_fetch_and_a_push_or_a_new_pass_fetches_again() {
+    let f = Fixture::new();
+    let include: Vec<autobump::policy::values::Glob> = vec!["config/**/*.yaml".parse().unwrap()];
+    let scan = || {
+        f.repo
+            .scan(&f.source, &include, &[], RewriteMode::Structured)
+    };
+    f.repo.begin_pass();
+    let first = scan().await.unwrap();
+    assert_eq!(Some(first.head.clone()), f.origin_ref("main"));
+    let next = commit_to(&f.origin, "main", &[("NEWS", "news\n")], "news");
+    assert_eq!(
+        scan().await.unwrap().head,
+        first.head,
+        "same pass: no fetch"
+    );
+
+    f.repo.begin_pass();
+    assert_eq!(scan().await.unwrap().head, next, "a new pass fetches");
+
+    // A push in the pass: the next scan fetches and sees it.
+    let bump = f
+        .repo
+        .prepare_bump(f.request("v20240102-def5678", pr()), t0())
+        .await
+        .unwrap();
+    f.repo.push(&bump).await.unwrap();
+    let other = commit_to(&f.origin, "main", &[("NEWS", "more news\n")], "more news");
+    assert_eq!(scan().await.unwrap().head, other, "a push ends the reuse");
+
+    // Without passes (cluster mode) every scan fetches.
+    let f = Fixture::new();
+    let scan = || {
+        f.repo
+            .scan(&f.source, &include, &[], RewriteMode::Structured)
+    };
+    scan().await.unwrap();
+    let next = commit_to(&f.origin, "main", &[("NEWS", "news\n")], "news");
+    assert_eq!(scan().await.unwrap().head, next);
+}
