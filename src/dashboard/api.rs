@@ -168,8 +168,8 @@ pub struct Baking {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Gate {
-    /// `clear`, `firing`, `unknown`, `none` (the policy has no gate) or `unread`
-    /// (not read since this process started).
+    /// `clear`, `firing`, `unknown`, `none` (the policy has no gate, or no policy
+    /// defines it) or `unread` (not read since this process started).
     pub verdict: &'static str,
     /// The firing alerts' names.
     pub alerts: Vec<String>,
@@ -312,7 +312,8 @@ pub fn summary(
         }
     });
     let gate = match (gate, policy.map(|p| p.spec.gate.is_some())) {
-        (_, Some(false)) => Gate {
+        // No gate, or no policy to have one.
+        (_, Some(false) | None) => Gate {
             verdict: "none",
             alerts: Vec::new(),
             why: None,

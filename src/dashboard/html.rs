@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use maud::{DOCTYPE, Markup, html};
 
 use super::api::{Event, Gate, HoldView, PolicyDetail, PolicyList, PolicySummary, Version};
+use crate::policy::v1alpha1::Reason;
 use crate::status::human;
 
 /// The overview: one row per policy.
@@ -77,6 +78,7 @@ pub fn detail(d: &PolicyDetail, days: i64) -> Markup {
             message: e.message.clone(),
         })
         .collect();
+    let in_force = p.hold.as_ref().map(|h| (h.since, h.reason.as_str()));
     page(
         &format!("{} · autobump", p.name),
         &format!("/api/v1/policies/{}", p.name),
@@ -98,7 +100,13 @@ pub fn detail(d: &PolicyDetail, days: i64) -> Markup {
             }
             h2 { "Last " (days) " days" }
             div class="timeline-wrap" {
-                (super::timeline::draw(&entries, p.hold.as_ref().map(|h| h.since), now, days))
+                (super::timeline::draw("timeline-30d", &entries, in_force, now - chrono::TimeDelta::days(days), now))
+            }
+            @if let Some(from) = super::timeline::closeup_from(&entries, now, days) {
+                h2 { "Close-up: since " (from.format("%Y-%m-%d %H:%M:%S UTC")) }
+                div class="timeline-wrap" {
+                    (super::timeline::draw("timeline-closeup", &entries, in_force, from, now))
+                }
             }
             p class="legend" {
                 span class="key ev-Merged" {} "bump " span class="key ev-Promoted" {} "promotion "
@@ -119,6 +127,9 @@ pub fn detail(d: &PolicyDetail, days: i64) -> Markup {
                                 td data-label="What" { div { span class=(format!("tag ev-{}", e.reason.as_str())) { (e.reason.as_str()) } } }
                                 td data-label="Message" class="message" { div {
                                     (e.message)
+                                    @if let Some(h) = p.hold.as_ref().filter(|h| e.reason == Reason::Held && e.at == h.since) {
+                                        div class="why evidence" { (h.reason) }
+                                    }
                                     @for l in &e.links { " " a href=(l.url) rel="noreferrer" { (l.label) } }
                                 } }
                             }
