@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `GET /` | every policy at a glance (HTML) |
 //! | `GET /policies/NAME` | one policy: timeline and history (HTML) |
-//! | `GET /api/v1/policies`, `GET /api/v1/policies/NAME` | the JSON API ([`super::api`]) |
+//! | `GET /api/v1/policies`, `GET /api/v1/policies/NAME` | the JSON API ([`super::api`]), with the revision as `ETag` (`If-None-Match` → 304) |
 //! | `GET /assets/dashboard.css`, `/assets/dashboard.js`, `/assets/favicon.svg` | the page's style, script and icon, built into the binary |
 //! | `GET`, `POST /login` | with a token: the form that sets the session cookie |
 //!
@@ -248,13 +248,33 @@ async fn overview_page(State(dash): State<Dash>) -> Response {
     }
 }
 
-async fn overview_json(State(dash): State<Dash>) -> Response {
+async fn overview_json(State(dash): State<Dash>, headers: HeaderMap) -> Response {
     match dash.source.snapshot().await {
-        Ok(snapshot) => {
-            axum::Json(api::overview(&snapshot, &dash.gates(), dash.now())).into_response()
-        }
+        Ok(snapshot) => document(
+            &headers,
+            &api::overview(&snapshot, &dash.gates(), dash.now()),
+            |d| &d.revision,
+        ),
         Err(e) => json_error(&e),
     }
+}
+
+/// A document with its revision as `ETag`; `304 Not Modified` without a body when
+/// the request's `If-None-Match` names that revision (the page's poll).
+fn document<T: serde::Serialize>(
+    headers: &HeaderMap,
+    doc: &T,
+    revision: impl Fn(&T) -> &String,
+) -> Response {
+    let etag = format!("\"{}\"", revision(doc));
+    let unchanged = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    if unchanged {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+    }
+    ([(header::ETAG, etag)], axum::Json(doc)).into_response()
 }
 
 async fn detail_page(State(dash): State<Dash>, Path(key): Path<String>) -> Response {
@@ -277,11 +297,17 @@ async fn detail_page(State(dash): State<Dash>, Path(key): Path<String>) -> Respo
     }
 }
 
-async fn detail_json(State(dash): State<Dash>, Path(key): Path<String>) -> Response {
+async fn detail_json(
+    State(dash): State<Dash>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     match dash.source.record(&key).await {
-        Ok(Some(record)) => {
-            axum::Json(api::detail(&key, &record, &dash.gates(), dash.now())).into_response()
-        }
+        Ok(Some(record)) => document(
+            &headers,
+            &api::detail(&key, &record, &dash.gates(), dash.now()),
+            |d| &d.revision,
+        ),
         Ok(None) => (
             StatusCode::NOT_FOUND,
             axum::Json(serde_json::json!({

@@ -213,6 +213,25 @@ async fn every_string_is_escaped_and_no_secret_is_shown() {
     assert_eq!(list["policies"][0]["name"], HOSTILE_KEY);
     assert_eq!(list["policies"][0]["defined"], false);
 
+    // The page's poll: the revision as ETag, 304 without a body while unchanged.
+    let etag = format!("\"{}\"", list["revision"].as_str().unwrap());
+    let r = c
+        .get(format!("http://{}/api/v1/policies", s.addr))
+        .header(header::IF_NONE_MATCH, &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(r.headers()[header::ETAG], etag.as_str());
+    assert!(r.bytes().await.unwrap().is_empty());
+    let r = c
+        .get(format!("http://{}/api/v1/policies", s.addr))
+        .header(header::IF_NONE_MATCH, "\"0000\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
     let missing = c
         .get(format!("http://{}/api/v1/policies/nope", s.addr))
         .send()

@@ -1,7 +1,8 @@
 // autobump dashboard: keeps the page current without reloading it (served from
 // /assets/, the only script the Content-Security-Policy allows; no dependencies).
-// Every 5 s it asks the JSON API for the page's revision; when it changed, it fetches
-// the page again and swaps in its <main>. Countdowns tick every second.
+// Every 5 s it asks the JSON API whether the page's revision is still current (an
+// If-None-Match answered 304 without a body); when it changed, it fetches the page
+// again and swaps in its <main>. Countdowns tick every second.
 "use strict";
 (function () {
   var POLL_MS = 5000;
@@ -46,12 +47,15 @@
 
   function poll() {
     if (!api || document.hidden) return;
-    fetch(api, { credentials: "same-origin", headers: { Accept: "application/json" } })
-      .then(function (r) { if (!r.ok) throw new Error(r.status); return r.json(); })
-      .then(function (doc) {
+    // The revision as ETag: 304 (no body) while nothing changed.
+    var etag = '"' + body.getAttribute("data-revision") + '"';
+    fetch(api, { credentials: "same-origin", cache: "no-store",
+                 headers: { Accept: "application/json", "If-None-Match": etag } })
+      .then(function (r) {
+        if (r.status === 304) { lastOk = Date.now(); return null; }
+        if (!r.ok) throw new Error(r.status);
         lastOk = Date.now();
-        if (doc.revision === body.getAttribute("data-revision")) return null;
-        return fetch(location.pathname, { credentials: "same-origin" })
+        return fetch(location.pathname, { credentials: "same-origin", cache: "no-store" })
           .then(function (r) { if (!r.ok) throw new Error(r.status); return r.text(); })
           .then(swap);
       })
