@@ -533,7 +533,7 @@ async fn the_demo_dashboard_in_a_real_browser() {
             browser::load(
                 &url,
                 (1280, 720),
-                12_000,
+                20_000,
                 &shot,
                 &[
                     "document.querySelector('tr.policy.is-held') === null",
