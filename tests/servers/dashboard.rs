@@ -525,6 +525,31 @@ async fn the_demo_dashboard_in_a_real_browser() {
         "elements past the edge"
     );
     assert_eq!(phone.values[3], "none", "rows become cards");
+    // The policy page too: the timeline scrolls inside its frame, the page does not.
+    let phone_detail = tokio::task::spawn_blocking({
+        let (url, shot) = (format!("{url}policies/web"), dir.join("policy-375.png"));
+        move || {
+            browser::load(
+                &url,
+                (375, 812),
+                0,
+                &shot,
+                &["document.documentElement.scrollWidth"],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        phone_detail.console.is_empty(),
+        "{:?}",
+        phone_detail.console
+    );
+    assert!(
+        phone_detail.values[0].as_u64().unwrap() <= 375,
+        "horizontal overflow of the policy page at 375 px: {:?}",
+        phone_detail.values
+    );
 
     // The page refreshes itself: a person lifts the hold while it is open.
     let refreshed = tokio::task::spawn_blocking({
