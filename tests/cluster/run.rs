@@ -171,28 +171,15 @@ async fn run_kubernetes_reconciles_objects_holds_the_lease_and_stops_cleanly() {
     );
     assert!(message.contains("incident 4711"), "{message}");
     // The dashboard's API reads the objects: the row, and the policy with its history.
-    let http = crate::support::http_client();
-    let list: serde_json::Value = http
-        .get(format!("http://127.0.0.1:{port}/api/v1/policies"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = crate::support::get_json(&format!("http://127.0.0.1:{port}/api/v1/policies")).await;
     let row = &list["policies"][0];
     assert_eq!(row["name"], format!("{NS}/app"), "{list}");
     assert_eq!(row["defined"], true, "{list}");
     assert_eq!(row["current"]["summary"], "1.0.0", "{list}");
     assert_eq!(row["hold"]["by"], "cli:oncall", "{list}");
-    let detail: serde_json::Value = http
-        .get(format!("http://127.0.0.1:{port}/api/v1/policies/{NS}/app"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let detail =
+        crate::support::get_json(&format!("http://127.0.0.1:{port}/api/v1/policies/{NS}/app"))
+            .await;
     let reasons: Vec<&str> = detail["history"]
         .as_array()
         .unwrap()
@@ -200,7 +187,7 @@ async fn run_kubernetes_reconciles_objects_holds_the_lease_and_stops_cleanly() {
         .filter_map(|e| e["reason"].as_str())
         .collect();
     assert!(reasons.contains(&"Held"), "{detail}");
-    let page = http
+    let page = crate::support::http_client()
         .get(format!("http://127.0.0.1:{port}/policies/{NS}/app"))
         .send()
         .await

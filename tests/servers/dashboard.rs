@@ -184,14 +184,7 @@ async fn every_string_is_escaped_and_no_secret_is_shown() {
         assert!(!body.contains(" style="), "no inline style: {path}");
     }
 
-    let list: serde_json::Value = c
-        .get(format!("http://{}/api/v1/policies", s.addr))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = crate::support::get_json(&format!("http://{}/api/v1/policies", s.addr)).await;
     let web = &list["policies"][1];
     assert_eq!(web["name"], "web");
     assert_eq!(web["repoUrl"], "https://github.com/example/infra");

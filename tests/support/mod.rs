@@ -77,3 +77,15 @@ pub fn http_client() -> reqwest::Client {
         .build()
         .expect("building the test HTTP client")
 }
+
+/// `GET url` with [`http_client`], its body as JSON (panics on any failure).
+pub async fn get_json(url: &str) -> serde_json::Value {
+    http_client()
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+}
