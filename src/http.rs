@@ -61,12 +61,16 @@ pub const MAX_BODY_READS: usize = 16;
 static BODY_READS: Semaphore = Semaphore::const_new(MAX_BODY_READS);
 
 /// A refusal: status and a one-line body.
-type Refusal = (StatusCode, &'static str);
+pub(crate) type Refusal = (StatusCode, &'static str);
 
 /// Reads `body` (after the request was authenticated from its headers): refuses a
 /// declared `Content-Length` over `limit` without reading anything, reads at most
 /// `limit` bytes, and gives up after [`BODY_READ_TIMEOUT`].
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Refusal> {
+pub(crate) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, Refusal> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -325,6 +329,8 @@ pub struct Webhooks {
     /// Standalone: `/readyz` also answers 503 (saying why) while loading the policy
     /// files has failed for longer than its threshold.
     pub policy_load: Option<std::sync::Arc<crate::policy::health::LoadHealth>>,
+    /// The read-only dashboard (`/`, `/policies/NAME`, `/api/v1/...`), when set.
+    pub dashboard: Option<crate::dashboard::DashboardConfig>,
 }
 
 /// What the webhook endpoints deliver.
@@ -338,7 +344,8 @@ pub struct Events {
 }
 
 /// Every endpoint of the controller's HTTP server: `/healthz` (the process
-/// answers), `/readyz` (it is ready to act), `/metrics` and the webhooks.
+/// answers), `/readyz` (it is ready to act), `/metrics`, the webhooks and the
+/// dashboard ([`crate::dashboard`]).
 pub fn server(hooks: Webhooks) -> (Router, Events) {
     let (github_tx, github) = mpsc::channel(256);
     let (registry_tx, registry) = mpsc::channel(256);
@@ -364,6 +371,9 @@ pub fn server(hooks: Webhooks) -> (Router, Events) {
         )
         .merge(registry_webhook(hooks.registry_token, registry_tx))
         .merge(alertmanager_webhook(hooks.alertmanager_token, alerts_tx));
+    if let Some(dashboard) = hooks.dashboard {
+        router = router.merge(crate::dashboard::router(dashboard));
+    }
     if let Some(secret) = hooks.github_secret {
         router = router.merge(github_webhook(secret, github_tx, hooks.github_feed));
     }
@@ -393,7 +403,7 @@ pub fn server(hooks: Webhooks) -> (Router, Events) {
 
 /// Whether the request carries `Authorization: Bearer <token>` (always true when no
 /// token is configured).
-fn bearer_ok(token: Option<&str>, headers: &HeaderMap) -> bool {
+pub(crate) fn bearer_ok(token: Option<&str>, headers: &HeaderMap) -> bool {
     let Some(token) = token else { return true };
     headers
         .get(header::AUTHORIZATION)
@@ -643,7 +653,7 @@ pub async fn serve(listener: TcpListener, router: Router, limits: ServeLimits) {
 }
 
 /// Compares secrets without leaking where they differ through timing.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -309,12 +309,14 @@ struct RunArgs {
     /// Commit author email.
     #[arg(long, default_value = "autobump@localhost")]
     git_email: String,
-    /// Serve /healthz and the webhooks here (e.g. 0.0.0.0:8080); each delivery
+    /// Serve /healthz, the webhooks and the dashboard (/) here (e.g. 0.0.0.0:8080); each delivery
     /// triggers an immediate reconcile. Secrets come from the environment:
     /// GITHUB_WEBHOOK_SECRET (without it /webhooks/github is not served),
     /// AUTOBUMP_REGISTRY_WEBHOOK_TOKEN, AUTOBUMP_ALERTMANAGER_WEBHOOK_TOKEN.
     #[arg(long, value_name = "ADDR")]
     listen: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    dashboard: cli::run::DashboardArgs,
     #[command(flatten)]
     registry: RegistryArgs,
     /// In-cluster mode: reconcile Autobump custom resources (policy files and the

@@ -100,6 +100,17 @@ pub struct Metrics {
     live: Arc<Live>,
     /// The last history entry counted, per policy.
     cursors: Mutex<BTreeMap<String, u64>>,
+    /// The last gate reading per policy (for the dashboard; not exported).
+    gates: Mutex<BTreeMap<String, GateSeen>>,
+}
+
+/// A policy's last gate reading, as the dashboard shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateSeen {
+    /// The verdict, with the firing alerts' names or why it is unknown.
+    pub verdict: GateVerdict,
+    /// When it was read.
+    pub at: DateTime<Utc>,
 }
 
 /// What is read at scrape time: adapter counters and bump ages.
@@ -232,6 +243,7 @@ impl Metrics {
             leader,
             live,
             cursors: Mutex::new(BTreeMap::new()),
+            gates: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -278,8 +290,15 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// A gate reading.
+    /// A gate reading (counted, and kept as the policy's last for [`Self::gates`]).
     pub fn gate(&self, policy: &str, verdict: &GateVerdict) {
+        lock(&self.gates).insert(
+            policy.to_owned(),
+            GateSeen {
+                verdict: verdict.clone(),
+                at: self.live.clock.now(),
+            },
+        );
         let verdict = match verdict {
             GateVerdict::Clear => "clear",
             GateVerdict::Firing(_) => "firing",
@@ -291,6 +310,12 @@ impl Metrics {
                 verdict,
             })
             .inc();
+    }
+
+    /// Every policy's last gate reading since this process started.
+    #[must_use]
+    pub fn gates(&self) -> BTreeMap<String, GateSeen> {
+        lock(&self.gates).clone()
     }
 
     /// The policy files were (re)loaded with `problems` problems.

@@ -9,8 +9,46 @@ use autobump::clock::SystemClock;
 
 use crate::RunArgs;
 
-/// Serves the webhooks; every delivery pokes the loop, and registry pushes queue
-/// their image for cache invalidation.
+/// `autobump run`'s dashboard options.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DashboardArgs {
+    /// Require this token for the dashboard on --listen (/, /policies/NAME,
+    /// /api/v1/...): sent as `Authorization: Bearer TOKEN`, or typed once into the
+    /// form at /login, which sets an HttpOnly cookie. Prefer the environment variable
+    /// (argv is visible to every user of the machine). Without a token the dashboard
+    /// is open to whoever reaches --listen: keep that to localhost or a trusted
+    /// network.
+    #[arg(
+        long,
+        env = "AUTOBUMP_DASHBOARD_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub(crate) dashboard_token: Option<String>,
+    /// Do not serve the dashboard on --listen.
+    #[arg(long)]
+    pub(crate) no_dashboard: bool,
+}
+
+impl DashboardArgs {
+    /// The dashboard's configuration, unless turned off.
+    fn config(
+        &self,
+        source: impl autobump::dashboard::Source,
+        metrics: &Arc<autobump::metrics::Metrics>,
+    ) -> Option<autobump::dashboard::DashboardConfig> {
+        (!self.no_dashboard).then(|| autobump::dashboard::DashboardConfig {
+            source: Arc::new(source),
+            metrics: Some(Arc::clone(metrics)),
+            clock: Arc::new(SystemClock),
+            token: self.dashboard_token.clone().filter(|t| !t.is_empty()),
+        })
+    }
+}
+
+/// Serves the webhooks and the dashboard; every delivery pokes the loop, and
+/// registry pushes queue their image for cache invalidation.
+#[allow(clippy::too_many_arguments)] // one call per mode, each argument named there
 pub(crate) async fn serve_webhooks(
     addr: std::net::SocketAddr,
     feed: Arc<autobump::forge::WebhookFeed>,
@@ -19,6 +57,7 @@ pub(crate) async fn serve_webhooks(
     metrics: Arc<autobump::metrics::Metrics>,
     ready: Arc<std::sync::atomic::AtomicBool>,
     policy_load: Option<Arc<autobump::policy::health::LoadHealth>>,
+    dashboard: Option<autobump::dashboard::DashboardConfig>,
 ) -> anyhow::Result<()> {
     let secret = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let (router, mut events) = autobump::http::server(autobump::http::Webhooks {
@@ -29,13 +68,14 @@ pub(crate) async fn serve_webhooks(
         metrics: Some(metrics),
         ready,
         policy_load,
+        dashboard,
     });
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("listening on {addr}: {e}"))?;
     tracing::info!(
         address = %listener.local_addr()?,
-        "serving /healthz, /readyz, /metrics and the webhooks"
+        "serving /healthz, /readyz, /metrics, the webhooks and the dashboard"
     );
     // Bounded: header-read and idle timeouts, a connection cap, accept errors
     // (EMFILE) survived (see autobump::http::serve).
@@ -152,6 +192,10 @@ pub(crate) fn run_standalone(args: &RunArgs) -> anyhow::Result<ExitCode> {
         let pushed = Arc::new(std::sync::Mutex::new(Vec::new()));
         let ready = Arc::new(AtomicBool::new(false));
         if let Some(addr) = args.listen {
+            let source = autobump::dashboard::FilesSource::new(
+                Arc::new(lease.store().clone()),
+                args.policies.clone(),
+            );
             serve_webhooks(
                 addr,
                 driver.webhook_feed(),
@@ -160,6 +204,7 @@ pub(crate) fn run_standalone(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 driver.metrics(),
                 Arc::clone(&ready),
                 Some(driver.load_health()),
+                args.dashboard.config(source, &driver.metrics()),
             )
             .await?;
         }
@@ -286,7 +331,7 @@ pub(crate) async fn run_in_cluster(
         .to_std()
         .unwrap_or(std::time::Duration::from_secs(60));
     let driver = Driver::new(
-        client,
+        client.clone(),
         config,
         clock,
         ClusterReconciler::new(Arc::clone(&engine)),
@@ -312,6 +357,9 @@ pub(crate) async fn run_in_cluster(
         // only decides when. A registry push first drops what is cached of its image.
         let poke = Arc::new(tokio::sync::Notify::new());
         let pushed = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let source =
+            autobump::dashboard::ClusterSource::new(client.clone(), args.namespace.clone());
+        let dashboard = args.dashboard.config(source, &metrics);
         serve_webhooks(
             addr,
             feed,
@@ -320,6 +368,7 @@ pub(crate) async fn run_in_cluster(
             metrics,
             Arc::clone(&ready),
             None,
+            dashboard,
         )
         .await?;
         let trigger = driver.trigger();

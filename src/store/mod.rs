@@ -240,6 +240,53 @@ pub trait Store: Send + Sync {
     fn policies(&self) -> Result<Vec<String>, StoreError> {
         Ok(self.load_all()?.into_keys().collect())
     }
+
+    /// Every policy's state as it stands, without its history, and the newest
+    /// history entry of each of `reasons` (what an overview shows: the last rollback,
+    /// the last bump). The database answers this from one row per policy and one
+    /// indexed lookup per reason, however long the history; other stores take the
+    /// newest entries from the history they hold.
+    fn latest_all(&self, reasons: &[Reason]) -> Result<BTreeMap<String, Latest>, StoreError> {
+        Ok(self
+            .load_all()?
+            .into_iter()
+            .map(|(name, state)| (name, Latest::of(state, reasons)))
+            .collect())
+    }
+}
+
+/// A policy's state without its history, and the newest entry of some reasons (see
+/// [`Store::latest_all`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Latest {
+    /// The state; its `history` is empty.
+    pub state: PolicyState,
+    /// The newest entry of each reason asked for that has one, oldest first.
+    pub newest: Vec<HistoryEntry>,
+}
+
+impl Latest {
+    /// From a state with (some of) its history: the newest entry of each of
+    /// `reasons` in it, and the state without the history.
+    #[must_use]
+    pub fn of(mut state: PolicyState, reasons: &[Reason]) -> Self {
+        let history = std::mem::take(&mut state.history);
+        let mut newest: Vec<HistoryEntry> = reasons
+            .iter()
+            .filter_map(|r| history.iter().rev().find(|e| e.reason == *r).cloned())
+            .collect();
+        newest.sort_by_key(|e| e.seq);
+        Self { state, newest }
+    }
+
+    /// The newest entry of any of `reasons`.
+    #[must_use]
+    pub fn last_of(&self, reasons: &[Reason]) -> Option<&HistoryEntry> {
+        self.newest
+            .iter()
+            .filter(|e| reasons.contains(&e.reason))
+            .max_by_key(|e| e.seq)
+    }
 }
 
 /// State in one JSON file (the format of earlier versions, imported into the

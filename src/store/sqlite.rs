@@ -15,7 +15,9 @@
 //! when read from here is the *recent* history: the last [`RECENT_HISTORY`] entries,
 //! and every entry notifications have not been sent for (at most
 //! [`super::HISTORY_LIMIT`]) — what the reconcile, the notifications, the metrics and
-//! `status` need. The whole trail is read with [`Store::history`] (`autobump history`).
+//! `status` need. The whole trail is read with [`Store::history`] (`autobump history`);
+//! [`Store::latest_all`] (the dashboard) reads each row without its history, and
+//! the newest entry of a few reasons by index.
 //!
 //! Every update is one `BEGIN IMMEDIATE` transaction: writers (the running
 //! controller, `autobump hold` from a shell) queue on the database's write lock
@@ -37,8 +39,8 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
 
-use super::{HISTORY_LIMIT, PolicyState, Store, StoreError};
-use crate::policy::v1alpha1::HistoryEntry;
+use super::{HISTORY_LIMIT, Latest, PolicyState, Store, StoreError};
+use crate::policy::v1alpha1::{HistoryEntry, Reason};
 
 /// How many of the newest history entries a read of a policy's state carries at
 /// least (plus every entry not yet notified, up to [`HISTORY_LIMIT`]).
@@ -77,6 +79,9 @@ pub const MIGRATIONS: &[&str] = &[
          started TEXT NOT NULL
      );
      CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL) WITHOUT ROWID;",
+    // 2: the newest entry of a reason per policy in one index lookup (the dashboard's
+    // last rollback and last bump), however long the history.
+    "CREATE INDEX history_by_policy_reason ON history (policy, reason);",
 ];
 
 /// The first bytes of every SQLite database file.
@@ -783,6 +788,48 @@ impl Store for SqliteStore {
         })
     }
 
+    fn latest_all(&self, reasons: &[Reason]) -> Result<BTreeMap<String, Latest>, StoreError> {
+        let mut conn = self.conn()?;
+        // One read transaction: every row and its entries from one snapshot.
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let rows = tx
+            .prepare_cached("SELECT name, state FROM policy ORDER BY name")
+            .and_then(|mut s| {
+                s.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(|e| self.err(e))?;
+        let mut newest = tx
+            .prepare_cached(
+                "SELECT seq, at, reason, message FROM history WHERE policy = ?1 AND reason = ?2
+                 ORDER BY id DESC LIMIT 1",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut out = BTreeMap::new();
+        for (name, text) in rows {
+            let state: PolicyState = super::parse_policy_state(&self.inner.path, &name, &text)?;
+            let mut entries = Vec::new();
+            for reason in reasons {
+                if let Some(e) = newest
+                    .query_row(params![name, reason.as_str()], entry)
+                    .optional()
+                    .map_err(|e| self.err(e))?
+                {
+                    entries.push(e);
+                }
+            }
+            entries.sort_by_key(|e| e.seq);
+            out.insert(
+                name,
+                Latest {
+                    state,
+                    newest: entries,
+                },
+            );
+        }
+        Ok(out)
+    }
+
     fn policies(&self) -> Result<Vec<String>, StoreError> {
         self.with_conn(|conn| {
             let mut stmt = conn.prepare_cached("SELECT name FROM policy ORDER BY name")?;
@@ -1230,6 +1277,66 @@ mod tests {
                 .unwrap(),
             0
         );
+    }
+
+    #[test]
+    fn latest_reads_each_state_bare_and_the_newest_entry_of_each_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        store
+            .update("web", &mut |s| {
+                s.hold = full_state().hold;
+                s.record(
+                    at("2026-11-01T00:00:00Z"),
+                    Reason::RolledBack,
+                    "v2 -> v1 pushed",
+                );
+                // Far more entries after the rollback than a state read carries.
+                for i in 0..(i64::try_from(RECENT_HISTORY).unwrap() + 10) {
+                    s.record(
+                        at("2026-11-02T00:00:00Z") + chrono::TimeDelta::minutes(i),
+                        Reason::Merged,
+                        format!("PR #{i} merged"),
+                    );
+                }
+            })
+            .unwrap();
+        store
+            .update("api", &mut |s| {
+                s.record(at("2026-11-03T00:00:00Z"), Reason::Held, "held by alice");
+            })
+            .unwrap();
+        let latest = store
+            .latest_all(&[Reason::RolledBack, Reason::Merged, Reason::Promoted])
+            .unwrap();
+        assert_eq!(latest.keys().collect::<Vec<_>>(), ["api", "web"]);
+        let web = &latest["web"];
+        assert!(web.state.history.is_empty());
+        assert_eq!(web.state.hold, full_state().hold);
+        let newest: Vec<(Reason, &str)> = web
+            .newest
+            .iter()
+            .map(|e| (e.reason, e.message.as_str()))
+            .collect();
+        assert_eq!(
+            newest,
+            [
+                (Reason::RolledBack, "v2 -> v1 pushed"),
+                (Reason::Merged, "PR #59 merged"),
+            ]
+        );
+        assert!(latest["api"].newest.is_empty(), "Held was not asked for");
+        // The default (other stores) answers alike from the history it holds.
+        let from_state = Latest::of(
+            store.load("web").unwrap(),
+            &[Reason::RolledBack, Reason::Merged],
+        );
+        assert_eq!(
+            from_state.newest.len(),
+            1,
+            "the rollback is older than the recent history"
+        );
+        assert_eq!(from_state.newest[0].message, "PR #59 merged");
     }
 
     #[test]

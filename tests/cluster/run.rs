@@ -72,6 +72,7 @@ async fn run_kubernetes_reconciles_objects_holds_the_lease_and_stops_cleanly() {
         .await
         .unwrap();
 
+    let port = crate::support::process::free_port();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_autobump"))
         .args([
             "--log-format",
@@ -84,6 +85,8 @@ async fn run_kubernetes_reconciles_objects_holds_the_lease_and_stops_cleanly() {
         .args(["--lease-namespace", NS, "--identity", "replica-1"])
         .args(["--interval", "1h", "--cache-dir"])
         .arg(dir.path().join("cache"))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
         .env("KUBECONFIG", &cluster.kubeconfig)
         .env_remove("GITHUB_TOKEN")
         .stdout(std::process::Stdio::null())
@@ -167,6 +170,30 @@ async fn run_kubernetes_reconciles_objects_holds_the_lease_and_stops_cleanly() {
         ("cli:oncall", "incident 4711")
     );
     assert!(message.contains("incident 4711"), "{message}");
+    // The dashboard's API reads the objects: the row, and the policy with its history.
+    let list = crate::support::get_json(&format!("http://127.0.0.1:{port}/api/v1/policies")).await;
+    let row = &list["policies"][0];
+    assert_eq!(row["name"], format!("{NS}/app"), "{list}");
+    assert_eq!(row["defined"], true, "{list}");
+    assert_eq!(row["current"]["summary"], "1.0.0", "{list}");
+    assert_eq!(row["hold"]["by"], "cli:oncall", "{list}");
+    let detail =
+        crate::support::get_json(&format!("http://127.0.0.1:{port}/api/v1/policies/{NS}/app"))
+            .await;
+    let reasons: Vec<&str> = detail["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    assert!(reasons.contains(&"Held"), "{detail}");
+    let page = crate::support::http_client()
+        .get(format!("http://127.0.0.1:{port}/policies/{NS}/app"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), reqwest::StatusCode::OK);
+    assert!(page.text().await.unwrap().contains("incident 4711"));
     assert!(cli(&["hold", "app", "--reason", "again"]).contains("already held"));
     assert_eq!(
         cli(&["unhold", &format!("{NS}/app")]),

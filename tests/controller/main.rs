@@ -1735,14 +1735,7 @@ async fn the_demo_ends_held_and_rolled_back_and_leaves_nothing_running() {
         .expect("the demo names its working directory")
         .to_owned();
     assert!(!std::path::Path::new(&work).exists(), "{work} removed");
-    let mut left = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline"))
-            && String::from_utf8_lossy(&cmdline).contains(&work)
-        {
-            left.push(String::from_utf8_lossy(&cmdline).replace('\0', " "));
-        }
-    }
+    let left = crate::support::process::processes_mentioning(&work);
     assert!(left.is_empty(), "processes left behind: {left:?}");
 }
 

@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod dashboard;
 mod listener;
 mod notify;
 

@@ -17,6 +17,7 @@
 // re-exports below are for the binaries' convenience).
 #![allow(dead_code, unused_imports)]
 
+pub mod browser;
 pub mod git;
 pub mod github;
 pub mod github_fake;
@@ -75,4 +76,16 @@ pub fn http_client() -> reqwest::Client {
         .timeout(Duration::from_secs(10))
         .build()
         .expect("building the test HTTP client")
+}
+
+/// `GET url` with [`http_client`], its body as JSON (panics on any failure).
+pub async fn get_json(url: &str) -> serde_json::Value {
+    http_client()
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
 }

@@ -245,3 +245,18 @@ fn log_tail(path: &Path) -> String {
 pub fn arg(s: impl Into<OsString>) -> OsString {
     s.into()
 }
+
+/// The command lines of the running processes that mention `text` (a working
+/// directory, say): what a script left behind.
+#[must_use]
+pub fn processes_mentioning(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("reading /proc").flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline"))
+            && String::from_utf8_lossy(&cmdline).contains(text)
+        {
+            found.push(String::from_utf8_lossy(&cmdline).replace('\0', " "));
+        }
+    }
+    found
+}
