@@ -458,8 +458,9 @@ struct ResolveArgs {
 /// How to reach container registries.
 #[derive(Debug, clap::Args)]
 struct RegistryArgs {
-    /// Registry credentials in Docker's config.json format. Default:
-    /// $DOCKER_CONFIG/config.json, else ~/.docker/config.json, when present.
+    /// Registry credentials in Docker's config.json format (auths, identitytoken,
+    /// credHelpers, credsStore). Default: $DOCKER_CONFIG/config.json, else
+    /// ~/.docker/config.json, when present.
     #[arg(long, value_name = "FILE")]
     docker_config: Option<PathBuf>,
     /// Talk plain HTTP to this registry host (repeatable). Loopback hosts

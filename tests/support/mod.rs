@@ -17,6 +17,7 @@
 // re-exports below are for the binaries' convenience).
 #![allow(dead_code, unused_imports)]
 
+pub mod cred_helper;
 pub mod git;
 pub mod github;
 pub mod github_fake;
