@@ -250,6 +250,8 @@ struct RunArgs {
     policies: Vec<PathBuf>,
     #[command(flatten)]
     state: StateArgs,
+    #[command(flatten)]
+    github_app: cli::github::GitHubAppArgs,
     /// Reconcile every policy once and exit.
     #[arg(long)]
     once: bool,

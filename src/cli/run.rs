@@ -93,6 +93,7 @@ pub(crate) fn run_standalone(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 github_git_host: args.github_git_host.clone(),
                 bot_login: args.bot_login.clone(),
                 ssh_key: args.ssh_key.clone(),
+                github_app: args.github_app.app()?,
             },
             Arc::new(SystemClock),
             args.registry.client()?,

@@ -31,7 +31,7 @@ use crate::clock::{Clock, Stopwatch};
 use crate::cluster::DynWorkloads;
 use crate::core::change::StateChange;
 use crate::core::gate::GateVerdict;
-use crate::forge::{Forge, GitHub, GitHubAuth, GitHubConfig, WebhookFeed};
+use crate::forge::{Forge, GitHub, GitHubApp, GitHubAuth, GitHubConfig, RepoName, WebhookFeed};
 use crate::metrics::Metrics;
 use crate::notify::{Deliver, Notification, Notifier, NotifierConfig};
 use crate::policy::Policy;
@@ -80,9 +80,25 @@ pub struct GitCredentials {
     pub github_git_host: Option<String>,
     /// An SSH private key for `ssh://` and `user@host:` remotes.
     pub ssh_key: Option<PathBuf>,
+    /// HTTPS remotes on the GitHub host get a token from the forge (a GitHub App's
+    /// installation token, [`Forge::git_token`]) instead of `github_token`.
+    pub forge_tokens: bool,
 }
 
 impl GitCredentials {
+    /// The repository whose forge token `policy`'s remote gets, if it gets one.
+    #[must_use]
+    pub fn forge_token_repo(&self, policy: &Policy) -> Option<RepoName> {
+        let url = policy.spec.source.repo.as_str();
+        let applies = self
+            .github_git_host
+            .as_deref()
+            .is_some_and(|host| github_token_applies(url, host));
+        (self.forge_tokens && applies)
+            .then(|| RepoName::parse(url))
+            .flatten()
+    }
+
     /// Where `policy`'s repository is and how to reach it.
     #[must_use]
     pub fn source(&self, policy: &Policy) -> Source {
@@ -142,6 +158,9 @@ pub struct Config {
     pub bot_login: Option<String>,
     /// An SSH private key for `ssh://` and `user@host:` repositories.
     pub ssh_key: Option<PathBuf>,
+    /// A GitHub App, used instead of `github_token` when set: installation tokens
+    /// for the API and for git over HTTPS on the GitHub host.
+    pub github_app: Option<GitHubApp>,
 }
 
 /// The engine `autobump run` uses, in both modes.
@@ -178,11 +197,15 @@ impl ProductionEngine {
     ) -> Result<Self, String> {
         let metrics = Arc::new(Metrics::new(Arc::clone(&clock)));
         metrics.attach_registry(registry.stats());
-        let forge = match &config.github_token {
-            Some(token) => Some(
+        let auth = match (&config.github_app, &config.github_token) {
+            (Some(app), _) => Some(app.auth()),
+            (None, Some(token)) => Some(GitHubAuth::Token(token.clone())),
+            (None, None) => None,
+        };
+        let forge = match auth {
+            Some(auth) => Some(
                 GitHub::new(
-                    GitHubConfig::new(GitHubAuth::Token(token.clone()))
-                        .api_url(config.github_api.clone()),
+                    GitHubConfig::new(auth).api_url(config.github_api.clone()),
                     Arc::clone(&clock),
                 )
                 .map_err(|e| format!("GitHub client: {e}"))?
@@ -206,7 +229,8 @@ impl ProductionEngine {
             github_git_host: config
                 .github_git_host
                 .or_else(|| github_git_host(&config.github_api)),
-            github_token: config.github_token,
+            forge_tokens: config.github_app.is_some(),
+            github_token: config.github_token.filter(|_| config.github_app.is_none()),
             ssh_key: config.ssh_key,
         };
         Ok(Self::new(adapters, clock, metrics)
@@ -366,11 +390,19 @@ where
             Ok(forge) => forge,
             Err(why) => return PolicyOutcome::Skipped(why),
         };
+        let mut source = self.git.source(p);
+        if let (Some(forge), Some(repo)) = (&self.forge, self.git.forge_token_repo(p)) {
+            match forge.git_token(&repo).await {
+                Ok(Some(token)) => source.auth = crate::repo::Auth::github_token(token),
+                Ok(None) => {}
+                Err(e) => return PolicyOutcome::Failed(e.into()),
+            }
+        }
         let deps = Deps {
             resolver: &self.resolver,
             repo: &self.repo,
             store,
-            source: self.git.source(p),
+            source,
             workloads: self.workloads.as_deref(),
             forge,
         };

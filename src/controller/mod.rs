@@ -80,8 +80,11 @@ impl<'a, F> ForgeAccess<'a, F> {
         if Mode::of(&policy.spec) == Mode::DirectPush {
             return Ok(None);
         }
-        let forge = forge
-            .ok_or_else(|| "pull-request policies need a GitHub token (GITHUB_TOKEN)".to_owned())?;
+        let forge = forge.ok_or_else(|| {
+            "pull-request policies need GitHub access (GITHUB_TOKEN, or a GitHub App: \
+                 --github-app-id and --github-app-key)"
+                .to_owned()
+        })?;
         let repo = RepoName::parse(policy.spec.source.repo.as_str()).ok_or_else(|| {
             format!(
                 "{} is not a GitHub repository",

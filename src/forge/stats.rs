@@ -34,11 +34,13 @@ pub enum RequestKind {
     Permission,
     /// `POST /app/installations/{id}/access_tokens` (GitHub App auth only).
     InstallationToken,
+    /// `GET /repos/{owner}/{repo}/installation` (GitHub App auth only).
+    Installation,
 }
 
 impl RequestKind {
     /// Every kind, in declaration order.
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::FindPr,
         Self::CreatePr,
         Self::UpdatePr,
@@ -53,6 +55,7 @@ impl RequestKind {
         Self::CheckRuns,
         Self::Permission,
         Self::InstallationToken,
+        Self::Installation,
     ];
 
     /// Snake-case name, for logs and metric labels.
@@ -73,6 +76,7 @@ impl RequestKind {
             Self::CheckRuns => "check_runs",
             Self::Permission => "permission",
             Self::InstallationToken => "installation_token",
+            Self::Installation => "installation",
         }
     }
 

@@ -230,6 +230,12 @@ pub(super) struct CollaboratorPermission {
     pub role_name: Option<String>,
 }
 
+/// `installation`: only its id is needed.
+#[derive(Debug, Deserialize)]
+pub(super) struct Installation {
+    pub id: u64,
+}
+
 #[derive(Debug, Deserialize)]
 pub(super) struct InstallationToken {
     pub token: String,

@@ -1212,6 +1212,7 @@ fn standalone_driver_within(
             github_git_host: None,
             bot_login: None,
             ssh_key: None,
+            github_app: None,
         },
         Arc::new(SystemClock),
         RegistryClient::new(RegistryConfig::default(), Arc::new(SystemClock)).unwrap(),
