@@ -18,13 +18,9 @@ pub(crate) struct GitHubAppArgs {
         requires = "github_app_key"
     )]
     pub github_app_id: Option<u64>,
-    /// The App's private key (PEM file, as GitHub downloads it).
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "AUTOBUMP_GITHUB_APP_KEY",
-        requires = "github_app_id"
-    )]
+    /// The App's private key (PEM file, as GitHub downloads it); unused without
+    /// --github-app-id.
+    #[arg(long, value_name = "FILE", env = "AUTOBUMP_GITHUB_APP_KEY")]
     pub github_app_key: Option<PathBuf>,
 }
 

@@ -468,10 +468,43 @@ fn the_deployment_runs_cluster_mode_behind_its_probes() {
         })
         .collect();
     assert!(secret_env.iter().any(|(n, _)| *n == "GITHUB_TOKEN"));
+    assert!(secret_env.iter().any(|(n, _)| *n == "GITHUB_APP_ID"));
     for (name, r) in secret_env {
         assert_eq!(r.name, "autobump", "{name}");
         assert_eq!(r.optional, Some(true), "{name}: every key is optional");
     }
+    // The GitHub App's key: the one key of the Secret mounted as a file, where
+    // AUTOBUMP_GITHUB_APP_KEY points.
+    let key_path = env
+        .iter()
+        .find(|e| e.name == "AUTOBUMP_GITHUB_APP_KEY")
+        .and_then(|e| e.value.clone())
+        .unwrap();
+    let (dir, file) = key_path.rsplit_once('/').unwrap();
+    let mount = c
+        .volume_mounts
+        .as_deref()
+        .unwrap()
+        .iter()
+        .find(|m| m.mount_path == dir)
+        .unwrap();
+    let pod = d.spec.template.spec.as_ref().unwrap();
+    let volume = pod
+        .volumes
+        .as_deref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == mount.name)
+        .unwrap();
+    let secret = volume.secret.as_ref().unwrap();
+    assert_eq!(secret.secret_name.as_deref(), Some("autobump"));
+    assert_eq!(secret.optional, Some(true));
+    let items = secret.items.as_deref().unwrap();
+    assert_eq!(items.len(), 1, "only the App key reaches the filesystem");
+    assert_eq!(
+        (items[0].key.as_str(), items[0].path.as_str()),
+        ("github-app-private-key", file)
+    );
 }
 
 #[test]

@@ -565,15 +565,23 @@ impl GithubFake {
             .load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// Whether `token` is a token the fake accepts now (by its clock), and as whom:
-    /// for a git server standing in front of [`Self::git_dir`].
+    /// Whether `token` is a token the fake accepts now (by its clock), and as whom.
     pub fn token_login(&self, token: &str) -> Option<String> {
-        let s = self.lock();
-        let now = s.clock.now();
-        s.tokens
-            .get(token)
-            .filter(|t| t.expires_at.is_none_or(|at| at > now))
-            .map(|t| t.login.clone())
+        (self.token_checker())(token)
+    }
+
+    /// [`Self::token_login`] as a function that outlives this borrow: for a git
+    /// server standing in front of [`Self::git_dir`].
+    pub fn token_checker(&self) -> impl Fn(&str) -> Option<String> + Send + Sync + 'static {
+        let state = Arc::clone(&self.state);
+        move |token| {
+            let s = state.lock().unwrap_or_else(PoisonError::into_inner);
+            let now = s.clock.now();
+            s.tokens
+                .get(token)
+                .filter(|t| t.expires_at.is_none_or(|at| at > now))
+                .map(|t| t.login.clone())
+        }
     }
 
     /// The PR as the fake holds it.
