@@ -539,8 +539,9 @@ impl RegistryClient {
             }
             if challenged {
                 return Err(ctx.unauthorized(format!(
-                    "{} still answered 401 after logging in: {}",
+                    "{} still answered 401 after logging in{}: {}",
                     req.kind.as_str(),
+                    login_origin(&host.source),
                     fetched.body_snippet()
                 )));
             }
@@ -1248,6 +1249,18 @@ fn load_ca_bundle(
         )));
     }
     Ok(certs)
+}
+
+/// ` as "user"`, ` with an identity token`, ` with the login from
+/// docker-credential-NAME`: for messages, never the secret.
+fn login_origin(source: &LoginSource) -> String {
+    match source {
+        LoginSource::Anonymous => String::new(),
+        LoginSource::Known(login) => format!(" {}", login.describe()),
+        LoginSource::Helper { helper, .. } => {
+            format!(" with the login from docker-credential-{helper}")
+        }
+    }
 }
 
 fn basic_header(login: &BasicAuth) -> String {

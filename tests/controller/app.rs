@@ -18,13 +18,13 @@ use super::support::github_fake::{FakeApp, FakeOptions, GithubFake};
 use super::support::registry::{ManifestKind, Registry};
 use super::{NEW, NEWER, OLD};
 
-const BOT: &str = "autobump[bot]";
+pub(super) const BOT: &str = "autobump[bot]";
 
-#[tokio::test]
-async fn a_github_app_opens_and_updates_its_pr_past_the_hour_of_its_tokens() {
-    let clock = Arc::new(ManualClock::new(SystemClock.now()));
+/// A GitHub fake (on `clock`) that knows the App 4242 (key in tests/testdata/forge),
+/// installed on its repository as installation 91, tokens living an hour.
+pub(super) async fn fake_with_app(clock: Arc<dyn Clock>) -> GithubFake {
     let fake = GithubFake::start_with(FakeOptions {
-        clock: clock.clone(),
+        clock,
         ..FakeOptions::default()
     })
     .await;
@@ -35,6 +35,31 @@ async fn a_github_app_opens_and_updates_its_pr_past_the_hour_of_its_tokens() {
         bot_login: BOT.into(),
         token_ttl: chrono::Duration::hours(1),
     });
+    fake
+}
+
+/// The fake's repository served over HTTP as `example/infra.git`, to the fake's live
+/// App tokens only; the server, its root (keep it) and its `HOST:PORT`.
+pub(super) fn serve_to_app_tokens(fake: &GithubFake) -> (tempfile::TempDir, GitHttpServer, String) {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("example")).unwrap();
+    std::os::unix::fs::symlink(fake.git_dir(), root.path().join("example/infra.git")).unwrap();
+    let live = fake.token_checker();
+    let git = GitHttpServer::start_with_check(root.path(), "x-access-token", move |user, token| {
+        user == "x-access-token" && live(token).as_deref() == Some(BOT)
+    });
+    let git_host = git
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    (root, git, git_host)
+}
+
+#[tokio::test]
+async fn a_github_app_opens_and_updates_its_pr_past_the_hour_of_its_tokens() {
+    let clock = Arc::new(ManualClock::new(SystemClock.now()));
+    let fake = fake_with_app(clock.clone()).await;
     let registry = Registry::start().await;
     let host = registry.host();
     registry
@@ -49,20 +74,7 @@ async fn a_github_app_opens_and_updates_its_pr_past_the_hour_of_its_tokens() {
         )],
         "Add hook",
     );
-    // The fake's repository served over HTTP as example/infra.git, to the fake's
-    // live tokens only.
-    let root = tempfile::tempdir().unwrap();
-    std::fs::create_dir(root.path().join("example")).unwrap();
-    std::os::unix::fs::symlink(fake.git_dir(), root.path().join("example/infra.git")).unwrap();
-    let live = fake.token_checker();
-    let git = GitHttpServer::start_with_check(root.path(), "x-access-token", move |user, token| {
-        user == "x-access-token" && live(token).as_deref() == Some(BOT)
-    });
-    let git_host = git
-        .url("")
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
+    let (_root, git, git_host) = serve_to_app_tokens(&fake);
 
     let dir = tempfile::tempdir().unwrap();
     let policies = dir.path().join("policies");

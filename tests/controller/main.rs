@@ -8,6 +8,7 @@ mod support;
 mod app;
 mod hostile;
 mod rollback;
+mod secrets;
 
 use std::sync::Arc;
 
