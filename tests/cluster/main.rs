@@ -11,6 +11,7 @@ mod e2e;
 mod incluster;
 mod manifests;
 mod run;
+mod secrets;
 mod webhooks;
 mod workloads;
 

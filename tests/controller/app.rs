@@ -13,48 +13,10 @@ use autobump::forge::{GitHubApp, WebhookFeed};
 use autobump::registry::{RegistryClient, RegistryConfig};
 use autobump::repo::{GitConfig, GitRepo, Person};
 
-use super::support::git::GitHttpServer;
-use super::support::github_fake::{FakeApp, FakeOptions, GithubFake};
+use super::support::github_fake::GithubFake;
 use super::support::registry::{ManifestKind, Registry};
+use super::support::secret_world::{BOT, fake_with_app, serve_to_app_tokens};
 use super::{NEW, NEWER, OLD};
-
-pub(super) const BOT: &str = "autobump[bot]";
-
-/// A GitHub fake (on `clock`) that knows the App 4242 (key in tests/testdata/forge),
-/// installed on its repository as installation 91, tokens living an hour.
-pub(super) async fn fake_with_app(clock: Arc<dyn Clock>) -> GithubFake {
-    let fake = GithubFake::start_with(FakeOptions {
-        clock,
-        ..FakeOptions::default()
-    })
-    .await;
-    fake.enable_app(FakeApp {
-        app_id: 4242,
-        public_key_pem: include_str!("../testdata/forge/app-key.pub.pem").into(),
-        installation_id: 91,
-        bot_login: BOT.into(),
-        token_ttl: chrono::Duration::hours(1),
-    });
-    fake
-}
-
-/// The fake's repository served over HTTP as `example/infra.git`, to the fake's live
-/// App tokens only; the server, its root (keep it) and its `HOST:PORT`.
-pub(super) fn serve_to_app_tokens(fake: &GithubFake) -> (tempfile::TempDir, GitHttpServer, String) {
-    let root = tempfile::tempdir().unwrap();
-    std::fs::create_dir(root.path().join("example")).unwrap();
-    std::os::unix::fs::symlink(fake.git_dir(), root.path().join("example/infra.git")).unwrap();
-    let live = fake.token_checker();
-    let git = GitHttpServer::start_with_check(root.path(), "x-access-token", move |user, token| {
-        user == "x-access-token" && live(token).as_deref() == Some(BOT)
-    });
-    let git_host = git
-        .url("")
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
-    (root, git, git_host)
-}
 
 #[tokio::test]
 async fn a_github_app_opens_and_updates_its_pr_past_the_hour_of_its_tokens() {

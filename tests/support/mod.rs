@@ -27,6 +27,7 @@ pub mod process;
 pub mod prometheus;
 pub mod registry;
 pub mod scripted;
+pub mod secret_world;
 pub mod token;
 
 use std::time::Duration;
