@@ -11,7 +11,6 @@ use autobump::controller::engine::{self, Engine};
 use autobump::controller::standalone::{self, Standalone};
 use autobump::forge::{GitHubApp, WebhookFeed};
 use autobump::registry::{RegistryClient, RegistryConfig};
-use autobump::repo::{GitConfig, GitRepo, Person};
 
 use super::support::github_fake::GithubFake;
 use super::support::registry::{ManifestKind, Registry};
@@ -122,13 +121,7 @@ fn app_driver(
         },
         clock.clone() as Arc<dyn Clock>,
         RegistryClient::new(RegistryConfig::default(), clock.clone()).unwrap(),
-        GitRepo::new(GitConfig::new(
-            dir.join("cache"),
-            Person {
-                name: "autobump".into(),
-                email: "autobump@example.com".into(),
-            },
-        )),
+        super::git_repo(&dir.join("cache")),
         Arc::clone(&feed),
     )
     .unwrap();

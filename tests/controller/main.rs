@@ -89,13 +89,7 @@ impl World {
             resolver: Resolver::new(
                 RegistryClient::new(RegistryConfig::default(), Arc::new(SystemClock)).unwrap(),
             ),
-            repo: GitRepo::new(GitConfig::new(
-                cache.path(),
-                Person {
-                    name: "autobump".into(),
-                    email: "autobump@example.com".into(),
-                },
-            )),
+            repo: git_repo(cache.path()),
             forge,
             store: MemoryStore::default(),
             fake,
@@ -1184,6 +1178,17 @@ async fn run_once_through_the_binary_bumps_and_notifies_once_across_restarts() {
     assert_eq!(events(&sink), second, "no duplicates after a restart");
 }
 
+/// Git with its clones cached in `cache`, committing as autobump.
+fn git_repo(cache: &std::path::Path) -> GitRepo {
+    GitRepo::new(GitConfig::new(
+        cache,
+        Person {
+            name: "autobump".into(),
+            email: "autobump@example.com".into(),
+        },
+    ))
+}
+
 /// A standalone driver for the policy files under `policies`, with its state and git
 /// cache in `dir`, no GitHub token and default registry settings.
 fn standalone_driver(
@@ -1218,13 +1223,7 @@ fn standalone_driver_within(
         },
         Arc::new(SystemClock),
         RegistryClient::new(RegistryConfig::default(), Arc::new(SystemClock)).unwrap(),
-        GitRepo::new(GitConfig::new(
-            dir.join("cache"),
-            Person {
-                name: "autobump".into(),
-                email: "autobump@example.com".into(),
-            },
-        )),
+        git_repo(&dir.join("cache")),
         Arc::clone(&feed),
     )
     .unwrap()

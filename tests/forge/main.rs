@@ -23,6 +23,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use support::github_fake::{Failure, FakeApp, FakeOptions, GithubFake, openapi};
+use support::secret_world::fake_with_app;
 use support::webhook_examples;
 
 const BRANCH: &str = "autobump-prow";
@@ -779,18 +780,7 @@ async fn an_app_finds_its_installation_and_outlives_its_installation_tokens() {
     use autobump::forge::GitHubApp;
     let start = at("2026-03-08T09:00:00Z");
     let clock = Arc::new(ManualClock::new(start));
-    let fake = GithubFake::start_with(FakeOptions {
-        clock: clock.clone(),
-        ..FakeOptions::default()
-    })
-    .await;
-    fake.enable_app(FakeApp {
-        app_id: 4242,
-        public_key_pem: include_str!("../testdata/forge/app-key.pub.pem").into(),
-        installation_id: 91,
-        bot_login: "autobump[bot]".into(),
-        token_ttl: chrono::Duration::hours(1),
-    });
+    let fake = fake_with_app(clock.clone()).await;
     let app = GitHubApp {
         app_id: 4242,
         private_key_pem: include_str!("../testdata/forge/app-key.pem").into(),
@@ -876,14 +866,7 @@ async fn an_app_finds_its_installation_and_outlives_its_installation_tokens() {
 #[tokio::test]
 async fn the_fake_refuses_app_jwts_outside_githubs_bounds() {
     use octocrab::jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
-    let fake = GithubFake::start().await;
-    fake.enable_app(FakeApp {
-        app_id: 4242,
-        public_key_pem: include_str!("../testdata/forge/app-key.pub.pem").into(),
-        installation_id: 91,
-        bot_login: "autobump[bot]".into(),
-        token_ttl: chrono::Duration::hours(1),
-    });
+    let fake = fake_with_app(Arc::new(SystemClock)).await;
     let claims = |iat_offset: i64, exp_offset: i64| {
         let now = SystemClock.now().timestamp();
         json!({"iss": 4242, "iat": now + iat_offset, "exp": now + exp_offset})
