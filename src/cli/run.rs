@@ -263,7 +263,11 @@ pub(crate) async fn run_in_cluster(
     let clock: Arc<dyn autobump::clock::Clock> = Arc::new(SystemClock);
     let workloads = autobump::cluster::KubeWorkloads::infer(Arc::clone(&clock)).await?;
     let client = workloads.client().clone();
-    let engine = Arc::new(engine.with_cluster(workloads));
+    // Policies' own credentials come from Secrets in their namespaces.
+    let secrets = Arc::new(autobump::credentials::kube::KubeSecrets::new(
+        client.clone(),
+    ));
+    let engine = Arc::new(engine.with_cluster(workloads).with_secrets(secrets));
     let metrics = engine.metrics();
     metrics.set_leader(false);
     let identity = match &args.identity {

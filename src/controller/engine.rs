@@ -169,6 +169,10 @@ pub type ProductionEngine = Engine<RegistryClient, GitRepo, GitHub, AlertsClient
 /// One policy's turn, over any adapters (see the module docs).
 pub struct Engine<R, G, F, A, N> {
     resolver: Resolver<R>,
+    /// Policies' own credentials: Secrets (cluster mode; `None`: files).
+    secrets: Option<Arc<dyn crate::credentials::SecretSource>>,
+    /// The resolvers of policies with their own registry credentials.
+    own_resolvers: crate::credentials::OwnResolvers<R>,
     repo: G,
     forge: Option<F>,
     alerts: A,
@@ -256,6 +260,8 @@ where
     ) -> Self {
         Self {
             resolver: Resolver::new(adapters.registry),
+            secrets: None,
+            own_resolvers: crate::credentials::OwnResolvers::default(),
             repo: adapters.repo,
             forge: adapters.forge,
             alerts: adapters.alerts,
@@ -267,6 +273,14 @@ where
             bot_login: None,
             reconcile_timeout: DEFAULT_RECONCILE_TIMEOUT,
         }
+    }
+
+    /// Reads policies' own credentials (`credentials: {secret: NAME}`) from
+    /// `secrets`, in each policy's namespace (cluster mode); without, from files.
+    #[must_use]
+    pub fn with_secrets(mut self, secrets: Arc<dyn crate::credentials::SecretSource>) -> Self {
+        self.secrets = Some(secrets);
+        self
     }
 
     /// Reaches git remotes with `git`.
@@ -329,6 +343,7 @@ where
     /// Forgets what the resolver cached about an image (after a registry push).
     pub fn invalidate(&self, canonical: &str) {
         self.resolver.invalidate(canonical);
+        self.own_resolvers.invalidate(canonical);
     }
 
     /// One policy's whole turn at `now`, its state in `store`: the reconcile within
@@ -390,8 +405,35 @@ where
             Ok(forge) => forge,
             Err(why) => return PolicyOutcome::Skipped(why),
         };
+        let own = match crate::credentials::for_policy(p, self.secrets.as_deref()).await {
+            Ok(own) => own,
+            Err(e) => return PolicyOutcome::Failed(e.into()),
+        };
+        let own_resolver = match &own.registry {
+            Some(credentials) => {
+                let key = format!(
+                    "{}/{}",
+                    p.metadata.namespace.as_ref().map_or("", |n| n.as_str()),
+                    p.name()
+                );
+                match self
+                    .own_resolvers
+                    .get(&key, self.resolver.registry(), credentials)
+                {
+                    Some(resolver) => Some(resolver),
+                    None => {
+                        return PolicyOutcome::Failed(ReconcileError::Policy(
+                            "this registry client takes no per-policy credentials".into(),
+                        ));
+                    }
+                }
+            }
+            None => None,
+        };
         let mut source = self.git.source(p);
-        if let (Some(forge), Some(repo)) = (&self.forge, self.git.forge_token_repo(p)) {
+        if let Some(auth) = own.git {
+            source.auth = auth;
+        } else if let (Some(forge), Some(repo)) = (&self.forge, self.git.forge_token_repo(p)) {
             match forge.git_token(&repo).await {
                 Ok(Some(token)) => source.auth = crate::repo::Auth::github_token(token),
                 Ok(None) => {}
@@ -399,7 +441,7 @@ where
             }
         }
         let deps = Deps {
-            resolver: &self.resolver,
+            resolver: own_resolver.as_deref().unwrap_or(&self.resolver),
             repo: &self.repo,
             store,
             source,

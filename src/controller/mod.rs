@@ -148,6 +148,9 @@ pub enum ReconcileError {
     /// The policy cannot be run in this flow.
     #[error("policy: {0}")]
     Policy(String),
+    /// The policy's own credentials (`credentials:`) cannot be read or used.
+    #[error("credentials: {0}")]
+    Credentials(#[from] crate::credentials::CredentialsError),
     /// The reconcile did not finish within its deadline and was cancelled; what it
     /// had written stays consistent (intents), and the next tick tries again.
     #[error(
@@ -167,6 +170,7 @@ impl ReconcileError {
             Self::Store(e) => e.is_retryable(),
             Self::Cluster(e) => e.is_retryable(),
             Self::Policy(_) => false,
+            Self::Credentials(e) => e.is_retryable(),
             Self::Deadline(_) => true,
         }
     }
@@ -180,6 +184,7 @@ impl ReconcileError {
             Self::Store(e) => e.metric_label(),
             Self::Cluster(e) => e.metric_label(),
             Self::Policy(_) => "policy",
+            Self::Credentials(e) => e.metric_label(),
             Self::Deadline(_) => "deadline",
         }
     }

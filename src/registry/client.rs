@@ -889,6 +889,27 @@ impl Host {
 }
 
 impl Registry for RegistryClient {
+    /// The same settings with `credentials` merged over every registry's (they win for
+    /// the hosts they name); its own connections and token caches, the same counters.
+    fn with_credentials(&self, credentials: &super::Credentials) -> Option<Self> {
+        let merge = |config: &RegistryConfig| {
+            let mut config = config.clone();
+            config.credentials = config.credentials.clone().merge(credentials.clone());
+            config
+        };
+        Some(Self {
+            defaults: merge(&self.defaults),
+            overrides: self
+                .overrides
+                .iter()
+                .map(|(host, config)| (host.clone(), merge(config)))
+                .collect(),
+            hosts: Arc::default(),
+            clock: Arc::clone(&self.clock),
+            stats: Arc::clone(&self.stats),
+        })
+    }
+
     /// See [`RegistryClient::list_tags`]; within the call deadline.
     async fn tags(&self, image: &ImageRef) -> Result<Vec<String>, RegistryError> {
         let (host, ctx) = self.start_call(image)?;

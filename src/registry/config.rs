@@ -467,6 +467,13 @@ impl Credentials {
             .or(self.every.as_ref())
     }
 
+    /// Whether any registry's login comes from a credential helper (`credHelpers`,
+    /// `credsStore`).
+    #[must_use]
+    pub fn uses_helpers(&self) -> bool {
+        !self.helpers.is_empty() || self.store.is_some()
+    }
+
     /// Whether there are no credentials at all.
     #[must_use]
     pub fn is_anonymous(&self) -> bool {

@@ -74,6 +74,17 @@ pub trait Registry: Send + Sync {
         image: &ImageRef,
         tag: &str,
     ) -> impl Future<Output = Result<Option<DateTime<Utc>>, RegistryError>> + Send;
+
+    /// A registry like this one whose logins come from `credentials` for the
+    /// registries it names (a policy's own credentials), with caches of its own;
+    /// `None` when this registry takes no other credentials (the default).
+    fn with_credentials(&self, credentials: &Credentials) -> Option<Self>
+    where
+        Self: Sized,
+    {
+        let _ = credentials;
+        None
+    }
 }
 
 pub use crate::install_crypto_provider;

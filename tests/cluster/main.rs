@@ -7,6 +7,7 @@ mod support;
 
 mod bench;
 mod crd;
+mod credentials;
 mod e2e;
 mod incluster;
 mod manifests;

@@ -306,7 +306,7 @@ fn every_manifest_parses_strictly() {
     assert_eq!(m.roles.len(), 1);
     assert_eq!(m.role_bindings.len(), 1);
     assert_eq!(m.cluster_role_bindings.len(), 1);
-    assert_eq!(m.cluster_roles.len(), 2);
+    assert_eq!(m.cluster_roles.len(), 3);
     let ns = m.namespaces[0].metadata.name.as_deref().unwrap();
     assert_eq!(ns, "autobump");
     for (file, kind, namespace) in &m.objects {
@@ -627,10 +627,13 @@ fn rbac_grants_exactly_what_autobump_uses() {
         )])
     );
     assert_eq!(m.roles[0].metadata.namespace, sa.namespace);
-    assert_eq!(
-        rules(by_name("autobump-notify-secrets").rules.as_deref().unwrap()),
-        expect_rules(&[("", "secrets", &["get"])])
-    );
+    for name in ["autobump-notify-secrets", "autobump-policy-credentials"] {
+        assert_eq!(
+            rules(by_name(name).rules.as_deref().unwrap()),
+            expect_rules(&[("", "secrets", &["get"])]),
+            "{name}"
+        );
+    }
 
     // Bindings: the controller's roles to the ServiceAccount; the secrets role to
     // nobody (bound per namespace by whoever needs it).
@@ -1156,6 +1159,48 @@ fn check_permissions(cluster: &Cluster) {
     assert!(can_i(cluster, &["get", "secrets", "-n", "payments"]));
     assert!(!can_i(cluster, &["list", "secrets", "-n", "payments"]));
     assert!(!can_i(cluster, &["get", "secrets", "-n", "prow"]));
+
+    check_narrow_credentials_grant(cluster);
+}
+
+/// The documented narrow grant for policies' own credentials: only the Secrets named,
+/// in their namespace.
+fn check_narrow_credentials_grant(cluster: &Cluster) {
+    cluster.must(&["create", "namespace", "team-a"]);
+    cluster.must(&[
+        "create",
+        "role",
+        "autobump-policy-credentials",
+        "-n",
+        "team-a",
+        "--verb=get",
+        "--resource=secrets",
+        "--resource-name=team-a-pull",
+        "--resource-name=team-a-deploy",
+    ]);
+    cluster.must(&[
+        "create",
+        "rolebinding",
+        "autobump-policy-credentials",
+        "-n",
+        "team-a",
+        "--role=autobump-policy-credentials",
+        "--serviceaccount=autobump:autobump",
+    ]);
+    assert!(can_i(
+        cluster,
+        &["get", "secrets/team-a-pull", "-n", "team-a"]
+    ));
+    assert!(can_i(
+        cluster,
+        &["get", "secrets/team-a-deploy", "-n", "team-a"]
+    ));
+    assert!(!can_i(cluster, &["get", "secrets/other", "-n", "team-a"]));
+    assert!(!can_i(cluster, &["list", "secrets", "-n", "team-a"]));
+    assert!(!can_i(
+        cluster,
+        &["get", "secrets/team-a-pull", "-n", "prow"]
+    ));
 }
 
 // -------------------------------------------------------------------------------------
