@@ -178,7 +178,16 @@ async fn a_policy_uses_its_own_namespaces_secrets_and_follows_their_rotation() {
         "{message}\n{}",
         log()
     );
-    for secret in [PULL_PASSWORD, GIT_PASSWORD, "rotated-away-0"] {
-        assert!(!log().contains(secret), "the log shows {secret}");
+    // No value of those Secrets in the log, the objects' status or the Events.
+    let mut outputs = vec![("the log".to_owned(), log())];
+    for what in ["autobumps", "events", "events.events.k8s.io"] {
+        let (ok, text) = cluster.kubectl(&["get", what, "-A", "-o", "json"]);
+        assert!(ok, "{text}");
+        outputs.push((format!("kubectl get {what}"), text));
+    }
+    for (what, text) in &outputs {
+        for secret in [PULL_PASSWORD, GIT_PASSWORD, "rotated-away-0"] {
+            assert!(!text.contains(secret), "{what} shows {secret}");
+        }
     }
 }

@@ -7,6 +7,7 @@ mod support;
 
 mod app;
 mod hostile;
+mod own_credentials;
 mod rollback;
 mod secrets;
 
