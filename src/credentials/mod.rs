@@ -440,6 +440,16 @@ mod tests {
         }
     }
 
+    /// `secrets` in the namespace `team-a`.
+    fn in_team_a(secrets: Vec<(&str, SecretData)>) -> Secrets {
+        Secrets(
+            secrets
+                .into_iter()
+                .map(|(name, data)| (("team-a".to_owned(), name.to_owned()), data))
+                .collect(),
+        )
+    }
+
     fn secret(kind: &str, data: &[(&str, &str)]) -> SecretData {
         SecretData {
             kind: kind.to_owned(),
@@ -485,44 +495,39 @@ mod tests {
         let helpers = r#"{"credHelpers":{"ghcr.io":"ecr-login"}}"#;
         let key =
             "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaA==\n-----END OPENSSH PRIVATE KEY-----";
-        let store = Secrets(
-            [
-                (
-                    "pull",
-                    secret(
-                        "kubernetes.io/dockerconfigjson",
-                        &[(".dockerconfigjson", &docker)],
-                    ),
+        let store = in_team_a(vec![
+            (
+                "pull",
+                secret(
+                    "kubernetes.io/dockerconfigjson",
+                    &[(".dockerconfigjson", &docker)],
                 ),
-                (
-                    "helpers",
-                    secret(
-                        "kubernetes.io/dockerconfigjson",
-                        &[(".dockerconfigjson", helpers)],
-                    ),
+            ),
+            (
+                "helpers",
+                secret(
+                    "kubernetes.io/dockerconfigjson",
+                    &[(".dockerconfigjson", helpers)],
                 ),
-                (
-                    "opaque",
-                    secret("Opaque", &[(".dockerconfigjson", &docker)]),
+            ),
+            (
+                "opaque",
+                secret("Opaque", &[(".dockerconfigjson", &docker)]),
+            ),
+            (
+                "ssh",
+                secret("kubernetes.io/ssh-auth", &[("ssh-privatekey", key)]),
+            ),
+            (
+                "login",
+                secret(
+                    "kubernetes.io/basic-auth",
+                    &[("username", "u"), ("password", "p")],
                 ),
-                (
-                    "ssh",
-                    secret("kubernetes.io/ssh-auth", &[("ssh-privatekey", key)]),
-                ),
-                (
-                    "login",
-                    secret(
-                        "kubernetes.io/basic-auth",
-                        &[("username", "u"), ("password", "p")],
-                    ),
-                ),
-                ("token", secret("Opaque", &[("token", "ghp_x\n")])),
-                ("odd", secret("Opaque", &[("cert.pem", "x")])),
-            ]
-            .into_iter()
-            .map(|(name, data)| (("team-a".to_owned(), name.to_owned()), data))
-            .collect(),
-        );
+            ),
+            ("token", secret("Opaque", &[("token", "ghp_x\n")])),
+            ("odd", secret("Opaque", &[("cert.pem", "x")])),
+        ]);
         let https = "https://github.com/team/infra.git";
         let read = |image: &str, source: &str, repo: &str| {
             run(for_policy(&policy(image, source, repo), Some(&store)))
@@ -553,23 +558,18 @@ mod tests {
     fn what_a_policy_cannot_use() {
         let docker = r#"{"auths":{"ghcr.io":{"username":"team","password":"pw"}}}"#;
         let helpers = r#"{"credHelpers":{"ghcr.io":"ecr-login"}}"#;
-        let store = Secrets(
-            [
-                (
-                    "helpers",
-                    secret(
-                        "kubernetes.io/dockerconfigjson",
-                        &[(".dockerconfigjson", helpers)],
-                    ),
+        let store = in_team_a(vec![
+            (
+                "helpers",
+                secret(
+                    "kubernetes.io/dockerconfigjson",
+                    &[(".dockerconfigjson", helpers)],
                 ),
-                ("opaque", secret("Opaque", &[(".dockerconfigjson", docker)])),
-                ("token", secret("Opaque", &[("token", "ghp_x\n")])),
-                ("odd", secret("Opaque", &[("cert.pem", "x")])),
-            ]
-            .into_iter()
-            .map(|(name, data)| (("team-a".to_owned(), name.to_owned()), data))
-            .collect(),
-        );
+            ),
+            ("opaque", secret("Opaque", &[(".dockerconfigjson", docker)])),
+            ("token", secret("Opaque", &[("token", "ghp_x\n")])),
+            ("odd", secret("Opaque", &[("cert.pem", "x")])),
+        ]);
         let https = "https://github.com/team/infra.git";
         let error = |image: &str, source: &str, repo: &str| {
             run(for_policy(&policy(image, source, repo), Some(&store)))

@@ -12,8 +12,8 @@ use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use super::incluster::{NS, cluster, eventually};
-use super::support::git::{GitHttpServer, bare_repo, git};
-use super::support::registry::{ManifestKind, Registry};
+use super::support::git::{GitHttpServer, git};
+use super::support::secret_world::team_registry_and_repo;
 
 const PULL_PASSWORD: &str = "team-a-pull-Rk2";
 const GIT_PASSWORD: &str = "team-a-deploy-Wq9";
@@ -50,21 +50,9 @@ async fn a_policy_uses_its_own_namespaces_secrets_and_follows_their_rotation() {
     for ns in ["team-a", "team-b"] {
         cluster.must(&["create", "namespace", ns]);
     }
-    let registry = Registry::start_with_htpasswd("team-a", PULL_PASSWORD).await;
-    let host = registry.host();
-    registry
-        .push_image("team/app", "1.0.0", ManifestKind::OciManifest, None)
-        .await;
-    registry.retag("team/app", "1.0.0", "1.1.0").await;
     let root = tempfile::tempdir().unwrap();
-    let bare = bare_repo(
-        root.path(),
-        "infra.git",
-        &[(
-            "deploy/app.yaml",
-            &format!("image: {host}/team/app:1.0.0\n"),
-        )],
-    );
+    let (registry, bare) = team_registry_and_repo("team-a", PULL_PASSWORD, root.path()).await;
+    let host = registry.host();
     let server = GitHttpServer::start(root.path(), "deployer", GIT_PASSWORD);
 
     // team-a's Secrets: a pull secret with a password the registry no longer takes,
@@ -137,10 +125,7 @@ async fn a_policy_uses_its_own_namespaces_secrets_and_follows_their_rotation() {
     })
     .await;
     assert!(
-        server
-            .requests()
-            .iter()
-            .any(|r| r.credentials == Some(true)),
+        server.only_accepted_logins(),
         "git got team-a's login: {:?}",
         server.requests()
     );

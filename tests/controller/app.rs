@@ -65,11 +65,10 @@ async fn a_github_app_opens_and_updates_its_pr_past_the_hour_of_its_tokens() {
     assert!(branch_file().contains(NEW), "{}", branch_file());
     assert_eq!(fake.requests("apps/get-repo-installation"), 1);
     assert_eq!(fake.tokens_minted(), 1, "one token for REST and git");
-    let requests = git.requests();
     assert!(
-        requests.iter().any(|r| r.credentials == Some(true))
-            && requests.iter().all(|r| r.credentials != Some(false)),
-        "git got the installation token: {requests:?}"
+        git.only_accepted_logins(),
+        "git got the installation token: {:?}",
+        git.requests()
     );
 
     // An hour and a minute later the first token is dead; a newer version is out.
@@ -82,11 +81,10 @@ async fn a_github_app_opens_and_updates_its_pr_past_the_hour_of_its_tokens() {
     assert_eq!(fake.pulls().len(), 1, "the same PR, updated");
     assert_eq!(fake.tokens_minted(), 2, "a fresh token, minted before use");
     assert_eq!(fake.requests("apps/get-repo-installation"), 1);
-    let requests = git.requests();
     assert!(
-        requests.iter().any(|r| r.credentials == Some(true))
-            && requests.iter().all(|r| r.credentials != Some(false)),
-        "git got the fresh token: {requests:?}"
+        git.only_accepted_logins(),
+        "git got the fresh token: {:?}",
+        git.requests()
     );
     assert!(
         fake.log().iter().all(|r| r.status != 401),

@@ -8,28 +8,16 @@ use std::sync::atomic::AtomicBool;
 use autobump::controller::standalone::PolicyOutcome;
 use serde_json::json;
 
-use super::support::git::{GitHttpServer, bare_repo, git};
-use super::support::registry::{ManifestKind, Registry};
+use super::support::git::{GitHttpServer, git};
+use super::support::secret_world::team_registry_and_repo;
 
 const TOKEN: &str = "team-token-Hq7";
 
 #[tokio::test]
 async fn a_policys_own_files_are_its_logins_and_a_rewrite_applies_at_the_next_tick() {
-    let registry = Registry::start_with_htpasswd("team", "pull-pw-Zr4").await;
-    let host = registry.host();
-    registry
-        .push_image("team/app", "1.0.0", ManifestKind::OciManifest, None)
-        .await;
-    registry.retag("team/app", "1.0.0", "1.1.0").await;
     let root = tempfile::tempdir().unwrap();
-    let bare = bare_repo(
-        root.path(),
-        "infra.git",
-        &[(
-            "deploy/app.yaml",
-            &format!("image: {host}/team/app:1.0.0\n"),
-        )],
-    );
+    let (registry, bare) = team_registry_and_repo("team", "pull-pw-Zr4", root.path()).await;
+    let host = registry.host();
     let server = GitHttpServer::start(root.path(), "x-access-token", TOKEN);
 
     let dir = tempfile::tempdir().unwrap();
@@ -80,14 +68,7 @@ async fn a_policys_own_files_are_its_logins_and_a_rewrite_applies_at_the_next_ti
         ),
         other => panic!("{other:?}"),
     }
-    assert!(
-        server
-            .requests()
-            .iter()
-            .any(|r| r.credentials == Some(true)),
-        "{:?}",
-        server.requests()
-    );
+    assert!(server.only_accepted_logins(), "{:?}", server.requests());
     match tick
         .outcomes
         .get("clustered")

@@ -225,6 +225,15 @@ impl GitHttpServer {
             .clone()
     }
 
+    /// Whether some request came with a login the server accepted (and none with
+    /// one it refused).
+    #[must_use]
+    pub fn only_accepted_logins(&self) -> bool {
+        let requests = self.requests();
+        requests.iter().any(|r| r.credentials == Some(true))
+            && requests.iter().all(|r| r.credentials != Some(false))
+    }
+
     /// Forgets the requests logged so far.
     pub fn clear_requests(&self) {
         self.log

@@ -28,6 +28,31 @@ const APP_KEY: &str = include_str!("../testdata/forge/app-key.pem");
 const OLD: &str = "v20261101-aaaaaaa";
 const NEW: &str = "v20261110-bbbbbbb";
 
+/// A team's registry behind basic auth (`user`, `password`) holding `team/app`
+/// 1.0.0 and 1.1.0, and the bare repository `root/infra.git` deploying 1.0.0 from
+/// it: what the per-policy credential tests bump.
+pub async fn team_registry_and_repo(
+    user: &str,
+    password: &str,
+    root: &Path,
+) -> (Registry, PathBuf) {
+    let registry = Registry::start_with_htpasswd(user, password).await;
+    let host = registry.host();
+    registry
+        .push_image("team/app", "1.0.0", ManifestKind::OciManifest, None)
+        .await;
+    registry.retag("team/app", "1.0.0", "1.1.0").await;
+    let bare = super::git::bare_repo(
+        root,
+        "infra.git",
+        &[(
+            "deploy/app.yaml",
+            &format!("image: {host}/team/app:1.0.0\n"),
+        )],
+    );
+    (registry, bare)
+}
+
 /// A GitHub fake (on `clock`) that knows the App 4242 (key in tests/testdata/forge),
 /// installed on its repository as installation 91, tokens living an hour.
 pub async fn fake_with_app(clock: Arc<dyn Clock>) -> GithubFake {
@@ -241,12 +266,7 @@ impl SecretWorld {
     pub async fn assert_secrets_in_use(&self, log: &str) {
         let pulls = self.fake.pulls();
         assert!(pulls.iter().any(|p| p.author == BOT), "{pulls:?}\n{log}");
-        assert!(
-            self.git
-                .requests()
-                .iter()
-                .any(|r| r.credentials == Some(true))
-        );
+        assert!(self.git.only_accepted_logins(), "{:?}", self.git.requests());
         assert!(self.fake.app_jwts_accepted() >= 1);
         assert!(self.vault.calls() >= 1 && self.stale.calls() >= 1);
         assert!(
