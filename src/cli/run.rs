@@ -107,6 +107,7 @@ pub(crate) fn run_standalone(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 .to_std()
                 .unwrap_or(engine::DEFAULT_RECONCILE_TIMEOUT),
         );
+        engine = with_app_bot_login(engine, args).await;
         if args.kubernetes {
             return run_in_cluster(args, engine, feed).await;
         }
@@ -245,6 +246,32 @@ pub(crate) fn watch_policy_files(paths: Vec<PathBuf>, poke: Arc<tokio::sync::Not
             }
         }
     });
+}
+
+/// With a GitHub App and no --bot-login: the App's bot (`SLUG[bot]`, asked of GitHub
+/// once) is the bot account of pull-request policies that name none. If GitHub cannot
+/// say, such policies are skipped saying they need one, as without the App.
+async fn with_app_bot_login(
+    engine: autobump::controller::engine::ProductionEngine,
+    args: &RunArgs,
+) -> autobump::controller::engine::ProductionEngine {
+    if args.bot_login.is_some() {
+        return engine;
+    }
+    let Some(github) = engine.forge() else {
+        return engine;
+    };
+    match github.app_bot_login().await {
+        Ok(Some(login)) => {
+            tracing::info!(bot = %login, "pull requests come from the GitHub App's bot");
+            engine.with_bot_login(Some(login))
+        }
+        Ok(None) => engine,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the GitHub App (GET /app); policies without pullRequest.botLogin need --bot-login");
+            engine
+        }
+    }
 }
 
 /// `autobump run --kubernetes`: the kube-runtime driver with leader election, state

@@ -290,6 +290,12 @@ where
         self
     }
 
+    /// The forge, when one is configured.
+    #[must_use]
+    pub fn forge(&self) -> Option<&F> {
+        self.forge.as_ref()
+    }
+
     /// The bot account of pull-request policies that name none.
     #[must_use]
     pub fn with_bot_login(mut self, login: Option<String>) -> Self {

@@ -592,6 +592,19 @@ impl GitHub {
         }
     }
 
+    /// The login the App's PRs and comments carry (`SLUG[bot]`, from `GET /app`);
+    /// `None` with token auth.
+    pub async fn app_bot_login(&self) -> Result<Option<String>, ForgeError> {
+        if self.installation.is_none() {
+            return Ok(None);
+        }
+        let mut request = Request::new(RequestKind::App, Method::Get, "/app".to_owned());
+        request.as_app = true;
+        let reply = self.send(&request).await?;
+        let app: wire::App = expect_json(&request, &reply)?;
+        Ok(Some(format!("{}[bot]", app.slug)))
+    }
+
     async fn forget_installation_token(&self, request: &Request) {
         let Some(installation) = &self.installation else {
             return;

@@ -36,11 +36,13 @@ pub enum RequestKind {
     InstallationToken,
     /// `GET /repos/{owner}/{repo}/installation` (GitHub App auth only).
     Installation,
+    /// `GET /app`: the App itself (GitHub App auth only).
+    App,
 }
 
 impl RequestKind {
     /// Every kind, in declaration order.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::FindPr,
         Self::CreatePr,
         Self::UpdatePr,
@@ -56,6 +58,7 @@ impl RequestKind {
         Self::Permission,
         Self::InstallationToken,
         Self::Installation,
+        Self::App,
     ];
 
     /// Snake-case name, for logs and metric labels.
@@ -77,6 +80,7 @@ impl RequestKind {
             Self::Permission => "permission",
             Self::InstallationToken => "installation_token",
             Self::Installation => "installation",
+            Self::App => "app",
         }
     }
 

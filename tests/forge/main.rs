@@ -790,6 +790,11 @@ async fn an_app_finds_its_installation_and_outlives_its_installation_tokens() {
     let repo = repo();
     seed_bump(&fake);
 
+    assert_eq!(
+        gh.app_bot_login().await.unwrap().as_deref(),
+        Some("autobump[bot]"),
+        "the App's bot, from GET /app"
+    );
     let pr = gh.create_pr(&repo, &new_pr()).await.unwrap();
     assert_eq!(pr.author, "autobump[bot]", "PRs come from the App's bot");
     assert_eq!(fake.requests("apps/get-repo-installation"), 1);

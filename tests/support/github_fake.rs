@@ -292,6 +292,7 @@ fn route(method: &Method, path: &str) -> Option<Route> {
             "/repos/{owner}/{repo}/collaborators/{username}/permission",
             vec![owner, repo, user],
         ),
+        ("GET", ["app"]) => ("/app", vec![]),
         ("GET", ["repos", owner, repo, "installation"]) => {
             ("/repos/{owner}/{repo}/installation", vec![owner, repo])
         }
@@ -837,6 +838,7 @@ impl State {
         };
         if route.template == "/app/installations/{installation_id}/access_tokens"
             || route.template == "/repos/{owner}/{repo}/installation"
+            || route.template == "/app"
         {
             return self.verify_app_jwt(&bearer).map_err(|m| unauthorized(&m));
         }
@@ -947,6 +949,7 @@ impl State {
                 self.mint_token(&p[0])
             }
             ("GET", "/repos/{owner}/{repo}/installation") => self.repo_installation(),
+            ("GET", "/app") => self.authenticated_app(),
             _ => Answer::error(404, "Not Found", "rest"),
         }
     }
@@ -1756,6 +1759,39 @@ impl State {
         Answer::json(
             200,
             json!({ "permission": legacy, "role_name": role, "user": user }),
+        )
+    }
+
+    /// `GET /app`: the App, its slug its bot's login without `[bot]`.
+    fn authenticated_app(&self) -> Answer {
+        let Some(app) = &self.app else {
+            return Answer::error(404, "Not Found", "apps/apps#get-the-authenticated-app");
+        };
+        let slug = app.bot_login.trim_end_matches("[bot]");
+        Answer::json(
+            200,
+            json!({
+                "id": app.app_id,
+                "slug": slug,
+                "node_id": format!("A_{}", app.app_id),
+                "client_id": format!("Iv1.{:016x}", app.app_id),
+                "owner": objects::user(&self.urls, &self.urls.owner),
+                "name": slug,
+                "description": "Bumps images, merges when green, rolls back on alerts",
+                "external_url": format!("{}/{slug}", self.urls.html),
+                "html_url": format!("{}/apps/{slug}", self.urls.html),
+                "created_at": objects::time(self.created),
+                "updated_at": objects::time(self.created),
+                "permissions": {
+                    "contents": "write",
+                    "pull_requests": "write",
+                    "issues": "write",
+                    "statuses": "read",
+                    "checks": "read"
+                },
+                "events": ["pull_request", "issue_comment", "check_run", "status"],
+                "installations_count": 1
+            }),
         )
     }
 

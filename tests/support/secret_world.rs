@@ -172,7 +172,8 @@ impl SecretWorld {
             json!({
                 "images": [{"prefix": prefix, "tags": {"dateSha": {}}}],
                 "source": {"repo": repo, "include": [include]},
-                "pullRequest": {"botLogin": BOT, "branch": branch},
+                // No botLogin: `run` takes the App's bot (GET /app).
+                "pullRequest": {"branch": branch},
                 "notify": [{"webhook": {"url": {"env": "NOTIFY_URL"}}}],
             })
         };
