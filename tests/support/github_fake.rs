@@ -60,6 +60,20 @@ pub enum Failure {
     PrimaryRateLimit { reset_in: i64 },
 }
 
+/// What the fake's App may do (its installation has the same): what autobump needs.
+fn app_permissions() -> Value {
+    json!({
+        "contents": "write",
+        "pull_requests": "write",
+        "issues": "write",
+        "statuses": "read",
+        "checks": "read"
+    })
+}
+
+/// The webhook events the fake's App subscribes to.
+const APP_EVENTS: [&str; 4] = ["pull_request", "issue_comment", "check_run", "status"];
+
 /// A GitHub App the fake knows.
 #[derive(Debug, Clone)]
 pub struct FakeApp {
@@ -1782,14 +1796,8 @@ impl State {
                 "html_url": format!("{}/apps/{slug}", self.urls.html),
                 "created_at": objects::time(self.created),
                 "updated_at": objects::time(self.created),
-                "permissions": {
-                    "contents": "write",
-                    "pull_requests": "write",
-                    "issues": "write",
-                    "statuses": "read",
-                    "checks": "read"
-                },
-                "events": ["pull_request", "issue_comment", "check_run", "status"],
+                "permissions": app_permissions(),
+                "events": APP_EVENTS,
                 "installations_count": 1
             }),
         )
@@ -1815,14 +1823,8 @@ impl State {
                 "app_slug": app.bot_login.trim_end_matches("[bot]"),
                 "target_id": owner["id"],
                 "target_type": "Organization",
-                "permissions": {
-                    "contents": "write",
-                    "pull_requests": "write",
-                    "issues": "write",
-                    "statuses": "read",
-                    "checks": "read"
-                },
-                "events": ["pull_request", "issue_comment", "check_run", "status"],
+                "permissions": app_permissions(),
+                "events": APP_EVENTS,
                 "created_at": objects::time(self.created),
                 "updated_at": objects::time(self.created),
                 "single_file_name": null,
