@@ -3,7 +3,11 @@
 //! (nothing changed), and the registry requests each costs per image. Then one image
 //! with 2,000 tags in 30 variants (Docker Hub style: `1.25.3-alpine`,
 //! `3.12-slim-bookworm`, ...) with 30 references, one per variant: a resolve and the
-//! selection alone.
+//! selection alone. Last, what a credential helper costs: 10 images behind a token
+//! service (the real docker-registry with `auth.token`), the login from a
+//! `credsStore` helper (a `docker-credential-*` script), polled while the 300 s
+//! tokens are valid and once after they expired: requests, token requests and helper
+//! runs per poll.
 //!
 //! Run: `cargo bench --bench resolve` (or `scripts/bench`). Prints figures; asserts
 //! nothing about time.
@@ -33,6 +37,94 @@ async fn main() {
     populate(&registry).await;
     measure(&host).await;
     variants(&registry, &host).await;
+    credential_helper().await;
+}
+
+/// Requests, token requests and helper runs per poll of 10 images whose login comes
+/// from a credential helper: the first poll, idle polls while the tokens are valid,
+/// and the poll after they expired (a `ManualClock` moves time; the helper's
+/// password outlives the tokens, as ECR's 12-hour ones do Docker Hub's 5 minutes).
+async fn credential_helper() {
+    use autobump::clock::{Clock, ManualClock};
+    use autobump::registry::{Credentials, Registry as _, StatsSnapshot};
+    use support::cred_helper::{Behaviour, FakeHelper};
+    use support::token::{TokenIssuer, push_small_image, start_token_registry};
+
+    const REPOS: usize = 10;
+    const IDLE_POLLS: u32 = 10;
+    let issuer = TokenIssuer::start("robot", "unused").await;
+    issuer.accept_expiring_passwords("bench-secret-");
+    let registry = start_token_registry(&issuer).await;
+    let http = support::http_client();
+    let mut images = Vec::new();
+    for i in 0..REPOS {
+        let repo = format!("team/app{i}");
+        let token = issuer.token_for(&[&format!("repository:{repo}:pull,push")]);
+        let bearer = format!("Bearer {token}");
+        push_small_image(
+            &http,
+            &registry.url(),
+            Some(&bearer),
+            &repo,
+            "v1.0.0",
+            "2024-01-01T00:00:00Z",
+        )
+        .await;
+        images.push(ImageRef::parse(&format!("{}/{repo}", registry.host())).unwrap());
+    }
+    let helper = FakeHelper::new(
+        "bench",
+        &Behaviour::ExpiringPassword {
+            user: "robot".into(),
+            prefix: "bench-secret-".into(),
+            lifetime_secs: 3600,
+        },
+    );
+    let credentials = Credentials::anonymous().with_store("bench");
+    let clock = Arc::new(ManualClock::new(autobump::clock::SystemClock.now()));
+    let client = RegistryClient::new(
+        RegistryConfig::default()
+            .credentials(credentials)
+            .helper_path(helper.path_env()),
+        Arc::clone(&clock) as Arc<dyn Clock>,
+    )
+    .unwrap();
+    let poll = || async {
+        for image in &images {
+            client.tags(image).await.unwrap();
+            client.digest(image, "v1.0.0").await.unwrap();
+        }
+        client.stats().snapshot()
+    };
+    let line = |what: &str, before: StatsSnapshot, after: StatsSnapshot, polls: u32| {
+        // Counts of a few dozen: exact in an f64.
+        let per = |n: u64| f64::from(u32::try_from(n).unwrap_or(u32::MAX)) / f64::from(polls);
+        println!(
+            "credential helper: {what}: {:.1} requests per poll of {REPOS} images ({:.1} token \
+             requests), {:.1} helper runs",
+            per(after.requests() - before.requests()),
+            per(after.token - before.token),
+            per(after.helper_calls - before.helper_calls),
+        );
+    };
+    let start = client.stats().snapshot();
+    let first = poll().await;
+    line("first poll", start, first, 1);
+    let mut idle = first;
+    for _ in 0..IDLE_POLLS {
+        clock.advance(chrono::Duration::seconds(20));
+        idle = poll().await;
+    }
+    line("idle polls, tokens valid", first, idle, IDLE_POLLS);
+    clock.advance(chrono::Duration::seconds(300));
+    let expired = poll().await;
+    line("poll after the tokens expired", idle, expired, 1);
+    println!(
+        "credential helper: {} helper runs and {} token requests in {} polls",
+        helper.calls(),
+        issuer.hits(),
+        IDLE_POLLS + 2
+    );
 }
 
 /// The variant suffixes of the many-variants image (`""`: plain).

@@ -40,6 +40,7 @@ pub mod clock;
 pub mod cluster;
 pub mod controller;
 pub mod core;
+pub mod credentials;
 pub mod dashboard;
 pub mod files;
 pub mod forge;

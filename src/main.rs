@@ -250,6 +250,8 @@ struct RunArgs {
     policies: Vec<PathBuf>,
     #[command(flatten)]
     state: StateArgs,
+    #[command(flatten)]
+    github_app: cli::github::GitHubAppArgs,
     /// Reconcile every policy once and exit.
     #[arg(long)]
     once: bool,
@@ -460,8 +462,9 @@ struct ResolveArgs {
 /// How to reach container registries.
 #[derive(Debug, clap::Args)]
 struct RegistryArgs {
-    /// Registry credentials in Docker's config.json format. Default:
-    /// $DOCKER_CONFIG/config.json, else ~/.docker/config.json, when present.
+    /// Registry credentials in Docker's config.json format (auths, identitytoken,
+    /// credHelpers, credsStore). Default: $DOCKER_CONFIG/config.json, else
+    /// ~/.docker/config.json, when present.
     #[arg(long, value_name = "FILE")]
     docker_config: Option<PathBuf>,
     /// Talk plain HTTP to this registry host (repeatable). Loopback hosts

@@ -133,6 +133,7 @@ pub(crate) fn run_standalone(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 github_git_host: args.github_git_host.clone(),
                 bot_login: args.bot_login.clone(),
                 ssh_key: args.ssh_key.clone(),
+                github_app: args.github_app.app()?,
             },
             Arc::new(SystemClock),
             args.registry.client()?,
@@ -146,6 +147,7 @@ pub(crate) fn run_standalone(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 .to_std()
                 .unwrap_or(engine::DEFAULT_RECONCILE_TIMEOUT),
         );
+        engine = with_app_bot_login(engine, args).await;
         if args.kubernetes {
             return run_in_cluster(args, engine, feed).await;
         }
@@ -291,6 +293,32 @@ pub(crate) fn watch_policy_files(paths: Vec<PathBuf>, poke: Arc<tokio::sync::Not
     });
 }
 
+/// With a GitHub App and no --bot-login: the App's bot (`SLUG[bot]`, asked of GitHub
+/// once) is the bot account of pull-request policies that name none. If GitHub cannot
+/// say, such policies are skipped saying they need one, as without the App.
+async fn with_app_bot_login(
+    engine: autobump::controller::engine::ProductionEngine,
+    args: &RunArgs,
+) -> autobump::controller::engine::ProductionEngine {
+    if args.bot_login.is_some() {
+        return engine;
+    }
+    let Some(github) = engine.forge() else {
+        return engine;
+    };
+    match github.app_bot_login().await {
+        Ok(Some(login)) => {
+            tracing::info!(bot = %login, "pull requests come from the GitHub App's bot");
+            engine.with_bot_login(Some(login))
+        }
+        Ok(None) => engine,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the GitHub App (GET /app); policies without pullRequest.botLogin need --bot-login");
+            engine
+        }
+    }
+}
+
 /// `autobump run --kubernetes`: the kube-runtime driver with leader election, state
 /// in the objects' status; SIGTERM stops new work, finishes the reconciles in flight
 /// and releases the Lease.
@@ -307,7 +335,11 @@ pub(crate) async fn run_in_cluster(
     let clock: Arc<dyn autobump::clock::Clock> = Arc::new(SystemClock);
     let workloads = autobump::cluster::KubeWorkloads::infer(Arc::clone(&clock)).await?;
     let client = workloads.client().clone();
-    let engine = Arc::new(engine.with_cluster(workloads));
+    // Policies' own credentials come from Secrets in their namespaces.
+    let secrets = Arc::new(autobump::credentials::kube::KubeSecrets::new(
+        client.clone(),
+    ));
+    let engine = Arc::new(engine.with_cluster(workloads).with_secrets(secrets));
     let metrics = engine.metrics();
     metrics.set_leader(false);
     let identity = match &args.identity {

@@ -31,7 +31,7 @@ use crate::clock::{Clock, Stopwatch};
 use crate::cluster::DynWorkloads;
 use crate::core::change::StateChange;
 use crate::core::gate::GateVerdict;
-use crate::forge::{Forge, GitHub, GitHubAuth, GitHubConfig, WebhookFeed};
+use crate::forge::{Forge, GitHub, GitHubApp, GitHubAuth, GitHubConfig, RepoName, WebhookFeed};
 use crate::metrics::Metrics;
 use crate::notify::{Deliver, Notification, Notifier, NotifierConfig};
 use crate::policy::Policy;
@@ -80,9 +80,25 @@ pub struct GitCredentials {
     pub github_git_host: Option<String>,
     /// An SSH private key for `ssh://` and `user@host:` remotes.
     pub ssh_key: Option<PathBuf>,
+    /// HTTPS remotes on the GitHub host get a token from the forge (a GitHub App's
+    /// installation token, [`Forge::git_token`]) instead of `github_token`.
+    pub forge_tokens: bool,
 }
 
 impl GitCredentials {
+    /// The repository whose forge token `policy`'s remote gets, if it gets one.
+    #[must_use]
+    pub fn forge_token_repo(&self, policy: &Policy) -> Option<RepoName> {
+        let url = policy.spec.source.repo.as_str();
+        let applies = self
+            .github_git_host
+            .as_deref()
+            .is_some_and(|host| github_token_applies(url, host));
+        (self.forge_tokens && applies)
+            .then(|| RepoName::parse(url))
+            .flatten()
+    }
+
     /// Where `policy`'s repository is and how to reach it.
     #[must_use]
     pub fn source(&self, policy: &Policy) -> Source {
@@ -142,6 +158,9 @@ pub struct Config {
     pub bot_login: Option<String>,
     /// An SSH private key for `ssh://` and `user@host:` repositories.
     pub ssh_key: Option<PathBuf>,
+    /// A GitHub App, used instead of `github_token` when set: installation tokens
+    /// for the API and for git over HTTPS on the GitHub host.
+    pub github_app: Option<GitHubApp>,
 }
 
 /// The engine `autobump run` uses, in both modes.
@@ -150,6 +169,10 @@ pub type ProductionEngine = Engine<RegistryClient, GitRepo, GitHub, AlertsClient
 /// One policy's turn, over any adapters (see the module docs).
 pub struct Engine<R, G, F, A, N> {
     resolver: Resolver<R>,
+    /// Policies' own credentials: Secrets (cluster mode; `None`: files).
+    secrets: Option<Arc<dyn crate::credentials::SecretSource>>,
+    /// The resolvers of policies with their own registry credentials.
+    own_resolvers: crate::credentials::OwnResolvers<R>,
     repo: G,
     forge: Option<F>,
     alerts: A,
@@ -178,11 +201,15 @@ impl ProductionEngine {
     ) -> Result<Self, String> {
         let metrics = Arc::new(Metrics::new(Arc::clone(&clock)));
         metrics.attach_registry(registry.stats());
-        let forge = match &config.github_token {
-            Some(token) => Some(
+        let auth = match (&config.github_app, &config.github_token) {
+            (Some(app), _) => Some(app.auth()),
+            (None, Some(token)) => Some(GitHubAuth::Token(token.clone())),
+            (None, None) => None,
+        };
+        let forge = match auth {
+            Some(auth) => Some(
                 GitHub::new(
-                    GitHubConfig::new(GitHubAuth::Token(token.clone()))
-                        .api_url(config.github_api.clone()),
+                    GitHubConfig::new(auth).api_url(config.github_api.clone()),
                     Arc::clone(&clock),
                 )
                 .map_err(|e| format!("GitHub client: {e}"))?
@@ -206,7 +233,8 @@ impl ProductionEngine {
             github_git_host: config
                 .github_git_host
                 .or_else(|| github_git_host(&config.github_api)),
-            github_token: config.github_token,
+            forge_tokens: config.github_app.is_some(),
+            github_token: config.github_token.filter(|_| config.github_app.is_none()),
             ssh_key: config.ssh_key,
         };
         Ok(Self::new(adapters, clock, metrics)
@@ -232,6 +260,8 @@ where
     ) -> Self {
         Self {
             resolver: Resolver::new(adapters.registry),
+            secrets: None,
+            own_resolvers: crate::credentials::OwnResolvers::default(),
             repo: adapters.repo,
             forge: adapters.forge,
             alerts: adapters.alerts,
@@ -245,11 +275,25 @@ where
         }
     }
 
+    /// Reads policies' own credentials (`credentials: {secret: NAME}`) from
+    /// `secrets`, in each policy's namespace (cluster mode); without, from files.
+    #[must_use]
+    pub fn with_secrets(mut self, secrets: Arc<dyn crate::credentials::SecretSource>) -> Self {
+        self.secrets = Some(secrets);
+        self
+    }
+
     /// Reaches git remotes with `git`.
     #[must_use]
     pub fn with_git_credentials(mut self, git: GitCredentials) -> Self {
         self.git = git;
         self
+    }
+
+    /// The forge, when one is configured.
+    #[must_use]
+    pub fn forge(&self) -> Option<&F> {
+        self.forge.as_ref()
     }
 
     /// The bot account of pull-request policies that name none.
@@ -305,6 +349,7 @@ where
     /// Forgets what the resolver cached about an image (after a registry push).
     pub fn invalidate(&self, canonical: &str) {
         self.resolver.invalidate(canonical);
+        self.own_resolvers.invalidate(canonical);
     }
 
     /// One policy's whole turn at `now`, its state in `store`: the reconcile within
@@ -366,11 +411,46 @@ where
             Ok(forge) => forge,
             Err(why) => return PolicyOutcome::Skipped(why),
         };
+        let own = match crate::credentials::for_policy(p, self.secrets.as_deref()).await {
+            Ok(own) => own,
+            Err(e) => return PolicyOutcome::Failed(e.into()),
+        };
+        let own_resolver = match &own.registry {
+            Some(credentials) => {
+                let key = format!(
+                    "{}/{}",
+                    p.metadata.namespace.as_ref().map_or("", |n| n.as_str()),
+                    p.name()
+                );
+                match self
+                    .own_resolvers
+                    .get(&key, self.resolver.registry(), credentials)
+                {
+                    Some(resolver) => Some(resolver),
+                    None => {
+                        return PolicyOutcome::Failed(ReconcileError::Policy(
+                            "this registry client takes no per-policy credentials".into(),
+                        ));
+                    }
+                }
+            }
+            None => None,
+        };
+        let mut source = self.git.source(p);
+        if let Some(auth) = own.git {
+            source.auth = auth;
+        } else if let (Some(forge), Some(repo)) = (&self.forge, self.git.forge_token_repo(p)) {
+            match forge.git_token(&repo).await {
+                Ok(Some(token)) => source.auth = crate::repo::Auth::github_token(token),
+                Ok(None) => {}
+                Err(e) => return PolicyOutcome::Failed(e.into()),
+            }
+        }
         let deps = Deps {
-            resolver: &self.resolver,
+            resolver: own_resolver.as_deref().unwrap_or(&self.resolver),
             repo: &self.repo,
             store,
-            source: self.git.source(p),
+            source,
             workloads: self.workloads.as_deref(),
             forge,
         };

@@ -80,8 +80,11 @@ impl<'a, F> ForgeAccess<'a, F> {
         if Mode::of(&policy.spec) == Mode::DirectPush {
             return Ok(None);
         }
-        let forge = forge
-            .ok_or_else(|| "pull-request policies need a GitHub token (GITHUB_TOKEN)".to_owned())?;
+        let forge = forge.ok_or_else(|| {
+            "pull-request policies need GitHub access (GITHUB_TOKEN, or a GitHub App: \
+                 --github-app-id and --github-app-key)"
+                .to_owned()
+        })?;
         let repo = RepoName::parse(policy.spec.source.repo.as_str()).ok_or_else(|| {
             format!(
                 "{} is not a GitHub repository",
@@ -145,6 +148,9 @@ pub enum ReconcileError {
     /// The policy cannot be run in this flow.
     #[error("policy: {0}")]
     Policy(String),
+    /// The policy's own credentials (`credentials:`) cannot be read or used.
+    #[error("credentials: {0}")]
+    Credentials(#[from] crate::credentials::CredentialsError),
     /// The reconcile did not finish within its deadline and was cancelled; what it
     /// had written stays consistent (intents), and the next tick tries again.
     #[error(
@@ -164,6 +170,7 @@ impl ReconcileError {
             Self::Store(e) => e.is_retryable(),
             Self::Cluster(e) => e.is_retryable(),
             Self::Policy(_) => false,
+            Self::Credentials(e) => e.is_retryable(),
             Self::Deadline(_) => true,
         }
     }
@@ -177,6 +184,7 @@ impl ReconcileError {
             Self::Store(e) => e.metric_label(),
             Self::Cluster(e) => e.metric_label(),
             Self::Policy(_) => "policy",
+            Self::Credentials(e) => e.metric_label(),
             Self::Deadline(_) => "deadline",
         }
     }

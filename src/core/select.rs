@@ -570,6 +570,7 @@ mod tests {
                     exclude_tags: Vec::new(),
                     source_repo: None,
                     min_age: None,
+                    credentials: None,
                 },
                 images: BTreeMap::new(),
                 bad: BTreeSet::new(),

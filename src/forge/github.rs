@@ -26,15 +26,16 @@ use crate::clock::Clock;
 pub enum GitHubAuth {
     /// A personal access token, fine-grained token or any other bearer token.
     Token(String),
-    /// A GitHub App installation: requests carry an installation token minted with a
-    /// JWT signed by the App's private key.
+    /// A GitHub App: requests carry an installation token minted with a JWT signed
+    /// by the App's private key, for the installation that holds the repository.
     App {
         /// The App's numeric id (the JWT's `iss`).
         app_id: u64,
         /// The App's private key, PEM (`-----BEGIN RSA PRIVATE KEY-----`).
         private_key_pem: String,
-        /// The installation on the account that owns the repositories.
-        installation_id: u64,
+        /// The installation for every repository; `None`: found per repository
+        /// (`GET /repos/{owner}/{repo}/installation`, once per repository).
+        installation_id: Option<u64>,
     },
 }
 
@@ -53,6 +54,37 @@ impl fmt::Debug for GitHubAuth {
                 .field("installation_id", installation_id)
                 .finish(),
         }
+    }
+}
+
+/// A GitHub App's credentials (`--github-app-id`, `--github-app-key`): which
+/// installation holds a repository is asked per repository.
+#[derive(Clone)]
+pub struct GitHubApp {
+    /// The App's numeric id.
+    pub app_id: u64,
+    /// The App's private key, PEM.
+    pub private_key_pem: String,
+}
+
+impl GitHubApp {
+    /// The App's auth, its installations found per repository.
+    #[must_use]
+    pub fn auth(&self) -> GitHubAuth {
+        GitHubAuth::App {
+            app_id: self.app_id,
+            private_key_pem: self.private_key_pem.clone(),
+            installation_id: None,
+        }
+    }
+}
+
+impl fmt::Debug for GitHubApp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GitHubApp")
+            .field("app_id", &self.app_id)
+            .field("private_key_pem", &"<redacted>")
+            .finish()
     }
 }
 
@@ -158,9 +190,20 @@ impl fmt::Debug for GitHub {
 }
 
 struct InstallationAuth {
-    id: u64,
-    /// The client carrying the current token, and when the token expires.
-    current: tokio::sync::Mutex<Option<(Octocrab, DateTime<Utc>)>>,
+    /// The installation of every repository, when configured.
+    fixed: Option<u64>,
+    /// Installations found, by `owner/repo` (lower case).
+    by_repo: Mutex<HashMap<String, u64>>,
+    /// Each installation's current token: the client carrying it, the token, and
+    /// when it expires.
+    current: tokio::sync::Mutex<HashMap<u64, Minted>>,
+}
+
+#[derive(Clone)]
+struct Minted {
+    client: Octocrab,
+    token: String,
+    expires_at: DateTime<Utc>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -364,8 +407,9 @@ impl GitHub {
                 (
                     builder.app(octocrab::models::AppId(*app_id), key),
                     Some(InstallationAuth {
-                        id: *installation_id,
-                        current: tokio::sync::Mutex::new(None),
+                        fixed: *installation_id,
+                        by_repo: Mutex::default(),
+                        current: tokio::sync::Mutex::default(),
                     }),
                 )
             }
@@ -423,35 +467,55 @@ impl GitHub {
         Arc::clone(&self.stats)
     }
 
-    /// When the cached installation token expires (`None` with token auth, or before
-    /// the first request).
+    /// When the first of the cached installation tokens expires (`None` with token
+    /// auth, or before the first request).
     pub async fn installation_token_expiry(&self) -> Option<DateTime<Utc>> {
         let installation = self.installation.as_ref()?;
         installation
             .current
             .lock()
             .await
-            .as_ref()
-            .map(|(_, at)| *at)
+            .values()
+            .map(|m| m.expires_at)
+            .min()
     }
 
-    /// The client to send API requests with: the token client, or the installation
-    /// client with a token valid for at least the refresh margin (minted if needed).
-    async fn api_client(&self) -> Result<Octocrab, ForgeError> {
-        let Some(installation) = &self.installation else {
+    /// The client to send `request` with: the token client, or the client of the
+    /// installation holding the request's repository, with a token valid for at least
+    /// the refresh margin (minted if needed).
+    async fn api_client(&self, request: &Request) -> Result<Octocrab, ForgeError> {
+        if self.installation.is_none() {
             return Ok(self.base.clone());
+        }
+        let repo = repo_of_path(&request.path).ok_or_else(|| ForgeError::Config {
+            detail: format!(
+                "{}: with GitHub App auth every request must name a repository",
+                request.what()
+            ),
+        })?;
+        Ok(self.installation_token(&repo).await?.client)
+    }
+
+    /// The installation token for `repo` (`owner/repo`), minted when there is none
+    /// or it expires within the refresh margin.
+    async fn installation_token(&self, repo: &str) -> Result<Minted, ForgeError> {
+        let Some(installation) = &self.installation else {
+            return Err(ForgeError::Config {
+                detail: "installation tokens need GitHub App auth".into(),
+            });
         };
+        let id = self.installation_id(installation, repo).await?;
         let mut current = installation.current.lock().await;
         let now = self.clock.now();
-        if let Some((client, expires_at)) = current.as_ref()
-            && *expires_at - now > self.config.token_refresh_margin
+        if let Some(minted) = current.get(&id)
+            && minted.expires_at - now > self.config.token_refresh_margin
         {
-            return Ok(client.clone());
+            return Ok(minted.clone());
         }
         let mut request = Request::new(
             RequestKind::InstallationToken,
             Method::Post,
-            format!("/app/installations/{}/access_tokens", installation.id),
+            format!("/app/installations/{id}/access_tokens"),
         )
         .body(&serde_json::json!({}))?;
         request.as_app = true;
@@ -459,17 +523,105 @@ impl GitHub {
         let token: wire::InstallationToken = expect_json(&request, &reply)?;
         let client = self
             .base
-            .user_access_token(token.token)
+            .user_access_token(token.token.clone())
             .map_err(|e| ForgeError::Config {
                 detail: format!("installation client: {e}"),
             })?;
-        *current = Some((client.clone(), token.expires_at));
-        Ok(client)
+        tracing::debug!(installation = id, expires_at = %token.expires_at, "minted a GitHub App installation token");
+        let minted = Minted {
+            client,
+            token: token.token,
+            expires_at: token.expires_at,
+        };
+        current.insert(id, minted.clone());
+        Ok(minted)
     }
 
-    async fn forget_installation_token(&self) {
-        if let Some(installation) = &self.installation {
-            *installation.current.lock().await = None;
+    /// The installation holding `repo`: the configured one, or found once per
+    /// repository as the App (`GET /repos/{owner}/{repo}/installation`).
+    async fn installation_id(
+        &self,
+        installation: &InstallationAuth,
+        repo: &str,
+    ) -> Result<u64, ForgeError> {
+        if let Some(id) = installation.fixed {
+            return Ok(id);
+        }
+        let key = repo.to_ascii_lowercase();
+        let known = installation
+            .by_repo
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .copied();
+        if let Some(id) = known {
+            return Ok(id);
+        }
+        let (owner, name) = repo.split_once('/').unwrap_or((repo, ""));
+        let mut request = Request::new(
+            RequestKind::Installation,
+            Method::Get,
+            format!("/repos/{}/{}/installation", encode(owner), encode(name)),
+        );
+        request.as_app = true;
+        let reply = Box::pin(self.send(&request)).await?;
+        if reply.status == 404 {
+            return Err(ForgeError::NotFound {
+                what: format!("the GitHub App's installation on {repo} (install the App on it)"),
+            });
+        }
+        let found: wire::Installation = expect_json(&request, &reply)?;
+        installation
+            .by_repo
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, found.id);
+        Ok(found.id)
+    }
+
+    /// (App auth) an installation token for the installation holding `repo`, valid
+    /// for at least the refresh margin; `None` with token auth.
+    async fn app_git_token(&self, repo: &RepoName) -> Result<Option<String>, ForgeError> {
+        match &self.config.auth {
+            GitHubAuth::Token(_) => Ok(None),
+            GitHubAuth::App { .. } => Ok(Some(
+                self.installation_token(&format!("{}/{}", repo.owner, repo.name))
+                    .await?
+                    .token,
+            )),
+        }
+    }
+
+    /// The login the App's PRs and comments carry (`SLUG[bot]`, from `GET /app`);
+    /// `None` with token auth.
+    pub async fn app_bot_login(&self) -> Result<Option<String>, ForgeError> {
+        if self.installation.is_none() {
+            return Ok(None);
+        }
+        let mut request = Request::new(RequestKind::App, Method::Get, "/app".to_owned());
+        request.as_app = true;
+        let reply = self.send(&request).await?;
+        let app: wire::App = expect_json(&request, &reply)?;
+        Ok(Some(format!("{}[bot]", app.slug)))
+    }
+
+    async fn forget_installation_token(&self, request: &Request) {
+        let Some(installation) = &self.installation else {
+            return;
+        };
+        let Some(repo) = repo_of_path(&request.path) else {
+            return;
+        };
+        let id = installation.fixed.or_else(|| {
+            installation
+                .by_repo
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&repo.to_ascii_lowercase())
+                .copied()
+        });
+        if let Some(id) = id {
+            installation.current.lock().await.remove(&id);
         }
     }
 
@@ -503,7 +655,7 @@ impl GitHub {
                     refreshed_after_401 = true;
                     attempt -= 1;
                     self.stats.count_retry();
-                    self.forget_installation_token().await;
+                    self.forget_installation_token(request).await;
                 }
                 Outcome::Done(reply) => return Ok(reply),
                 Outcome::Fail(error) => return Err(error),
@@ -532,7 +684,7 @@ impl GitHub {
         let client = if request.as_app {
             self.base.clone()
         } else {
-            self.api_client().await?
+            self.api_client(request).await?
         };
         let etag = if request.method == Method::Get {
             self.etags().get(&request.path).map(|c| c.etag.clone())
@@ -874,6 +1026,15 @@ fn repo_path(repo: &RepoName) -> String {
     format!("/repos/{}/{}", encode(&repo.owner), encode(&repo.name))
 }
 
+/// `owner/repo` of a `/repos/{owner}/{repo}/…` path (still percent-encoded, as
+/// GitHub names never need encoding).
+fn repo_of_path(path: &str) -> Option<String> {
+    let mut parts = path.strip_prefix("/repos/")?.split(['/', '?']);
+    let owner = parts.next().filter(|s| !s.is_empty())?;
+    let name = parts.next().filter(|s| !s.is_empty())?;
+    Some(format!("{owner}/{name}"))
+}
+
 fn parse_json<T: DeserializeOwned>(request: &Request, body: &str) -> Result<T, ForgeError> {
     serde_json::from_str(body).map_err(|e| ForgeError::InvalidResponse {
         what: request.what(),
@@ -929,6 +1090,11 @@ fn timestamp(at: DateTime<Utc>) -> String {
 }
 
 impl Forge for GitHub {
+    /// With App auth, the installation token of the repository's installation.
+    async fn git_token(&self, repo: &RepoName) -> Result<Option<String>, ForgeError> {
+        self.app_git_token(repo).await
+    }
+
     async fn find_open_pr(
         &self,
         repo: &RepoName,
@@ -1355,7 +1521,7 @@ mod tests {
             GitHubAuth::App {
                 app_id: 1,
                 private_key_pem: "-----BEGIN secret".into(),
-                installation_id: 2
+                installation_id: Some(2)
             }
         );
         assert!(!app.contains("secret"), "{app}");

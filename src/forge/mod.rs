@@ -38,7 +38,7 @@ use chrono::{DateTime, Utc};
 
 pub use error::ForgeError;
 pub use feed::{DeliveredComment, WebhookFeed};
-pub use github::{GitHub, GitHubAuth, GitHubConfig, RetryPolicy};
+pub use github::{GitHub, GitHubApp, GitHubAuth, GitHubConfig, RetryPolicy};
 pub use stats::{ForgeStats, ForgeStatsSnapshot, RequestKind};
 
 /// A GitHub repository, `owner/name`.
@@ -439,6 +439,17 @@ pub trait Forge: Send + Sync {
         repo: &RepoName,
         user: &str,
     ) -> impl Future<Output = Result<Permission, ForgeError>> + Send;
+
+    /// A token for git over HTTPS to `repo` that the forge hands out (a GitHub App's
+    /// installation token, valid for several minutes more), or `None` when git
+    /// credentials come from elsewhere (the default).
+    fn git_token(
+        &self,
+        repo: &RepoName,
+    ) -> impl Future<Output = Result<Option<String>, ForgeError>> + Send {
+        let _ = repo;
+        async { Ok(None) }
+    }
 
     /// All of [`list_comments`](Self::list_comments), or the last answer when GitHub's
     /// webhooks prove no comment was written or edited since (see [`feed`]). Only for

@@ -34,11 +34,15 @@ pub enum RequestKind {
     Permission,
     /// `POST /app/installations/{id}/access_tokens` (GitHub App auth only).
     InstallationToken,
+    /// `GET /repos/{owner}/{repo}/installation` (GitHub App auth only).
+    Installation,
+    /// `GET /app`: the App itself (GitHub App auth only).
+    App,
 }
 
 impl RequestKind {
     /// Every kind, in declaration order.
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 16] = [
         Self::FindPr,
         Self::CreatePr,
         Self::UpdatePr,
@@ -53,6 +57,8 @@ impl RequestKind {
         Self::CheckRuns,
         Self::Permission,
         Self::InstallationToken,
+        Self::Installation,
+        Self::App,
     ];
 
     /// Snake-case name, for logs and metric labels.
@@ -73,6 +79,8 @@ impl RequestKind {
             Self::CheckRuns => "check_runs",
             Self::Permission => "permission",
             Self::InstallationToken => "installation_token",
+            Self::Installation => "installation",
+            Self::App => "app",
         }
     }
 

@@ -230,6 +230,18 @@ pub(super) struct CollaboratorPermission {
     pub role_name: Option<String>,
 }
 
+/// `integration` (`GET /app`): only its slug is needed.
+#[derive(Debug, Deserialize)]
+pub(super) struct App {
+    pub slug: String,
+}
+
+/// `installation`: only its id is needed.
+#[derive(Debug, Deserialize)]
+pub(super) struct Installation {
+    pub id: u64,
+}
+
 #[derive(Debug, Deserialize)]
 pub(super) struct InstallationToken {
     pub token: String,

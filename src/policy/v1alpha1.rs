@@ -143,6 +143,26 @@ pub struct ImagePolicy {
     /// none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_age: Option<Duration>,
+    /// This policy's own registry login, instead of the controller's for the
+    /// registries it names: in cluster mode `{secret: NAME}`, a
+    /// `kubernetes.io/dockerconfigjson` Secret in the policy's namespace; standalone
+    /// `{file: PATH}`, a Docker `config.json`. Logins and identity tokens only (no
+    /// credential helpers). Read on every reconcile, so a rotated Secret or file
+    /// applies at once. Default: the controller's registry credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<CredentialsRef>,
+}
+
+/// Where a policy's own credentials are: exactly one of `secret` and `file`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum CredentialsRef {
+    /// A Secret in the policy's own namespace (cluster mode only; a policy can never
+    /// name another namespace's Secret).
+    Secret(DnsLabel),
+    /// A file on the machine autobump runs on (standalone mode only; refused in
+    /// cluster mode, where the controller's files are not the policy's to read).
+    File(String),
 }
 
 impl ImagePolicy {
@@ -250,6 +270,17 @@ pub struct SourceSpec {
     /// (Prow's autobumper behaviour).
     #[serde(default)]
     pub mode: RewriteMode,
+    /// This policy's own git credentials, instead of the controller's
+    /// (`GITHUB_TOKEN`, the GitHub App, `--ssh-key`): in cluster mode `{secret:
+    /// NAME}`, a Secret in the policy's namespace holding an SSH key
+    /// (`kubernetes.io/ssh-auth`, key `ssh-privatekey`), a login
+    /// (`kubernetes.io/basic-auth`, `username` and `password`) or a `token` (sent as
+    /// `x-access-token`); standalone `{file: PATH}`, an SSH private key or a file
+    /// holding a token. A login or token goes only to this repository, and only over
+    /// HTTPS (plain HTTP to a loopback host). Read on every reconcile. Default: the
+    /// controller's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<CredentialsRef>,
 }
 
 fn default_branch() -> BranchName {

@@ -17,8 +17,9 @@ use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 use url::Url;
 
-use super::config::{BasicAuth, RegistryConfig, Scheme, normalise_registry};
+use super::config::{BasicAuth, Login, LoginSource, RegistryConfig, Scheme, normalise_registry};
 use super::error::RegistryError;
+use super::helper;
 use super::stats::{RegistryStats, RequestKind};
 use super::wire::{backoff_delay, parse_link_next, parse_retry_after, parse_www_authenticate};
 use super::{Registry, install_crypto_provider};
@@ -87,7 +88,8 @@ struct Host {
     /// `scheme://api-host/`
     base: Url,
     config: RegistryConfig,
-    login: Option<BasicAuth>,
+    /// Where the login comes from (see [`Credentials::source`](super::Credentials::source)).
+    source: LoginSource,
     http: reqwest::Client,
     limiter: Option<RateLimiter>,
     permits: Semaphore,
@@ -99,6 +101,18 @@ struct AuthState {
     mode: AuthMode,
     /// Bearer tokens by scope.
     tokens: HashMap<String, CachedToken>,
+    /// The credential helper's answer, kept until the registry refuses it.
+    helper_login: HelperLogin,
+}
+
+/// What the credential helper said, as far as it is still good.
+#[derive(Default)]
+enum HelperLogin {
+    /// Not asked yet, or its answer was refused since.
+    #[default]
+    Ask,
+    /// Its answer (`None`: it has nothing for this registry).
+    Answered(Option<Login>),
 }
 
 #[derive(Default, Clone)]
@@ -219,7 +233,7 @@ impl Fetched {
     }
 }
 
-/// A token endpoint's answer (Docker token spec; `OAuth2` servers say `access_token`).
+/// A token endpoint's answer (Docker token spec; OAuth 2.0 servers say `access_token`).
 #[derive(Deserialize)]
 struct TokenResponse {
     token: Option<String>,
@@ -249,6 +263,8 @@ struct Req<'a> {
     url: Url,
     accept: Option<&'a str>,
     authorization: Option<String>,
+    /// An `application/x-www-form-urlencoded` body (the refresh-token grant).
+    form: Option<String>,
     limit: usize,
 }
 
@@ -437,6 +453,11 @@ impl RegistryClient {
         if let Some(authorization) = &req.authorization {
             builder = builder.header(header::AUTHORIZATION, authorization);
         }
+        if let Some(form) = &req.form {
+            builder = builder
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(form.clone());
+        }
         let limit = req.limit;
         // How far the exchange got, for the error when it runs out of time.
         let (headers_in, body_read) = (AtomicBool::new(false), AtomicUsize::new(0));
@@ -518,8 +539,9 @@ impl RegistryClient {
             }
             if challenged {
                 return Err(ctx.unauthorized(format!(
-                    "{} still answered 401 after logging in: {}",
+                    "{} still answered 401 after logging in{}: {}",
                     req.kind.as_str(),
+                    login_origin(&host.source),
                     fetched.body_snippet()
                 )));
             }
@@ -540,14 +562,21 @@ impl RegistryClient {
         let mut state = host.auth.lock().await;
         match state.mode.clone() {
             AuthMode::Unknown => Ok(None),
-            AuthMode::Basic => Ok(host.login.as_ref().map(basic_header)),
+            AuthMode::Basic => match self.login(host, ctx, &mut state).await?.0 {
+                Some(Login::Basic(login)) => Ok(Some(basic_header(&login))),
+                Some(Login::IdentityToken(_)) => Err(ctx.unauthorized(
+                    "the registry asks for basic auth, and an identity token works only \
+                     with a token service (bearer auth)",
+                )),
+                None => Ok(None),
+            },
             AuthMode::Bearer { realm, service } => {
                 let now = self.clock.now();
                 if let Some(token) = state.tokens.get(scope).filter(|t| t.valid_until > now) {
                     return Ok(Some(format!("Bearer {}", token.value)));
                 }
                 let token = self
-                    .fetch_token(host, ctx, &realm, service.as_deref(), scope)
+                    .token(host, ctx, &mut state, &realm, service.as_deref(), scope)
                     .await?;
                 let header = format!("Bearer {}", token.value);
                 state.tokens.insert(scope.to_owned(), token);
@@ -591,18 +620,26 @@ impl RegistryClient {
                 return Ok(());
             }
             let token = self
-                .fetch_token(host, ctx, &realm, service.as_deref(), wanted)
+                .token(host, ctx, &mut state, &realm, service.as_deref(), wanted)
                 .await?;
             state.tokens.insert(scope.to_owned(), token);
             state.mode = AuthMode::Bearer { realm, service };
             return Ok(());
         }
         if challenges.iter().any(|c| c.scheme == "basic") {
-            if host.login.is_none() {
-                return Err(ctx.unauthorized(format!(
-                    "the registry requires basic auth and no credentials are configured for {}",
-                    host.name
-                )));
+            if matches!(state.mode, AuthMode::Basic) && sent.is_some() {
+                // The login was refused: a helper is asked again (once: `request`
+                // gives up after the next 401).
+                state.helper_login = HelperLogin::Ask;
+            }
+            if self.login(host, ctx, &mut state).await?.0.is_none() {
+                let why = match &host.source {
+                    LoginSource::Helper { helper, .. } => {
+                        format!("docker-credential-{helper} has no credentials for it")
+                    }
+                    _ => format!("no credentials are configured for {}", host.name),
+                };
+                return Err(ctx.unauthorized(format!("the registry requires basic auth and {why}")));
             }
             state.mode = AuthMode::Basic;
             return Ok(());
@@ -613,7 +650,81 @@ impl RegistryClient {
         )))
     }
 
-    /// `GET realm?service=..&scope=..` (with the configured login, if any).
+    /// The login to use: a known one, or the helper's answer (the helper is run
+    /// when it has not been asked yet, or its answer was refused since). The flag
+    /// says whether the helper was just run.
+    async fn login(
+        &self,
+        host: &Host,
+        ctx: &Ctx,
+        state: &mut AuthState,
+    ) -> Result<(Option<Login>, bool), RegistryError> {
+        let (helper, server_url) = match &host.source {
+            LoginSource::Anonymous => return Ok((None, false)),
+            LoginSource::Known(login) => return Ok((Some(login.clone()), false)),
+            LoginSource::Helper { helper, server_url } => (helper, server_url),
+        };
+        if let HelperLogin::Answered(answer) = &state.helper_login {
+            return Ok((answer.clone(), false));
+        }
+        self.stats.count_helper_call();
+        let timeout = host.config.helper_timeout.min(ctx.deadline.remaining());
+        let answer = helper::get(
+            helper,
+            server_url,
+            host.config.helper_path.as_ref(),
+            timeout,
+        )
+        .await
+        .map_err(|failure| RegistryError::CredentialHelper {
+            registry: ctx.registry.clone(),
+            image: ctx.image.clone(),
+            helper: helper.clone(),
+            detail: failure.detail,
+            retryable: failure.retryable,
+        })?;
+        let login = match answer {
+            helper::Answer::Found(login) => Some(login),
+            helper::Answer::NotFound => {
+                debug!(registry = %host.name, helper = %helper,
+                    "the credential helper has no credentials for this registry");
+                None
+            }
+        };
+        state.helper_login = HelperLogin::Answered(login.clone());
+        Ok((login, true))
+    }
+
+    /// A bearer token for `scope` with the login; when the token service refuses a
+    /// login a helper gave earlier, the helper is asked again and the token fetched
+    /// once more.
+    async fn token(
+        &self,
+        host: &Host,
+        ctx: &Ctx,
+        state: &mut AuthState,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+    ) -> Result<CachedToken, RegistryError> {
+        let (login, fresh) = self.login(host, ctx, state).await?;
+        let first = self
+            .fetch_token(host, ctx, realm, service, scope, login.as_ref())
+            .await;
+        let refused = matches!(first, Err(RegistryError::Unauthorized { .. }));
+        if !refused || fresh || !matches!(host.source, LoginSource::Helper { .. }) {
+            return first;
+        }
+        debug!(registry = %host.name, "the token service refused the helper's login; asking the helper again");
+        state.helper_login = HelperLogin::Ask;
+        let (login, _) = self.login(host, ctx, state).await?;
+        self.fetch_token(host, ctx, realm, service, scope, login.as_ref())
+            .await
+    }
+
+    /// `GET realm?service=..&scope=..` (with the login as basic auth, if any), or
+    /// with an identity token the OAuth 2.0 refresh-token grant: `POST realm` with
+    /// `grant_type=refresh_token` (distribution's token spec, "OAuth 2.0 token").
     async fn fetch_token(
         &self,
         host: &Host,
@@ -621,32 +732,61 @@ impl RegistryClient {
         realm: &str,
         service: Option<&str>,
         scope: &str,
+        login: Option<&Login>,
     ) -> Result<CachedToken, RegistryError> {
         let mut url = Url::parse(realm)
             .map_err(|e| ctx.invalid(format!("bearer realm {realm:?} is not a URL: {e}")))?;
-        {
+        let service = service.filter(|s| !s.is_empty());
+        let (method, authorization, form) = if let Some(Login::IdentityToken(token)) = login {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            form.append_pair("grant_type", "refresh_token")
+                .append_pair("client_id", "autobump")
+                .append_pair("refresh_token", token);
+            if let Some(service) = service {
+                form.append_pair("service", service);
+            }
+            let scopes: Vec<&str> = scope.split_ascii_whitespace().collect();
+            if !scopes.is_empty() {
+                form.append_pair("scope", &scopes.join(" "));
+            }
+            (Method::POST, None, Some(form.finish()))
+        } else {
             let mut query = url.query_pairs_mut();
-            if let Some(service) = service.filter(|s| !s.is_empty()) {
+            if let Some(service) = service {
                 query.append_pair("service", service);
             }
             for scope in scope.split_ascii_whitespace() {
                 query.append_pair("scope", scope);
             }
-        }
+            drop(query);
+            let authorization = match login {
+                Some(Login::Basic(login)) => Some(basic_header(login)),
+                _ => None,
+            };
+            (Method::GET, authorization, None)
+        };
         let req = Req {
             kind: RequestKind::Token,
-            method: Method::GET,
+            method,
             url,
             accept: Some("application/json"),
-            authorization: host.login.as_ref().map(basic_header),
+            authorization,
+            form,
             limit: TOKEN_LIMIT,
         };
         let fetched = self.execute(host, ctx, &req).await?;
-        if matches!(fetched.status.as_u16(), 401 | 403) {
-            let who = match &host.login {
-                Some(login) => format!("as {:?}", login.username),
+        // RFC 6749 §5.2: a refused refresh token is a 400 `invalid_grant`.
+        let bad_grant = req.form.is_some()
+            && fetched.status == StatusCode::BAD_REQUEST
+            && String::from_utf8_lossy(&fetched.body).contains("invalid_grant");
+        if matches!(fetched.status.as_u16(), 401 | 403) || bad_grant {
+            let mut who = match login {
+                Some(login) => login.describe(),
                 None => "anonymously (no credentials configured)".to_owned(),
             };
+            if let LoginSource::Helper { helper, .. } = &host.source {
+                write!(who, " (from docker-credential-{helper})").ok();
+            }
             return Err(ctx.unauthorized(format!(
                 "token endpoint {realm} refused a token {who}: {} {}",
                 fetched.status,
@@ -692,6 +832,7 @@ impl RegistryClient {
                     url,
                     accept: Some(MANIFEST_ACCEPT),
                     authorization: None,
+                    form: None,
                     limit: MANIFEST_LIMIT,
                 },
                 &pull_scope(path),
@@ -731,7 +872,7 @@ impl Host {
             registry: name.to_owned(),
             detail: format!("building the HTTP client: {}", crate::error_chain(&e)),
         })?;
-        let login = config.credentials.lookup(name).cloned();
+        let source = config.credentials.source(name);
         Ok(Self {
             name: name.to_owned(),
             base,
@@ -739,7 +880,7 @@ impl Host {
                 .rate_limit
                 .and_then(|rate| RateLimiter::new(rate, config.burst)),
             permits: Semaphore::new(config.max_concurrency.max(1)),
-            login,
+            source,
             http,
             config,
             auth: tokio::sync::Mutex::default(),
@@ -748,6 +889,27 @@ impl Host {
 }
 
 impl Registry for RegistryClient {
+    /// The same settings with `credentials` merged over every registry's (they win for
+    /// the hosts they name); its own connections and token caches, the same counters.
+    fn with_credentials(&self, credentials: &super::Credentials) -> Option<Self> {
+        let merge = |config: &RegistryConfig| {
+            let mut config = config.clone();
+            config.credentials = config.credentials.clone().merge(credentials.clone());
+            config
+        };
+        Some(Self {
+            defaults: merge(&self.defaults),
+            overrides: self
+                .overrides
+                .iter()
+                .map(|(host, config)| (host.clone(), merge(config)))
+                .collect(),
+            hosts: Arc::default(),
+            clock: Arc::clone(&self.clock),
+            stats: Arc::clone(&self.stats),
+        })
+    }
+
     /// See [`RegistryClient::list_tags`]; within the call deadline.
     async fn tags(&self, image: &ImageRef) -> Result<Vec<String>, RegistryError> {
         let (host, ctx) = self.start_call(image)?;
@@ -809,6 +971,7 @@ impl RegistryClient {
                         url: url.clone(),
                         accept: Some("application/json"),
                         authorization: None,
+                        form: None,
                         limit: TAGS_PAGE_LIMIT,
                     },
                     &scope,
@@ -887,6 +1050,7 @@ impl RegistryClient {
                     url,
                     accept: Some(MANIFEST_ACCEPT),
                     authorization: None,
+                    form: None,
                     limit: MANIFEST_LIMIT,
                 },
                 &pull_scope(&path),
@@ -951,6 +1115,7 @@ impl RegistryClient {
                     url,
                     accept: None,
                     authorization: None,
+                    form: None,
                     limit: BLOB_LIMIT,
                 },
                 &pull_scope(&path),
@@ -1105,6 +1270,18 @@ fn load_ca_bundle(
         )));
     }
     Ok(certs)
+}
+
+/// ` as "user"`, ` with an identity token`, ` with the login from
+/// docker-credential-NAME`: for messages, never the secret.
+fn login_origin(source: &LoginSource) -> String {
+    match source {
+        LoginSource::Anonymous => String::new(),
+        LoginSource::Known(login) => format!(" {}", login.describe()),
+        LoginSource::Helper { helper, .. } => {
+            format!(" with the login from docker-credential-{helper}")
+        }
+    }
 }
 
 fn basic_header(login: &BasicAuth) -> String {

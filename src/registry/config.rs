@@ -109,6 +109,11 @@ pub struct RegistryConfig {
     /// registry whose `Link` always points somewhere new cannot keep a poll going.
     pub max_pages: usize,
     pub retry: RetryPolicy,
+    /// A credential helper (`docker-credential-NAME get`) must answer within this;
+    /// it is killed past it and the call fails naming the helper and the registry.
+    pub helper_timeout: Duration,
+    /// The `PATH` searched for `docker-credential-*` programs; `None`: the process's.
+    pub helper_path: Option<std::ffi::OsString>,
 }
 
 impl Default for RegistryConfig {
@@ -127,6 +132,9 @@ impl Default for RegistryConfig {
             page_size: 1000,
             max_pages: 1000,
             retry: RetryPolicy::default(),
+            // ECR's and GCR's helpers call their cloud's token service: seconds.
+            helper_timeout: Duration::from_secs(15),
+            helper_path: None,
         }
     }
 }
@@ -204,6 +212,19 @@ impl RegistryConfig {
         self.retry = retry;
         self
     }
+
+    #[must_use]
+    pub fn helper_timeout(mut self, timeout: Duration) -> Self {
+        self.helper_timeout = timeout;
+        self
+    }
+
+    /// Searches `path` (a `PATH` value) for credential helpers.
+    #[must_use]
+    pub fn helper_path(mut self, path: impl Into<std::ffi::OsString>) -> Self {
+        self.helper_path = Some(path.into());
+        self
+    }
 }
 
 /// A user name and password (or token used as a password).
@@ -231,18 +252,81 @@ impl fmt::Debug for BasicAuth {
 /// `ghcr.io`), and Docker Hub's spellings (`https://index.docker.io/v1/`,
 /// `index.docker.io`, `registry-1.docker.io`) all mean `docker.io`.
 ///
-/// Not supported: `credsStore`/`credHelpers` (external programs) and
-/// `identitytoken` (OAuth refresh tokens); such entries are ignored.
+/// Besides logins, a Docker config names where logins come from (as the docker CLI
+/// reads them; [`Credentials::source`] decides per registry):
+///
+/// * `credHelpers: {HOST: NAME}`: for HOST, run the credential helper
+///   `docker-credential-NAME get` (ECR's `ecr-login`, GAR/GCR's `gcr`, ACR's
+///   `acr-env`). It wins over everything else for its host.
+/// * `auths.HOST.identitytoken`: an OAuth 2.0 refresh token, exchanged at the
+///   registry's token service (`grant_type=refresh_token`) for access tokens.
+/// * `auths.HOST.auth` / `username`+`password`: a login.
+/// * `credsStore: NAME`: the helper for every host without a login of its own
+///   (`desktop`, `pass`, `secretservice`, `osxkeychain`, `ecr-login`).
+///
+/// A helper is run only when a login is needed (a token to fetch, a 401 to answer),
+/// its answer is kept in memory and asked for again once the registry refuses it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Credentials {
     every: Option<BasicAuth>,
     by_registry: BTreeMap<String, BasicAuth>,
+    /// Identity (OAuth 2.0 refresh) tokens by normalised host.
+    identity_tokens: BTreeMap<String, IdentityToken>,
+    /// `credHelpers`: normalised host → (helper, server URL as written).
+    helpers: BTreeMap<String, (String, String)>,
+    /// `credsStore`.
+    store: Option<String>,
+}
+
+/// An identity token (an OAuth 2.0 refresh token); `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IdentityToken(pub String);
+
+impl fmt::Debug for IdentityToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("IdentityToken(<redacted>)")
+    }
+}
+
+/// A login as the registry's auth needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Login {
+    /// User name and password: basic auth, or the login for a bearer token.
+    Basic(BasicAuth),
+    /// An OAuth 2.0 refresh token, exchanged at the token service for access tokens.
+    IdentityToken(String),
+}
+
+impl Login {
+    /// For messages: the user, or that an identity token is used; never the secret.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Basic(login) => format!("as {:?}", login.username),
+            Self::IdentityToken(_) => "with an identity token".to_owned(),
+        }
+    }
+}
+
+/// Where the login for one registry comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginSource {
+    /// No credentials: anonymous.
+    Anonymous,
+    /// Known up front.
+    Known(Login),
+    /// Asked of `docker-credential-{helper} get` with `server_url` on stdin.
+    Helper { helper: String, server_url: String },
 }
 
 #[derive(Deserialize)]
 struct DockerConfig {
     #[serde(default)]
     auths: Option<BTreeMap<String, DockerAuth>>,
+    #[serde(default, rename = "credHelpers")]
+    cred_helpers: Option<BTreeMap<String, String>>,
+    #[serde(default, rename = "credsStore")]
+    creds_store: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -253,7 +337,12 @@ struct DockerAuth {
     username: Option<String>,
     #[serde(default)]
     password: Option<String>,
+    #[serde(default)]
+    identitytoken: Option<String>,
 }
+
+/// The server URL the docker CLI hands helpers for Docker Hub.
+const DOCKER_HUB_SERVER_URL: &str = "https://index.docker.io/v1/";
 
 impl Credentials {
     /// No credentials.
@@ -270,7 +359,7 @@ impl Credentials {
                 username: username.to_owned(),
                 password: password.to_owned(),
             }),
-            by_registry: BTreeMap::new(),
+            ..Self::default()
         }
     }
 
@@ -287,14 +376,87 @@ impl Credentials {
         self
     }
 
+    /// Uses `docker-credential-{helper}` for one registry host (`credHelpers`).
+    #[must_use]
+    pub fn with_helper(mut self, registry: &str, helper: &str) -> Self {
+        self.helpers.insert(
+            normalise_registry(registry),
+            (helper.to_owned(), registry.to_owned()),
+        );
+        self
+    }
+
+    /// Uses `docker-credential-{helper}` for every host without a login of its own
+    /// (`credsStore`).
+    #[must_use]
+    pub fn with_store(mut self, helper: &str) -> Self {
+        self.store = Some(helper.to_owned());
+        self
+    }
+
+    /// Uses an identity token (OAuth 2.0 refresh token) for one registry host.
+    #[must_use]
+    pub fn with_identity_token(mut self, registry: &str, token: &str) -> Self {
+        self.identity_tokens.insert(
+            normalise_registry(registry),
+            IdentityToken(token.to_owned()),
+        );
+        self
+    }
+
     /// `other`'s logins added to these (`other` wins for a host both have).
     #[must_use]
     pub fn merge(mut self, other: Credentials) -> Self {
         if other.every.is_some() {
             self.every = other.every;
         }
+        if other.store.is_some() {
+            self.store = other.store;
+        }
+        for host in other
+            .by_registry
+            .keys()
+            .chain(other.identity_tokens.keys())
+            .chain(other.helpers.keys())
+        {
+            self.by_registry.remove(host);
+            self.identity_tokens.remove(host);
+            self.helpers.remove(host);
+        }
         self.by_registry.extend(other.by_registry);
+        self.identity_tokens.extend(other.identity_tokens);
+        self.helpers.extend(other.helpers);
         self
+    }
+
+    /// Where the login for `registry` (a host as written in image references) comes
+    /// from: its `credHelpers` entry, else its identity token, else its login, else
+    /// `credsStore`, else the every-registry login, else none.
+    #[must_use]
+    pub fn source(&self, registry: &str) -> LoginSource {
+        let host = normalise_registry(registry);
+        if let Some((helper, written)) = self.helpers.get(&host) {
+            return LoginSource::Helper {
+                helper: helper.clone(),
+                server_url: server_url(&host, written),
+            };
+        }
+        if let Some(token) = self.identity_tokens.get(&host) {
+            return LoginSource::Known(Login::IdentityToken(token.0.clone()));
+        }
+        if let Some(login) = self.by_registry.get(&host) {
+            return LoginSource::Known(Login::Basic(login.clone()));
+        }
+        if let Some(helper) = &self.store {
+            return LoginSource::Helper {
+                helper: helper.clone(),
+                server_url: server_url(&host, &host),
+            };
+        }
+        match &self.every {
+            Some(login) => LoginSource::Known(Login::Basic(login.clone())),
+            None => LoginSource::Anonymous,
+        }
     }
 
     /// The login for `registry` (a host as written in image references), if any.
@@ -305,10 +467,21 @@ impl Credentials {
             .or(self.every.as_ref())
     }
 
+    /// Whether any registry's login comes from a credential helper (`credHelpers`,
+    /// `credsStore`).
+    #[must_use]
+    pub fn uses_helpers(&self) -> bool {
+        !self.helpers.is_empty() || self.store.is_some()
+    }
+
     /// Whether there are no credentials at all.
     #[must_use]
     pub fn is_anonymous(&self) -> bool {
-        self.every.is_none() && self.by_registry.is_empty()
+        self.every.is_none()
+            && self.by_registry.is_empty()
+            && self.identity_tokens.is_empty()
+            && self.helpers.is_empty()
+            && self.store.is_none()
     }
 
     /// Parses a Docker `config.json`: `{"auths": {"HOST": {"auth": base64("user:pw")}}}`
@@ -344,17 +517,42 @@ impl Credentials {
         };
         let value: serde_json::Value =
             serde_json::from_slice(json).map_err(|e| malformed(format!("not JSON: {e}")))?;
-        let auths = if value.get("auths").is_some() || !allow_legacy {
-            serde_json::from_value::<DockerConfig>(value)
-                .map_err(|e| malformed(e.to_string()))?
-                .auths
-                .unwrap_or_default()
+        let modern = value.get("auths").is_some()
+            || value.get("credHelpers").is_some()
+            || value.get("credsStore").is_some()
+            || !allow_legacy;
+        let mut credentials = Self::default();
+        let auths = if modern {
+            let config = serde_json::from_value::<DockerConfig>(value)
+                .map_err(|e| malformed(e.to_string()))?;
+            for (host, helper) in config.cred_helpers.unwrap_or_default() {
+                if !super::helper::valid_name(&helper) {
+                    return Err(malformed(format!(
+                        "credHelpers.{host}: {helper:?} is not a credential helper name"
+                    )));
+                }
+                credentials = credentials.with_helper(&host, &helper);
+            }
+            if let Some(store) = config.creds_store.filter(|s| !s.is_empty()) {
+                if !super::helper::valid_name(&store) {
+                    return Err(malformed(format!(
+                        "credsStore: {store:?} is not a credential helper name"
+                    )));
+                }
+                credentials.store = Some(store);
+            }
+            config.auths.unwrap_or_default()
         } else {
             serde_json::from_value::<BTreeMap<String, DockerAuth>>(value)
                 .map_err(|e| malformed(e.to_string()))?
         };
-        let mut credentials = Self::default();
         for (host, entry) in auths {
+            if let Some(token) = entry.identitytoken.filter(|t| !t.is_empty()) {
+                credentials
+                    .identity_tokens
+                    .insert(normalise_registry(&host), IdentityToken(token));
+                continue;
+            }
             let login = if let Some(encoded) = entry.auth.as_deref().filter(|a| !a.is_empty()) {
                 let decoded = base64::engine::general_purpose::STANDARD
                     .decode(encoded.trim())
@@ -373,7 +571,7 @@ impl Credentials {
             } else if let (Some(username), Some(password)) = (entry.username, entry.password) {
                 BasicAuth { username, password }
             } else {
-                // `{}` entries (credentials in a credsStore) and identity tokens.
+                // `{}` entries: the credentials are in the credsStore.
                 continue;
             };
             credentials
@@ -381,6 +579,16 @@ impl Credentials {
                 .insert(normalise_registry(&host), login);
         }
         Ok(credentials)
+    }
+}
+
+/// The server URL a helper is asked about: Docker Hub's as the docker CLI spells it,
+/// else the host as the config wrote it.
+fn server_url(host: &str, written: &str) -> String {
+    if host == DOCKER_HUB {
+        DOCKER_HUB_SERVER_URL.to_owned()
+    } else {
+        written.to_owned()
     }
 }
 
@@ -471,6 +679,78 @@ mod tests {
         assert!(Credentials::anonymous().lookup("quay.io").is_none());
         // Debug output never shows a password.
         assert!(!format!("{creds:?}").contains("\"y\""), "{creds:?}");
+    }
+
+    #[test]
+    fn helpers_stores_and_identity_tokens() {
+        // Shaped like the configs `docker login`, `gcloud auth configure-docker`,
+        // `aws ecr get-login-password | docker login` and Docker Desktop write
+        // (docs.docker.com/reference/cli/docker/login/#credential-stores).
+        let json = format!(
+            r#"{{
+              "auths": {{
+                "https://index.docker.io/v1/": {{}},
+                "myregistry.azurecr.io": {{"auth": "", "identitytoken": "refresh-abc"}},
+                "ghcr.io": {{"auth": "{ghcr}"}}
+              }},
+              "credHelpers": {{
+                "123456789012.dkr.ecr.us-east-1.amazonaws.com": "ecr-login",
+                "europe-docker.pkg.dev": "gcloud"
+              }},
+              "credsStore": "desktop"
+            }}"#,
+            ghcr = b64("gh:token"),
+        );
+        let creds = Credentials::from_docker_config(json.as_bytes()).unwrap();
+        let helper = |h: &str, url: &str| LoginSource::Helper {
+            helper: h.to_owned(),
+            server_url: url.to_owned(),
+        };
+        assert_eq!(
+            creds.source("123456789012.dkr.ecr.us-east-1.amazonaws.com"),
+            helper("ecr-login", "123456789012.dkr.ecr.us-east-1.amazonaws.com")
+        );
+        assert_eq!(
+            creds.source("europe-docker.pkg.dev"),
+            helper("gcloud", "europe-docker.pkg.dev")
+        );
+        assert_eq!(
+            creds.source("myregistry.azurecr.io"),
+            LoginSource::Known(Login::IdentityToken("refresh-abc".into()))
+        );
+        assert_eq!(
+            creds.source("ghcr.io"),
+            LoginSource::Known(Login::Basic(BasicAuth {
+                username: "gh".into(),
+                password: "token".into()
+            }))
+        );
+        // Everything else goes to the store; Docker Hub under the CLI's server URL.
+        assert_eq!(
+            creds.source("docker.io"),
+            helper("desktop", "https://index.docker.io/v1/")
+        );
+        assert_eq!(creds.source("quay.io"), helper("desktop", "quay.io"));
+        assert!(!creds.is_anonymous());
+        assert!(!format!("{creds:?}").contains("refresh-abc"), "{creds:?}");
+
+        let plain = Credentials::from_docker_config(br#"{"auths": {}}"#).unwrap();
+        assert_eq!(plain.source("quay.io"), LoginSource::Anonymous);
+        for bad in [
+            r#"{"credHelpers": {"r.example": "../../bin/sh"}}"#,
+            r#"{"credsStore": "a b"}"#,
+        ] {
+            let error = Credentials::from_docker_config(bad.as_bytes()).unwrap_err();
+            assert_eq!(error.metric_label(), "malformed", "{bad}");
+        }
+        // A later source wins for a host, whatever kind each is.
+        let merged = creds.merge(Credentials::anonymous().with_registry("ghcr.io", "x", "y"));
+        assert!(matches!(
+            merged.source("ghcr.io"),
+            LoginSource::Known(Login::Basic(_))
+        ));
+        let merged = merged.merge(Credentials::anonymous().with_helper("ghcr.io", "gh"));
+        assert_eq!(merged.source("ghcr.io"), helper("gh", "ghcr.io"));
     }
 
     #[test]

@@ -117,6 +117,18 @@ pub enum RegistryError {
         image: String,
         detail: String,
     },
+    /// The credential helper for this registry gave no answer: not installed, failed,
+    /// timed out, or printed something that is not the helper protocol's JSON. Never
+    /// holds what the helper printed on success.
+    #[error("{registry}: {image}: credential helper docker-credential-{helper}: {detail}")]
+    CredentialHelper {
+        registry: String,
+        image: String,
+        helper: String,
+        detail: String,
+        /// Whether trying again can help (a timeout), or a person must act.
+        retryable: bool,
+    },
     /// The configuration for this registry is unusable (unreadable CA bundle, …).
     #[error("{registry}: configuration: {detail}")]
     Config { registry: String, detail: String },
@@ -133,6 +145,10 @@ impl RegistryError {
                 | Self::Timeout { .. }
                 | Self::Deadline { .. }
                 | Self::Connection { .. }
+                | Self::CredentialHelper {
+                    retryable: true,
+                    ..
+                }
         )
     }
 
@@ -152,6 +168,7 @@ impl RegistryError {
             Self::InvalidResponse { .. } => "invalid_response",
             Self::TooManyTags { .. } => "too_many_tags",
             Self::InvalidRequest { .. } => "invalid_request",
+            Self::CredentialHelper { .. } => "credential_helper",
             Self::Config { .. } => "config",
         }
     }
@@ -172,6 +189,7 @@ impl RegistryError {
             | Self::InvalidResponse { registry, .. }
             | Self::TooManyTags { registry, .. }
             | Self::InvalidRequest { registry, .. }
+            | Self::CredentialHelper { registry, .. }
             | Self::Config { registry, .. } => registry,
         }
     }

@@ -14,7 +14,11 @@
 //!   login if one is configured, cached per registry and scope until `expires_in` minus
 //!   a margin by the injected [`Clock`](crate::clock::Clock), one retry with a fresh
 //!   token after a 401). Credentials come from code, a Docker `config.json` or a
-//!   `kubernetes.io/dockerconfigjson` secret ([`Credentials`]).
+//!   `kubernetes.io/dockerconfigjson` secret ([`Credentials`]): logins, identity
+//!   tokens (the OAuth 2.0 refresh-token grant at the token service) and credential
+//!   helpers (`credHelpers`, `credsStore`: `docker-credential-NAME get`, run only
+//!   when a login is needed, with a timeout; its answer is kept until the registry or
+//!   its token service refuses it, then asked for again, once).
 //! * **TLS**: rustls with the system roots plus an optional per-registry CA bundle.
 //! * **Politeness**, per registry: a token-bucket rate limit, a concurrency cap, a
 //!   timeout on every request; 429/503 wait as `Retry-After` says (seconds or an
@@ -27,6 +31,7 @@
 mod client;
 mod config;
 mod error;
+mod helper;
 mod stats;
 pub mod wire;
 
@@ -35,7 +40,10 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 
 pub use client::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, RegistryClient};
-pub use config::{BasicAuth, Credentials, RegistryConfig, RetryPolicy, Scheme, normalise_registry};
+pub use config::{
+    BasicAuth, Credentials, IdentityToken, Login, LoginSource, RegistryConfig, RetryPolicy, Scheme,
+    normalise_registry,
+};
 pub use error::{CredentialsError, RegistryError};
 pub use stats::{RegistryStats, RequestKind, StatsSnapshot};
 
@@ -66,6 +74,17 @@ pub trait Registry: Send + Sync {
         image: &ImageRef,
         tag: &str,
     ) -> impl Future<Output = Result<Option<DateTime<Utc>>, RegistryError>> + Send;
+
+    /// A registry like this one whose logins come from `credentials` for the
+    /// registries it names (a policy's own credentials), with caches of its own;
+    /// `None` when this registry takes no other credentials (the default).
+    fn with_credentials(&self, credentials: &Credentials) -> Option<Self>
+    where
+        Self: Sized,
+    {
+        let _ = credentials;
+        None
+    }
 }
 
 pub use crate::install_crypto_provider;

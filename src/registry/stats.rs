@@ -46,6 +46,7 @@ pub struct RegistryStats {
     rate_limited: AtomicU64,
     throttled: AtomicU64,
     backoff_millis: AtomicU64,
+    helper_calls: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -65,6 +66,8 @@ pub struct StatsSnapshot {
     pub throttled: u64,
     /// Total time spent waiting between retries (back-off and `Retry-After`).
     pub backoff: Duration,
+    /// Credential helpers run (`docker-credential-NAME get`); not requests.
+    pub helper_calls: u64,
 }
 
 impl StatsSnapshot {
@@ -97,6 +100,10 @@ impl RegistryStats {
         self.rate_limited.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn count_helper_call(&self) {
+        self.helper_calls.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn count_throttled(&self) {
         self.throttled.fetch_add(1, Ordering::Relaxed);
     }
@@ -115,6 +122,7 @@ impl RegistryStats {
             rate_limited: get(&self.rate_limited),
             throttled: get(&self.throttled),
             backoff: Duration::from_millis(get(&self.backoff_millis)),
+            helper_calls: get(&self.helper_calls),
         }
     }
 }

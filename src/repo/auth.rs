@@ -22,6 +22,15 @@ pub enum Auth {
         /// The password or token.
         password: String,
     },
+    /// An SSH private key held in memory (from a Kubernetes `ssh-auth` Secret).
+    SshKeyData {
+        /// The SSH user; default: the user in the URL, else `git`.
+        username: Option<String>,
+        /// The private key, PEM or OpenSSH format.
+        private_key: String,
+        /// The private key's passphrase.
+        passphrase: Option<String>,
+    },
     /// An SSH key pair from files.
     SshKey {
         /// The SSH user; default: the user in the URL, else `git`.
@@ -68,6 +77,16 @@ impl fmt::Debug for Auth {
                 .field("public_key", public_key)
                 .field("passphrase", &passphrase.as_ref().map(|_| "<redacted>"))
                 .finish(),
+            Self::SshKeyData {
+                username,
+                passphrase,
+                ..
+            } => f
+                .debug_struct("SshKeyData")
+                .field("username", username)
+                .field("private_key", &"<redacted>")
+                .field("passphrase", &passphrase.as_ref().map(|_| "<redacted>"))
+                .finish(),
         }
     }
 }
@@ -109,6 +128,9 @@ impl CredentialState {
         };
         let ssh_user = || match auth {
             Auth::SshKey {
+                username: Some(u), ..
+            }
+            | Auth::SshKeyData {
                 username: Some(u), ..
             } => u.clone(),
             _ => username_from_url.unwrap_or("git").to_owned(),
@@ -158,6 +180,19 @@ impl CredentialState {
                     private_key,
                     passphrase.as_deref(),
                 )
+            }
+            Auth::SshKeyData {
+                private_key,
+                passphrase,
+                ..
+            } => {
+                if !allowed.contains(CredentialType::SSH_KEY) {
+                    return refuse(
+                        "an SSH key is configured, but the server wants another kind of credential (a token for https:// URLs?)",
+                    );
+                }
+                tracing::debug!(url = %redact_url(url), "offering an SSH key (from a Secret)");
+                Cred::ssh_key_from_memory(&ssh_user(), None, private_key, passphrase.as_deref())
             }
         }
     }

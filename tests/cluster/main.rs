@@ -7,10 +7,12 @@ mod support;
 
 mod bench;
 mod crd;
+mod credentials;
 mod e2e;
 mod incluster;
 mod manifests;
 mod run;
+mod secrets;
 mod webhooks;
 mod workloads;
 

@@ -306,7 +306,7 @@ fn every_manifest_parses_strictly() {
     assert_eq!(m.roles.len(), 1);
     assert_eq!(m.role_bindings.len(), 1);
     assert_eq!(m.cluster_role_bindings.len(), 1);
-    assert_eq!(m.cluster_roles.len(), 2);
+    assert_eq!(m.cluster_roles.len(), 3);
     let ns = m.namespaces[0].metadata.name.as_deref().unwrap();
     assert_eq!(ns, "autobump");
     for (file, kind, namespace) in &m.objects {
@@ -468,10 +468,43 @@ fn the_deployment_runs_cluster_mode_behind_its_probes() {
         })
         .collect();
     assert!(secret_env.iter().any(|(n, _)| *n == "GITHUB_TOKEN"));
+    assert!(secret_env.iter().any(|(n, _)| *n == "GITHUB_APP_ID"));
     for (name, r) in secret_env {
         assert_eq!(r.name, "autobump", "{name}");
         assert_eq!(r.optional, Some(true), "{name}: every key is optional");
     }
+    // The GitHub App's key: the one key of the Secret mounted as a file, where
+    // AUTOBUMP_GITHUB_APP_KEY points.
+    let key_path = env
+        .iter()
+        .find(|e| e.name == "AUTOBUMP_GITHUB_APP_KEY")
+        .and_then(|e| e.value.clone())
+        .unwrap();
+    let (dir, file) = key_path.rsplit_once('/').unwrap();
+    let mount = c
+        .volume_mounts
+        .as_deref()
+        .unwrap()
+        .iter()
+        .find(|m| m.mount_path == dir)
+        .unwrap();
+    let pod = d.spec.template.spec.as_ref().unwrap();
+    let volume = pod
+        .volumes
+        .as_deref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == mount.name)
+        .unwrap();
+    let secret = volume.secret.as_ref().unwrap();
+    assert_eq!(secret.secret_name.as_deref(), Some("autobump"));
+    assert_eq!(secret.optional, Some(true));
+    let items = secret.items.as_deref().unwrap();
+    assert_eq!(items.len(), 1, "only the App key reaches the filesystem");
+    assert_eq!(
+        (items[0].key.as_str(), items[0].path.as_str()),
+        ("github-app-private-key", file)
+    );
 }
 
 #[test]
@@ -594,10 +627,13 @@ fn rbac_grants_exactly_what_autobump_uses() {
         )])
     );
     assert_eq!(m.roles[0].metadata.namespace, sa.namespace);
-    assert_eq!(
-        rules(by_name("autobump-notify-secrets").rules.as_deref().unwrap()),
-        expect_rules(&[("", "secrets", &["get"])])
-    );
+    for name in ["autobump-notify-secrets", "autobump-policy-credentials"] {
+        assert_eq!(
+            rules(by_name(name).rules.as_deref().unwrap()),
+            expect_rules(&[("", "secrets", &["get"])]),
+            "{name}"
+        );
+    }
 
     // Bindings: the controller's roles to the ServiceAccount; the secrets role to
     // nobody (bound per namespace by whoever needs it).
@@ -1123,6 +1159,48 @@ fn check_permissions(cluster: &Cluster) {
     assert!(can_i(cluster, &["get", "secrets", "-n", "payments"]));
     assert!(!can_i(cluster, &["list", "secrets", "-n", "payments"]));
     assert!(!can_i(cluster, &["get", "secrets", "-n", "prow"]));
+
+    check_narrow_credentials_grant(cluster);
+}
+
+/// The documented narrow grant for policies' own credentials: only the Secrets named,
+/// in their namespace.
+fn check_narrow_credentials_grant(cluster: &Cluster) {
+    cluster.must(&["create", "namespace", "team-a"]);
+    cluster.must(&[
+        "create",
+        "role",
+        "autobump-policy-credentials",
+        "-n",
+        "team-a",
+        "--verb=get",
+        "--resource=secrets",
+        "--resource-name=team-a-pull",
+        "--resource-name=team-a-deploy",
+    ]);
+    cluster.must(&[
+        "create",
+        "rolebinding",
+        "autobump-policy-credentials",
+        "-n",
+        "team-a",
+        "--role=autobump-policy-credentials",
+        "--serviceaccount=autobump:autobump",
+    ]);
+    assert!(can_i(
+        cluster,
+        &["get", "secrets/team-a-pull", "-n", "team-a"]
+    ));
+    assert!(can_i(
+        cluster,
+        &["get", "secrets/team-a-deploy", "-n", "team-a"]
+    ));
+    assert!(!can_i(cluster, &["get", "secrets/other", "-n", "team-a"]));
+    assert!(!can_i(cluster, &["list", "secrets", "-n", "team-a"]));
+    assert!(!can_i(
+        cluster,
+        &["get", "secrets/team-a-pull", "-n", "prow"]
+    ));
 }
 
 // -------------------------------------------------------------------------------------

@@ -5,8 +5,11 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod app;
 mod hostile;
+mod own_credentials;
 mod rollback;
+mod secrets;
 
 use std::sync::Arc;
 
@@ -87,13 +90,7 @@ impl World {
             resolver: Resolver::new(
                 RegistryClient::new(RegistryConfig::default(), Arc::new(SystemClock)).unwrap(),
             ),
-            repo: GitRepo::new(GitConfig::new(
-                cache.path(),
-                Person {
-                    name: "autobump".into(),
-                    email: "autobump@example.com".into(),
-                },
-            )),
+            repo: git_repo(cache.path()),
             forge,
             store: MemoryStore::default(),
             fake,
@@ -1182,6 +1179,17 @@ async fn run_once_through_the_binary_bumps_and_notifies_once_across_restarts() {
     assert_eq!(events(&sink), second, "no duplicates after a restart");
 }
 
+/// Git with its clones cached in `cache`, committing as autobump.
+fn git_repo(cache: &std::path::Path) -> GitRepo {
+    GitRepo::new(GitConfig::new(
+        cache,
+        Person {
+            name: "autobump".into(),
+            email: "autobump@example.com".into(),
+        },
+    ))
+}
+
 /// A standalone driver for the policy files under `policies`, with its state and git
 /// cache in `dir`, no GitHub token and default registry settings.
 fn standalone_driver(
@@ -1212,16 +1220,11 @@ fn standalone_driver_within(
             github_git_host: None,
             bot_login: None,
             ssh_key: None,
+            github_app: None,
         },
         Arc::new(SystemClock),
         RegistryClient::new(RegistryConfig::default(), Arc::new(SystemClock)).unwrap(),
-        GitRepo::new(GitConfig::new(
-            dir.join("cache"),
-            Person {
-                name: "autobump".into(),
-                email: "autobump@example.com".into(),
-            },
-        )),
+        git_repo(&dir.join("cache")),
         Arc::clone(&feed),
     )
     .unwrap()

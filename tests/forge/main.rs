@@ -23,6 +23,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use support::github_fake::{Failure, FakeApp, FakeOptions, GithubFake, openapi};
+use support::secret_world::fake_with_app;
 use support::webhook_examples;
 
 const BRANCH: &str = "autobump-prow";
@@ -722,7 +723,7 @@ async fn github_app_tokens_are_minted_and_refreshed_before_expiry() {
     let app = |app_id| GitHubAuth::App {
         app_id,
         private_key_pem: include_str!("../testdata/forge/app-key.pem").into(),
-        installation_id: 77,
+        installation_id: Some(77),
     };
     let gh = client_with(&fake, app(4242), clock.clone());
     let repo = repo();
@@ -768,6 +769,158 @@ async fn github_app_tokens_are_minted_and_refreshed_before_expiry() {
     let stranger = client_with(&fake, app(1), clock.clone());
     let error = stranger.permission(&repo, "example").await.unwrap_err();
     assert!(matches!(error, ForgeError::Unauthorized { .. }), "{error}");
+    fake.assert_responses_valid();
+}
+
+/// An App configured by id and key only (as `--github-app-id`/`--github-app-key`
+/// configure it): the installation is found per repository, and the installation
+/// token runs out in the middle of a run of calls; git gets the same tokens.
+#[tokio::test]
+async fn an_app_finds_its_installation_and_outlives_its_installation_tokens() {
+    use autobump::forge::GitHubApp;
+    let start = at("2026-03-08T09:00:00Z");
+    let clock = Arc::new(ManualClock::new(start));
+    let fake = fake_with_app(clock.clone()).await;
+    let app = GitHubApp {
+        app_id: 4242,
+        private_key_pem: include_str!("../testdata/forge/app-key.pem").into(),
+    };
+    assert!(!format!("{app:?}").contains("PRIVATE KEY"), "{app:?}");
+    let gh = client_with(&fake, app.auth(), clock.clone());
+    let repo = repo();
+    seed_bump(&fake);
+
+    assert_eq!(
+        gh.app_bot_login().await.unwrap().as_deref(),
+        Some("autobump[bot]"),
+        "the App's bot, from GET /app"
+    );
+    let pr = gh.create_pr(&repo, &new_pr()).await.unwrap();
+    assert_eq!(pr.author, "autobump[bot]", "PRs come from the App's bot");
+    assert_eq!(fake.requests("apps/get-repo-installation"), 1);
+    assert_eq!(fake.tokens_minted(), 1);
+    let git_token = gh
+        .git_token(&repo)
+        .await
+        .unwrap()
+        .expect("an App token for git");
+    assert_eq!(
+        fake.token_login(&git_token).as_deref(),
+        Some("autobump[bot]"),
+        "git gets the installation token"
+    );
+    assert_eq!(fake.tokens_minted(), 1, "git reuses the API's token");
+
+    // A run of calls, one every 10 minutes for two hours: the 1-hour tokens run out
+    // twice; each is renewed before it expires, never after a refusal.
+    for step in 1..=12 {
+        clock.advance(chrono::Duration::minutes(10));
+        gh.find_open_pr(&repo, BRANCH, "autobump[bot]")
+            .await
+            .unwrap_or_else(|e| panic!("call {step}: {e}"))
+            .expect("found by the bot login");
+        gh.post_comment(&repo, pr.number, &format!("step {step}"))
+            .await
+            .unwrap();
+        let now = clock.now();
+        let expiry = gh.installation_token_expiry().await.expect("a token");
+        assert!(
+            expiry - now > chrono::Duration::minutes(4),
+            "step {step}: {expiry} at {now}"
+        );
+    }
+    assert_eq!(fake.tokens_minted(), 3);
+    assert_eq!(
+        fake.requests("apps/get-repo-installation"),
+        1,
+        "the installation is looked up once"
+    );
+    assert!(
+        fake.log().iter().all(|r| r.status != 401),
+        "{:?}",
+        fake.log()
+    );
+    // The first git token has expired by the fake's clock; git now gets a live one.
+    assert_eq!(fake.token_login(&git_token), None);
+    let fresh = gh.git_token(&repo).await.unwrap().expect("a fresh token");
+    assert_eq!(fake.token_login(&fresh).as_deref(), Some("autobump[bot]"));
+    assert!(
+        fake.app_jwts_accepted() >= 4,
+        "{}",
+        fake.app_jwts_accepted()
+    );
+
+    // Another repository is not in any installation: the error says so.
+    let elsewhere = RepoName::new("example", "not-installed");
+    let error = gh
+        .find_open_pr(&elsewhere, BRANCH, "autobump[bot]")
+        .await
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("installation on example/not-installed"),
+        "{error}"
+    );
+    fake.assert_responses_valid();
+}
+
+/// The fake refuses App JWTs as GitHub does ("Generating a JSON Web Token (JWT) for
+/// a GitHub App"): expiring more than 10 minutes ahead, issued in the future,
+/// expired, or not RS256 with the App's key.
+#[tokio::test]
+async fn the_fake_refuses_app_jwts_outside_githubs_bounds() {
+    use octocrab::jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    let fake = fake_with_app(Arc::new(SystemClock)).await;
+    let claims = |iat_offset: i64, exp_offset: i64| {
+        let now = SystemClock.now().timestamp();
+        json!({"iss": 4242, "iat": now + iat_offset, "exp": now + exp_offset})
+    };
+    let sign = |iat_offset: i64, exp_offset: i64| {
+        let key = include_str!("../testdata/forge/app-key.pem");
+        let key = EncodingKey::from_rsa_pem(key.as_bytes()).unwrap();
+        encode(
+            &Header::new(Algorithm::RS256),
+            &claims(iat_offset, exp_offset),
+            &key,
+        )
+        .unwrap()
+    };
+    let mint_with = |jwt: String| {
+        let url = format!("{}/app/installations/91/access_tokens", fake.api_url());
+        async move {
+            support::http_client()
+                .post(url)
+                .bearer_auth(jwt)
+                .header("accept", "application/vnd.github+json")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(
+        mint_with(sign(-60, 540)).await,
+        201,
+        "octocrab's own bounds"
+    );
+    assert_eq!(
+        mint_with(sign(-60, 1200)).await,
+        401,
+        "exp 20 minutes ahead"
+    );
+    assert_eq!(mint_with(sign(300, 540)).await, 401, "iat 5 minutes ahead");
+    assert_eq!(mint_with(sign(-700, -60)).await, 401, "expired");
+    let shared_secret = encode(
+        &Header::new(Algorithm::HS256),
+        &claims(-60, 540),
+        &EncodingKey::from_secret(b"not the App's key"),
+    )
+    .unwrap();
+    assert_eq!(mint_with(shared_secret).await, 401, "HS256");
+
+    assert_eq!(fake.tokens_minted(), 1);
     fake.assert_responses_valid();
 }
 

@@ -150,19 +150,41 @@ impl GitHttpServer {
     /// clients that authenticate as `username`:`password`.
     #[must_use]
     pub fn start(root: &Path, username: &str, password: &str) -> Self {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("binding 127.0.0.1:0");
-        let port = listener.local_addr().unwrap().port();
-        let stop = Arc::new(AtomicBool::new(false));
-        let log = Arc::new(Mutex::new(Vec::new()));
         let expected = format!(
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
         );
+        Self::start_checking(root, username, move |_, _| false, Some(expected))
+    }
+
+    /// Serves the repositories under `root` to clients whose basic login `check`
+    /// accepts (`check(user, password)`, e.g. a token the GitHub fake minted and
+    /// has not expired yet); `REMOTE_USER` is `user` for the hooks.
+    #[must_use]
+    pub fn start_with_check(
+        root: &Path,
+        user: &str,
+        check: impl Fn(&str, &str) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        Self::start_checking(root, user, check, None)
+    }
+
+    fn start_checking(
+        root: &Path,
+        user: &str,
+        check: impl Fn(&str, &str) -> bool + Send + Sync + 'static,
+        expected: Option<String>,
+    ) -> Self {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("binding 127.0.0.1:0");
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let log = Arc::new(Mutex::new(Vec::new()));
         let ctx = Arc::new(Ctx {
             root: root.to_path_buf(),
             git: git_binary(),
-            user: username.to_owned(),
-            expected,
+            user: user.to_owned(),
+            expected: expected.unwrap_or_default(),
+            check: Box::new(check),
             log: Arc::clone(&log),
         });
         let stopping = Arc::clone(&stop);
@@ -203,6 +225,15 @@ impl GitHttpServer {
             .clone()
     }
 
+    /// Whether some request came with a login the server accepted (and none with
+    /// one it refused).
+    #[must_use]
+    pub fn only_accepted_logins(&self) -> bool {
+        let requests = self.requests();
+        requests.iter().any(|r| r.credentials == Some(true))
+            && requests.iter().all(|r| r.credentials != Some(false))
+    }
+
     /// Forgets the requests logged so far.
     pub fn clear_requests(&self) {
         self.log
@@ -227,8 +258,30 @@ struct Ctx {
     root: PathBuf,
     git: PathBuf,
     user: String,
+    /// The one `Authorization` value accepted (empty: ask `check`).
     expected: String,
+    check: LoginCheck,
     log: Arc<Mutex<Vec<Logged>>>,
+}
+
+/// Whether a basic login (`user`, `password`) may use the server.
+type LoginCheck = Box<dyn Fn(&str, &str) -> bool + Send + Sync>;
+
+impl Ctx {
+    fn accepts(&self, authorization: &str) -> bool {
+        if !self.expected.is_empty() {
+            return authorization == self.expected;
+        }
+        authorization
+            .strip_prefix("Basic ")
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|login| {
+                let (user, password) = login.split_once(':')?;
+                Some((self.check)(user, password))
+            })
+            .unwrap_or(false)
+    }
 }
 
 fn serve(ctx: &Ctx, conn: TcpStream) -> std::io::Result<()> {
@@ -266,7 +319,7 @@ fn serve(ctx: &Ctx, conn: TcpStream) -> std::io::Result<()> {
         reader.read_exact(&mut body)?;
         body
     };
-    let credentials = header("authorization").map(|v| v == ctx.expected);
+    let credentials = header("authorization").map(|v| ctx.accepts(v));
     let (status, head, payload) = if credentials == Some(true) {
         cgi(ctx, &method, &target, &headers, &body)?
     } else {

@@ -13,7 +13,11 @@
 //!   `x-ratelimit-*` headers; pagination with `per_page`/`page` and `Link`; bearer
 //!   tokens checked (401 otherwise); `PUT …/merge` checks `sha` against the head and
 //!   answers GitHub's 409; GitHub App installation tokens minted for a JWT signed with
-//!   the App's key and expiring by the fake's clock.
+//!   the App's key and expiring by the fake's clock; the App's installation on the
+//!   repository found with the JWT. The JWT is checked as GitHub documents it
+//!   ("Generating a JSON Web Token (JWT) for a GitHub App"): RS256 with the App's
+//!   public key, `iss` the App id, `iat` not in the future and `exp` at most 10
+//!   minutes ahead (both against the wall clock, which the App signs them with).
 //! * **Scripted failures** per operation ([`GithubFake::fail_next`]): 5xx, secondary
 //!   rate limit (403 + `Retry-After`), primary rate limit (403, remaining 0 + reset).
 //! * **Checked against GitHub**: every response of a documented operation is validated
@@ -55,6 +59,20 @@ pub enum Failure {
     /// after the fake's clock.
     PrimaryRateLimit { reset_in: i64 },
 }
+
+/// What the fake's App may do (its installation has the same): what autobump needs.
+fn app_permissions() -> Value {
+    json!({
+        "contents": "write",
+        "pull_requests": "write",
+        "issues": "write",
+        "statuses": "read",
+        "checks": "read"
+    })
+}
+
+/// The webhook events the fake's App subscribes to.
+const APP_EVENTS: [&str; 4] = ["pull_request", "issue_comment", "check_run", "status"];
 
 /// A GitHub App the fake knows.
 #[derive(Debug, Clone)]
@@ -192,6 +210,8 @@ struct State {
     tokens: HashMap<String, Token>,
     app: Option<FakeApp>,
     minted: u64,
+    /// App JWTs accepted.
+    app_jwts: std::sync::atomic::AtomicU64,
     pulls: BTreeMap<u64, Pull>,
     next_number: u64,
     comments: Vec<CommentRecord>,
@@ -286,6 +306,10 @@ fn route(method: &Method, path: &str) -> Option<Route> {
             "/repos/{owner}/{repo}/collaborators/{username}/permission",
             vec![owner, repo, user],
         ),
+        ("GET", ["app"]) => ("/app", vec![]),
+        ("GET", ["repos", owner, repo, "installation"]) => {
+            ("/repos/{owner}/{repo}/installation", vec![owner, repo])
+        }
         ("POST", ["app", "installations", id, "access_tokens"]) => (
             "/app/installations/{installation_id}/access_tokens",
             vec![id],
@@ -369,6 +393,7 @@ impl GithubFake {
             )]),
             app: None,
             minted: 0,
+            app_jwts: std::sync::atomic::AtomicU64::new(0),
             pulls: BTreeMap::new(),
             next_number: 1,
             comments: Vec::new(),
@@ -546,6 +571,32 @@ impl GithubFake {
     /// Installation tokens minted so far.
     pub fn tokens_minted(&self) -> u64 {
         self.lock().minted
+    }
+
+    /// App JWTs accepted (each checked for signature, issuer, `iat` and `exp`).
+    pub fn app_jwts_accepted(&self) -> u64 {
+        self.lock()
+            .app_jwts
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether `token` is a token the fake accepts now (by its clock), and as whom.
+    pub fn token_login(&self, token: &str) -> Option<String> {
+        (self.token_checker())(token)
+    }
+
+    /// [`Self::token_login`] as a function that outlives this borrow: for a git
+    /// server standing in front of [`Self::git_dir`].
+    pub fn token_checker(&self) -> impl Fn(&str) -> Option<String> + Send + Sync + 'static {
+        let state = Arc::clone(&self.state);
+        move |token| {
+            let s = state.lock().unwrap_or_else(PoisonError::into_inner);
+            let now = s.clock.now();
+            s.tokens
+                .get(token)
+                .filter(|t| t.expires_at.is_none_or(|at| at > now))
+                .map(|t| t.login.clone())
+        }
     }
 
     /// The PR as the fake holds it.
@@ -799,7 +850,10 @@ impl State {
         let Some(bearer) = bearer else {
             return Err(unauthorized("Requires authentication"));
         };
-        if route.template == "/app/installations/{installation_id}/access_tokens" {
+        if route.template == "/app/installations/{installation_id}/access_tokens"
+            || route.template == "/repos/{owner}/{repo}/installation"
+            || route.template == "/app"
+        {
             return self.verify_app_jwt(&bearer).map_err(|m| unauthorized(&m));
         }
         let now = self.clock.now();
@@ -814,6 +868,8 @@ impl State {
         #[derive(serde::Deserialize)]
         struct Claims {
             iss: Value,
+            iat: i64,
+            exp: i64,
         }
         let app = self.app.as_ref().ok_or("no GitHub App is configured")?;
         let key = DecodingKey::from_rsa_pem(app.public_key_pem.as_bytes())
@@ -835,6 +891,21 @@ impl State {
                 app.app_id
             ));
         }
+        // GitHub's bounds: issued no later than now (60 s of drift allowed), expiring
+        // in the future but at most 10 minutes ahead.
+        let now = SystemClock.now().timestamp();
+        let Claims { iat, exp, .. } = data.claims;
+        if iat > now + 60 {
+            return Err(
+                "'Issued at' claim ('iat') must be an Integer representing a time in the past"
+                    .into(),
+            );
+        }
+        if exp <= now || exp > now + 600 || exp <= iat {
+            return Err("'Expiration time' claim ('exp') is too far in the future".into());
+        }
+        self.app_jwts
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(format!("app:{}", app.app_id))
     }
 
@@ -891,6 +962,8 @@ impl State {
             ("POST", "/app/installations/{installation_id}/access_tokens") => {
                 self.mint_token(&p[0])
             }
+            ("GET", "/repos/{owner}/{repo}/installation") => self.repo_installation(),
+            ("GET", "/app") => self.authenticated_app(),
             _ => Answer::error(404, "Not Found", "rest"),
         }
     }
@@ -1700,6 +1773,64 @@ impl State {
         Answer::json(
             200,
             json!({ "permission": legacy, "role_name": role, "user": user }),
+        )
+    }
+
+    /// `GET /app`: the App, its slug its bot's login without `[bot]`.
+    fn authenticated_app(&self) -> Answer {
+        let Some(app) = &self.app else {
+            return Answer::error(404, "Not Found", "apps/apps#get-the-authenticated-app");
+        };
+        let slug = app.bot_login.trim_end_matches("[bot]");
+        Answer::json(
+            200,
+            json!({
+                "id": app.app_id,
+                "slug": slug,
+                "node_id": format!("A_{}", app.app_id),
+                "client_id": format!("Iv1.{:016x}", app.app_id),
+                "owner": objects::user(&self.urls, &self.urls.owner),
+                "name": slug,
+                "description": "Bumps images, merges when green, rolls back on alerts",
+                "external_url": format!("{}/{slug}", self.urls.html),
+                "html_url": format!("{}/apps/{slug}", self.urls.html),
+                "created_at": objects::time(self.created),
+                "updated_at": objects::time(self.created),
+                "permissions": app_permissions(),
+                "events": APP_EVENTS,
+                "installations_count": 1
+            }),
+        )
+    }
+
+    fn repo_installation(&self) -> Answer {
+        let docs = "apps/apps#get-a-repository-installation-for-the-authenticated-app";
+        let Some(app) = &self.app else {
+            return Answer::error(404, "Not Found", docs);
+        };
+        let id = app.installation_id;
+        let owner = objects::user(&self.urls, &self.urls.owner);
+        Answer::json(
+            200,
+            json!({
+                "id": id,
+                "account": owner,
+                "repository_selection": "selected",
+                "access_tokens_url": format!("{}/app/installations/{id}/access_tokens", self.urls.api),
+                "repositories_url": format!("{}/installation/repositories", self.urls.api),
+                "html_url": format!("{}/organizations/{}/settings/installations/{id}", self.urls.html, self.urls.owner),
+                "app_id": app.app_id,
+                "app_slug": app.bot_login.trim_end_matches("[bot]"),
+                "target_id": owner["id"],
+                "target_type": "Organization",
+                "permissions": app_permissions(),
+                "events": APP_EVENTS,
+                "created_at": objects::time(self.created),
+                "updated_at": objects::time(self.created),
+                "single_file_name": null,
+                "suspended_by": null,
+                "suspended_at": null
+            }),
         )
     }
 

@@ -18,6 +18,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod browser;
+pub mod cred_helper;
 pub mod git;
 pub mod github;
 pub mod github_fake;
@@ -27,6 +28,7 @@ pub mod process;
 pub mod prometheus;
 pub mod registry;
 pub mod scripted;
+pub mod secret_world;
 pub mod token;
 
 use std::time::Duration;

@@ -169,10 +169,19 @@ struct IssuerState {
     hits: AtomicUsize,
     refused: AtomicUsize,
     scopes: std::sync::Mutex<Vec<String>>,
+    /// Passwords `PREFIX<unix time>` are accepted until that time.
+    expiring_prefix: std::sync::Mutex<Option<String>>,
+    /// Identity (refresh) tokens accepted by the `OAuth2` grant.
+    refresh_tokens: std::sync::Mutex<Vec<String>>,
+    refresh_grants: AtomicUsize,
 }
 
 /// An HTTP token endpoint on 127.0.0.1 (`GET /token?service=..&scope=..`): checks the
 /// basic login and issues a JWT granting the requested scopes. Counts its hits.
+/// `POST /token` is the `OAuth2` refresh-token grant of distribution's token spec
+/// (docs/spec/auth/oauth.md: form fields `grant_type=refresh_token`, `service`,
+/// `client_id`, `scope` space-separated, `refresh_token`; answer `access_token`,
+/// `expires_in`; an unknown refresh token is a 401).
 pub struct TokenIssuer {
     state: Arc<IssuerState>,
     served: Served,
@@ -188,9 +197,12 @@ impl TokenIssuer {
             hits: AtomicUsize::new(0),
             refused: AtomicUsize::new(0),
             scopes: std::sync::Mutex::default(),
+            expiring_prefix: std::sync::Mutex::default(),
+            refresh_tokens: std::sync::Mutex::default(),
+            refresh_grants: AtomicUsize::new(0),
         });
         let router = Router::new()
-            .route("/token", get(issue))
+            .route("/token", get(issue).post(refresh_grant))
             .with_state(Arc::clone(&state));
         let served = Served::start(router).await;
         Self { state, served }
@@ -235,6 +247,24 @@ impl TokenIssuer {
         self.state.expires_in.store(seconds, Ordering::SeqCst);
     }
 
+    /// Also accepts the password `{prefix}{unix time}` (as a credential helper for a
+    /// cloud registry hands out: ECR's are good for 12 hours) until that time.
+    pub fn accept_expiring_passwords(&self, prefix: &str) {
+        *lock(&self.state.expiring_prefix) = Some(prefix.to_owned());
+    }
+
+    /// Accepts `token` in the refresh-token grant.
+    pub fn accept_refresh_token(&self, token: &str) {
+        lock(&self.state.refresh_tokens).push(token.to_owned());
+    }
+
+    /// Refresh-token grants answered (with a token or a refusal); they count in
+    /// [`hits`](Self::hits) too.
+    #[must_use]
+    pub fn refresh_grants(&self) -> usize {
+        self.state.refresh_grants.load(Ordering::SeqCst)
+    }
+
     /// The certificate the registry must trust for these tokens.
     #[must_use]
     pub fn cert_pem(&self) -> &str {
@@ -276,17 +306,33 @@ fn mint(state: &IssuerState, scopes: &[String]) -> String {
     }))
 }
 
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Whether `password` is the issuer's, or an unexpired `PREFIX<unix time>` one.
+fn password_ok(state: &IssuerState, password: &str) -> bool {
+    if password == state.password {
+        return true;
+    }
+    let prefix = lock(&state.expiring_prefix).clone();
+    prefix
+        .and_then(|prefix| password.strip_prefix(&prefix)?.parse::<i64>().ok())
+        .is_some_and(|until| SystemClock.now().timestamp() < until)
+}
+
 async fn issue(State(state): State<Arc<IssuerState>>, headers: HeaderMap, uri: Uri) -> Response {
     state.hits.fetch_add(1, Ordering::SeqCst);
-    let expected = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD
-            .encode(format!("{}:{}", state.user, state.password))
-    );
-    let authorized = headers
+    let login = headers
         .get(header::AUTHORIZATION.as_str())
         .and_then(|v| v.to_str().ok())
-        == Some(expected.as_str());
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
+        .and_then(|v| String::from_utf8(v).ok());
+    let authorized = login
+        .as_deref()
+        .and_then(|l| l.split_once(':'))
+        .is_some_and(|(user, password)| user == state.user && password_ok(&state, password));
     if !authorized {
         state.refused.fetch_add(1, Ordering::SeqCst);
         return (StatusCode::UNAUTHORIZED, "bad or missing login").into_response();
@@ -317,6 +363,46 @@ async fn issue(State(state): State<Arc<IssuerState>>, headers: HeaderMap, uri: U
         "token": token,
         "access_token": token,
         "expires_in": state.expires_in.load(Ordering::SeqCst),
+    }))
+    .into_response()
+}
+
+async fn refresh_grant(State(state): State<Arc<IssuerState>>, body: String) -> Response {
+    state.hits.fetch_add(1, Ordering::SeqCst);
+    state.refresh_grants.fetch_add(1, Ordering::SeqCst);
+    let mut fields = std::collections::HashMap::new();
+    for (name, value) in url::form_urlencoded::parse(body.as_bytes()) {
+        fields.insert(name.into_owned(), value.into_owned());
+    }
+    let field = |name: &str| fields.get(name).map(String::as_str);
+    if field("grant_type") != Some("refresh_token")
+        || field("client_id").is_none_or(str::is_empty)
+        || field("service") != Some(TOKEN_SERVICE)
+    {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": "invalid_request"})),
+        )
+            .into_response();
+    }
+    let known = field("refresh_token")
+        .is_some_and(|t| lock(&state.refresh_tokens).iter().any(|known| known == t));
+    if !known {
+        state.refused.fetch_add(1, Ordering::SeqCst);
+        return (StatusCode::UNAUTHORIZED, "unknown refresh token").into_response();
+    }
+    let scopes: Vec<String> = field("scope")
+        .unwrap_or_default()
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    lock(&state.scopes).extend(scopes.iter().cloned());
+    let token = mint(&state, &scopes);
+    axum::Json(json!({
+        "access_token": token,
+        "expires_in": state.expires_in.load(Ordering::SeqCst),
+        "scope": scopes.join(" "),
     }))
     .into_response()
 }
