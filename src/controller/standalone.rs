@@ -44,11 +44,6 @@ pub struct Config {
     pub state: PathBuf,
 }
 
-/// With GitHub webhooks, the longest a read that deliveries prove unchanged is
-/// answered from memory before it is read again anyway, unless
-/// [`Standalone::with_github_resync`] says otherwise.
-pub const DEFAULT_GITHUB_RESYNC_MINUTES: i64 = 10;
-
 /// Policies reconciled at once, unless [`Standalone::with_concurrency`] says otherwise.
 pub const DEFAULT_CONCURRENCY: usize = 4;
 
@@ -133,15 +128,6 @@ impl Standalone {
     #[must_use]
     pub fn with_concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
-        self
-    }
-
-    /// With GitHub webhooks: re-read what deliveries prove unchanged at least this
-    /// often anyway (a lost delivery then delays a merge by at most this; it never
-    /// causes one).
-    #[must_use]
-    pub fn with_github_resync(self, resync: chrono::Duration) -> Self {
-        self.feed.set_resync(resync);
         self
     }
 
