@@ -278,6 +278,7 @@ async fn variants(registry: &Registry, host: &str) {
         policy: &policy,
         images: &images,
         bad: &bad,
+        proven: None,
         build_times: &built,
         ages: &ages,
         now: autobump::clock::Clock::now(&SystemClock),

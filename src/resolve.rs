@@ -29,6 +29,7 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
 
+use crate::core::promotion::Admission;
 use crate::core::reference::ImageRef;
 use crate::core::rewrite::DigestTag;
 use crate::core::select::{self, ImageState, Inputs, Outcome};
@@ -249,6 +250,23 @@ impl<R: Registry> Resolver<R> {
         bad: &BTreeSet<(String, String)>,
         now: DateTime<Utc>,
     ) -> Vec<Resolution> {
+        let admission = Admission {
+            bad: bad.clone(),
+            proven: None,
+        };
+        self.resolve_admitted(policy, references, &admission, now)
+            .await
+    }
+
+    /// [`Self::resolve`] offering only the versions `admission` admits (not bad; with
+    /// promotion, proven upstream).
+    pub async fn resolve_admitted(
+        &self,
+        policy: &ImagePolicy,
+        references: &[ImageRef],
+        admission: &Admission,
+        now: DateTime<Utc>,
+    ) -> Vec<Resolution> {
         let covered = covered_images(policy, references);
         let listed = join_all(covered.values().map(|c| self.registry.tags(&c.reference))).await;
         let mut images = BTreeMap::new();
@@ -306,7 +324,7 @@ impl<R: Registry> Resolver<R> {
         } else {
             (Vec::new(), Vec::new())
         };
-        let decisions = self.decide(policy, &images, bad, &covered, now).await;
+        let decisions = self.decide(policy, &images, admission, &covered, now).await;
         for d in decisions {
             let reference = &covered[&d.image].reference;
             let outcome = match d.outcome {
@@ -423,7 +441,7 @@ impl<R: Registry> Resolver<R> {
         &self,
         policy: &ImagePolicy,
         images: &BTreeMap<String, ImageState>,
-        bad: &BTreeSet<(String, String)>,
+        admission: &Admission,
         covered: &BTreeMap<String, Covered>,
         now: DateTime<Utc>,
     ) -> Vec<select::Decision> {
@@ -431,7 +449,8 @@ impl<R: Registry> Resolver<R> {
         let base = Inputs {
             policy,
             images,
-            bad,
+            bad: &admission.bad,
+            proven: admission.proven.as_ref(),
             build_times: &none,
             ages: &none,
             now,

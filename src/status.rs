@@ -36,6 +36,13 @@ pub struct StatusRow {
     pub rollback_request: Option<RollbackRequest>,
     /// Whether a policy file defines the policy (false: state of a removed policy).
     pub defined: bool,
+    /// With `promotion.from`: the upstream policy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// With `promotion.from`: the newest release proven upstream that this policy
+    /// does not run yet (what waits to be promoted), and when it became known-good.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<(String, DateTime<Utc>)>,
 }
 
 /// One row per policy that has a definition or a state, sorted by name.
@@ -69,6 +76,19 @@ pub fn rows_keyed(
         .map(|name| {
             let state = states.get(name).unwrap_or(&empty);
             let policy = by_name.get(name);
+            let upstream = policy.and_then(|p| p.spec.promotion.as_ref()).map(|pr| {
+                match name.rsplit_once('/') {
+                    // In-cluster keys are `namespace/name`: the upstream is in the
+                    // same namespace.
+                    Some((ns, _)) => format!("{ns}/{}", pr.from),
+                    None => pr.from.to_string(),
+                }
+            });
+            let waiting = upstream.as_ref().and_then(|u| {
+                let up = states.get(u)?;
+                crate::core::promotion::waiting(up, state, state.current.as_ref())
+                    .map(|p| (p.release.summary.clone(), p.known_good_at))
+            });
             StatusRow {
                 policy: name.to_owned(),
                 current: state.current.as_ref().map(|r| r.summary.clone()),
@@ -89,6 +109,8 @@ pub fn rows_keyed(
                     .map(|e| (e.at, e.message.clone())),
                 rollback_request: state.rollback_request.clone(),
                 defined: policy.is_some(),
+                upstream,
+                waiting,
             }
         })
         .collect()
@@ -122,7 +144,13 @@ pub fn table(rows: &[StatusRow], now: DateTime<Utc>) -> String {
         "LAST ROLLBACK",
     ];
     let dash = || "-".to_owned();
-    let cells: Vec<[String; 7]> = rows
+    // The promotion column only when some policy promotes from another.
+    let promotes = rows.iter().any(|r| r.upstream.is_some());
+    let mut header: Vec<&str> = header.to_vec();
+    if promotes {
+        header.push("PROMOTION");
+    }
+    let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
             let held = r.hold.as_ref().map_or_else(dash, |h| {
@@ -139,7 +167,7 @@ pub fn table(rows: &[StatusRow], now: DateTime<Utc>) -> String {
                 None if r.defined => "none found".to_owned(),
                 None => "(no policy file)".to_owned(),
             };
-            [
+            let mut row = vec![
                 r.policy.clone(),
                 r.current.clone().unwrap_or_else(dash),
                 r.last_known_good.clone().unwrap_or_else(dash),
@@ -159,10 +187,21 @@ pub fn table(rows: &[StatusRow], now: DateTime<Utc>) -> String {
                     }
                     (None, None) => dash(),
                 },
-            ]
+            ];
+            if promotes {
+                row.push(match (&r.upstream, &r.waiting) {
+                    (None, _) => dash(),
+                    (Some(u), None) => format!("from {u}: nothing waiting"),
+                    (Some(u), Some((v, t))) => format!(
+                        "from {u}: {v} waiting (known-good there {} ago)",
+                        human(now - *t)
+                    ),
+                });
+            }
+            row
         })
         .collect();
-    let mut widths = header.map(str::len);
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in &cells {
         for (w, c) in widths.iter_mut().zip(row) {
             *w = (*w).max(c.chars().count());
@@ -171,7 +210,7 @@ pub fn table(rows: &[StatusRow], now: DateTime<Utc>) -> String {
     let mut out = String::new();
     let mut line = |cols: &[String]| {
         let mut text = String::new();
-        for (i, (c, w)) in cols.iter().zip(widths).enumerate() {
+        for (i, (c, w)) in cols.iter().zip(widths.iter().copied()).enumerate() {
             if i + 1 == cols.len() {
                 text.push_str(c);
             } else {
@@ -181,7 +220,7 @@ pub fn table(rows: &[StatusRow], now: DateTime<Utc>) -> String {
         out.push_str(text.trim_end());
         out.push('\n');
     };
-    line(&header.map(str::to_owned));
+    line(&header.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>());
     for row in &cells {
         line(row);
     }
@@ -214,6 +253,73 @@ mod tests {
             since: at("2026-11-20T10:00:00Z"),
             commit: None,
         }
+    }
+
+    /// The example pair in `policies/`: production shows its upstream and what waits
+    /// there; staging (no upstream) shows no promotion.
+    #[test]
+    fn status_shows_each_policys_upstream_and_what_waits_to_be_promoted() {
+        use crate::core::promotion::{Conditions, record};
+        use crate::policy::v1alpha1::ImageVersion;
+        let now = at("2026-12-02T12:00:00Z");
+        let mut policies = Vec::new();
+        for file in ["podinfo-staging.yaml", "podinfo-production.yaml"] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("policies")
+                .join(file);
+            let text = std::fs::read_to_string(&path).unwrap();
+            let (mut loaded, problems) = crate::policy::load::load_str(&path, &text);
+            assert!(problems.is_empty(), "{problems:?}");
+            policies.append(&mut loaded);
+        }
+        let podinfo = |tag: &str| Release {
+            images: vec![ImageVersion {
+                image: "ghcr.io/stefanprodan/podinfo".into(),
+                tag: tag.into(),
+                digest: None,
+            }],
+            ..release(tag)
+        };
+        let conditions = Conditions::of(&policies[0].spec);
+        let mut staging = PolicyState::default();
+        record(
+            &mut staging,
+            conditions.proof(&podinfo("6.7.0"), None, at("2026-12-01T10:00:00Z")),
+        );
+        record(
+            &mut staging,
+            conditions.proof(&podinfo("6.7.1"), None, at("2026-12-02T11:00:00Z")),
+        );
+        let production = PolicyState {
+            current: Some(podinfo("6.7.0")),
+            ..PolicyState::default()
+        };
+        let states = BTreeMap::from([
+            ("podinfo-staging".to_owned(), staging),
+            ("podinfo-production".to_owned(), production),
+        ]);
+        let rows = rows(&policies, &states, now);
+        let prod = rows
+            .iter()
+            .find(|r| r.policy == "podinfo-production")
+            .unwrap();
+        assert_eq!(prod.upstream.as_deref(), Some("podinfo-staging"));
+        assert_eq!(
+            prod.waiting,
+            Some(("6.7.1".to_owned(), at("2026-12-02T11:00:00Z")))
+        );
+        let text = table(&rows, now);
+        assert!(
+            text.lines().next().unwrap().ends_with("PROMOTION"),
+            "{text}"
+        );
+        assert!(
+            text.contains("from podinfo-staging: 6.7.1 waiting (known-good there 1h ago)"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&rows).unwrap();
+        assert_eq!(json[0]["upstream"], "podinfo-staging");
+        assert!(json[1].get("upstream").is_none(), "{json}");
     }
 
     #[test]

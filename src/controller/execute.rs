@@ -15,7 +15,7 @@ use crate::core::plan::{Effect, Mode};
 use crate::core::watch::{self, Patch, RollbackTo};
 use crate::forge::{Forge, ForgeError, MergeMethod, NewPullRequest, PullRequest, PullRequestEdit};
 use crate::policy::Policy;
-use crate::policy::v1alpha1::{Hold, Intent, IntentKind, Reason};
+use crate::policy::v1alpha1::{Hold, ImageVersion, Intent, IntentKind, Reason};
 use crate::policy::values::BranchName;
 use crate::registry::Registry;
 use crate::repo::{Delivery, PreparedBump, Repo};
@@ -79,9 +79,11 @@ impl<R: Registry, G: Repo, S: Store, F: Forge> Executor<'_, '_, R, G, S, F> {
         f: &ForgeAccess<'_, F>,
         (n, sha, method): (u64, &str, MergeMethod),
         (reason, message): (Reason, String),
+        images: Vec<ImageVersion>,
     ) -> Result<bool, ReconcileError> {
         self.change(&[StateChange::Intend(Intent {
             pull_request: Some(n),
+            images,
             ..Intent::new(IntentKind::Merge, Some(reason), message.clone(), self.now)
         })])?;
         match f.forge.merge(&f.repo, n, method, sha).await {
@@ -260,6 +262,7 @@ impl<R: Registry, G: Repo, S: Store, F: Forge> Executor<'_, '_, R, G, S, F> {
                 &f,
                 (pr.number, &mergeability.head_sha, method),
                 (Reason::RolledBack, message),
+                rb.good.images.clone(),
             )
             .await?;
         Ok(vec![if merged {
@@ -335,7 +338,8 @@ impl<R: Registry, G: Repo, S: Store, F: Forge> Executor<'_, '_, R, G, S, F> {
         effect: &Effect,
         pr_number: &mut Option<u64>,
     ) -> Result<(), ReconcileError> {
-        if let Some(change) = effect.state_change(run.delivery, run.bumped_rows) {
+        if let Some(change) = effect.state_change(run.delivery, run.bumped_rows, run.promoted_from)
+        {
             return self.change(&[change]);
         }
         let current = *pr_number;
@@ -353,6 +357,7 @@ impl<R: Registry, G: Repo, S: Store, F: Forge> Executor<'_, '_, R, G, S, F> {
                     let (before, what) = watch::direct_push(
                         &self.policy.spec,
                         &observe::rows_of(prepared),
+                        run.promoted_from,
                         self.now,
                     );
                     let done = |head: &str| {
@@ -401,7 +406,13 @@ impl<R: Registry, G: Repo, S: Store, F: Forge> Executor<'_, '_, R, G, S, F> {
                     let f = self.deps.forge_access()?;
                     let message = format!("PR #{n} merged at {sha}");
                     let method = MergeMethod::from(*method);
-                    self.merge(&f, (n, sha, method), (Reason::Merged, message))
+                    // The versions it carries (its diff is the planned bump's, or
+                    // it would not merge): named by the release they deploy.
+                    let images = run
+                        .prepared
+                        .map(|p| watch::versions_of(&observe::rows_of(p)))
+                        .unwrap_or_default();
+                    self.merge(&f, (n, sha, method), (Reason::Merged, message), images)
                         .await?;
                 }
             }
@@ -468,4 +479,6 @@ pub(super) struct Run<'a> {
     pub branch: Option<&'a BranchName>,
     pub prepared: Option<&'a PreparedBump>,
     pub bumped_rows: usize,
+    /// With promotion: the upstream policy the bump's versions were proven in.
+    pub promoted_from: Option<&'a str>,
 }

@@ -294,7 +294,8 @@ async fn observe_bump<R: Registry, G: Repo, S: Store, F: Forge>(
 ) -> Result<Observed, ReconcileError> {
     let delivery = Mode::of(&policy.spec);
     let branch = pr_branch(policy)?;
-    let bad = state.bad_pairs();
+    let (admission, upstream) = observe::admission(policy, deps.store, state)?;
+    let promotion = (&admission, upstream.as_deref());
     let mut observed = Observed {
         delivery,
         branch: branch.clone(),
@@ -311,8 +312,15 @@ async fn observe_bump<R: Registry, G: Repo, S: Store, F: Forge>(
     let Some(branch) = branch else {
         // A direct push that waits for a rollout has nothing to read.
         if observed.rollout_block.is_none() {
-            let (prepared, bump, problems) =
-                observe::bump(policy, deps, references, &bad, Delivery::DirectPush, now).await?;
+            let (prepared, bump, problems) = observe::bump(
+                policy,
+                deps,
+                references,
+                promotion,
+                Delivery::DirectPush,
+                now,
+            )
+            .await?;
             (observed.prepared, observed.bump, observed.registry_problems) =
                 (prepared, bump, problems);
         }
@@ -323,13 +331,13 @@ async fn observe_bump<R: Registry, G: Repo, S: Store, F: Forge>(
         branch: branch.clone(),
     };
     let (prepared, bump, problems) =
-        observe::bump(policy, deps, references, &bad, delivery, now).await?;
+        observe::bump(policy, deps, references, promotion, delivery, now).await?;
     let pr = observe::pull_request(
         policy,
         deps,
         &f,
         (&branch, head),
-        (state.hold.as_ref(), &state.seen_comments, &bad),
+        (state.hold.as_ref(), &state.seen_comments, &admission),
         prepared.as_ref(),
         gate,
         now,
@@ -534,6 +542,11 @@ pub async fn execute<R: Registry, G: Repo, S: Store, F: Forge>(
         branch: observed.branch.as_ref(),
         prepared: observed.prepared.as_ref(),
         bumped_rows: snapshot.bump.as_ref().map_or(0, |b| b.rows.len()),
+        promoted_from: snapshot
+            .bump
+            .as_ref()
+            .and_then(|b| b.promoted.as_ref())
+            .map(|p| p.from.as_str()),
     };
     let x = Executor { policy, deps, now };
     for effect in &effects {

@@ -4,7 +4,7 @@
 //! release's rollout, and the rollback PR. What to read is decided in `core` where it
 //! depends on the policy's state ([`plan::merge_may_follow`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
@@ -13,8 +13,9 @@ use crate::cluster::DynWorkloads;
 use crate::core::commands;
 use crate::core::gate::GateVerdict;
 use crate::core::merge::{Check, CheckState, DiffVerdict, FileChange, PrView, checks_pass};
-use crate::core::plan::{self, CommandSeen, PlannedBump, PrSnapshot};
+use crate::core::plan::{self, CommandSeen, PlannedBump, PrSnapshot, Promoted};
 use crate::core::pr::Row;
+use crate::core::promotion::{self, Admission};
 use crate::core::reference::ImageRef;
 use crate::core::rewrite::{DigestTag, ImageSelector, Plan, SeriesRule, Target};
 use crate::core::watch::{self, RollbackTo, RolloutSeen};
@@ -25,7 +26,7 @@ use crate::policy::values::BranchName;
 use crate::registry::Registry;
 use crate::repo::{BumpRequest, Delivery, PreparedBump, Repo, Scanned, Source};
 use crate::resolve::{Resolved, Resolver};
-use crate::store::Store;
+use crate::store::{PolicyState, Store};
 
 /// The base branch's head and the image references in the policy's files there.
 pub(super) async fn scan_base<G: Repo>(
@@ -50,6 +51,8 @@ pub(super) async fn scan_base<G: Repo>(
 /// could not be resolved.
 struct Resolution {
     targets: Vec<Target>,
+    /// Each target as `(canonical image, tag)`.
+    moved: Vec<(String, String)>,
     digest_tags: Vec<DigestTag>,
     source_repos: BTreeMap<String, String>,
     problems: Vec<String>,
@@ -59,21 +62,26 @@ async fn resolve_targets<R: Registry>(
     policy: &Policy,
     resolver: &Resolver<R>,
     references: &[ImageRef],
-    bad: &BTreeSet<(String, String)>,
+    admission: &Admission,
     now: DateTime<Utc>,
 ) -> Resolution {
     let mut targets = Vec::new();
+    let mut moved = Vec::new();
     let mut problems = Vec::new();
     let mut source_repos = BTreeMap::new();
     let mut digest_tags = Vec::new();
     for image in &policy.spec.images {
-        for r in resolver.resolve(image, references, bad, now).await {
+        for r in resolver
+            .resolve_admitted(image, references, admission, now)
+            .await
+        {
             digest_tags.extend(r.digest_tags);
             match r.outcome {
                 Resolved::Bump { tag, digest } => {
                     if let Some(repo) = &image.source_repo {
                         source_repos.insert(r.image.clone(), repo.to_string());
                     }
+                    moved.push((r.canonical.clone(), tag.clone()));
                     targets.push(Target {
                         image: ImageSelector::Repository(r.image.clone()),
                         tag,
@@ -92,6 +100,7 @@ async fn resolve_targets<R: Registry>(
     }
     Resolution {
         targets,
+        moved,
         digest_tags,
         source_repos,
         problems,
@@ -105,6 +114,7 @@ fn bump_request(
     plan: Plan,
     delivery: Delivery,
     rollback: Option<String>,
+    promoted: Option<(String, String)>,
 ) -> BumpRequest {
     let spec = &policy.spec.source;
     BumpRequest {
@@ -116,6 +126,7 @@ fn bump_request(
         mode: spec.mode,
         delivery,
         rollback,
+        promoted,
     }
 }
 
@@ -131,26 +142,40 @@ pub(super) async fn bump<R: Registry, G: Repo, F: Forge, S: Store>(
     policy: &Policy,
     deps: &Deps<'_, R, G, S, F>,
     references: &[ImageRef],
-    bad: &BTreeSet<(String, String)>,
+    (admission, upstream): (&Admission, Option<&Upstream>),
     delivery: Delivery,
     now: DateTime<Utc>,
 ) -> Result<(Option<PreparedBump>, Option<PlannedBump>, Vec<String>), ReconcileError> {
     let Resolution {
         targets,
+        moved,
         digest_tags,
         source_repos,
         problems,
-    } = resolve_targets(policy, deps.resolver, references, bad, now).await;
+    } = resolve_targets(policy, deps.resolver, references, admission, now).await;
     if targets.is_empty() {
         return Ok((None, None, problems));
     }
+    let promoted = upstream.map(|u| Promoted {
+        from: u.name.clone(),
+        evidence: promotion::evidence(&u.name, &promotion::cite(&u.state, &moved)),
+    });
     let plan = Plan::new(&targets)
         .map_err(|e| ReconcileError::Policy(e.to_string()))?
         .with_digest_tags(digest_tags);
     let prepared = deps
         .repo
         .prepare_bump(
-            bump_request(policy, &deps.source, plan, delivery, None),
+            bump_request(
+                policy,
+                &deps.source,
+                plan,
+                delivery,
+                None,
+                promoted
+                    .as_ref()
+                    .map(|p| (p.from.clone(), p.evidence.clone())),
+            ),
             now,
         )
         .await?;
@@ -158,8 +183,38 @@ pub(super) async fn bump<R: Registry, G: Repo, F: Forge, S: Store>(
     let bump = prepared.as_ref().map(|p| PlannedBump {
         rows: rows_of(p),
         source_repos,
+        promoted,
     });
     Ok((prepared, bump, problems))
+}
+
+/// The upstream of a policy with `promotion.from`, as read in this reconcile.
+pub(super) struct Upstream {
+    /// Its name.
+    pub name: String,
+    /// Its state.
+    pub state: PolicyState,
+}
+
+/// What `policy` may be offered, and its upstream (with `promotion.from`): `state`'s
+/// bad versions, and the upstream's proven versions not bad there or here.
+pub(super) fn admission<S: Store>(
+    policy: &Policy,
+    store: &S,
+    state: &PolicyState,
+) -> Result<(Admission, Option<Box<Upstream>>), ReconcileError> {
+    let Some(from) = policy.spec.promotion.as_ref().map(|p| p.from.to_string()) else {
+        return Ok((Admission::own(state), None));
+    };
+    let upstream = store.load(&from)?;
+    Ok((
+        Admission::promoted(state, &upstream),
+        // Boxed: it is held across the reconcile's awaits.
+        Some(Box::new(Upstream {
+            name: from,
+            state: upstream,
+        })),
+    ))
 }
 
 /// The open autobump PR on `branch`, as the planner sees it, and its commands.
@@ -178,7 +233,7 @@ pub(super) async fn pull_request<R: Registry, G: Repo, F: Forge, S: Store>(
     deps: &Deps<'_, R, G, S, F>,
     f: &ForgeAccess<'_, F>,
     (branch, base_head): (&BranchName, &str),
-    (hold, seen, bad): (Option<&Hold>, &[u64], &BTreeSet<(String, String)>),
+    (hold, seen, admission): (Option<&Hold>, &[u64], &Admission),
     prepared: Option<&PreparedBump>,
     gate: &GateVerdict,
     now: DateTime<Utc>,
@@ -212,7 +267,7 @@ pub(super) async fn pull_request<R: Registry, G: Repo, F: Forge, S: Store>(
                 pr,
                 prepared,
                 (base_head, branch),
-                (read_checks, bad),
+                (read_checks, admission),
             )
             .await?;
             if snapshot.view.mergeable.is_some() && f.forge.answers_from_memory() {
@@ -239,7 +294,7 @@ async fn pr_snapshot<R: Registry, G: Repo, F: Forge, S: Store>(
     pr: &PullRequest,
     prepared: Option<&PreparedBump>,
     (base_head, branch): (&str, &BranchName),
-    (read_checks, bad): (bool, &BTreeSet<(String, String)>),
+    (read_checks, admission): (bool, &Admission),
 ) -> Result<PrSnapshot, ReconcileError> {
     let (head, mergeable, checks_sha, checks) = if read_checks {
         checks(policy, f, pr).await?
@@ -255,7 +310,7 @@ async fn pr_snapshot<R: Registry, G: Repo, F: Forge, S: Store>(
             .repo
             .changed_files(&deps.source, Some(branch), base_head, &head)
             .await?;
-        verify_reference_only(&files, policy, deps.resolver, bad)
+        verify_reference_only(&files, policy, deps.resolver, admission)
     };
     Ok(PrSnapshot {
         view: PrView {
@@ -355,32 +410,36 @@ pub(super) async fn checks_on<F: Forge>(
 /// and is refreshed in the next window), a bump whose versions cannot be verified any
 /// more (never merged; refreshed), or carry other changes (never merged; held): see
 /// [`crate::core::merge::verify_image_moves`]. A version checks out when the tag list
-/// the registry gave in this reconcile has its tag, it was never rolled back (`bad`:
-/// canonical image and tag pairs), and a digest it pins is the one the resolver read
+/// the registry gave in this reconcile has its tag, `admission` admits it (never
+/// rolled back; with promotion, proven upstream), and a digest it pins is the one the resolver read
 /// for that tag (so a PR cannot pin an image the tag never had).
 fn verify_reference_only<R: Registry>(
     files: &[crate::repo::ChangedFile],
     policy: &Policy,
     resolver: &Resolver<R>,
-    bad: &BTreeSet<(String, String)>,
+    admission: &Admission,
 ) -> DiffVerdict {
     crate::core::merge::verify_image_moves(&policy.spec, &file_changes(files), &|r| {
-        version_problem(resolver, bad, r)
+        version_problem(resolver, admission, r)
     })
 }
 
 /// Why the version `r` names cannot be trusted now, if it cannot.
 fn version_problem<R: Registry>(
     resolver: &Resolver<R>,
-    bad: &BTreeSet<(String, String)>,
+    admission: &Admission,
     r: &ImageRef,
 ) -> Option<String> {
     let canonical = r.canonical_repository();
     let Some(tag) = r.tag.as_deref() else {
         return Some("no tag".into());
     };
-    if bad.contains(&(canonical.clone(), tag.to_owned())) {
-        return Some("this version was rolled back before".into());
+    let key = (canonical.clone(), tag.to_owned());
+    if admission.bad.contains(&key) {
+        return Some("this version was rolled back before (here or upstream)".into());
+    }
+    if admission.proven.as_ref().is_some_and(|p| !p.contains(&key)) {
+        return Some("this version was not proven upstream (promotion.from)".into());
     }
     if !resolver.registry_has(&canonical, tag) {
         return Some("the registry does not list this tag".into());
@@ -505,6 +564,7 @@ pub(super) async fn rollback_commit<R: Registry, G: Repo, F: Forge, S: Store>(
                 plan,
                 delivery,
                 Some(rb.reason.clone()),
+                None,
             ),
             now,
         )

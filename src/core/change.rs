@@ -31,8 +31,9 @@ pub enum StateChange {
     },
     /// The bake of the deployed release so far.
     Bake(BakeProgress),
-    /// `release` baked clean: it is the last known-good now (`Promoted`).
-    Promote(Release),
+    /// `release` baked clean under these conditions: it is the last known-good now
+    /// (`Promoted`), and proven for policies promoting from this one.
+    Promote(Release, super::promotion::Conditions),
     /// A rollout turned out bad: hold the policy (see [`BadRolloutHold`]), restart the
     /// bake, and record `bad` (canonical image, tag) as bad versions.
     HoldForBadRollout {
@@ -61,6 +62,8 @@ pub enum StateChange {
     BumpPushed {
         /// How many image versions moved.
         rows: usize,
+        /// With promotion: the upstream policy the versions were proven in.
+        from: Option<String>,
     },
     /// A comment was handled (webhook and polling de-duplication).
     SeeComment(u64),

@@ -9,6 +9,7 @@ pub mod gate;
 pub mod merge;
 pub mod plan;
 pub mod pr;
+pub mod promotion;
 pub mod reference;
 pub mod rewrite;
 pub mod rollout;

@@ -85,6 +85,17 @@ pub struct PlannedBump {
     pub rows: Vec<Row>,
     /// Source repositories by image, for compare links.
     pub source_repos: std::collections::BTreeMap<String, String>,
+    /// With promotion: the upstream policy and the evidence its PR body cites.
+    pub promoted: Option<Promoted>,
+}
+
+/// Where a promoted bump's versions were proven.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Promoted {
+    /// The upstream policy (`promotion.from`).
+    pub from: String,
+    /// The evidence, as Markdown ([`super::promotion::evidence`]).
+    pub evidence: String,
 }
 
 /// The open autobump PR, as observed.
@@ -232,7 +243,12 @@ impl Effect {
     /// The change to the policy's state this effect is, for effects that only
     /// change state (`rows`: how many image versions the bump moves).
     #[must_use]
-    pub fn state_change(&self, delivery: Mode, rows: usize) -> Option<StateChange> {
+    pub fn state_change(
+        &self,
+        delivery: Mode,
+        rows: usize,
+        promoted_from: Option<&str>,
+    ) -> Option<StateChange> {
         Some(match self {
             Self::MarkSeen(id) => StateChange::SeeComment(*id),
             Self::SetHold(hold) => StateChange::SetHold(hold.clone()),
@@ -240,7 +256,10 @@ impl Effect {
             // A direct push records itself when it lands (its intent); a bump pushed
             // for review is recorded now.
             Self::RecordBump => match delivery {
-                Mode::PullRequest => StateChange::BumpPushed { rows },
+                Mode::PullRequest => StateChange::BumpPushed {
+                    rows,
+                    from: promoted_from.map(ToOwned::to_owned),
+                },
                 Mode::DirectPush => StateChange::LastBump,
             },
             _ => return None,
@@ -300,6 +319,7 @@ pub fn plan(s: &Snapshot<'_>, now: DateTime<Utc>) -> Vec<Effect> {
             rows: bump.rows.clone(),
             source_repos: bump.source_repos.clone(),
             labels: &labels,
+            evidence: bump.promoted.as_ref().map(|p| p.evidence.as_str()),
         };
         let (title, body) = (pr::title(&text), pr::body(&text));
         // A PR carrying other changes is held below, never silently overwritten; one
@@ -613,6 +633,7 @@ mod tests {
                 to: to.into(),
             }],
             source_repos: std::collections::BTreeMap::default(),
+            promoted: None,
         }
     }
 
@@ -623,6 +644,7 @@ mod tests {
             rows: bump(to).rows,
             source_repos: std::collections::BTreeMap::default(),
             labels: &labels,
+            evidence: None,
         };
         let _ = spec;
         PrSnapshot {

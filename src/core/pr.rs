@@ -67,6 +67,9 @@ pub struct Bump<'a> {
     pub source_repos: BTreeMap<String, String>,
     /// The labels the PR carries.
     pub labels: &'a [String],
+    /// With promotion: where the versions were proven (Markdown,
+    /// [`super::promotion::evidence`]).
+    pub evidence: Option<&'a str>,
 }
 
 /// The marker that identifies a policy's PRs.
@@ -164,6 +167,10 @@ pub fn body(bump: &Bump<'_>) -> String {
             row.image, row.from, row.to
         );
     }
+    if let Some(evidence) = bump.evidence {
+        let _ = write!(out, "\n{}", evidence.trim_end());
+        out.push('\n');
+    }
     if !bump.labels.is_empty() {
         let _ = write!(out, "\nLabels: {}\n", bump.labels.join(", "));
     }
@@ -201,6 +208,7 @@ mod tests {
             )]
             .into(),
             labels: &LABELS,
+            evidence: None,
         }
     }
 

@@ -54,6 +54,9 @@ pub struct Inputs<'a> {
     pub images: &'a BTreeMap<String, ImageState>,
     /// Versions recorded as bad, as `(image, tag)`.
     pub bad: &'a BTreeSet<(String, String)>,
+    /// With promotion (`promotion.from`): the only `(image, tag)` pairs that may be
+    /// candidates, those proven upstream (see [`super::promotion`]).
+    pub proven: Option<&'a BTreeSet<(String, String)>>,
     /// Known build times of `(image, tag)`.
     pub build_times: &'a HashMap<(String, String), DateTime<Utc>>,
     /// Since when `(image, tag)` counts as existing, for `minAge` (see
@@ -162,7 +165,10 @@ fn rank(inputs: &Inputs<'_>, image: &str, tag: &str) -> Option<Ranked> {
 
 /// Whether the policy accepts `tag` as a candidate at all (independent of series).
 fn acceptable(inputs: &Inputs<'_>, image: &str, tag: &str) -> bool {
-    !inputs.bad.contains(&(image.to_owned(), tag.to_owned())) && tag_allowed(inputs.policy, tag)
+    let key = (image.to_owned(), tag.to_owned());
+    !inputs.bad.contains(&key)
+        && inputs.proven.is_none_or(|p| p.contains(&key))
+        && tag_allowed(inputs.policy, tag)
 }
 
 /// Whether `policy` allows `tag` at all: not excluded (`excludeTags`), and for semver
@@ -405,7 +411,11 @@ fn no_candidate_reason(inputs: &Inputs<'_>, series: &Series) -> String {
         },
         (TagPolicy::Regex(p), _) => format!("tags matching \"{}\"", p.pattern),
     };
-    format!("the registry has no acceptable {what} (after exclusions and bad versions)")
+    if inputs.proven.is_some() {
+        format!("no {what} proven upstream yet (promotion.from; after exclusions and bad versions)")
+    } else {
+        format!("the registry has no acceptable {what} (after exclusions and bad versions)")
+    }
 }
 
 /// A consistent group member: the image, its state and its current version.
@@ -553,6 +563,7 @@ mod tests {
         policy: ImagePolicy,
         images: BTreeMap<String, ImageState>,
         bad: BTreeSet<(String, String)>,
+        proven: Option<BTreeSet<(String, String)>>,
         built: HashMap<(String, String), DateTime<Utc>>,
         ages: HashMap<(String, String), DateTime<Utc>>,
         now: DateTime<Utc>,
@@ -574,6 +585,7 @@ mod tests {
                 },
                 images: BTreeMap::new(),
                 bad: BTreeSet::new(),
+                proven: None,
                 built: HashMap::new(),
                 ages: HashMap::new(),
                 now: "2024-03-01T12:00:00Z".parse().unwrap(),
@@ -610,6 +622,12 @@ mod tests {
             self.bad.insert((image.into(), tag.into()));
             self
         }
+        fn proven(mut self, image: &str, tag: &str) -> Self {
+            self.proven
+                .get_or_insert_with(BTreeSet::new)
+                .insert((image.into(), tag.into()));
+            self
+        }
         fn built(mut self, image: &str, tag: &str, at: &str) -> Self {
             self.built
                 .insert((image.into(), tag.into()), at.parse().unwrap());
@@ -620,6 +638,7 @@ mod tests {
                 policy: &self.policy,
                 images: &self.images,
                 bad: &self.bad,
+                proven: self.proven.as_ref(),
                 build_times: &self.built,
                 ages: &self.ages,
                 now: self.now,
@@ -1070,6 +1089,69 @@ mod tests {
         for (i, (world, want)) in cases.iter().enumerate() {
             assert_eq!(world.outcomes(), *want, "case {i}");
         }
+    }
+
+    /// Promotion: production (`~1.1` here) takes the newest version of its own series
+    /// that staging proved, even when staging proved newer ones outside it; with
+    /// nothing proven newer it is up to date, and with nothing proven at all it says so.
+    #[test]
+    fn promotion_takes_the_newest_proven_version_of_the_policys_own_series() {
+        let w = World::semver(Some("~1.1"), false)
+            .image(
+                "a",
+                &["1.1.0"],
+                &["1.1.0", "1.1.1", "1.1.2", "1.2.0", "1.3.0"],
+            )
+            .proven("a", "1.1.1")
+            .proven("a", "1.3.0");
+        assert_eq!(w.outcomes(), ["bump 1.1.1"]);
+        let w = World::semver(None, false)
+            .image("a", &["1.1.0"], &["1.1.0", "1.2.0", "1.3.0"])
+            .proven("a", "1.1.0")
+            .proven("a", "1.3.0")
+            .bad("a", "1.3.0");
+        assert_eq!(w.outcomes(), ["up to date"]);
+        let w = World::semver(None, false)
+            .image("a", &["1.0.0"], &["1.0.0", "1.2.0"])
+            .proven("b", "1.2.0");
+        let out = w.outcomes();
+        assert!(
+            out[0].starts_with("none: no semver tags proven upstream yet"),
+            "{out:?}"
+        );
+    }
+
+    /// `consistent` with promotion: the group moves to the newest tag proven for every
+    /// member, never to one proven for only some of them.
+    #[test]
+    fn promotion_moves_a_consistent_group_only_to_a_version_proven_for_all() {
+        let w = World::date_sha()
+            .consistent()
+            .image(
+                "p/hook",
+                &["v20240101-aaaaaaa"],
+                &[
+                    "v20240101-aaaaaaa",
+                    "v20240102-bbbbbbb",
+                    "v20240103-ccccccc",
+                ],
+            )
+            .image(
+                "p/tide",
+                &["v20240101-aaaaaaa"],
+                &[
+                    "v20240101-aaaaaaa",
+                    "v20240102-bbbbbbb",
+                    "v20240103-ccccccc",
+                ],
+            )
+            .proven("p/hook", "v20240102-bbbbbbb")
+            .proven("p/tide", "v20240102-bbbbbbb")
+            .proven("p/hook", "v20240103-ccccccc");
+        assert_eq!(
+            w.outcomes(),
+            ["bump v20240102-bbbbbbb", "bump v20240102-bbbbbbb"]
+        );
     }
 
     #[test]

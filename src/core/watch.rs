@@ -379,7 +379,10 @@ pub fn assess(w: &Watch<'_>, now: DateTime<Utc>) -> Option<Assessment> {
             a
         }
         RolloutDecision::Promote => Assessment {
-            changes: vec![StateChange::Promote(current.clone())],
+            changes: vec![StateChange::Promote(
+                current.clone(),
+                super::promotion::Conditions::of(w.spec),
+            )],
             ..Assessment::report(vec![Effect::Promote])
         },
         RolloutDecision::Rollback { reason } => rollback(w, reason),
@@ -665,6 +668,18 @@ pub fn push_intent(
     }
 }
 
+/// The versions `rows` move to (tags; digests are left out).
+#[must_use]
+pub fn versions_of(rows: &[super::pr::Row]) -> Vec<ImageVersion> {
+    rows.iter()
+        .map(|r| ImageVersion {
+            image: r.image.clone(),
+            tag: r.to.split('@').next().unwrap_or(&r.to).to_owned(),
+            digest: None,
+        })
+        .collect()
+}
+
 /// What a direct push of a bump moving `rows` writes before pushing (the bump's time
 /// for `minInterval`, and the intent whose `Pushed` record is written once the branch
 /// carries the new versions), and the line that describes it ("to BRANCH: image a ->
@@ -673,21 +688,18 @@ pub fn push_intent(
 pub fn direct_push(
     spec: &AutobumpSpec,
     rows: &[super::pr::Row],
+    promoted_from: Option<&str>,
     now: DateTime<Utc>,
 ) -> (Vec<StateChange>, String) {
     let moves: Vec<String> = rows
         .iter()
         .map(|r| format!("{} {} -> {}", r.image, r.from, r.to))
         .collect();
-    let images: Vec<ImageVersion> = rows
-        .iter()
-        .map(|r| ImageVersion {
-            image: r.image.clone(),
-            tag: r.to.split('@').next().unwrap_or(&r.to).to_owned(),
-            digest: None,
-        })
-        .collect();
-    let what = format!("to {}: {}", spec.source.branch, moves.join(", "));
+    let images = versions_of(rows);
+    let promoted = promoted_from
+        .map(|f| format!(", promoted from {f}"))
+        .unwrap_or_default();
+    let what = format!("to {}: {}{promoted}", spec.source.branch, moves.join(", "));
     let intent = push_intent(Reason::Pushed, format!("pushed {what}"), &images, now);
     (
         vec![StateChange::LastBump, StateChange::Intend(intent)],
@@ -917,7 +929,7 @@ mod tests {
             .iter()
             .map(|c| match c {
                 StateChange::Bake(_) => "Bake".to_owned(),
-                StateChange::Promote(r) => format!("Promote({})", r.summary),
+                StateChange::Promote(r, _) => format!("Promote({})", r.summary),
                 StateChange::HoldForBadRollout { hold, bad } => format!(
                     "Hold({},{})",
                     match hold {

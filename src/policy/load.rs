@@ -6,7 +6,7 @@
 //! that span fields (exactly one of `prefix`/`name`) and policies (duplicate names,
 //! two policies rewriting the same images in the same branch) come after.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path as FsPath, PathBuf};
 
@@ -54,6 +54,8 @@ pub struct Origin {
     pub name_pos: Pos,
     /// Where each `spec.images[i]` is.
     pub image_pos: Vec<Pos>,
+    /// Where `spec.promotion.from` is.
+    pub promotion_pos: Pos,
 }
 
 impl fmt::Display for Origin {
@@ -147,6 +149,7 @@ impl Policy {
                 )),
                 name_pos: Pos::default(),
                 image_pos: Vec::new(),
+                promotion_pos: Pos::default(),
             },
         })
     }
@@ -462,6 +465,7 @@ pub fn load_str(file: &FsPath, text: &str) -> (Vec<Policy>, Vec<Diagnostic>) {
                                 .pos
                         })
                         .collect(),
+                    promotion_pos: doc.locate(&Path::parse("spec.promotion.from")).pos,
                 },
                 metadata,
                 spec,
@@ -616,6 +620,7 @@ const SPEC_FIELDS: &[&str] = &[
     "rollout",
     "rollback",
     "notify",
+    "promotion",
 ];
 
 fn check_sections(spec: &Node, path: &Path) -> Vec<yaml::Error> {
@@ -653,6 +658,7 @@ fn check_sections(spec: &Node, path: &Path) -> Vec<yaml::Error> {
             "rollout" => check::<Option<v1alpha1::RolloutSpec>>(value, &p),
             "rollback" => check::<v1alpha1::RollbackSpec>(value, &p),
             "notify" => check_list::<NotifySpec>(value, &p),
+            "promotion" => check::<Option<v1alpha1::PromotionSpec>>(value, &p),
             _ => vec![err_at(
                 key,
                 p,
@@ -964,6 +970,13 @@ fn cross_check(policies: &[Policy]) -> Vec<(usize, Diagnostic)> {
         for (j, image) in p.spec.images.iter().enumerate() {
             if let Some(e) = group.find(image) {
                 let earlier = &policies[e];
+                // Environments of one promotion chain often live in one repository,
+                // each in its own files: they may share images there.
+                if same_chain(policies, p, earlier)
+                    && p.spec.source.include != earlier.spec.source.include
+                {
+                    continue;
+                }
                 let pos = p.origin.image_pos[j];
                 out.push((
                     i,
@@ -985,6 +998,105 @@ fn cross_check(policies: &[Policy]) -> Vec<(usize, Diagnostic)> {
         }
         for image in &p.spec.images {
             group.add(image, i);
+        }
+    }
+    let rejected: HashSet<usize> = out.iter().map(|(i, _)| *i).collect();
+    out.extend(promotion_check(policies, &rejected));
+    out
+}
+
+/// The policy named `name` in `p`'s namespace among `policies`, but `skip`.
+fn upstream_of<'a>(
+    policies: &'a [Policy],
+    p: &Policy,
+    skip: &HashSet<usize>,
+) -> Option<(usize, &'a Policy)> {
+    let from = p.spec.promotion.as_ref()?.from.as_str();
+    policies.iter().enumerate().find(|(i, q)| {
+        !skip.contains(i) && q.name() == from && q.metadata.namespace == p.metadata.namespace
+    })
+}
+
+/// Whether `a` and `b` are in one promotion chain (one reaches the other upstream).
+fn same_chain(policies: &[Policy], a: &Policy, b: &Policy) -> bool {
+    let reaches = |from: &Policy, to: &Policy| {
+        let mut at = from;
+        for _ in 0..policies.len() {
+            match upstream_of(policies, at, &HashSet::new()) {
+                Some((_, up)) if std::ptr::eq(up, to) => return true,
+                Some((_, up)) => at = up,
+                None => return false,
+            }
+        }
+        false
+    };
+    reaches(a, b) || reaches(b, a)
+}
+
+/// `promotion.from` names a policy that exists (not rejected otherwise), not the
+/// policy itself, and the chain it starts has no cycle.
+fn promotion_check(policies: &[Policy], rejected: &HashSet<usize>) -> Vec<(usize, Diagnostic)> {
+    let mut out = Vec::new();
+    for (i, p) in policies.iter().enumerate() {
+        let Some(promotion) = &p.spec.promotion else {
+            continue;
+        };
+        if rejected.contains(&i) {
+            continue;
+        }
+        let at = |message: String| Diagnostic {
+            file: p.origin.file.clone(),
+            line: p.origin.promotion_pos.line,
+            column: p.origin.promotion_pos.col,
+            path: "spec.promotion.from".into(),
+            message,
+        };
+        let Some((mut j, _)) = upstream_of(policies, p, rejected) else {
+            let names: Vec<&str> = policies
+                .iter()
+                .enumerate()
+                .filter(|(k, q)| {
+                    *k != i && !rejected.contains(k) && q.metadata.namespace == p.metadata.namespace
+                })
+                .map(|(_, q)| q.name())
+                .collect();
+            out.push((
+                i,
+                at(format!(
+                    "unknown policy \"{}\" (policies here: {})",
+                    promotion.from,
+                    if names.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        names.join(", ")
+                    }
+                )),
+            ));
+            continue;
+        };
+        // Follow the chain: reaching `p` again is a cycle.
+        let mut chain = vec![p.name()];
+        let mut seen = HashSet::from([i]);
+        loop {
+            chain.push(policies[j].name());
+            if j == i {
+                out.push((
+                    i,
+                    at(format!(
+                        "promotion cycle: {} (a chain of environments must start somewhere)",
+                        chain.join(" <- ")
+                    )),
+                ));
+                break;
+            }
+            if !seen.insert(j) {
+                // A cycle further up, reported at its own members.
+                break;
+            }
+            match upstream_of(policies, &policies[j], rejected) {
+                Some((k, _)) => j = k,
+                None => break,
+            }
         }
     }
     out

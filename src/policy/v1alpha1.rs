@@ -98,6 +98,24 @@ pub struct AutobumpSpec {
     /// Where to tell people about bumps, merges, holds and rollbacks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<NotifySpec>,
+    /// Take only versions another policy proved: its known-good releases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<PromotionSpec>,
+}
+
+/// Promotion between environments (dev → staging → production): a policy with
+/// `promotion.from` proposes only versions the upstream policy recorded as
+/// known-good (baked for its whole bake with its gate Clear) and that neither policy
+/// recorded as bad. The newest such version in this policy's own series wins; its tag
+/// policy still applies, and `consistent` images still move together.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PromotionSpec {
+    /// The upstream policy's name: a policy of the same `autobump run` (standalone
+    /// mode) or an Autobump object in the same namespace (cluster mode). It may watch
+    /// another repository or branch; chains (dev → staging → production) are allowed,
+    /// cycles are not.
+    pub from: DnsLabel,
 }
 
 /// One image, or every image under a prefix, and how its tags are chosen.
@@ -732,6 +750,48 @@ pub struct PolicyState {
     /// same update that places the hold and records the bad versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_request: Option<RollbackRequest>,
+    /// The releases that became known-good here, oldest first (at most
+    /// [`PROVEN_LIMIT`]): what policies promoting from this one may take, with the
+    /// evidence their pull requests cite.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proven: Vec<Proven>,
+    /// The last pull request autobump merged here (a release that becomes known-good
+    /// with its versions names it as its evidence).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged: Option<MergedPullRequest>,
+}
+
+/// How many proven releases a policy keeps (a policy promoting from it looks for the
+/// newest proven version of its own series among them).
+pub const PROVEN_LIMIT: usize = 50;
+
+/// A release that baked clean: the evidence a promotion cites.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Proven {
+    /// The release (its `since` is when it was deployed).
+    #[serde(flatten)]
+    pub release: Release,
+    /// When it became known-good.
+    pub known_good_at: DateTime<Utc>,
+    /// How long it baked (`gate.bake`, or `rollout.deployDelay` without a gate).
+    pub bake: String,
+    /// The alert gate it baked under (`None`: the policy has no gate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<String>,
+    /// A link to the pull request that deployed it, when autobump merged one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request_url: Option<String>,
+}
+
+/// A pull request autobump merged, and the versions it carried.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MergedPullRequest {
+    /// Its number.
+    pub number: u64,
+    /// The versions it moved to.
+    pub images: Vec<ImageVersion>,
 }
 
 /// An image version recorded as bad (rolled back from); never proposed again.

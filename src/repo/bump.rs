@@ -204,6 +204,8 @@ pub(super) fn make_commit(
     let mut message = commit_message(&request.policy, &rewrite.changes);
     if let Some(reason) = &request.rollback {
         message = rollback_message(&message, reason);
+    } else if let Some((from, evidence)) = &request.promoted {
+        message = promoted_message(&message, from, evidence);
     }
     let when = git2::Time::new(time.timestamp(), 0);
     let author = Signature::new(&config.author.name, &config.author.email, &when)?;
@@ -309,6 +311,27 @@ pub fn commit_message(policy: &str, changes: &[Change]) -> String {
     for t in trailers {
         let _ = writeln!(m, "{t}");
     }
+    m
+}
+
+/// A bump message with the evidence of its promotion: the evidence after the list of
+/// files, and an `Autobump-Promoted-From` trailer after the others.
+#[must_use]
+pub fn promoted_message(bump_message: &str, from: &str, evidence: &str) -> String {
+    let (body, trailers) = bump_message
+        .split_once("\nAutobump-Policy:")
+        .map_or((bump_message, ""), |(b, t)| (b, t));
+    let mut m = String::with_capacity(bump_message.len() + evidence.len() + 64);
+    m.push_str(body.trim_end());
+    m.push_str("\n\n");
+    m.push_str(evidence.trim_end());
+    m.push('\n');
+    if !trailers.is_empty() {
+        m.push_str("\nAutobump-Policy:");
+        m.push_str(trailers.trim_end());
+        m.push('\n');
+    }
+    let _ = writeln!(m, "Autobump-Promoted-From: {}", from.replace('\n', " "));
     m
 }
 

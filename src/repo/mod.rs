@@ -142,6 +142,10 @@ pub struct BumpRequest {
     /// Set when this puts known-good versions back: the commit says "Roll back" and
     /// carries the reason in an `Autobump-Rollback` trailer.
     pub rollback: Option<String>,
+    /// Set when the versions were promoted from another policy: the upstream policy
+    /// and the evidence (Markdown) the commit message cites, with an
+    /// `Autobump-Promoted-From` trailer.
+    pub promoted: Option<(String, String)>,
 }
 
 impl BumpRequest {

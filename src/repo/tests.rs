@@ -157,6 +157,7 @@ fn request(plan: &str, include: &[&str], exclude: &[&str]) -> BumpRequest {
         mode: RewriteMode::Structured,
         delivery: Delivery::DirectPush,
         rollback: None,
+        promoted: None,
     }
 }
 
@@ -271,5 +272,27 @@ fn same_plan_base_and_time_make_the_same_commit() {
             .unwrap()
             .0
             .is_none()
+    );
+}
+
+/// A promoted bump's commit message keeps the bump's subject, files and trailers,
+/// cites the evidence, and names the upstream in a trailer of its own.
+#[test]
+fn a_promoted_bump_message_cites_its_evidence_and_upstream() {
+    let bump = "Bump podinfo-production to 6.7.1\n\n1 image reference in 1 file:\n- apps/production/podinfo.yaml\n\nAutobump-Policy: podinfo-production\nAutobump-Image: ghcr.io/stefanprodan/podinfo:6.7.0 -> ghcr.io/stefanprodan/podinfo:6.7.1\n";
+    let evidence = "Promoted from `podinfo-staging`, where these versions baked clean:\n\n- `ghcr.io/stefanprodan/podinfo:6.7.1`: known-good in `podinfo-staging` since 2026-12-02T11:00:00Z after a bake of 1h.\n";
+    let m = super::bump::promoted_message(bump, "podinfo-staging", evidence);
+    assert!(
+        m.starts_with("Bump podinfo-production to 6.7.1\n\n1 image reference"),
+        "{m}"
+    );
+    let evidence_at = m.find("Promoted from `podinfo-staging`").expect("evidence");
+    let trailers_at = m
+        .find("\nAutobump-Policy: podinfo-production\nAutobump-Image:")
+        .expect("trailers");
+    assert!(evidence_at < trailers_at, "{m}");
+    assert!(
+        m.ends_with("Autobump-Promoted-From: podinfo-staging\n"),
+        "{m}"
     );
 }

@@ -5,7 +5,9 @@ use chrono::{DateTime, Utc};
 
 use super::{BadVersion, PolicyState};
 use crate::core::change::{BadRolloutHold, StateChange};
-use crate::policy::v1alpha1::{Hold, Reason};
+use crate::core::promotion::Conditions;
+use crate::core::watch::canonical;
+use crate::policy::v1alpha1::{Hold, IntentKind, MergedPullRequest, Reason, Release};
 
 impl PolicyState {
     /// Applies `changes` in order at `now`; returns the hold placed by them, if any.
@@ -40,29 +42,25 @@ impl PolicyState {
                 }
             }
             StateChange::Bake(progress) => self.bake = Some(progress.clone()),
-            StateChange::Promote(release) => {
-                self.last_known_good = Some(release.clone());
-                self.bake = None;
-                self.record(
-                    now,
-                    Reason::Promoted,
-                    format!("{} is the last known-good", release.summary),
-                );
-            }
+            StateChange::Promote(release, conditions) => self.promote(release, conditions, now),
             StateChange::HoldForBadRollout { hold, bad } => {
                 return self.hold_for_bad_rollout(hold, bad, now);
             }
             StateChange::Intend(intent) => self.intend(intent.clone()),
-            StateChange::Fulfil(kind, message) => self.fulfil(*kind, message.clone()),
+            StateChange::Fulfil(kind, message) => self.fulfil_merge_noted(*kind, message.clone()),
             StateChange::Abandon(kind) => self.abandon(*kind),
             StateChange::Record { reason, message } => self.record(now, *reason, message.clone()),
             StateChange::LastBump => self.last_bump = Some(now),
-            StateChange::BumpPushed { rows } => {
+            StateChange::BumpPushed { rows, from } => {
                 self.last_bump = Some(now);
+                let promoted = from
+                    .as_ref()
+                    .map(|f| format!(", promoted from {f}"))
+                    .unwrap_or_default();
                 self.record(
                     now,
                     Reason::BumpPushed,
-                    format!("{rows} image versions pushed for review"),
+                    format!("{rows} image versions pushed for review{promoted}"),
                 );
             }
             StateChange::SeeComment(id) => {
@@ -96,6 +94,44 @@ impl PolicyState {
             }
         }
         None
+    }
+
+    /// [`StateChange::Promote`]: `release` is the last known-good, and proven with the
+    /// pull request autobump merged to deploy it (when the last one merged carried
+    /// exactly its versions).
+    fn promote(&mut self, release: &Release, conditions: &Conditions, now: DateTime<Utc>) {
+        let merged_it = self.merged.as_ref().filter(|m| {
+            !m.images.is_empty()
+                && m.images.iter().all(|i| {
+                    release
+                        .images
+                        .iter()
+                        .any(|r| canonical(&r.image) == canonical(&i.image) && r.tag == i.tag)
+                })
+        });
+        let proof = conditions.proof(release, merged_it.map(|m| m.number), now);
+        crate::core::promotion::record(self, proof);
+        self.last_known_good = Some(release.clone());
+        self.bake = None;
+        self.record(
+            now,
+            Reason::Promoted,
+            format!("{} is the last known-good", release.summary),
+        );
+    }
+
+    /// [`StateChange::Fulfil`], remembering a merged pull request and its versions.
+    fn fulfil_merge_noted(&mut self, kind: IntentKind, message: Option<String>) {
+        if kind == IntentKind::Merge
+            && let Some(merge) = self.intent(IntentKind::Merge)
+            && let Some(number) = merge.pull_request
+        {
+            self.merged = Some(MergedPullRequest {
+                number,
+                images: merge.images.clone(),
+            });
+        }
+        self.fulfil(kind, message);
     }
 
     /// [`StateChange::HoldForBadRollout`]: returns the hold placed, if any.
@@ -296,7 +332,10 @@ pub(crate) mod tests {
                     by: "user:bob".into(),
                     ..hold.clone()
                 }),
-                StateChange::BumpPushed { rows: 2 },
+                StateChange::BumpPushed {
+                    rows: 2,
+                    from: None,
+                },
             ],
             now,
         );

@@ -77,6 +77,19 @@ fn example_policies_are_valid() {
     // Defaults: UTC, no windows, branch from the file, merge method squash.
     assert_eq!(docs.spec.schedule.timezone.to_string(), "UTC");
     assert!(docs.spec.schedule.windows.is_empty());
+
+    // The promotion pair: production takes only what staging proved; both rewrite
+    // podinfo in one repository and branch, each in its own directory.
+    let staging = by_name("podinfo-staging");
+    let production = by_name("podinfo-production");
+    assert!(staging.spec.promotion.is_none());
+    assert_eq!(
+        production.spec.promotion.as_ref().unwrap().from.as_str(),
+        "podinfo-staging"
+    );
+    assert_eq!(staging.spec.source.repo, production.spec.source.repo);
+    assert_eq!(staging.spec.images[0].name, production.spec.images[0].name);
+    assert_ne!(staging.spec.source.include, production.spec.source.include);
 }
 
 /// The example's schedule, as the planner will see it: Pacific working hours, the
@@ -185,7 +198,7 @@ fn check_exits_0_on_valid_policies_with_a_summary() {
     assert_eq!(code, 0, "{out}{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 1, "{out}");
-    assert!(lines[0].starts_with("ok: 3 policies in 3 files"), "{out}");
+    assert!(lines[0].starts_with("ok: 5 policies in 5 files"), "{out}");
 }
 
 #[test]
@@ -213,7 +226,7 @@ fn check_exits_1_and_prints_every_error() {
         out.contains("bad-duration.yaml:") && out.contains("bad-glob.yaml:"),
         "{out}"
     );
-    assert!(out.contains("3 policies valid"), "{out}");
+    assert!(out.contains("5 policies valid"), "{out}");
 }
 
 #[test]
@@ -238,7 +251,7 @@ fn check_output_json_lists_errors() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
         (v["ok"].as_bool(), v["policies"].as_u64()),
-        (Some(true), Some(3))
+        (Some(true), Some(5))
     );
 }
 

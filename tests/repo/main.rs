@@ -126,6 +126,7 @@ fn request(source: Source, tag: &str, delivery: Delivery) -> BumpRequest {
         mode: RewriteMode::Structured,
         delivery,
         rollback: None,
+        promoted: None,
     }
 }
 
