@@ -234,8 +234,12 @@ impl Standalone {
     /// Reconciles `policies`, at most `concurrency` at a time, each within its
     /// deadline. Once `stop` is set no policy starts; the ones running get
     /// [`SHUTDOWN_GRACE`] to finish, then are cancelled (recorded as skipped).
+    ///
+    /// A policy promoting from another one of the pass starts only once its upstream
+    /// finished: what the upstream proved in this pass is offered downstream in the
+    /// same pass, not a tick later.
     async fn reconcile_all(&self, policies: Vec<Policy>, stop: &AtomicBool, tick: &mut Tick) {
-        let mut waiting = policies.into_iter();
+        let mut waiting: std::collections::VecDeque<Policy> = policies.into();
         let mut running = FuturesUnordered::new();
         let mut in_flight = BTreeSet::new();
         let mut stopping: Option<Deadline> = None;
@@ -244,7 +248,9 @@ impl Standalone {
                 stopping = Some(Deadline::after(SHUTDOWN_GRACE));
             }
             while stopping.is_none() && running.len() < self.concurrency {
-                let Some(p) = waiting.next() else { break };
+                let Some(p) = next_ready(&mut waiting, &in_flight) else {
+                    break;
+                };
                 in_flight.insert(p.name().to_owned());
                 running.push(self.reconcile_one(p));
             }
@@ -276,5 +282,26 @@ impl Standalone {
     async fn reconcile_one(&self, p: Policy) -> (String, PolicyOutcome) {
         let outcome = self.engine.run(&p, &self.store, self.engine.now()).await;
         (p.name().to_owned(), outcome)
+    }
+}
+
+/// The first of `waiting` whose upstream (`promotion.from`) is neither waiting nor in
+/// flight, taken out of `waiting`. (Cycles never load; were one there, its first
+/// member would run once nothing is in flight, so the pass always ends.)
+fn next_ready(
+    waiting: &mut std::collections::VecDeque<Policy>,
+    in_flight: &BTreeSet<String>,
+) -> Option<Policy> {
+    let pending = |name: &str| in_flight.contains(name) || waiting.iter().any(|q| q.name() == name);
+    let at = waiting.iter().position(|p| {
+        p.spec
+            .promotion
+            .as_ref()
+            .is_none_or(|pr| !pending(pr.from.as_str()))
+    });
+    match at {
+        Some(at) => waiting.remove(at),
+        None if in_flight.is_empty() => waiting.pop_front(),
+        None => None,
     }
 }

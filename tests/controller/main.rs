@@ -8,6 +8,7 @@ mod support;
 mod app;
 mod hostile;
 mod own_credentials;
+mod promotion;
 mod rollback;
 mod secrets;
 
