@@ -123,7 +123,7 @@ fn production_deps<'a>(
     }
 }
 
-/// Sets the cart's health and waits until Prometheus says whether CartErrors fires.
+/// Sets the cart's health and waits until Prometheus says whether `CartErrors` fires.
 async fn set_health(target: &MetricsTarget, prometheus: &Prometheus, healthy: bool) {
     target.set("shop_cart_healthy", if healthy { 1.0 } else { 0.0 });
     let what = if healthy {
