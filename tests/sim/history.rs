@@ -765,6 +765,8 @@ pub struct Sim {
     coverage: [u64; 3],
     /// Webhook deliveries (wide scenarios).
     deliveries: Rng,
+    /// What the modelled upstreams of a chain scenario do (see `upstream.rs`).
+    upstream: Rng,
 }
 
 impl Sim {
@@ -787,6 +789,7 @@ impl Sim {
             trace: Vec::new(),
             coverage: [0; 3],
             deliveries: Rng::with_seed(seed ^ 0xde11_7e55),
+            upstream: Rng::with_seed(seed ^ 0x0b57_2ea3),
         }
     }
 
@@ -890,6 +893,11 @@ impl Sim {
         let firing = self.firing();
         match step {
             Step::Reconcile { fault, interleave } => {
+                if !self.scenario.upstreams.is_empty() {
+                    let mut upstream = std::mem::replace(&mut self.upstream, Rng::with_seed(0));
+                    crate::upstream::act(&mut self.w(), &mut upstream);
+                    self.upstream = upstream;
+                }
                 self.reconcile(
                     *fault,
                     interleave.as_ref().map(|(at, s)| (*at, (**s).clone())),
@@ -936,7 +944,7 @@ impl Sim {
     /// Webhook deliveries in wide scenarios: at least `min`, at most 2 immediate
     /// reconciles (drawn from the sim's own stream).
     fn deliver(&mut self, min: u32) {
-        if self.scenario.mix != Mix::Wide {
+        if !self.scenario.mix.is_wide() {
             return;
         }
         for _ in 0..self.deliveries.u32(min..=2) {
@@ -994,6 +1002,7 @@ impl Sim {
             }
             let apps: Vec<usize> = (0..w.scenario.apps.len()).collect();
             let tag = w.new_tag(&apps, true, 1);
+            crate::upstream::prove_everywhere(&mut w, &tag);
             (tag, w.checker.rollbacks > 0)
         };
         for a in 0..self.scenario.apps.len() {
@@ -1166,7 +1175,7 @@ pub fn run_on(
     let mut sim = Sim::new(seed, mix, verbose);
     sim.w().db = db;
     let mut violation = None;
-    if mix == Mix::Wide && Rng::with_seed(seed ^ 0x3a7e_0b0e).u32(0..10) < 7 {
+    if mix.is_wide() && Rng::with_seed(seed ^ 0x3a7e_0b0e).u32(0..10) < 7 {
         violation = sim.warm_up().map(|v| (None, v));
     }
     for (i, step) in steps.iter().enumerate() {

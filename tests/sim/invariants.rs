@@ -14,6 +14,7 @@
 //! helpers still shows.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use autobump::cluster::ContainerImage;
 use autobump::core::commands::{self, Command, Permission};
@@ -49,6 +50,12 @@ pub const C5: &str = "5c rollback reaches cluster";
 /// 7 in the cluster: a workload is written once per rollback (a crash or a retry
 /// never writes it again unless the applier reverted it).
 pub const C7: &str = "7c one patch per revert";
+/// Promotion: a policy with `promotion.from` lands only versions its upstream recorded
+/// as known-good (and not bad there) at that moment.
+pub const P1: &str = "P1 only proven upstream";
+/// Promotion: a version bad in the policy or its upstream is never proposed (a bump
+/// branch pushed, a direct push) there.
+pub const P2: &str = "P2 bad never proposed";
 /// Notifications: each history entry is delivered at most once, across crashes and
 /// restarts, and only entries the state records are delivered.
 pub const N1: &str = "N notified once";
@@ -58,7 +65,9 @@ pub const L1: &str = "L1 bump liveness";
 pub const L2: &str = "L2 liveness after rollback";
 
 /// Every name, in report order.
-pub const ALL: &[&str] = &[I1, I2, I3, I4, I5, I6, I7, C2, C3, C5, C7, N1, L1, L2];
+pub const ALL: &[&str] = &[
+    I1, I2, I3, I4, I5, I6, I7, C2, C3, C5, C7, N1, P1, P2, L1, L2,
+];
 
 /// A violated invariant.
 #[derive(Debug, Clone)]
@@ -428,6 +437,11 @@ fn landing_bump(w: &mut World, before: &Files, after: &Files, pr: Option<(&Pr, &
                 let message = format!("a bump moved {repo}:{tag}, a version recorded as bad");
                 w.checker.fail(I3, message);
             }
+            let versions: Versions = moved
+                .iter()
+                .map(|(r, _, t)| (r.clone(), t.clone()))
+                .collect();
+            promoted_only(w, &versions, "landed");
         }
     }
     if let Some((pr, expected)) = pr {
@@ -556,9 +570,50 @@ fn bump_pushed(w: &mut World) {
 }
 
 /// The bot pushed `id` to `branch`.
-pub fn on_branch_push(w: &mut World, branch: &str, _id: &str) {
+pub fn on_branch_push(w: &mut World, branch: &str, id: &str) {
     if branch == w.scenario.bump_branch {
         bump_pushed(w);
+        // What the branch proposes: the versions it carries that main does not.
+        let Some(commit) = w.git.commit(id) else {
+            return;
+        };
+        let tree = Arc::clone(&commit.tree);
+        let main = w.deployed();
+        let proposed: Versions = w
+            .versions_in(&tree)
+            .into_iter()
+            .filter(|v| !main.contains(v))
+            .collect();
+        promoted_only(w, &proposed, "proposed");
+    }
+}
+
+/// P1 and P2 for `versions` landed or proposed now: with an upstream, each is proven
+/// there and bad neither there nor here.
+fn promoted_only(w: &mut World, versions: &Versions, what: &str) {
+    let Some(from) = w.scenario.upstreams.first().cloned() else {
+        return;
+    };
+    let up = crate::upstream::state(w, &from);
+    let own = w.state();
+    let proven = autobump::core::promotion::proven_pairs(&up);
+    let mut bad = own.bad_pairs();
+    bad.extend(up.bad_pairs());
+    w.checker.count(P2);
+    if let Some((repo, tag)) = versions.iter().find(|v| bad.contains(v)) {
+        w.checker.fail(
+            P2,
+            format!("{repo}:{tag} {what}, a version recorded as bad here or in {from}"),
+        );
+    }
+    if what == "landed" {
+        w.checker.count(P1);
+        if let Some((repo, tag)) = versions.iter().find(|v| !proven.contains(v)) {
+            w.checker.fail(
+                P1,
+                format!("{repo}:{tag} landed, which {from} never recorded as known-good"),
+            );
+        }
     }
 }
 

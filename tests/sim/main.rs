@@ -41,6 +41,7 @@ mod history;
 mod invariants;
 mod regressions;
 mod scenario;
+mod upstream;
 mod world;
 
 use std::collections::BTreeMap;
@@ -73,6 +74,11 @@ fn history_seed(base: u64, i: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The scenario dimensions of history `seed`: every third a promotion chain.
+fn mix_of(seed: u64) -> Mix {
+    if seed % 3 == 0 { Mix::Chain } else { Mix::Wide }
+}
+
 /// How many steps history `seed` has.
 fn history_len(seed: u64) -> usize {
     20 + usize::try_from(seed % 100).expect("small")
@@ -94,9 +100,9 @@ fn report(
         ),
         v.message
     );
-    let minimal = history::shrink((seed, Mix::Wide), steps, v.invariant, failed_at);
-    let out = history::run(seed, Mix::Wide, &minimal, true);
-    let scenario = scenario::Scenario::generate_mix(seed, Mix::Wide);
+    let minimal = history::shrink((seed, mix_of(seed)), steps, v.invariant, failed_at);
+    let out = history::run(seed, mix_of(seed), &minimal, true);
+    let scenario = scenario::Scenario::generate_mix(seed, mix_of(seed));
     eprintln!("\npolicy:\n{}", scenario.yaml);
     eprintln!("start {}, apps {:?}", scenario.start, scenario.apps);
     eprintln!(
@@ -257,10 +263,10 @@ fn replay(seed: u64) {
     if let Some(n) = env_u64("AUTOBUMP_SIM_STEPS") {
         steps.truncate(usize::try_from(n).expect("small"));
     }
-    let out = history::run(seed, Mix::Wide, &steps, true);
+    let out = history::run(seed, mix_of(seed), &steps, true);
     println!(
         "policy:\n{}",
-        scenario::Scenario::generate_mix(seed, Mix::Wide).yaml
+        scenario::Scenario::generate_mix(seed, mix_of(seed)).yaml
     );
     for line in &out.trace {
         println!("{line}");
@@ -298,7 +304,7 @@ fn run_all(base: u64, range: std::ops::Range<u64>, threads: usize, keep_going: b
                     }
                     let seed = history_seed(base, index);
                     let steps = history::generate(seed, history_len(seed));
-                    let out = history::run(seed, Mix::Wide, &steps, false);
+                    let out = history::run(seed, mix_of(seed), &steps, false);
                     if out.violation.is_some() && !keep_going {
                         first_failure.fetch_min(index, Ordering::Relaxed);
                     }
@@ -378,7 +384,7 @@ fn random_histories_on_the_state_database() {
         let steps = history::generate(seed, history_len(seed));
         let db = autobump::store::SqliteStore::open(&dir.path().join(format!("{index}.db")))
             .expect("a state database in a temporary directory");
-        let out = history::run_on(seed, Mix::Wide, &steps, false, Some(db));
+        let out = history::run_on(seed, mix_of(seed), &steps, false, Some(db));
         if let Some((at, v)) = &out.violation {
             // Prints the seed, the shortest failing history and its trace, then fails.
             report(seed, &steps, *at, v);

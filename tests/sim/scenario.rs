@@ -85,6 +85,17 @@ pub enum Mix {
     /// regex tag schemes, and a cluster with `rollout.workloads` and maybe
     /// `rollback.patchCluster`. The random histories use these.
     Wide,
+    /// Wide, and the policy is the last of a promotion chain of two or three
+    /// (`promotion.from`; the upstreams are modelled, see `upstream.rs`). A third of
+    /// the random histories use these.
+    Chain,
+}
+
+impl Mix {
+    /// Whether the wide dimensions are drawn.
+    pub fn is_wide(self) -> bool {
+        matches!(self, Self::Wide | Self::Chain)
+    }
 }
 
 /// The tag scheme of the policy's images.
@@ -174,6 +185,9 @@ pub struct Scenario {
     pub start: DateTime<Utc>,
     /// The dimensions it was drawn with.
     pub mix: Mix,
+    /// The promotion chain above the policy, its direct upstream first (empty: no
+    /// `promotion.from`).
+    pub upstreams: Vec<String>,
     /// How the images are tagged.
     pub tags: TagScheme,
     /// The cluster, when the policy observes workloads.
@@ -378,7 +392,17 @@ impl Scenario {
         let unhold_permission = *pick(&mut rng, &["write", "write", "maintain", "triage"]);
         let (tags, cluster) = match mix {
             Mix::Classic => (TagScheme::DateSha, None),
-            Mix::Wide => wide_choices(seed, n_apps),
+            Mix::Wide | Mix::Chain => wide_choices(seed, n_apps),
+        };
+        // Drawn from a stream of its own: wide scenarios stay as they were.
+        let upstreams: Vec<String> = if mix == Mix::Chain {
+            let length = Rng::with_seed(seed ^ 0xc4a1_9e01).usize(1..=2);
+            ["staging", "dev"][..length]
+                .iter()
+                .map(|u| format!("{name}-{u}"))
+                .collect()
+        } else {
+            Vec::new()
         };
 
         let mut y = String::new();
@@ -476,6 +500,9 @@ impl Scenario {
             }
         );
 
+        if let Some(from) = upstreams.first() {
+            let _ = writeln!(y, "  promotion: {{from: {from}}}");
+        }
         // Every event notified (the simulated receiver checks each goes out once).
         let _ = writeln!(y, "  notify:\n    - webhook: {{url: {{env: SIM_HOOK}}}}");
         let (mut policies, diagnostics) = policy::load_str(std::path::Path::new("sim.yaml"), &y);
@@ -519,6 +546,7 @@ impl Scenario {
             pin_digest,
             start,
             mix,
+            upstreams,
             tags,
             cluster,
         }
