@@ -76,7 +76,11 @@ fn history_seed(base: u64, i: u64) -> u64 {
 
 /// The scenario dimensions of history `seed`: every third a promotion chain.
 fn mix_of(seed: u64) -> Mix {
-    if seed % 3 == 0 { Mix::Chain } else { Mix::Wide }
+    if seed.is_multiple_of(3) {
+        Mix::Chain
+    } else {
+        Mix::Wide
+    }
 }
 
 /// How many steps history `seed` has.
