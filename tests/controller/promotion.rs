@@ -331,3 +331,139 @@ async fn production_takes_only_what_staging_proved_under_its_real_alert_gate() {
     assert!(w.store.load("production").unwrap().bad_versions.is_empty());
     w.fake.assert_responses_valid();
 }
+
+/// `scripts/bench promotion`: seconds from staging's promotion being recorded to
+/// production's pull request carrying the version, on the wall clock, with each
+/// policy's turn taken every `BENCH_INTERVAL` seconds (default 5) by the real
+/// reconcile against a real registry, real git and the GitHub fake:
+/// * woken: production's turn follows staging's in the same pass (what `autobump run`
+///   does now for a policy and its upstream);
+/// * not woken: production's turn comes first in each pass (as in any driver that
+///   does not know the two are related), so it sees the proof one interval later.
+///
+/// `BENCH_RUNS` (default 3) versions per mode. Prints `bench:` lines.
+#[tokio::test]
+#[ignore = "a benchmark: scripts/bench promotion"]
+async fn bench_promotion_latency() {
+    use autobump::clock::{Clock as _, Stopwatch, SystemClock};
+    let interval = std::env::var("BENCH_INTERVAL")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .unwrap_or(5.0);
+    let runs: u32 = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let w = World::new("").await;
+    let host = w.registry.host();
+    w.registry
+        .push_image("shop/cart", "1.0.0", ManifestKind::OciManifest, None)
+        .await;
+    w.fake.commit(
+        "main",
+        &[
+            (STAGING, Some(&deployment(&host, "shop-staging", "1.0.0"))),
+            (PRODUCTION, Some(&deployment(&host, "shop", "1.0.0"))),
+        ],
+        "Add the cart to both environments",
+    );
+    let repo = w.fake.git_dir().display().to_string();
+    // No gate and no deploy delay: staging's release is known-good at its next turn.
+    let text = format!(
+        "apiVersion: autobump.dev/v1alpha1
+kind: Autobump
+metadata: {{name: staging}}
+spec:
+  images: [{{name: {host}/shop/cart, tags: {{semver: {{}}}}}}]
+  source: {{repo: file://{repo}, include: [\"apps/staging/*.yaml\"]}}
+  directPush: {{}}
+  schedule: {{minInterval: 1s}}
+---
+apiVersion: autobump.dev/v1alpha1
+kind: Autobump
+metadata: {{name: production}}
+spec:
+  images: [{{name: {host}/shop/cart, tags: {{semver: {{}}}}}}]
+  promotion: {{from: staging}}
+  source: {{repo: file://{repo}, include: [\"apps/production/*.yaml\"]}}
+  pullRequest: {{botLogin: autobump-bot}}
+  schedule: {{minInterval: 1s}}
+"
+    );
+    let (mut loaded, problems) = policy::load_str(Path::new("shop.yaml"), &text);
+    assert!(problems.is_empty(), "{problems:?}");
+    let (staging, production) = (loaded.remove(0), loaded.remove(0));
+    let now = || chrono::SubsecRound::trunc_subsecs(SystemClock.now(), 0);
+    let turn = async |p: &Policy| {
+        let deps = if p.name() == "staging" {
+            staging_deps(&w, p)
+        } else {
+            production_deps(&w, p)
+        };
+        reconcile(p, &deps, GateVerdict::Clear, now())
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", p.name()));
+    };
+    let proven = |tag: &str| {
+        w.store
+            .load("staging")
+            .unwrap()
+            .proven
+            .iter()
+            .any(|p| p.release.summary == tag)
+    };
+    let proposed = |tag: &str| {
+        w.fake.branch_sha("autobump-production").is_some()
+            && w.file_on("autobump-production", PRODUCTION)
+                .contains(&format!("shop/cart:{tag}"))
+    };
+    let mut minor = 0;
+    for woken in [true, false] {
+        let mut latencies = Vec::new();
+        for _ in 0..runs {
+            minor += 1;
+            let tag = format!("1.{minor}.0");
+            w.registry.retag("shop/cart", "1.0.0", &tag).await;
+            w.resolver.invalidate(&format!("{host}/shop/cart"));
+            let mut recorded: Option<Stopwatch> = None;
+            let latency = loop {
+                let order = if woken {
+                    [&staging, &production]
+                } else {
+                    [&production, &staging]
+                };
+                for p in order {
+                    turn(p).await;
+                    if recorded.is_none() && proven(&tag) {
+                        recorded = Some(Stopwatch::start());
+                    }
+                    if recorded.is_some() && proposed(&tag) {
+                        break;
+                    }
+                }
+                if let Some(since) = &recorded
+                    && proposed(&tag)
+                {
+                    break since.elapsed().as_secs_f64();
+                }
+                tokio::time::sleep(Duration::from_secs_f64(interval)).await;
+            };
+            latencies.push(latency);
+        }
+        latencies.sort_by(f64::total_cmp);
+        let median = latencies[latencies.len() / 2];
+        println!(
+            "bench: promotion {} ({interval} s between passes, {runs} versions): median {median:.2} s from staging's proof recorded to production's PR carrying it (each: {})",
+            if woken {
+                "woken: upstream's turn first in the pass"
+            } else {
+                "not woken: production's turn first"
+            },
+            latencies
+                .iter()
+                .map(|l| format!("{l:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+}
