@@ -342,6 +342,8 @@ async fn production_takes_only_what_staging_proved_under_its_real_alert_gate() {
 ///   does not know the two are related), so it sees the proof one interval later.
 ///
 /// `BENCH_RUNS` (default 3) versions per mode. Prints `bench:` lines.
+// One measurement set up once; split, the setup would be passed around for nothing.
+#[allow(clippy::too_many_lines)]
 #[tokio::test]
 #[ignore = "a benchmark: scripts/bench promotion"]
 async fn bench_promotion_latency() {
