@@ -252,7 +252,7 @@ impl<R: Registry> Resolver<R> {
     ) -> Vec<Resolution> {
         let admission = Admission {
             bad: bad.clone(),
-            proven: None,
+            ..Admission::default()
         };
         self.resolve_admitted(policy, references, &admission, now)
             .await

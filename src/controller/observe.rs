@@ -78,6 +78,13 @@ async fn resolve_targets<R: Registry>(
             digest_tags.extend(r.digest_tags);
             match r.outcome {
                 Resolved::Bump { tag, digest } => {
+                    if let Some(why) = digest
+                        .as_deref()
+                        .and_then(|d| admission.digest_problem(&r.canonical, &tag, d))
+                    {
+                        problems.push(why);
+                        continue;
+                    }
                     if let Some(repo) = &image.source_repo {
                         source_repos.insert(r.image.clone(), repo.to_string());
                     }
@@ -445,6 +452,9 @@ fn version_problem<R: Registry>(
         return Some("the registry does not list this tag".into());
     }
     let digest = r.digest.as_deref()?;
+    if let Some(why) = admission.digest_problem(&canonical, tag, digest) {
+        return Some(why);
+    }
     match resolver.known_digest(&canonical, tag) {
         Some(known) if known == digest => None,
         Some(known) => Some(format!("the registry's digest of {tag} is {known}")),

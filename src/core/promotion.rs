@@ -11,7 +11,7 @@
 //!   without promotion ([`super::select`]); a hold upstream changes nothing about
 //!   versions it already proved.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
@@ -27,6 +27,9 @@ pub struct Admission {
     /// With `promotion.from`: the only versions that may be proposed (proven
     /// upstream). `None`: any version.
     pub proven: Option<BTreeSet<(String, String)>>,
+    /// The digest upstream ran for a proven version, where it pinned one: a tag
+    /// pushed again since (another image under the same name) is not what was proven.
+    pub digests: BTreeMap<(String, String), String>,
 }
 
 impl Admission {
@@ -36,6 +39,7 @@ impl Admission {
         Self {
             bad: state.bad_pairs(),
             proven: None,
+            digests: BTreeMap::new(),
         }
     }
 
@@ -49,10 +53,33 @@ impl Admission {
             .into_iter()
             .filter(|p| !bad.contains(p))
             .collect();
+        // The newest proof of a version names the digest upstream ran last.
+        let digests = upstream
+            .proven
+            .iter()
+            .flat_map(|p| &p.release.images)
+            .filter_map(|i| {
+                let digest = i.digest.clone()?;
+                Some(((canonical(&i.image), i.tag.clone()), digest))
+            })
+            .collect();
         Self {
             bad,
             proven: Some(proven),
+            digests,
         }
+    }
+
+    /// Why `(canonical image, tag)` at `digest` is not the image upstream proved,
+    /// if it is not: upstream pinned another digest for that tag.
+    #[must_use]
+    pub fn digest_problem(&self, image: &str, tag: &str, digest: &str) -> Option<String> {
+        let proven = self.digests.get(&(image.to_owned(), tag.to_owned()))?;
+        (proven != digest).then(|| {
+            format!(
+                "{image}:{tag} is {digest} now, but upstream proved {proven} (the tag was pushed again)"
+            )
+        })
     }
 
     /// Whether `(canonical image, tag)` may be proposed.
@@ -331,6 +358,26 @@ mod tests {
         // Without promotion only the policy's own bad versions count.
         assert!(Admission::own(&own).admits(img, "1.2.0"));
         assert!(!Admission::own(&own).admits(img, "1.3.0"));
+    }
+
+    #[test]
+    fn a_tag_pushed_again_since_upstream_proved_it_is_not_the_proven_image() {
+        let mut upstream = PolicyState::default();
+        let mut r = release("1.1.0");
+        r.images[0].digest = Some("sha256:aaaa".into());
+        let c = Conditions {
+            bake: "30m".into(),
+            gate: None,
+            web: None,
+        };
+        record(&mut upstream, c.proof(&r, None, at("2026-12-01T10:00:00Z")));
+        let a = Admission::promoted(&PolicyState::default(), &upstream);
+        let img = "registry.example.com/shop/cart";
+        assert!(a.digest_problem(img, "1.1.0", "sha256:aaaa").is_none());
+        let why = a.digest_problem(img, "1.1.0", "sha256:bbbb").unwrap();
+        assert!(why.contains("upstream proved sha256:aaaa"), "{why}");
+        // Without a pinned digest upstream there is nothing to compare.
+        assert!(a.digest_problem(img, "1.3.0", "sha256:bbbb").is_none());
     }
 
     #[test]
