@@ -345,3 +345,120 @@ async fn rollback_kubernetes_records_the_request_in_the_status() {
     assert_eq!(code, Some(0));
     assert!(out.contains("already requested by cli:oncall"), "{out}");
 }
+
+/// Promotion in a cluster: `promotion.from` names an Autobump object in the same
+/// namespace. The API server keeps the upstream's proof in its status (the CRD's
+/// schema accepts it), the downstream reads it by bare name through its
+/// namespace-scoped store, and `autobump status --kubernetes` shows the upstream and
+/// what waits there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promotion_reads_the_upstream_object_in_the_same_namespace() {
+    use autobump::core::change::StateChange;
+    use autobump::core::promotion::{Admission, Conditions};
+    use autobump::policy::v1alpha1::{ImageVersion, Release};
+    use autobump::store::Store as _;
+    use autobump::store::kube::{KubeStore, Scope};
+
+    let (cluster, client) = cluster().await;
+    let spec = |promotion: Option<&str>| -> AutobumpSpec {
+        let mut spec = serde_json::json!({
+            "images": [{"name": "127.0.0.1:9/shop/cart", "tags": {"semver": {}}}],
+            "source": {"repo": "https://github.com/example/fleet.git"},
+            "directPush": {},
+            "gate": {"prometheus": "http://prometheus.monitoring.svc:9090", "alerts": "{team=\"shop\"}", "bake": "30m"},
+        });
+        if let Some(from) = promotion {
+            spec["promotion"] = serde_json::json!({"from": from});
+        }
+        serde_json::from_value(spec).unwrap()
+    };
+    let objects: Api<Autobump> = Api::namespaced(client.clone(), NS);
+    for (name, from) in [
+        ("cart-staging", None),
+        ("cart-production", Some("cart-staging")),
+    ] {
+        objects
+            .create(&PostParams::default(), &Autobump::new(name, spec(from)))
+            .await
+            .unwrap();
+    }
+    let release = |tag: &str| Release {
+        summary: tag.into(),
+        images: vec![ImageVersion {
+            image: "127.0.0.1:9/shop/cart".into(),
+            tag: tag.into(),
+            digest: Some(format!("sha256:{}", tag.replace('.', "").repeat(16))),
+        }],
+        since: "2026-11-23T10:00:00Z".parse().unwrap(),
+        commit: Some("0123abc".into()),
+    };
+    // Staging proves 1.1.0 and 1.3.0 (through the real state code) and rolls back 1.2.0.
+    let store = KubeStore::new(client.clone(), Scope::Namespace(NS.into()));
+    let conditions = Conditions::of(&spec(None));
+    store
+        .update("cart-staging", &mut |s| {
+            for (tag, at) in [
+                ("1.1.0", "2026-11-23T11:00:00Z"),
+                ("1.3.0", "2026-11-23T12:00:00Z"),
+            ] {
+                s.current = Some(release(tag));
+                s.apply(
+                    &[StateChange::Promote(release(tag), conditions.clone())],
+                    at.parse().unwrap(),
+                );
+            }
+            s.bad_versions
+                .insert(autobump::policy::v1alpha1::BadVersion {
+                    image: "127.0.0.1:9/shop/cart".into(),
+                    tag: "1.2.0".into(),
+                });
+        })
+        .unwrap();
+    store
+        .update("cart-production", &mut |s| {
+            s.current = Some(release("1.1.0"))
+        })
+        .unwrap();
+
+    // What the API server kept, as production's namespace-scoped store reads it.
+    let upstream = store.in_namespace(NS).load("cart-staging").unwrap();
+    assert_eq!(upstream.proven.len(), 2);
+    assert_eq!(upstream.proven[1].bake, "30m");
+    assert!(
+        upstream.proven[1]
+            .gate
+            .as_deref()
+            .unwrap()
+            .contains("{team=\"shop\"}")
+    );
+    let own = store.load("cart-production").unwrap();
+    let admission = Admission::promoted(&own, &upstream);
+    let image = "127.0.0.1:9/shop/cart";
+    assert!(admission.admits(image, "1.3.0"));
+    assert!(!admission.admits(image, "1.2.0"), "rolled back in staging");
+    assert!(
+        admission
+            .digest_problem(image, "1.3.0", "sha256:other")
+            .is_some()
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_autobump"))
+        .args(["status", "--kubernetes", "--namespace", NS])
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = text
+        .lines()
+        .find(|l| l.contains("cart-production"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        row.contains(&format!("from {NS}/cart-staging: 1.3.0 waiting")),
+        "{text}"
+    );
+}

@@ -1732,6 +1732,21 @@ async fn the_demo_ends_held_and_rolled_back_and_leaves_nothing_running() {
         "held by the alert: {row}"
     );
     assert!(row.contains("1.1.0 -> 1.0.0"), "the rollback: {row}");
+    // The second environment took 1.0.0 from web once it baked clean, never 1.1.0.
+    let production = status
+        .lines()
+        .find(|l| l.starts_with("web-production "))
+        .unwrap_or_else(|| panic!("no status row for web-production:\n{stdout}"));
+    let cells: Vec<&str> = production.split_whitespace().collect();
+    assert_eq!(cells[1], "1.0.0", "{production}");
+    assert!(
+        production.ends_with("from web: nothing waiting"),
+        "{production}"
+    );
+    assert!(
+        stdout.contains("production runs 1.0.0: 1.1.0 never reached it"),
+        "{stdout}"
+    );
 
     let work = stdout
         .lines()

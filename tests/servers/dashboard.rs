@@ -425,7 +425,8 @@ async fn the_demo_dashboard_in_a_real_browser() {
     .await
     .unwrap();
     assert!(wide.console.is_empty(), "{:?}", wide.console);
-    assert_eq!(wide.values[0], 1);
+    // web, and web-production promoting from it.
+    assert_eq!(wide.values[0], 2);
     assert_eq!(wide.values[1], true, "the held badge");
     assert_eq!(wide.values[2], "1.0.0");
     assert_eq!(wide.values[3], "1.0.0");
