@@ -351,6 +351,8 @@ async fn rollback_kubernetes_records_the_request_in_the_status() {
 /// schema accepts it), the downstream reads it by bare name through its
 /// namespace-scoped store, and `autobump status --kubernetes` shows the upstream and
 /// what waits there.
+// One setup, read three ways; split, each part would rebuild the objects.
+#[allow(clippy::too_many_lines)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promotion_reads_the_upstream_object_in_the_same_namespace() {
     use autobump::core::change::StateChange;
@@ -416,7 +418,7 @@ async fn promotion_reads_the_upstream_object_in_the_same_namespace() {
         .unwrap();
     store
         .update("cart-production", &mut |s| {
-            s.current = Some(release("1.1.0"))
+            s.current = Some(release("1.1.0"));
         })
         .unwrap();
 
