@@ -362,4 +362,47 @@ pub(crate) mod tests {
             "hold by user:alice lifted by user:carol"
         );
     }
+
+    /// A release that becomes known-good after autobump merged the PR carrying its
+    /// versions cites that PR; one that came another way (a person's push) does not.
+    #[test]
+    fn a_proof_links_the_merged_pull_request_that_deployed_it() {
+        use crate::core::promotion::Conditions;
+        use crate::policy::v1alpha1::Intent;
+        let conditions = Conditions {
+            bake: "1h".into(),
+            gate: None,
+            web: Some("https://github.com/example/test-infra".into()),
+        };
+        let mut s = PolicyState::default();
+        let merge = Intent {
+            pull_request: Some(12),
+            images: release("v2").images,
+            ..Intent::new(
+                IntentKind::Merge,
+                Some(Reason::Merged),
+                "PR #12 merged".into(),
+                at("2026-11-23T10:00:00Z"),
+            )
+        };
+        s.apply(
+            &[
+                StateChange::Intend(merge),
+                StateChange::Fulfil(IntentKind::Merge, None),
+                StateChange::Promote(release("v2"), conditions.clone()),
+            ],
+            at("2026-11-23T11:00:00Z"),
+        );
+        assert_eq!(
+            s.proven[0].pull_request_url.as_deref(),
+            Some("https://github.com/example/test-infra/pull/12")
+        );
+        assert_eq!(s.proven[0].known_good_at, at("2026-11-23T11:00:00Z"));
+        // v3 reached the branch some other way: no PR to cite.
+        s.apply(
+            &[StateChange::Promote(release("v3"), conditions)],
+            at("2026-11-23T12:00:00Z"),
+        );
+        assert_eq!(s.proven[1].pull_request_url, None);
+    }
 }
