@@ -48,7 +48,9 @@ fn deployment(host: &str, namespace: &str, tag: &str) -> String {
     )
 }
 
-fn policies(w: &World, prometheus: &str) -> (Policy, Policy) {
+/// Staging (direct push, with `staging_extra` added to its spec) and production
+/// (`promotion.from: staging`, pull requests), one minimum interval for both.
+fn policies(w: &World, staging_extra: &str, min_interval: &str) -> (Policy, Policy) {
     let host = w.registry.host();
     let repo = w.fake.git_dir().display().to_string();
     let text = format!(
@@ -63,9 +65,8 @@ spec:
     repo: file://{repo}
     include: [\"apps/staging/*.yaml\"]
   directPush: {{}}
-  schedule: {{minInterval: 1m}}
-  gate: {{prometheus: {prometheus}, alerts: '{{team=\"shop\"}}', bake: 30m}}
----
+  schedule: {{minInterval: {min_interval}}}
+{staging_extra}---
 apiVersion: autobump.dev/v1alpha1
 kind: Autobump
 metadata: {{name: production}}
@@ -78,7 +79,7 @@ spec:
     repo: file://{repo}
     include: [\"apps/production/*.yaml\"]
   pullRequest: {{botLogin: autobump-bot}}
-  schedule: {{minInterval: 1m}}
+  schedule: {{minInterval: {min_interval}}}
 "
     );
     let (mut loaded, problems) = policy::load_str(Path::new("shop.yaml"), &text);
@@ -174,7 +175,11 @@ async fn production_takes_only_what_staging_proved_under_its_real_alert_gate() {
     let target = MetricsTarget::start().await;
     let prometheus = Prometheus::start(RULES, &[&target.host()], None).await;
     set_health(&target, &prometheus, true).await;
-    let (staging, production) = policies(&w, &prometheus.url());
+    let gate = format!(
+        "  gate: {{prometheus: {}, alerts: '{{team=\"shop\"}}', bake: 30m}}\n",
+        prometheus.url()
+    );
+    let (staging, production) = policies(&w, &gate, "1m");
     let alerts = AlertsClient::new(AlertsConfig::default()).unwrap();
     let stage = |now: &'static str| {
         let (staging, alerts) = (&staging, &alerts);
@@ -369,32 +374,8 @@ async fn bench_promotion_latency() {
         ],
         "Add the cart to both environments",
     );
-    let repo = w.fake.git_dir().display().to_string();
     // No gate and no deploy delay: staging's release is known-good at its next turn.
-    let text = format!(
-        "apiVersion: autobump.dev/v1alpha1
-kind: Autobump
-metadata: {{name: staging}}
-spec:
-  images: [{{name: {host}/shop/cart, tags: {{semver: {{}}}}}}]
-  source: {{repo: file://{repo}, include: [\"apps/staging/*.yaml\"]}}
-  directPush: {{}}
-  schedule: {{minInterval: 1s}}
----
-apiVersion: autobump.dev/v1alpha1
-kind: Autobump
-metadata: {{name: production}}
-spec:
-  images: [{{name: {host}/shop/cart, tags: {{semver: {{}}}}}}]
-  promotion: {{from: staging}}
-  source: {{repo: file://{repo}, include: [\"apps/production/*.yaml\"]}}
-  pullRequest: {{botLogin: autobump-bot}}
-  schedule: {{minInterval: 1s}}
-"
-    );
-    let (mut loaded, problems) = policy::load_str(Path::new("shop.yaml"), &text);
-    assert!(problems.is_empty(), "{problems:?}");
-    let (staging, production) = (loaded.remove(0), loaded.remove(0));
+    let (staging, production) = policies(&w, "", "1s");
     let now = || chrono::SubsecRound::trunc_subsecs(SystemClock.now(), 0);
     let turn = async |p: &Policy| {
         let deps = if p.name() == "staging" {
