@@ -1071,7 +1071,9 @@ pub fn on_reconcile_end(w: &mut World, ok: bool) {
     // mark) lifted the hold legitimately; the restart reads that /unhold again.
     let lifted_unseen = |hold: (DateTime<Utc>, u64)| {
         !ok && w.comments.iter().any(|c| {
-            c.created_seq < rc.start_seq
+            // Written before the reconcile started: a comment takes the event
+            // number it made, so one made last before the start has `start_seq`.
+            c.created_seq <= rc.start_seq
                 && (c.created_at, c.id) > hold
                 && !state.seen_comments.contains(&c.id)
                 && matches!(commands::parse(&c.body), Some(Command::Unhold))

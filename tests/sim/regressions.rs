@@ -700,3 +700,46 @@ fn seed_5f73bf2be4e75773_a_busy_main_never_starves_the_rollback_pr() {
         ],
     );
 }
+
+/// Seed 23 of `scripts/sim` (history 0x9d8c5dcdfce858a1): a checker false positive.
+/// `/hold` (1001) and then `/hold` + `/unhold` in one comment (1002, the last line
+/// wins: unhold) are read in one reconcile, which fails right after lifting the hold,
+/// before marking 1002 seen. Lifting it was right; the restart reads 1002 again. The
+/// check exempts exactly that case, but it took a comment made last before the
+/// reconcile started (its event number equals the start's) for one made during it.
+#[test]
+fn seed_9d8c5dcdfce858a1_an_unhold_read_but_not_yet_marked_is_no_lost_hold() {
+    let seed = 0x9d8c_5dcd_fce8_58a1;
+    passes_wide(
+        seed,
+        &[
+            Step::Comment {
+                user: 4,
+                text: 4,
+                open_pr: false,
+                webhook: 1,
+            },
+            Step::Advance { minutes: 31 },
+            reconcile(),
+            Step::Comment {
+                user: 1,
+                text: 1,
+                open_pr: true,
+                webhook: 0,
+            },
+            Step::PushTag {
+                apps: 0,
+                good: true,
+                days: 1,
+                notify: false,
+            },
+            Step::Comment {
+                user: 1,
+                text: 8,
+                open_pr: true,
+                webhook: 0,
+            },
+            reconcile_with(13, FaultKind::FailAfter),
+        ],
+    );
+}
