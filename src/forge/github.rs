@@ -15,9 +15,10 @@ use super::feed::{Watch, WebhookFeed};
 use super::stats::{ForgeStats, RequestKind};
 use super::wire;
 use super::{
-    ChangedFile, CheckRun, CombinedStatus, Comment, DeliveredComment, Forge, MergeMethod,
-    Mergeability, MergeableState, Merged, NewPullRequest, Permission, PullRequest, PullRequestEdit,
-    RepoName,
+    ChangedFile, Check, CheckConclusion, CheckRun, CheckState, CheckStatus, CombinedStatus,
+    Comment, CommitStatus, DeliveredComment, Forge, ForgeKind, MergeMethod, Mergeability,
+    MergeableState, Merged, NewPullRequest, Permission, PullRequest, PullRequestEdit, RepoName,
+    StatusState,
 };
 use crate::clock::Clock;
 
@@ -285,26 +286,26 @@ struct Reply {
     link: Option<String>,
 }
 
-struct CachedGet {
-    etag: String,
-    status: u16,
-    body: String,
-    link: Option<String>,
+pub(super) struct CachedGet {
+    pub(super) etag: String,
+    pub(super) status: u16,
+    pub(super) body: String,
+    pub(super) link: Option<String>,
     /// The webhook feed's generation when the request that last confirmed this answer
     /// was sent, and when that was.
-    generation: u64,
-    confirmed_at: DateTime<Utc>,
+    pub(super) generation: u64,
+    pub(super) confirmed_at: DateTime<Utc>,
 }
 
 /// `ETag`s and bodies of GET answers by path; the oldest entry goes when full.
-struct EtagCache {
+pub(super) struct EtagCache {
     capacity: usize,
     entries: HashMap<String, CachedGet>,
     order: VecDeque<String>,
 }
 
 impl EtagCache {
-    fn new(capacity: usize) -> Self {
+    pub(super) fn new(capacity: usize) -> Self {
         Self {
             capacity,
             entries: HashMap::new(),
@@ -312,15 +313,15 @@ impl EtagCache {
         }
     }
 
-    fn get(&self, path: &str) -> Option<&CachedGet> {
+    pub(super) fn get(&self, path: &str) -> Option<&CachedGet> {
         self.entries.get(path)
     }
 
-    fn get_mut(&mut self, path: &str) -> Option<&mut CachedGet> {
+    pub(super) fn get_mut(&mut self, path: &str) -> Option<&mut CachedGet> {
         self.entries.get_mut(path)
     }
 
-    fn put(&mut self, path: String, entry: CachedGet) {
+    pub(super) fn put(&mut self, path: String, entry: CachedGet) {
         if self.capacity == 0 {
             return;
         }
@@ -989,7 +990,7 @@ async fn exchange(
     Ok((status, headers, text))
 }
 
-fn header_parse<T: std::str::FromStr>(
+pub(super) fn header_parse<T: std::str::FromStr>(
     headers: &HeaderMap,
     name: impl reqwest::header::AsHeaderName,
 ) -> Option<T> {
@@ -997,7 +998,7 @@ fn header_parse<T: std::str::FromStr>(
 }
 
 /// The `rel="next"` URL of a `Link` header.
-fn next_link(link: &str) -> Option<&str> {
+pub(super) fn next_link(link: &str) -> Option<&str> {
     link.split(',').find_map(|part| {
         let (url, params) = part.split_once(';')?;
         let is_next = params
@@ -1009,7 +1010,7 @@ fn next_link(link: &str) -> Option<&str> {
 
 /// Percent-encodes a path segment or query value (everything but RFC 3986 unreserved
 /// characters).
-fn encode(text: &str) -> String {
+pub(super) fn encode(text: &str) -> String {
     use std::fmt::Write as _;
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
@@ -1219,20 +1220,27 @@ impl Forge for GitHub {
         self.comments(repo, number, None, true).await
     }
 
-    async fn combined_status_relaxed(
-        &self,
-        repo: &RepoName,
-        sha: &str,
-    ) -> Result<CombinedStatus, ForgeError> {
-        self.statuses(repo, sha, true).await
+    async fn checks(&self, repo: &RepoName, sha: &str) -> Result<Vec<Check>, ForgeError> {
+        let status = self.statuses(repo, sha, false).await?;
+        let runs = self.runs(repo, sha, false).await?;
+        Ok(checks_of(&status.statuses, &runs))
     }
 
-    async fn check_runs_relaxed(
-        &self,
-        repo: &RepoName,
-        sha: &str,
-    ) -> Result<Vec<CheckRun>, ForgeError> {
-        self.runs(repo, sha, true).await
+    async fn checks_relaxed(&self, repo: &RepoName, sha: &str) -> Result<Vec<Check>, ForgeError> {
+        let status = self.statuses(repo, sha, true).await?;
+        let runs = self.runs(repo, sha, true).await?;
+        Ok(checks_of(&status.statuses, &runs))
+    }
+
+    fn repository(&self, url: &str, explicit: Option<ForgeKind>) -> Result<RepoName, String> {
+        let repo = RepoName::locate(url, explicit, None)?;
+        match repo.forge {
+            ForgeKind::GitHub => Ok(repo),
+            ForgeKind::GitLab => Err(format!(
+                "{} is a GitLab project: give autobump GitLab access (GITLAB_TOKEN)",
+                crate::repo::redact_url(url)
+            )),
+        }
     }
 
     fn answers_from_memory(&self) -> bool {
@@ -1267,18 +1275,6 @@ impl Forge for GitHub {
         let files: Vec<wire::DiffEntry> =
             self.all_items(RequestKind::ListFiles, path, None).await?;
         Ok(files.into_iter().map(ChangedFile::from).collect())
-    }
-
-    async fn combined_status(
-        &self,
-        repo: &RepoName,
-        sha: &str,
-    ) -> Result<CombinedStatus, ForgeError> {
-        self.statuses(repo, sha, false).await
-    }
-
-    async fn check_runs(&self, repo: &RepoName, sha: &str) -> Result<Vec<CheckRun>, ForgeError> {
-        self.runs(repo, sha, false).await
     }
 
     async fn mergeability(&self, repo: &RepoName, number: u64) -> Result<Mergeability, ForgeError> {
@@ -1366,6 +1362,87 @@ impl Forge for GitHub {
             detail: format!("unknown permission {:?}", answer.permission),
         })
     }
+}
+
+/// GitHub's own kinds of checks (what [`Forge::checks`] is made of).
+impl GitHub {
+    /// The combined commit status of `sha` (all contexts, all pages).
+    ///
+    /// # Errors
+    /// As every request ([`ForgeError`]).
+    pub async fn combined_status(
+        &self,
+        repo: &RepoName,
+        sha: &str,
+    ) -> Result<CombinedStatus, ForgeError> {
+        self.statuses(repo, sha, false).await
+    }
+
+    /// The check runs of `sha` (latest run of each name, as GitHub filters by default).
+    ///
+    /// # Errors
+    /// As every request ([`ForgeError`]).
+    pub async fn check_runs(
+        &self,
+        repo: &RepoName,
+        sha: &str,
+    ) -> Result<Vec<CheckRun>, ForgeError> {
+        self.runs(repo, sha, false).await
+    }
+
+    /// [`Self::combined_status`], or the last answer when webhooks prove it unchanged.
+    ///
+    /// # Errors
+    /// As every request ([`ForgeError`]).
+    pub async fn combined_status_relaxed(
+        &self,
+        repo: &RepoName,
+        sha: &str,
+    ) -> Result<CombinedStatus, ForgeError> {
+        self.statuses(repo, sha, true).await
+    }
+
+    /// [`Self::check_runs`], or the last answer when webhooks prove them unchanged.
+    ///
+    /// # Errors
+    /// As every request ([`ForgeError`]).
+    pub async fn check_runs_relaxed(
+        &self,
+        repo: &RepoName,
+        sha: &str,
+    ) -> Result<Vec<CheckRun>, ForgeError> {
+        self.runs(repo, sha, true).await
+    }
+}
+
+/// Commit statuses and check runs as the merge engine's checks.
+#[must_use]
+pub fn checks_of(statuses: &[CommitStatus], runs: &[CheckRun]) -> Vec<Check> {
+    let mut checks: Vec<Check> = statuses
+        .iter()
+        .map(|s| Check {
+            name: s.context.clone(),
+            state: match s.state {
+                StatusState::Success => CheckState::Success,
+                StatusState::Pending => CheckState::Pending,
+                _ => CheckState::Failure,
+            },
+        })
+        .collect();
+    checks.extend(runs.iter().map(|r| Check {
+        name: r.name.clone(),
+        state: match (r.status, r.conclusion) {
+            (
+                CheckStatus::Completed,
+                Some(
+                    CheckConclusion::Success | CheckConclusion::Neutral | CheckConclusion::Skipped,
+                ),
+            ) => CheckState::Success,
+            (CheckStatus::Completed, _) => CheckState::Failure,
+            _ => CheckState::Pending,
+        },
+    }));
+    checks
 }
 
 /// The reads behind [`Forge`]'s strict and relaxed methods.

@@ -1221,6 +1221,7 @@ fn standalone_driver_within(
             bot_login: None,
             ssh_key: None,
             github_app: None,
+            gitlab: None,
         },
         Arc::new(SystemClock),
         RegistryClient::new(RegistryConfig::default(), Arc::new(SystemClock)).unwrap(),
