@@ -119,8 +119,18 @@ pub struct GitLab {
     usernames: Mutex<HashMap<u64, String>>,
     /// User ids by lower-cased username (`None`: no such user).
     user_ids: Mutex<HashMap<String, Option<u64>>>,
-    /// Merges GitLab refused, by MR key, with the head they were refused at and why.
-    refused: Mutex<HashMap<String, (String, String)>>,
+    /// Merges GitLab refused, by MR key.
+    refused: Mutex<HashMap<String, Refusal>>,
+}
+
+/// A merge GitLab refused.
+struct Refusal {
+    /// The head it was refused at.
+    head: String,
+    /// GitLab's `detailed_merge_status` at the first read after the refusal.
+    status: Option<String>,
+    /// GitLab's answer.
+    message: String,
 }
 
 impl fmt::Debug for GitLab {
@@ -1044,13 +1054,23 @@ impl Forge for GitLab {
             "cannot_be_merged" | "cannot_be_merged_recheck" => "conflict",
             other => other,
         });
-        if let Some((at, why)) = Self::lock(&self.refused).get(&Self::refusal_key(repo, number))
-            && *at == head_sha
-        {
-            tracing::debug!(mr = number, why = %why, "GitLab refused this head's merge before");
-            mergeable = Some(false);
-            state = MergeableState::Blocked;
+        // A merge GitLab refused at this head stays refused while GitLab's own verdict
+        // is what it was when it refused (a protected branch, a role that may not
+        // merge: GitLab still says "mergeable"); once that verdict changes (approved,
+        // a new head), it is asked again.
+        let key = Self::refusal_key(repo, number);
+        let mut refused = Self::lock(&self.refused);
+        if let Some(refusal) = refused.get_mut(&key) {
+            let seen = refusal.status.get_or_insert_with(|| detailed.clone());
+            if refusal.head == head_sha && *seen == detailed {
+                tracing::debug!(mr = number, why = %refusal.message, "GitLab refused this merge before");
+                mergeable = Some(false);
+                state = MergeableState::Blocked;
+            } else {
+                refused.remove(&key);
+            }
         }
+        drop(refused);
         Ok(Mergeability {
             head_sha,
             mergeable: if mr.state == "opened" {
@@ -1116,7 +1136,11 @@ impl Forge for GitLab {
             401 | 403 | 405 | 406 | 422 => {
                 Self::lock(&self.refused).insert(
                     Self::refusal_key(repo, number),
-                    (expected_head_sha.to_owned(), message.clone()),
+                    Refusal {
+                        head: expected_head_sha.to_owned(),
+                        status: None,
+                        message: message.clone(),
+                    },
                 );
                 Err(ForgeError::NotMergeable {
                     what: request.what(),
