@@ -249,15 +249,53 @@ impl GitlabFake {
         fake_git::branch_sha(&self.lock().git, branch)
     }
 
-    /// Adds a user with `access_level` on the project (0: not a member); returns its id.
+    /// Adds a user (or changes one) with `access_level` on the project (0: not a
+    /// member); returns its id.
     pub fn add_user(&self, username: &str, access_level: u32) -> u64 {
         let mut s = self.lock();
-        let id = s.users.keys().max().copied().unwrap_or(0) + 1;
+        let id = s
+            .user_id(username)
+            .unwrap_or_else(|| s.users.keys().max().copied().unwrap_or(0) + 1);
         s.users.insert(id, username.to_owned());
         if access_level > 0 {
             s.access.insert(id, access_level);
+        } else {
+            s.access.remove(&id);
         }
         id
+    }
+
+    /// CI runs job `name` on `sha` in `status`: in the latest pipeline for `sha` (a new
+    /// one if there is none), whose status then follows its jobs (failed if one
+    /// failed, running while one runs, else success).
+    pub fn run_job(&self, sha: &str, name: &str, status: &str) {
+        let pipeline = self
+            .lock()
+            .pipelines
+            .iter()
+            .filter(|p| p.sha == sha)
+            .map(|p| p.id)
+            .max();
+        let pipeline = pipeline
+            .unwrap_or_else(|| self.add_pipeline(sha, "refs/merge-requests/1/head", "running"));
+        self.set_job(pipeline, name, status, false);
+        let mut s = self.lock();
+        let jobs: Vec<String> = s
+            .statuses
+            .iter()
+            .filter(|j| j.pipeline_id == Some(pipeline))
+            .map(|j| j.status.clone())
+            .collect();
+        let overall = if jobs.iter().any(|j| j == "failed") {
+            "failed"
+        } else if jobs.iter().all(|j| j == "success" || j == "skipped") {
+            "success"
+        } else {
+            "running"
+        };
+        if let Some(p) = s.pipelines.iter_mut().find(|p| p.id == pipeline) {
+            overall.clone_into(&mut p.status);
+        }
     }
 
     /// A new pipeline for `sha` on `git_ref` in `status` (its jobs added with
