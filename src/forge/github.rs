@@ -1,6 +1,6 @@
 //! The GitHub implementation of [`Forge`] (does I/O: HTTPS to the GitHub REST API).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::ForgeError;
 use super::feed::{Watch, WebhookFeed};
+use super::rest::{self, CachedGet, EtagCache, Reply};
 use super::stats::{ForgeStats, RequestKind};
 use super::wire;
 use super::{
@@ -175,7 +176,6 @@ pub struct GitHub {
     installation: Option<InstallationAuth>,
     clock: Arc<dyn Clock>,
     config: GitHubConfig,
-    api_host: Option<String>,
     stats: Arc<ForgeStats>,
     etags: Mutex<EtagCache>,
     feed: Option<Arc<WebhookFeed>>,
@@ -278,64 +278,6 @@ impl Request {
     }
 }
 
-/// A final answer (2xx, 304 turned into the cached 2xx, or a 4xx for the caller).
-struct Reply {
-    status: u16,
-    body: String,
-    /// The `Link` header (of the cached answer for a 304).
-    link: Option<String>,
-}
-
-pub(super) struct CachedGet {
-    pub(super) etag: String,
-    pub(super) status: u16,
-    pub(super) body: String,
-    pub(super) link: Option<String>,
-    /// The webhook feed's generation when the request that last confirmed this answer
-    /// was sent, and when that was.
-    pub(super) generation: u64,
-    pub(super) confirmed_at: DateTime<Utc>,
-}
-
-/// `ETag`s and bodies of GET answers by path; the oldest entry goes when full.
-pub(super) struct EtagCache {
-    capacity: usize,
-    entries: HashMap<String, CachedGet>,
-    order: VecDeque<String>,
-}
-
-impl EtagCache {
-    pub(super) fn new(capacity: usize) -> Self {
-        Self {
-            capacity,
-            entries: HashMap::new(),
-            order: VecDeque::new(),
-        }
-    }
-
-    pub(super) fn get(&self, path: &str) -> Option<&CachedGet> {
-        self.entries.get(path)
-    }
-
-    pub(super) fn get_mut(&mut self, path: &str) -> Option<&mut CachedGet> {
-        self.entries.get_mut(path)
-    }
-
-    pub(super) fn put(&mut self, path: String, entry: CachedGet) {
-        if self.capacity == 0 {
-            return;
-        }
-        if self.entries.insert(path.clone(), entry).is_none() {
-            self.order.push_back(path);
-            while self.order.len() > self.capacity {
-                if let Some(old) = self.order.pop_front() {
-                    self.entries.remove(&old);
-                }
-            }
-        }
-    }
-}
-
 /// Why an attempt failed in a way that another attempt may fix.
 enum Failure {
     Status(u16),
@@ -382,10 +324,8 @@ impl GitHub {
         let config_error = |what: &str, e: &dyn fmt::Display| ForgeError::Config {
             detail: format!("{what}: {e}"),
         };
-        let api_host = url::Url::parse(&config.api_url)
-            .map_err(|e| config_error(&format!("API URL {:?}", config.api_url), &e))?
-            .host_str()
-            .map(str::to_owned);
+        url::Url::parse(&config.api_url)
+            .map_err(|e| config_error(&format!("API URL {:?}", config.api_url), &e))?;
         let builder = Octocrab::builder()
             .base_uri(config.api_url.as_str())
             .map_err(|e| config_error(&format!("API URL {:?}", config.api_url), &e))?
@@ -423,7 +363,6 @@ impl GitHub {
             installation,
             clock,
             etags: Mutex::new(EtagCache::new(config.etag_cache_entries)),
-            api_host,
             config,
             stats: Arc::new(ForgeStats::default()),
             feed: None,
@@ -448,18 +387,11 @@ impl GitHub {
     /// unchanged since it was confirmed, less than the feed's resync period ago.
     fn answer_from_feed(&self, request: &Request) -> Option<Reply> {
         let (feed, (watch, key)) = (self.feed.as_ref()?, request.relaxed.as_ref()?);
-        let cache = self.etags();
-        let cached = cache.get(&request.path)?;
-        let fresh = self.clock.now() - cached.confirmed_at < feed.resync();
-        if !(fresh && feed.unchanged(*watch, key, cached.generation)) {
-            return None;
-        }
+        let reply = self
+            .etags()
+            .proven_by(&request.path, feed, (*watch, key), self.clock.now())?;
         self.stats.count_from_webhooks();
-        Some(Reply {
-            status: cached.status,
-            body: cached.body.clone(),
-            link: cached.link.clone(),
-        })
+        Some(reply)
     }
 
     /// The request counters and rate-limit budget, for metrics and benchmarks.
@@ -778,22 +710,15 @@ impl GitHub {
         conditional: bool,
         (generation, sent_at): (u64, DateTime<Utc>),
     ) -> Outcome {
-        let mut cache = self.etags();
-        match cache.get_mut(&request.path) {
-            Some(cached) if conditional => {
+        let confirmed = conditional
+            .then(|| self.etags().confirm(&request.path, (generation, sent_at)))
+            .flatten();
+        match confirmed {
+            Some(reply) => {
                 self.stats.count_not_modified();
-                cached.generation = generation;
-                cached.confirmed_at = sent_at;
-                Outcome::Done(Reply {
-                    status: cached.status,
-                    body: cached.body.clone(),
-                    link: cached.link.clone(),
-                })
+                Outcome::Done(reply)
             }
-            _ => Outcome::Fail(ForgeError::InvalidResponse {
-                what: request.what(),
-                detail: "304 Not Modified to a request without If-None-Match".into(),
-            }),
+            None => Outcome::Fail(rest::unasked_304(request.what())),
         }
     }
 
@@ -812,12 +737,7 @@ impl GitHub {
 
     /// Exponential back-off with jitter (50–100 % of the nominal wait).
     fn backoff(&self, attempt: u32) -> Duration {
-        let policy = &self.config.retry;
-        let nominal = policy
-            .base_backoff
-            .saturating_mul(1 << attempt.saturating_sub(1).min(16))
-            .min(policy.max_backoff);
-        nominal.mul_f64(0.5 + fastrand::f64() / 2.0)
+        rest::backoff(&self.config.retry, attempt)
     }
 
     /// How long a 403/429 asks us to wait, or `None` if it is not a rate limit.
@@ -851,30 +771,24 @@ impl GitHub {
 
     /// Time from our clock's now until the Unix second `at` (zero if past).
     fn until(&self, at: i64) -> Duration {
-        let millis = at.saturating_mul(1000) - self.clock.now().timestamp_millis();
-        Duration::from_millis(u64::try_from(millis).unwrap_or(0))
+        rest::until(self.clock.now(), at)
     }
 
     /// If the last answer said the primary budget is spent and it has not reset yet,
     /// waits for the reset (or fails when that is too far off) instead of sending a
     /// request that is sure to be refused.
     async fn wait_for_budget(&self, request: &Request) -> Result<(), ForgeError> {
-        if request.as_app || self.stats.rate_limit_remaining() != Some(0) {
+        if request.as_app {
             return Ok(());
         }
-        let Some(reset) = self.stats.rate_limit_reset() else {
-            return Ok(());
-        };
-        let wait = self.until(reset);
+        let wait = rest::budget_wait(
+            &self.stats,
+            self.clock.now(),
+            &self.config.retry,
+            (&|| request.what(), 403),
+        )?;
         if wait.is_zero() {
             return Ok(());
-        }
-        if wait > self.config.retry.max_rate_limit_wait {
-            return Err(ForgeError::RateLimited {
-                what: request.what(),
-                status: 403,
-                retry_after_secs: wait.as_secs(),
-            });
         }
         self.stats.add_backoff(wait);
         tokio::time::sleep(wait).await;
@@ -914,27 +828,12 @@ impl GitHub {
 
     /// The path and query of a `Link` URL, which must point at our API root.
     fn relative(&self, request: &Request, link: &str) -> Result<String, ForgeError> {
-        let invalid = |detail: String| ForgeError::InvalidResponse {
-            what: request.what(),
-            detail,
-        };
-        let url = url::Url::parse(link).map_err(|e| invalid(format!("Link {link:?}: {e}")))?;
         let base =
-            url::Url::parse(&self.config.api_url).map_err(|e| invalid(format!("API URL: {e}")))?;
-        if url.host_str() != self.api_host.as_deref()
-            || url.port_or_known_default() != base.port_or_known_default()
-        {
-            return Err(invalid(format!("Link {link:?} leaves the API host")));
-        }
-        let base_path = base.path().trim_end_matches('/');
-        let path = url
-            .path()
-            .strip_prefix(base_path)
-            .ok_or_else(|| invalid(format!("Link {link:?} is outside the API root")))?;
-        Ok(match url.query() {
-            Some(query) => format!("{path}?{query}"),
-            None => path.to_owned(),
-        })
+            url::Url::parse(&self.config.api_url).map_err(|e| ForgeError::InvalidResponse {
+                what: request.what(),
+                detail: format!("API URL: {e}"),
+            })?;
+        rest::relative_link(link, &base, &request.what())
     }
 
     /// Sends a request that expects one JSON answer.
@@ -1053,23 +952,7 @@ fn expect_json<T: DeserializeOwned>(request: &Request, reply: &Reply) -> Result<
 
 /// The error for a final non-2xx answer that the caller does not handle itself.
 fn status_error(request: &Request, reply: &Reply) -> ForgeError {
-    let what = request.what();
-    let message = error_message(&reply.body);
-    match reply.status {
-        401 => ForgeError::Unauthorized { what, message },
-        403 => ForgeError::Forbidden { what, message },
-        404 => ForgeError::NotFound { what },
-        status @ 500..=599 => ForgeError::Server {
-            what,
-            status,
-            attempts: 1,
-        },
-        status => ForgeError::Rejected {
-            what,
-            status,
-            message,
-        },
-    }
+    rest::status_error_of(reply.status, request.what(), error_message(&reply.body))
 }
 
 /// GitHub's `message`, plus the `errors` of a validation error (422), shortened.

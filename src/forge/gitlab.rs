@@ -40,7 +40,8 @@ use serde::de::DeserializeOwned;
 
 use super::error::ForgeError;
 use super::feed::{Watch, WebhookFeed};
-use super::github::{CachedGet, EtagCache, encode, header_parse, next_link};
+use super::github::{encode, header_parse, next_link};
+use super::rest::{self, CachedGet, EtagCache, Reply};
 use super::stats::{ForgeStats, RequestKind};
 use super::{
     ChangedFile, Check, CheckState, Comment, DeliveredComment, FileStatus, Forge, ForgeKind,
@@ -193,12 +194,6 @@ impl Request {
     }
 }
 
-struct Reply {
-    status: u16,
-    body: String,
-    link: Option<String>,
-}
-
 enum Outcome {
     Done(Reply),
     Retry { wait: Duration, error: ForgeError },
@@ -291,18 +286,14 @@ impl GitLab {
 
     fn answer_from_feed(&self, request: &Request) -> Option<Reply> {
         let (feed, (watch, key)) = (self.feed.as_ref()?, request.relaxed.as_ref()?);
-        let cache = Self::lock(&self.etags);
-        let cached = cache.get(&request.path)?;
-        let fresh = self.clock.now() - cached.confirmed_at < feed.resync();
-        if !(fresh && feed.unchanged(*watch, key, cached.generation)) {
-            return None;
-        }
+        let reply = Self::lock(&self.etags).proven_by(
+            &request.path,
+            feed,
+            (*watch, key),
+            self.clock.now(),
+        )?;
         self.stats.count_from_webhooks();
-        Some(Reply {
-            status: cached.status,
-            body: cached.body.clone(),
-            link: cached.link.clone(),
-        })
+        Some(reply)
     }
 
     /// Sends `request`, retrying as the policy allows.
@@ -438,34 +429,22 @@ impl GitLab {
         conditional: bool,
         (generation, sent_at): (u64, DateTime<Utc>),
     ) -> Outcome {
-        let mut cache = Self::lock(&self.etags);
-        match cache.get_mut(&request.path) {
-            Some(cached) if conditional => {
+        let confirmed = conditional
+            .then(|| Self::lock(&self.etags).confirm(&request.path, (generation, sent_at)))
+            .flatten();
+        match confirmed {
+            Some(reply) => {
                 self.stats.count_not_modified();
-                cached.generation = generation;
-                cached.confirmed_at = sent_at;
-                Outcome::Done(Reply {
-                    status: cached.status,
-                    body: cached.body.clone(),
-                    link: cached.link.clone(),
-                })
+                Outcome::Done(reply)
             }
-            _ => Outcome::Fail(ForgeError::InvalidResponse {
-                what: request.what(),
-                detail: "304 Not Modified to a request without If-None-Match".into(),
-            }),
+            None => Outcome::Fail(rest::unasked_304(request.what())),
         }
     }
 
     fn transient(&self, request: &Request, attempt: u32, error: ForgeError) -> Outcome {
         if request.idempotent {
-            let policy = &self.config.retry;
-            let nominal = policy
-                .base_backoff
-                .saturating_mul(1 << attempt.saturating_sub(1).min(16))
-                .min(policy.max_backoff);
             Outcome::Retry {
-                wait: nominal.mul_f64(0.5 + fastrand::f64() / 2.0),
+                wait: rest::backoff(&self.config.retry, attempt),
                 error,
             }
         } else {
@@ -474,29 +453,20 @@ impl GitLab {
     }
 
     fn until(&self, at: i64) -> Duration {
-        let millis = at.saturating_mul(1000) - self.clock.now().timestamp_millis();
-        Duration::from_millis(u64::try_from(millis).unwrap_or(0))
+        rest::until(self.clock.now(), at)
     }
 
     /// With the budget spent (`RateLimit-Remaining: 0`) and not reset yet, waits for
     /// the reset (or fails when that is too far off) instead of being refused.
     async fn wait_for_budget(&self, request: &Request) -> Result<(), ForgeError> {
-        if self.stats.rate_limit_remaining() != Some(0) {
-            return Ok(());
-        }
-        let Some(reset) = self.stats.rate_limit_reset() else {
-            return Ok(());
-        };
-        let wait = self.until(reset);
+        let wait = rest::budget_wait(
+            &self.stats,
+            self.clock.now(),
+            &self.config.retry,
+            (&|| request.what(), 429),
+        )?;
         if wait.is_zero() {
             return Ok(());
-        }
-        if wait > self.config.retry.max_rate_limit_wait {
-            return Err(ForgeError::RateLimited {
-                what: request.what(),
-                status: 429,
-                retry_after_secs: wait.as_secs(),
-            });
         }
         self.stats.add_backoff(wait);
         tokio::time::sleep(wait).await;
@@ -570,24 +540,7 @@ impl GitLab {
     }
 
     fn relative(&self, request: &Request, link: &str) -> Result<String, ForgeError> {
-        let invalid = |detail: String| ForgeError::InvalidResponse {
-            what: request.what(),
-            detail,
-        };
-        let url = url::Url::parse(link).map_err(|e| invalid(format!("Link {link:?}: {e}")))?;
-        if url.host_str() != self.api.host_str()
-            || url.port_or_known_default() != self.api.port_or_known_default()
-        {
-            return Err(invalid(format!("Link {link:?} leaves the API host")));
-        }
-        let path = url
-            .path()
-            .strip_prefix(self.api.path())
-            .ok_or_else(|| invalid(format!("Link {link:?} is outside the API root")))?;
-        Ok(match url.query() {
-            Some(query) => format!("{path}?{query}"),
-            None => path.to_owned(),
-        })
+        rest::relative_link(link, &self.api, &request.what())
     }
 
     async fn json<T: DeserializeOwned>(&self, request: Request) -> Result<T, ForgeError> {
@@ -755,6 +708,21 @@ pub fn permission_of_access_level(level: u32) -> Permission {
     }
 }
 
+/// The access level a member needs for `permission` (the inverse of
+/// [`permission_of_access_level`]): Owner 50, Maintainer 40, Developer 30, Reporter 20,
+/// Guest 10, not a member 0.
+#[must_use]
+pub fn access_level_of(permission: Permission) -> u32 {
+    match permission {
+        Permission::Admin => 50,
+        Permission::Maintain => 40,
+        Permission::Write => 30,
+        Permission::Triage => 20,
+        Permission::Read => 10,
+        Permission::None => 0,
+    }
+}
+
 /// GitLab's `detailed_merge_status` as mergeability: `None` while GitLab is still
 /// working it out, else whether the MR can be merged now.
 fn mergeable_of(detailed: &str) -> (Option<bool>, MergeableState) {
@@ -789,23 +757,7 @@ fn expect_json<T: DeserializeOwned>(request: &Request, reply: &Reply) -> Result<
 }
 
 fn status_error(request: &Request, reply: &Reply) -> ForgeError {
-    let what = request.what();
-    let message = error_message(&reply.body);
-    match reply.status {
-        401 => ForgeError::Unauthorized { what, message },
-        403 => ForgeError::Forbidden { what, message },
-        404 => ForgeError::NotFound { what },
-        status @ 500..=599 => ForgeError::Server {
-            what,
-            status,
-            attempts: 1,
-        },
-        status => ForgeError::Rejected {
-            what,
-            status,
-            message,
-        },
-    }
+    rest::status_error_of(reply.status, request.what(), error_message(&reply.body))
 }
 
 /// GitLab's `message` (a string, a list or an object of field errors) or `error`,
@@ -1338,6 +1290,16 @@ mod tests {
         assert!(permission_of_access_level(30) >= Permission::Write);
         assert!(permission_of_access_level(20) < Permission::Write);
         assert!(permission_of_access_level(40) >= Permission::Maintain);
+        for p in [
+            Permission::None,
+            Permission::Read,
+            Permission::Triage,
+            Permission::Write,
+            Permission::Maintain,
+            Permission::Admin,
+        ] {
+            assert_eq!(permission_of_access_level(access_level_of(p)), p);
+        }
     }
 
     #[test]

@@ -15,8 +15,8 @@ use sha2::{Digest, Sha256};
 
 use super::RepoName;
 use super::webhook::{
-    ChecksEvent, ChecksKind, CommentAction, IssueCommentEvent, MAX_WEBHOOK_BODY_BYTES,
-    PullRequestAction, PullRequestEvent, WebhookError, WebhookEvent,
+    ChecksEvent, ChecksKind, CommentAction, IssueCommentEvent, PullRequestAction, PullRequestEvent,
+    WebhookError, WebhookEvent,
 };
 
 /// What stands for an MR author known by id only (note hooks carry `author_id`, not
@@ -157,15 +157,10 @@ fn timestamp(text: &str) -> Option<DateTime<Utc>> {
 /// Parses a delivery whose `X-Gitlab-Event` header is `event`.
 ///
 /// # Errors
-/// A body over [`MAX_WEBHOOK_BODY_BYTES`], or one that is not the documented payload.
+/// A body over [`MAX_WEBHOOK_BODY_BYTES`](super::webhook::MAX_WEBHOOK_BODY_BYTES), or one
+/// that is not the documented payload.
 pub fn parse_gitlab_webhook(event: &str, body: &[u8]) -> Result<WebhookEvent, WebhookError> {
-    if body.len() > MAX_WEBHOOK_BODY_BYTES {
-        return Err(WebhookError::TooLarge {
-            event: event.to_owned(),
-            size: body.len(),
-            limit: MAX_WEBHOOK_BODY_BYTES,
-        });
-    }
+    super::webhook::within_limit(event, body)?;
     let invalid = |detail: String| WebhookError::InvalidPayload {
         event: event.to_owned(),
         detail,

@@ -30,6 +30,7 @@ mod forges;
 mod github;
 mod gitlab;
 pub mod gitlab_webhook;
+mod rest;
 mod stats;
 pub mod webhook;
 mod wire;
@@ -43,7 +44,7 @@ pub use error::ForgeError;
 pub use feed::{DeliveredComment, WebhookFeed};
 pub use forges::Forges;
 pub use github::{GitHub, GitHubApp, GitHubAuth, GitHubConfig, RetryPolicy, checks_of};
-pub use gitlab::{GitLab, GitLabConfig, permission_of_access_level};
+pub use gitlab::{GitLab, GitLabConfig, access_level_of, permission_of_access_level};
 pub use stats::{ForgeStats, ForgeStatsSnapshot, RequestKind};
 
 pub use crate::policy::v1alpha1::ForgeKind;

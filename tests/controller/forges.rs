@@ -195,15 +195,7 @@ impl ForgeFake for GitlabFake {
     }
 
     fn grant(&self, user: &str, permission: Permission) {
-        let level = match permission {
-            Permission::Admin => 50,
-            Permission::Maintain => 40,
-            Permission::Write => 30,
-            Permission::Triage => 20,
-            Permission::Read => 10,
-            Permission::None => 0,
-        };
-        self.add_user(user, level);
+        self.add_user(user, autobump::forge::access_level_of(permission));
     }
 
     fn comment(&self, number: u64, user: &str, body: &str) {

@@ -17,7 +17,7 @@ use autobump::core::reference::ImageRef;
 use autobump::forge::{
     ChangedFile as ForgeFile, Check, Comment, FileStatus, Forge, ForgeError, ForgeKind,
     MergeMethod, Mergeability, MergeableState, Merged, NewPullRequest, PIPELINE_CHECK, Permission,
-    PullRequest, PullRequestEdit, RepoName, permission_of_access_level,
+    PullRequest, PullRequestEdit, RepoName, access_level_of, permission_of_access_level,
 };
 use autobump::notify::{Deliver, Delivered, Notification, NotifyError};
 use autobump::policy::v1alpha1::NotifySpec;
@@ -1017,19 +1017,6 @@ fn pipeline_of(jobs: &[(String, CheckState)]) -> Option<Check> {
         name: PIPELINE_CHECK.to_owned(),
         state,
     })
-}
-
-/// The GitLab access level of a member holding `permission` (Owner 50, Maintainer
-/// 40, Developer 30, Reporter 20, Guest 10).
-fn access_level_of(permission: Permission) -> u32 {
-    match permission {
-        Permission::Admin => 50,
-        Permission::Maintain => 40,
-        Permission::Write => 30,
-        Permission::Triage => 20,
-        Permission::Read => 10,
-        Permission::None => 0,
-    }
 }
 
 /// What merging `head` into main would give (`Err(path)` on a conflict).
