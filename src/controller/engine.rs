@@ -604,3 +604,54 @@ fn policy_key(p: &Policy) -> String {
         None => p.name().to_owned(),
     }
 }
+
+#[cfg(test)]
+mod gitlab_credentials_tests {
+    use super::*;
+
+    fn policy(repo: &str) -> Policy {
+        let text = format!(
+            "apiVersion: autobump.dev/v1alpha1\nkind: Autobump\nmetadata: {{name: p}}\nspec:\n  images: [{{prefix: registry.example.com/p/, tags: {{semver: {{}}}}}}]\n  source: {{repo: \"{repo}\"}}\n"
+        );
+        let (mut policies, diagnostics) =
+            crate::policy::load_str(std::path::Path::new("p.yaml"), &text);
+        assert!(diagnostics.is_empty(), "{diagnostics:?}");
+        policies.remove(0)
+    }
+
+    /// The GitLab token goes to the GitLab host over HTTPS only, as `oauth2`; the
+    /// GitHub token still only to GitHub.
+    #[test]
+    fn the_gitlab_token_goes_only_to_the_gitlab_host() {
+        let git = GitCredentials {
+            github_token: Some("ghp_x".into()),
+            github_git_host: Some("github.com".into()),
+            gitlab: Some(("glpat-x".into(), "gitlab.example.com".into())),
+            ..GitCredentials::default()
+        };
+        let gitlab = crate::repo::Auth::UserPass {
+            username: "oauth2".into(),
+            password: "glpat-x".into(),
+        };
+        assert_eq!(
+            git.source(&policy("https://gitlab.example.com/g/sub/p.git"))
+                .auth,
+            gitlab
+        );
+        assert_eq!(
+            git.source(&policy("https://github.com/o/r.git")).auth,
+            crate::repo::Auth::github_token("ghp_x")
+        );
+        for elsewhere in [
+            "http://gitlab.example.com/g/p.git",
+            "https://gitlab.example.com.evil.example/g/p.git",
+            "https://gitlab.com/g/p.git",
+        ] {
+            assert_eq!(
+                git.source(&policy(elsewhere)).auth,
+                crate::repo::Auth::None,
+                "{elsewhere}"
+            );
+        }
+    }
+}

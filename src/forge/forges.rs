@@ -191,3 +191,72 @@ impl Forge for Forges {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::forge::{GitHubAuth, GitHubConfig, GitLabConfig};
+
+    fn github() -> GitHub {
+        GitHub::new(
+            GitHubConfig::new(GitHubAuth::Token("t".into())),
+            Arc::new(SystemClock),
+        )
+        .unwrap()
+    }
+
+    fn gitlab() -> GitLab {
+        GitLab::new(
+            GitLabConfig::new("https://code.example.com", "glpat-t"),
+            Arc::new(SystemClock),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn each_policy_goes_to_the_forge_its_repository_is_on() {
+        let both = Forges {
+            github: Some(github()),
+            gitlab: Some(gitlab()),
+        };
+        assert_eq!(
+            both.repository("https://github.com/acme/infra.git", None),
+            Ok(RepoName::new("acme", "infra"))
+        );
+        // The --gitlab-url host is GitLab, even with one group level.
+        assert_eq!(
+            both.repository("https://code.example.com/acme/infra.git", None),
+            Ok(RepoName::gitlab("acme", "infra"))
+        );
+        let elsewhere = both
+            .repository("https://gitlab.com/acme/infra.git", None)
+            .unwrap_err();
+        assert!(elsewhere.contains("--gitlab-url"), "{elsewhere}");
+
+        let github_only = Forges {
+            github: Some(github()),
+            gitlab: None,
+        };
+        let why = github_only
+            .repository("https://gitlab.com/acme/platform/infra.git", None)
+            .unwrap_err();
+        assert!(why.contains("GITLAB_TOKEN"), "{why}");
+        let gitlab_only = Forges {
+            github: None,
+            gitlab: Some(gitlab()),
+        };
+        let why = gitlab_only
+            .repository("https://github.com/acme/infra.git", None)
+            .unwrap_err();
+        assert!(why.contains("GITHUB_TOKEN"), "{why}");
+        // A call for a forge that is not configured fails, naming it.
+        let e = gitlab_only
+            .find_open_pr(&RepoName::new("acme", "infra"), "b", "bot")
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("no github access"), "{e}");
+    }
+}
