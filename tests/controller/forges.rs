@@ -683,3 +683,52 @@ async fn gitlab_requests_per_reconcile() {
     );
     w.fake.assert_valid();
 }
+
+/// With `/webhooks/gitlab`: `/hold` and `/unhold` written on a merged autobump MR reach
+/// the policy (note hooks name the MR's author by id; the client knows the bot's id
+/// from the MRs it read), and are answered on that MR.
+#[tokio::test]
+async fn with_gitlab_webhooks_commands_on_a_merged_mr_hold_and_lift() {
+    let mut w = World::<GitlabFake>::start("").await;
+    let feed = w.attach_feed();
+    let hook = GitlabHook::start(Arc::clone(&feed)).await;
+    w.reconcile(MONDAY).await;
+    let head = w.fake.branch_sha("autobump-prow").unwrap();
+    w.fake.check(&head, "unit", CheckState::Success);
+    let r = w.reconcile("2026-11-23T10:05:00Z").await;
+    assert_eq!(kinds(&r), ["Merge"], "{r:?}");
+    assert!(w.fake.pr(1).merged);
+
+    w.fake.grant("alice", Permission::Write);
+    w.fake.grant("guest", Permission::Read);
+    let note = w.fake.add_note(1, "guest", "/hold I do not like it");
+    hook.deliver("Note Hook", &w.fake.note_hook(note)).await;
+    let note = w
+        .fake
+        .add_note(1, "alice", "/hold the new version pages on-call");
+    hook.deliver("Note Hook", &w.fake.note_hook(note)).await;
+    let r = w.reconcile("2026-11-23T10:10:00Z").await;
+    let hold = w
+        .store
+        .load("prow")
+        .unwrap()
+        .hold
+        .expect("held from the merged MR");
+    assert_eq!(hold.by, "user:alice", "{r:?}");
+    assert_eq!(hold.reason, "the new version pages on-call");
+    assert!(hold.via.unwrap().contains("#note_"));
+    let answers = w.fake.notes(1);
+    assert!(
+        answers
+            .iter()
+            .any(|(author, body)| author == GitlabFake::BOT && body.contains("guest")),
+        "the guest's /hold is answered: {answers:?}"
+    );
+
+    let note = w.fake.add_note(1, "alice", "/unhold");
+    hook.deliver("Note Hook", &w.fake.note_hook(note)).await;
+    let r = w.reconcile("2026-11-23T10:15:00Z").await;
+    assert!(kinds(&r).contains(&"ClearHold"), "{r:?}");
+    assert!(w.store.load("prow").unwrap().hold.is_none());
+    w.fake.assert_valid();
+}
