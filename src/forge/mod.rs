@@ -1,10 +1,13 @@
-//! The forge adapter (does I/O: HTTPS to the GitHub REST API; the webhook helpers in
-//! [`webhook`] are pure).
+//! The forge adapters (do I/O: HTTPS to the GitHub REST API and GitLab's REST API v4;
+//! the webhook helpers in [`webhook`] and [`gitlab_webhook`] are pure).
 //!
 //! [`Forge`] is the narrow interface the executor and the observe step use: the bot's
-//! open PR, creating and editing it, labels, comments, changed files, commit statuses
-//! and check runs, mergeability, merging at an expected head SHA, and a user's
-//! permission. [`GitHub`] implements it with octocrab:
+//! open PR (a GitLab merge request), creating and editing it, labels, comments (notes),
+//! changed files, a commit's checks, mergeability, merging at an expected head SHA, and
+//! a user's permission. [`GitHub`] and [`GitLab`] implement it (the GitLab client, its
+//! mapping of pipelines, merges and roles: see its docs); [`Forges`] holds both and
+//! sends each call to the forge of its repository ([`RepoName::forge`]). The GitHub
+//! client, with octocrab:
 //!
 //! * **Auth**: a token, or a GitHub App (app id + PEM private key → installation token,
 //!   minted again when it is within [`GitHubConfig::token_refresh_margin`] of expiry by
@@ -231,7 +234,7 @@ impl fmt::Display for RepoName {
 pub struct PullRequest {
     pub number: u64,
     pub title: String,
-    /// The description (`""` when GitHub has none).
+    /// The description (`""` when there is none).
     pub body: String,
     /// The author's login (`example-bot`, `my-app[bot]`).
     pub author: String,
@@ -244,7 +247,7 @@ pub struct PullRequest {
     pub head_sha: String,
     /// The branch it merges into.
     pub base_branch: String,
-    /// Label names, in GitHub's order.
+    /// Label names, in the forge's order.
     pub labels: Vec<String>,
     /// The web page of the PR.
     pub html_url: String,
@@ -389,7 +392,8 @@ pub struct CheckRun {
     pub details_url: Option<String>,
 }
 
-/// GitHub's `mergeable_state` of a PR.
+/// Why a PR can or cannot be merged: GitHub's `mergeable_state`, and GitLab's
+/// `detailed_merge_status` mapped onto it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MergeableState {
@@ -406,7 +410,7 @@ pub enum MergeableState {
     /// Conflicts.
     Dirty,
     Draft,
-    /// GitHub is still computing it (ask again shortly).
+    /// The forge is still computing it (ask again shortly).
     Unknown,
     #[serde(other)]
     Other,
@@ -417,7 +421,7 @@ pub enum MergeableState {
 pub struct Mergeability {
     /// The head commit these fields describe: merge at this SHA.
     pub head_sha: String,
-    /// `None` while GitHub computes it in the background.
+    /// `None` while the forge computes it in the background.
     pub mergeable: Option<bool>,
     pub state: MergeableState,
     pub open: bool,
@@ -475,7 +479,7 @@ pub const PIPELINE_CHECK: &str = "pipeline";
 
 /// What autobump's controller needs from a code forge. Every method is one logical
 /// read or write; paginated reads return all pages. Reads may be answered from the
-/// conditional-request cache (the data is then what GitHub last sent, confirmed
+/// conditional-request cache (the data is then what the forge last sent, confirmed
 /// unchanged by a 304).
 pub trait Forge: Send + Sync {
     /// The repository `url` (a policy's `source.repo`) names on this forge, on the
@@ -570,7 +574,7 @@ pub trait Forge: Send + Sync {
     ) -> impl Future<Output = Result<Mergeability, ForgeError>> + Send;
 
     /// Merges the PR if and only if its head is still `expected_head_sha`
-    /// ([`ForgeError::HeadMoved`] otherwise; [`ForgeError::NotMergeable`] when GitHub
+    /// ([`ForgeError::HeadMoved`] otherwise; [`ForgeError::NotMergeable`] when the forge
     /// refuses for another reason).
     fn merge(
         &self,
@@ -580,7 +584,8 @@ pub trait Forge: Send + Sync {
         expected_head_sha: &str,
     ) -> impl Future<Output = Result<Merged, ForgeError>> + Send;
 
-    /// `user`'s role on `repo`; [`Permission::None`] for a user GitHub does not know.
+    /// `user`'s role on `repo` (GitLab: the access level, mapped); [`Permission::None`]
+    /// for a user the forge does not know.
     fn permission(
         &self,
         repo: &RepoName,
@@ -598,7 +603,7 @@ pub trait Forge: Send + Sync {
         async { Ok(None) }
     }
 
-    /// All of [`list_comments`](Self::list_comments), or the last answer when GitHub's
+    /// All of [`list_comments`](Self::list_comments), or the last answer when the forge's
     /// webhooks prove no comment was written or edited since (see [`feed`]). Only for
     /// reads whose staleness can make autobump wait, never act.
     fn list_comments_relaxed(
