@@ -314,8 +314,11 @@ pub struct Webhooks {
     /// (unsigned commands must never be accepted).
     pub github_secret: Option<Vec<u8>>,
     /// Where GitHub deliveries are recorded so the client can skip reads they prove
-    /// unchanged and act on commands on closed PRs.
+    /// unchanged and act on commands on closed PRs (GitLab's go there too).
     pub github_feed: Option<std::sync::Arc<crate::forge::WebhookFeed>>,
+    /// GitLab's webhook secret token (`X-Gitlab-Token`); without it
+    /// `/webhooks/gitlab` is not served.
+    pub gitlab_secret: Option<Vec<u8>>,
     /// Bearer token for `/webhooks/registry` (open when `None`: a push only triggers
     /// a re-read).
     pub registry_token: Option<String>,
@@ -373,6 +376,13 @@ pub fn server(hooks: Webhooks) -> (Router, Events) {
         .merge(alertmanager_webhook(hooks.alertmanager_token, alerts_tx));
     if let Some(dashboard) = hooks.dashboard {
         router = router.merge(crate::dashboard::router(dashboard));
+    }
+    if let Some(secret) = hooks.gitlab_secret {
+        router = router.merge(gitlab_webhook(
+            secret,
+            github_tx.clone(),
+            hooks.github_feed.clone(),
+        ));
     }
     if let Some(secret) = hooks.github_secret {
         router = router.merge(github_webhook(secret, github_tx, hooks.github_feed));
@@ -492,6 +502,70 @@ async fn receive_github(
         WebhookEvent::Other { .. } => false,
     };
     if !relevant {
+        return (StatusCode::ACCEPTED, "ignored\n");
+    }
+    if hook.tx.try_send(parsed).is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "busy, retry later\n");
+    }
+    (StatusCode::OK, "ok\n")
+}
+
+/// The router for `POST /webhooks/gitlab`: merge request, note, pipeline and job
+/// events. Every delivery must carry the shared `secret` as `X-Gitlab-Token`
+/// (compared in constant time) and be at most [`MAX_WEBHOOK_BODY_BYTES`]; a redelivery
+/// (the same `Idempotency-Key`) is acknowledged and dropped. Authenticated deliveries
+/// are recorded in `feed` and go to `tx` as for GitHub: each triggers a reconcile.
+pub fn gitlab_webhook(
+    secret: Vec<u8>,
+    tx: mpsc::Sender<WebhookEvent>,
+    feed: Option<std::sync::Arc<crate::forge::WebhookFeed>>,
+) -> Router {
+    Router::new()
+        .route("/webhooks/gitlab", post(receive_gitlab))
+        .with_state(GitHubHook {
+            secret: std::sync::Arc::new(secret),
+            feed,
+            deliveries: std::sync::Arc::new(DeliveryDeduplicator::default()),
+            tx,
+        })
+}
+
+async fn receive_gitlab(
+    State(hook): State<GitHubHook>,
+    headers: HeaderMap,
+    body: Body,
+) -> (StatusCode, &'static str) {
+    use crate::forge::gitlab_webhook::{parse_gitlab_webhook, verify_gitlab_token};
+    let header_str = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if !verify_gitlab_token(
+        &hook.secret,
+        header_str("x-gitlab-token").unwrap_or_default(),
+    ) {
+        return (StatusCode::UNAUTHORIZED, "bad or missing X-Gitlab-Token\n");
+    }
+    let Some(event) = header_str("x-gitlab-event") else {
+        return (StatusCode::BAD_REQUEST, "missing X-Gitlab-Event\n");
+    };
+    let body = match read_body(&headers, body, MAX_WEBHOOK_BODY_BYTES).await {
+        Ok(body) => body,
+        Err(refusal) => return refusal,
+    };
+    if let Some(key) = header_str("idempotency-key")
+        && !hook.deliveries.first_delivery(key)
+    {
+        return (StatusCode::OK, "duplicate delivery, ignored\n");
+    }
+    let parsed = match parse_gitlab_webhook(event, &body) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, event, "refused a GitLab webhook");
+            return (StatusCode::BAD_REQUEST, "not a GitLab webhook payload\n");
+        }
+    };
+    if let Some(feed) = &hook.feed {
+        feed.record(&parsed);
+    }
+    if matches!(parsed, WebhookEvent::Other { .. } | WebhookEvent::Ping) {
         return (StatusCode::ACCEPTED, "ignored\n");
     }
     if hook.tx.try_send(parsed).is_err() {

@@ -269,6 +269,11 @@ struct RunArgs {
     /// The GitHub API (GitHub Enterprise: https://HOST/api/v3).
     #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com")]
     github_api: String,
+    /// GitLab's web root, for merge requests (with GITLAB_TOKEN in the environment):
+    /// gitlab.com or a self-managed instance (with its relative URL root, e.g.
+    /// https://example.com/gitlab). Its host's HTTPS git remotes get the token.
+    #[arg(long, env = "GITLAB_URL", default_value = "https://gitlab.com")]
+    gitlab_url: String,
     /// The bot account, for policies that name none.
     #[arg(long, env = "AUTOBUMP_BOT_LOGIN")]
     bot_login: Option<String>,
@@ -314,6 +319,7 @@ struct RunArgs {
     /// Serve /healthz, the webhooks and the dashboard (/) here (e.g. 0.0.0.0:8080); each delivery
     /// triggers an immediate reconcile. Secrets come from the environment:
     /// GITHUB_WEBHOOK_SECRET (without it /webhooks/github is not served),
+    /// GITLAB_WEBHOOK_SECRET (the X-Gitlab-Token; without it /webhooks/gitlab is not served),
     /// AUTOBUMP_REGISTRY_WEBHOOK_TOKEN, AUTOBUMP_ALERTMANAGER_WEBHOOK_TOKEN.
     #[arg(long, value_name = "ADDR")]
     listen: Option<std::net::SocketAddr>,

@@ -62,6 +62,7 @@ pub(crate) async fn serve_webhooks(
     let secret = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let (router, mut events) = autobump::http::server(autobump::http::Webhooks {
         github_secret: secret("GITHUB_WEBHOOK_SECRET").map(String::into_bytes),
+        gitlab_secret: secret("GITLAB_WEBHOOK_SECRET").map(String::into_bytes),
         github_feed: Some(feed),
         registry_token: secret("AUTOBUMP_REGISTRY_WEBHOOK_TOKEN"),
         alertmanager_token: secret("AUTOBUMP_ALERTMANAGER_WEBHOOK_TOKEN"),
@@ -134,6 +135,11 @@ pub(crate) fn run_standalone(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 bot_login: args.bot_login.clone(),
                 ssh_key: args.ssh_key.clone(),
                 github_app: args.github_app.app()?,
+                // A secret: from the environment only, like GITHUB_TOKEN.
+                gitlab: std::env::var("GITLAB_TOKEN")
+                    .ok()
+                    .filter(|t| !t.is_empty())
+                    .map(|token| (args.gitlab_url.clone(), token)),
             },
             Arc::new(SystemClock),
             args.registry.client()?,
@@ -303,7 +309,7 @@ async fn with_app_bot_login(
     if args.bot_login.is_some() {
         return engine;
     }
-    let Some(github) = engine.forge() else {
+    let Some(github) = engine.forge().and_then(|f| f.github.as_ref()) else {
         return engine;
     };
     match github.app_bot_login().await {

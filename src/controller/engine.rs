@@ -12,7 +12,7 @@
 //! |---|---|---|---|
 //! | registry | [`Registry`] | [`RegistryClient`] | simulated registry |
 //! | repository | [`Repo`] | [`GitRepo`] | simulated repository |
-//! | forge | [`Forge`] | [`GitHub`] | simulated GitHub |
+//! | forge | [`Forge`] | [`Forges`]: [`GitHub`] and/or [`crate::forge::GitLab`] | simulated GitHub or GitLab |
 //! | alerts | [`AlertSource`] | [`AlertsClient`] | simulated Prometheus |
 //! | notifications | [`Deliver`] | [`Notifier`] | recorded deliveries |
 //! | cluster | [`DynWorkloads`] | [`crate::cluster::KubeWorkloads`] | simulated workloads |
@@ -31,7 +31,10 @@ use crate::clock::{Clock, Stopwatch};
 use crate::cluster::DynWorkloads;
 use crate::core::change::StateChange;
 use crate::core::gate::GateVerdict;
-use crate::forge::{Forge, GitHub, GitHubApp, GitHubAuth, GitHubConfig, RepoName, WebhookFeed};
+use crate::forge::{
+    Forge, Forges, GitHub, GitHubApp, GitHubAuth, GitHubConfig, GitLab, GitLabConfig, RepoName,
+    WebhookFeed,
+};
 use crate::metrics::Metrics;
 use crate::notify::{Deliver, Notification, Notifier, NotifierConfig};
 use crate::policy::Policy;
@@ -83,6 +86,10 @@ pub struct GitCredentials {
     /// HTTPS remotes on the GitHub host get a token from the forge (a GitHub App's
     /// installation token, [`Forge::git_token`]) instead of `github_token`.
     pub forge_tokens: bool,
+    /// The GitLab token and the host (`HOST[:PORT]`) whose HTTPS remotes get it (as
+    /// `oauth2:<token>`, which GitLab accepts for personal, group and project access
+    /// tokens); no other remote ever gets it.
+    pub gitlab: Option<(String, String)>,
 }
 
 impl GitCredentials {
@@ -116,14 +123,19 @@ impl GitCredentials {
                 {
                     Auth::github_token(token.clone())
                 }
-                Some(_) => {
-                    tracing::debug!(
-                        repo = %redact_url(text),
-                        "not the GitHub host over https: no GITHUB_TOKEN for this remote"
-                    );
-                    Auth::None
-                }
-                None => Auth::None,
+                _ => match &self.gitlab {
+                    Some((token, host)) if github_token_applies(text, host) => Auth::UserPass {
+                        username: "oauth2".to_owned(),
+                        password: token.clone(),
+                    },
+                    _ => {
+                        tracing::debug!(
+                            repo = %redact_url(text),
+                            "not the GitHub or GitLab host over https: no token for this remote"
+                        );
+                        Auth::None
+                    }
+                },
             }
         } else if text.starts_with("file://") {
             Auth::None
@@ -161,10 +173,13 @@ pub struct Config {
     /// A GitHub App, used instead of `github_token` when set: installation tokens
     /// for the API and for git over HTTPS on the GitHub host.
     pub github_app: Option<GitHubApp>,
+    /// GitLab's web root (`https://gitlab.com`, or a self-managed instance) and a
+    /// token (`GITLAB_TOKEN`), for merge requests and HTTPS git on that host.
+    pub gitlab: Option<(String, String)>,
 }
 
 /// The engine `autobump run` uses, in both modes.
-pub type ProductionEngine = Engine<RegistryClient, GitRepo, GitHub, AlertsClient, Notifier>;
+pub type ProductionEngine = Engine<RegistryClient, GitRepo, Forges, AlertsClient, Notifier>;
 
 /// One policy's turn, over any adapters (see the module docs).
 pub struct Engine<R, G, F, A, N> {
@@ -206,20 +221,42 @@ impl ProductionEngine {
             (None, Some(token)) => Some(GitHubAuth::Token(token.clone())),
             (None, None) => None,
         };
-        let forge = match auth {
+        let github = match auth {
             Some(auth) => Some(
                 GitHub::new(
                     GitHubConfig::new(auth).api_url(config.github_api.clone()),
                     Arc::clone(&clock),
                 )
                 .map_err(|e| format!("GitHub client: {e}"))?
+                .with_feed(Arc::clone(&feed)),
+            ),
+            None => None,
+        };
+        let gitlab = match &config.gitlab {
+            Some((url, token)) => Some(
+                GitLab::new(
+                    GitLabConfig::new(url.clone(), token.clone()),
+                    Arc::clone(&clock),
+                )
+                .map_err(|e| format!("GitLab client: {e}"))?
                 .with_feed(feed),
             ),
             None => None,
         };
-        if let Some(github) = &forge {
-            metrics.attach_forge(github.stats());
+        // The forge-request metrics count the GitHub client's requests, else GitLab's.
+        if let Some(stats) = github
+            .as_ref()
+            .map(GitHub::stats)
+            .or_else(|| gitlab.as_ref().map(GitLab::stats))
+        {
+            metrics.attach_forge(stats);
         }
+        let gitlab_git = gitlab
+            .as_ref()
+            .zip(config.gitlab.as_ref())
+            .and_then(|(client, (_, token))| Some((token.clone(), client.git_host()?)));
+        let forges = Forges { github, gitlab };
+        let forge = (!forges.is_empty()).then_some(forges);
         let adapters = Adapters {
             registry,
             repo,
@@ -236,6 +273,7 @@ impl ProductionEngine {
             forge_tokens: config.github_app.is_some(),
             github_token: config.github_token.filter(|_| config.github_app.is_none()),
             ssh_key: config.ssh_key,
+            gitlab: gitlab_git,
         };
         Ok(Self::new(adapters, clock, metrics)
             .with_git_credentials(git)
@@ -564,5 +602,56 @@ fn policy_key(p: &Policy) -> String {
     match &p.metadata.namespace {
         Some(ns) => format!("{ns}/{}", p.name()),
         None => p.name().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod gitlab_credentials_tests {
+    use super::*;
+
+    fn policy(repo: &str) -> Policy {
+        let text = format!(
+            "apiVersion: autobump.dev/v1alpha1\nkind: Autobump\nmetadata: {{name: p}}\nspec:\n  images: [{{prefix: registry.example.com/p/, tags: {{semver: {{}}}}}}]\n  source: {{repo: \"{repo}\"}}\n"
+        );
+        let (mut policies, diagnostics) =
+            crate::policy::load_str(std::path::Path::new("p.yaml"), &text);
+        assert!(diagnostics.is_empty(), "{diagnostics:?}");
+        policies.remove(0)
+    }
+
+    /// The GitLab token goes to the GitLab host over HTTPS only, as `oauth2`; the
+    /// GitHub token still only to GitHub.
+    #[test]
+    fn the_gitlab_token_goes_only_to_the_gitlab_host() {
+        let git = GitCredentials {
+            github_token: Some("ghp_x".into()),
+            github_git_host: Some("github.com".into()),
+            gitlab: Some(("glpat-x".into(), "gitlab.example.com".into())),
+            ..GitCredentials::default()
+        };
+        let gitlab = crate::repo::Auth::UserPass {
+            username: "oauth2".into(),
+            password: "glpat-x".into(),
+        };
+        assert_eq!(
+            git.source(&policy("https://gitlab.example.com/g/sub/p.git"))
+                .auth,
+            gitlab
+        );
+        assert_eq!(
+            git.source(&policy("https://github.com/o/r.git")).auth,
+            crate::repo::Auth::github_token("ghp_x")
+        );
+        for elsewhere in [
+            "http://gitlab.example.com/g/p.git",
+            "https://gitlab.example.com.evil.example/g/p.git",
+            "https://gitlab.com/g/p.git",
+        ] {
+            assert_eq!(
+                git.source(&policy(elsewhere)).auth,
+                crate::repo::Auth::None,
+                "{elsewhere}"
+            );
+        }
     }
 }

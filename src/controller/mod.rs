@@ -64,7 +64,7 @@ pub struct ForgeAccess<'a, F> {
     pub bot_login: String,
 }
 
-impl<'a, F> ForgeAccess<'a, F> {
+impl<'a, F: Forge> ForgeAccess<'a, F> {
     /// What `policy`'s flow needs of the forge: nothing for a direct push; for pull
     /// requests `forge`, the repository `source.repo` names on it, and the bot account
     /// (`pullRequest.botLogin`, else `default_bot`).
@@ -81,16 +81,11 @@ impl<'a, F> ForgeAccess<'a, F> {
             return Ok(None);
         }
         let forge = forge.ok_or_else(|| {
-            "pull-request policies need GitHub access (GITHUB_TOKEN, or a GitHub App: \
-                 --github-app-id and --github-app-key)"
+            "pull-request policies need forge access (GitHub: GITHUB_TOKEN, or a GitHub \
+                 App: --github-app-id and --github-app-key; GitLab: GITLAB_TOKEN)"
                 .to_owned()
         })?;
-        let repo = RepoName::parse(policy.spec.source.repo.as_str()).ok_or_else(|| {
-            format!(
-                "{} is not a GitHub repository",
-                crate::repo::redact_url(policy.spec.source.repo.as_str())
-            )
-        })?;
+        let repo = forge.repository(policy.spec.source.repo.as_str(), policy.spec.source.forge)?;
         let bot_login = policy
             .spec
             .pull_request
@@ -116,7 +111,7 @@ impl<'a, F> ForgeAccess<'a, F> {
     }
 }
 
-impl<R, G, S, F> Deps<'_, R, G, S, F> {
+impl<R, G, S, F: Forge> Deps<'_, R, G, S, F> {
     /// The forge, which a pull-request policy cannot do without.
     fn forge_access(&self) -> Result<ForgeAccess<'_, F>, ReconcileError> {
         self.forge

@@ -12,14 +12,14 @@ use super::{Deps, ForgeAccess, ReconcileError};
 use crate::cluster::DynWorkloads;
 use crate::core::commands;
 use crate::core::gate::GateVerdict;
-use crate::core::merge::{Check, CheckState, DiffVerdict, FileChange, PrView, checks_pass};
+use crate::core::merge::{Check, DiffVerdict, FileChange, PrView, checks_pass};
 use crate::core::plan::{self, CommandSeen, PlannedBump, PrSnapshot, Promoted};
 use crate::core::pr::Row;
 use crate::core::promotion::{self, Admission};
 use crate::core::reference::ImageRef;
 use crate::core::rewrite::{DigestTag, ImageSelector, Plan, SeriesRule, Target};
 use crate::core::watch::{self, RollbackTo, RolloutSeen};
-use crate::forge::{CheckConclusion, CheckStatus, Forge, PullRequest, StatusState};
+use crate::forge::{Forge, PullRequest};
 use crate::policy::Policy;
 use crate::policy::v1alpha1::{Hold, Release};
 use crate::policy::values::BranchName;
@@ -352,51 +352,15 @@ async fn checks<F: Forge>(
     let repo = &f.repo;
     let required = &policy.spec.merge.required_checks;
     let sha = pr.head_sha.clone();
-    let status = f.forge.combined_status_relaxed(repo, &sha).await?;
-    let runs = f.forge.check_runs_relaxed(repo, &sha).await?;
-    let mut checks = checks_of(&status.statuses, &runs);
+    let mut checks = f.forge.checks_relaxed(repo, &sha).await?;
     if checks_pass(&checks, required) && f.forge.answers_from_memory() {
-        let status = f.forge.combined_status(repo, &sha).await?;
-        let runs = f.forge.check_runs(repo, &sha).await?;
-        checks = checks_of(&status.statuses, &runs);
+        checks = f.forge.checks(repo, &sha).await?;
     }
     if !checks_pass(&checks, required) {
         return Ok((sha.clone(), None, sha, checks));
     }
     let mergeability = f.forge.mergeability(repo, pr.number).await?;
     Ok((mergeability.head_sha, mergeability.mergeable, sha, checks))
-}
-
-/// Commit statuses and check runs as the merge engine's checks.
-fn checks_of(
-    statuses: &[crate::forge::CommitStatus],
-    runs: &[crate::forge::CheckRun],
-) -> Vec<Check> {
-    let mut checks: Vec<Check> = statuses
-        .iter()
-        .map(|s| Check {
-            name: s.context.clone(),
-            state: match s.state {
-                StatusState::Success => CheckState::Success,
-                StatusState::Pending => CheckState::Pending,
-                _ => CheckState::Failure,
-            },
-        })
-        .collect();
-    checks.extend(runs.iter().map(|r| Check {
-        name: r.name.clone(),
-        state: match (r.status, r.conclusion) {
-            (
-                CheckStatus::Completed,
-                Some(
-                    CheckConclusion::Success | CheckConclusion::Neutral | CheckConclusion::Skipped,
-                ),
-            ) => CheckState::Success,
-            (CheckStatus::Completed, _) => CheckState::Failure,
-            _ => CheckState::Pending,
-        },
-    }));
-    checks
 }
 
 /// The checks read on `sha`, for the rollback PR (none read when none are required).
@@ -408,9 +372,7 @@ pub(super) async fn checks_on<F: Forge>(
     if required.is_empty() {
         return Ok(Vec::new());
     }
-    let statuses = f.forge.combined_status(&f.repo, sha).await?;
-    let runs = f.forge.check_runs(&f.repo, sha).await?;
-    Ok(checks_of(&statuses.statuses, &runs))
+    Ok(f.forge.checks(&f.repo, sha).await?)
 }
 
 /// A PR that does not carry the planned tree may be an older bump (fine: it may merge,

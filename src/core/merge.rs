@@ -18,7 +18,7 @@
 //! 7. every required check succeeded (with no required checks listed: every check and
 //!    status on the head, and there must be at least one — a PR whose CI has not
 //!    reported yet is not "all green"); a failure may ask for a retest comment;
-//! 8. GitHub says the PR is mergeable.
+//! 8. The forge says the PR is mergeable.
 //!
 //! The merge then names the head SHA whose checks were read, so a push after the read
 //! makes GitHub refuse the merge instead of merging unchecked code.
@@ -272,9 +272,10 @@ pub enum WaitReason {
     ChecksPending(Vec<String>),
     /// Checks that failed.
     ChecksFailed(Vec<String>),
-    /// GitHub is still computing mergeability.
+    /// The forge is still computing mergeability.
     MergeabilityUnknown,
-    /// GitHub says the PR cannot be merged (conflicts, branch protection).
+    /// The forge says the PR cannot be merged (conflicts, branch protection,
+    /// approvals; GitLab: also a merge it refused at this head).
     NotMergeable,
 }
 
@@ -322,8 +323,11 @@ impl fmt::Display for WaitReason {
             }
             Self::ChecksPending(names) => write!(f, "checks running: {}", names.join(", ")),
             Self::ChecksFailed(names) => write!(f, "checks failed: {}", names.join(", ")),
-            Self::MergeabilityUnknown => write!(f, "GitHub is still computing mergeability"),
-            Self::NotMergeable => write!(f, "GitHub says the PR cannot be merged"),
+            Self::MergeabilityUnknown => write!(f, "the forge is still computing mergeability"),
+            Self::NotMergeable => write!(
+                f,
+                "the forge says the PR cannot be merged (conflicts, required approvals, a protected branch or a role that may not merge)"
+            ),
         }
     }
 }

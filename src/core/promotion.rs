@@ -17,7 +17,9 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 
 use super::watch::canonical;
-use crate::policy::v1alpha1::{AutobumpSpec, PROVEN_LIMIT, PolicyState, Proven, Release};
+use crate::policy::v1alpha1::{
+    AutobumpSpec, ForgeKind, PROVEN_LIMIT, PolicyState, Proven, Release,
+};
 
 /// Which versions a policy may be offered.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -111,6 +113,8 @@ pub struct Conditions {
     pub gate: Option<String>,
     /// The repository's web address (`https://github.com/o/r`), when it has one.
     pub web: Option<String>,
+    /// Its forge (the path of a pull or merge request page differs).
+    pub forge: ForgeKind,
 }
 
 impl Conditions {
@@ -144,10 +148,13 @@ impl Conditions {
                 None,
             ),
         };
+        let url = spec.source.repo.as_str();
         Self {
             bake,
             gate,
-            web: web_url(spec.source.repo.as_str()),
+            web: web_url(url),
+            forge: crate::forge::RepoName::locate(url, spec.source.forge, None)
+                .map_or(ForgeKind::GitHub, |r| r.forge),
         }
     }
 
@@ -165,8 +172,12 @@ impl Conditions {
             known_good_at: now,
             bake: self.bake.clone(),
             gate: self.gate.clone(),
-            pull_request_url: pull_request
-                .and_then(|n| self.web.as_ref().map(|w| format!("{w}/pull/{n}"))),
+            pull_request_url: pull_request.and_then(|n| {
+                self.web.as_ref().map(|w| match self.forge {
+                    ForgeKind::GitHub => format!("{w}/pull/{n}"),
+                    ForgeKind::GitLab => format!("{w}/-/merge_requests/{n}"),
+                })
+            }),
         }
     }
 }
@@ -324,6 +335,7 @@ mod tests {
             bake: "30m".into(),
             gate: Some("no alert matching {severity=\"critical\"} firing".into()),
             web: Some("https://github.com/acme/staging".into()),
+            forge: ForgeKind::GitHub,
         };
         for (n, t) in tags.iter().enumerate() {
             record(
@@ -369,6 +381,7 @@ mod tests {
             bake: "30m".into(),
             gate: None,
             web: None,
+            forge: ForgeKind::GitHub,
         };
         record(&mut upstream, c.proof(&r, None, at("2026-12-01T10:00:00Z")));
         let a = Admission::promoted(&PolicyState::default(), &upstream);
@@ -407,6 +420,39 @@ mod tests {
         assert!(
             text.contains("https://github.com/acme/staging/pull/10"),
             "{text}"
+        );
+    }
+
+    /// A GitLab upstream's proof links its merge request page, a GitHub one its pull
+    /// request page; the gate is described as people read it.
+    #[test]
+    fn conditions_of_a_policy_link_the_right_page_of_its_forge() {
+        let spec = |repo: &str| -> AutobumpSpec {
+            serde_json::from_value(serde_json::json!({
+                "images": [{"name": "ghcr.io/acme/shop", "tags": {"semver": {}}}],
+                "source": {"repo": repo},
+                "gate": {"prometheus": "http://prometheus:9090", "alerts": "{team=\"shop\"}", "bake": "45m"},
+            }))
+            .unwrap()
+        };
+        let r = release("1.1.0");
+        let now = at("2026-12-01T10:00:00Z");
+        let gitlab = Conditions::of(&spec(
+            "https://gitlab.example.com/platform/envs/staging.git",
+        ));
+        assert_eq!(
+            gitlab.proof(&r, Some(7), now).pull_request_url.as_deref(),
+            Some("https://gitlab.example.com/platform/envs/staging/-/merge_requests/7")
+        );
+        let github = Conditions::of(&spec("git@github.com:acme/staging.git"));
+        assert_eq!(
+            github.proof(&r, Some(7), now).pull_request_url.as_deref(),
+            Some("https://github.com/acme/staging/pull/7")
+        );
+        assert_eq!(github.bake, "45m");
+        assert_eq!(
+            github.gate.as_deref(),
+            Some("no alert matching {team=\"shop\"} firing on Prometheus http://prometheus:9090/")
         );
     }
 

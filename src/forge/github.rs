@@ -1,6 +1,6 @@
 //! The GitHub implementation of [`Forge`] (does I/O: HTTPS to the GitHub REST API).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -12,12 +12,14 @@ use serde::de::DeserializeOwned;
 
 use super::error::ForgeError;
 use super::feed::{Watch, WebhookFeed};
+use super::rest::{self, CachedGet, EtagCache, Reply};
 use super::stats::{ForgeStats, RequestKind};
 use super::wire;
 use super::{
-    ChangedFile, CheckRun, CombinedStatus, Comment, DeliveredComment, Forge, MergeMethod,
-    Mergeability, MergeableState, Merged, NewPullRequest, Permission, PullRequest, PullRequestEdit,
-    RepoName,
+    ChangedFile, Check, CheckConclusion, CheckRun, CheckState, CheckStatus, CombinedStatus,
+    Comment, CommitStatus, DeliveredComment, Forge, ForgeKind, MergeMethod, Mergeability,
+    MergeableState, Merged, NewPullRequest, Permission, PullRequest, PullRequestEdit, RepoName,
+    StatusState,
 };
 use crate::clock::Clock;
 
@@ -174,7 +176,6 @@ pub struct GitHub {
     installation: Option<InstallationAuth>,
     clock: Arc<dyn Clock>,
     config: GitHubConfig,
-    api_host: Option<String>,
     stats: Arc<ForgeStats>,
     etags: Mutex<EtagCache>,
     feed: Option<Arc<WebhookFeed>>,
@@ -277,64 +278,6 @@ impl Request {
     }
 }
 
-/// A final answer (2xx, 304 turned into the cached 2xx, or a 4xx for the caller).
-struct Reply {
-    status: u16,
-    body: String,
-    /// The `Link` header (of the cached answer for a 304).
-    link: Option<String>,
-}
-
-struct CachedGet {
-    etag: String,
-    status: u16,
-    body: String,
-    link: Option<String>,
-    /// The webhook feed's generation when the request that last confirmed this answer
-    /// was sent, and when that was.
-    generation: u64,
-    confirmed_at: DateTime<Utc>,
-}
-
-/// `ETag`s and bodies of GET answers by path; the oldest entry goes when full.
-struct EtagCache {
-    capacity: usize,
-    entries: HashMap<String, CachedGet>,
-    order: VecDeque<String>,
-}
-
-impl EtagCache {
-    fn new(capacity: usize) -> Self {
-        Self {
-            capacity,
-            entries: HashMap::new(),
-            order: VecDeque::new(),
-        }
-    }
-
-    fn get(&self, path: &str) -> Option<&CachedGet> {
-        self.entries.get(path)
-    }
-
-    fn get_mut(&mut self, path: &str) -> Option<&mut CachedGet> {
-        self.entries.get_mut(path)
-    }
-
-    fn put(&mut self, path: String, entry: CachedGet) {
-        if self.capacity == 0 {
-            return;
-        }
-        if self.entries.insert(path.clone(), entry).is_none() {
-            self.order.push_back(path);
-            while self.order.len() > self.capacity {
-                if let Some(old) = self.order.pop_front() {
-                    self.entries.remove(&old);
-                }
-            }
-        }
-    }
-}
-
 /// Why an attempt failed in a way that another attempt may fix.
 enum Failure {
     Status(u16),
@@ -381,10 +324,8 @@ impl GitHub {
         let config_error = |what: &str, e: &dyn fmt::Display| ForgeError::Config {
             detail: format!("{what}: {e}"),
         };
-        let api_host = url::Url::parse(&config.api_url)
-            .map_err(|e| config_error(&format!("API URL {:?}", config.api_url), &e))?
-            .host_str()
-            .map(str::to_owned);
+        url::Url::parse(&config.api_url)
+            .map_err(|e| config_error(&format!("API URL {:?}", config.api_url), &e))?;
         let builder = Octocrab::builder()
             .base_uri(config.api_url.as_str())
             .map_err(|e| config_error(&format!("API URL {:?}", config.api_url), &e))?
@@ -422,7 +363,6 @@ impl GitHub {
             installation,
             clock,
             etags: Mutex::new(EtagCache::new(config.etag_cache_entries)),
-            api_host,
             config,
             stats: Arc::new(ForgeStats::default()),
             feed: None,
@@ -447,18 +387,11 @@ impl GitHub {
     /// unchanged since it was confirmed, less than the feed's resync period ago.
     fn answer_from_feed(&self, request: &Request) -> Option<Reply> {
         let (feed, (watch, key)) = (self.feed.as_ref()?, request.relaxed.as_ref()?);
-        let cache = self.etags();
-        let cached = cache.get(&request.path)?;
-        let fresh = self.clock.now() - cached.confirmed_at < feed.resync();
-        if !(fresh && feed.unchanged(*watch, key, cached.generation)) {
-            return None;
-        }
+        let reply = self
+            .etags()
+            .proven_by(&request.path, feed, (*watch, key), self.clock.now())?;
         self.stats.count_from_webhooks();
-        Some(Reply {
-            status: cached.status,
-            body: cached.body.clone(),
-            link: cached.link.clone(),
-        })
+        Some(reply)
     }
 
     /// The request counters and rate-limit budget, for metrics and benchmarks.
@@ -777,22 +710,15 @@ impl GitHub {
         conditional: bool,
         (generation, sent_at): (u64, DateTime<Utc>),
     ) -> Outcome {
-        let mut cache = self.etags();
-        match cache.get_mut(&request.path) {
-            Some(cached) if conditional => {
+        let confirmed = conditional
+            .then(|| self.etags().confirm(&request.path, (generation, sent_at)))
+            .flatten();
+        match confirmed {
+            Some(reply) => {
                 self.stats.count_not_modified();
-                cached.generation = generation;
-                cached.confirmed_at = sent_at;
-                Outcome::Done(Reply {
-                    status: cached.status,
-                    body: cached.body.clone(),
-                    link: cached.link.clone(),
-                })
+                Outcome::Done(reply)
             }
-            _ => Outcome::Fail(ForgeError::InvalidResponse {
-                what: request.what(),
-                detail: "304 Not Modified to a request without If-None-Match".into(),
-            }),
+            None => Outcome::Fail(rest::unasked_304(request.what())),
         }
     }
 
@@ -811,12 +737,7 @@ impl GitHub {
 
     /// Exponential back-off with jitter (50–100 % of the nominal wait).
     fn backoff(&self, attempt: u32) -> Duration {
-        let policy = &self.config.retry;
-        let nominal = policy
-            .base_backoff
-            .saturating_mul(1 << attempt.saturating_sub(1).min(16))
-            .min(policy.max_backoff);
-        nominal.mul_f64(0.5 + fastrand::f64() / 2.0)
+        rest::backoff(&self.config.retry, attempt)
     }
 
     /// How long a 403/429 asks us to wait, or `None` if it is not a rate limit.
@@ -850,30 +771,24 @@ impl GitHub {
 
     /// Time from our clock's now until the Unix second `at` (zero if past).
     fn until(&self, at: i64) -> Duration {
-        let millis = at.saturating_mul(1000) - self.clock.now().timestamp_millis();
-        Duration::from_millis(u64::try_from(millis).unwrap_or(0))
+        rest::until(self.clock.now(), at)
     }
 
     /// If the last answer said the primary budget is spent and it has not reset yet,
     /// waits for the reset (or fails when that is too far off) instead of sending a
     /// request that is sure to be refused.
     async fn wait_for_budget(&self, request: &Request) -> Result<(), ForgeError> {
-        if request.as_app || self.stats.rate_limit_remaining() != Some(0) {
+        if request.as_app {
             return Ok(());
         }
-        let Some(reset) = self.stats.rate_limit_reset() else {
-            return Ok(());
-        };
-        let wait = self.until(reset);
+        let wait = rest::budget_wait(
+            &self.stats,
+            self.clock.now(),
+            &self.config.retry,
+            (&|| request.what(), 403),
+        )?;
         if wait.is_zero() {
             return Ok(());
-        }
-        if wait > self.config.retry.max_rate_limit_wait {
-            return Err(ForgeError::RateLimited {
-                what: request.what(),
-                status: 403,
-                retry_after_secs: wait.as_secs(),
-            });
         }
         self.stats.add_backoff(wait);
         tokio::time::sleep(wait).await;
@@ -913,27 +828,12 @@ impl GitHub {
 
     /// The path and query of a `Link` URL, which must point at our API root.
     fn relative(&self, request: &Request, link: &str) -> Result<String, ForgeError> {
-        let invalid = |detail: String| ForgeError::InvalidResponse {
-            what: request.what(),
-            detail,
-        };
-        let url = url::Url::parse(link).map_err(|e| invalid(format!("Link {link:?}: {e}")))?;
         let base =
-            url::Url::parse(&self.config.api_url).map_err(|e| invalid(format!("API URL: {e}")))?;
-        if url.host_str() != self.api_host.as_deref()
-            || url.port_or_known_default() != base.port_or_known_default()
-        {
-            return Err(invalid(format!("Link {link:?} leaves the API host")));
-        }
-        let base_path = base.path().trim_end_matches('/');
-        let path = url
-            .path()
-            .strip_prefix(base_path)
-            .ok_or_else(|| invalid(format!("Link {link:?} is outside the API root")))?;
-        Ok(match url.query() {
-            Some(query) => format!("{path}?{query}"),
-            None => path.to_owned(),
-        })
+            url::Url::parse(&self.config.api_url).map_err(|e| ForgeError::InvalidResponse {
+                what: request.what(),
+                detail: format!("API URL: {e}"),
+            })?;
+        rest::relative_link(link, &base, &request.what())
     }
 
     /// Sends a request that expects one JSON answer.
@@ -989,7 +889,7 @@ async fn exchange(
     Ok((status, headers, text))
 }
 
-fn header_parse<T: std::str::FromStr>(
+pub(super) fn header_parse<T: std::str::FromStr>(
     headers: &HeaderMap,
     name: impl reqwest::header::AsHeaderName,
 ) -> Option<T> {
@@ -997,7 +897,7 @@ fn header_parse<T: std::str::FromStr>(
 }
 
 /// The `rel="next"` URL of a `Link` header.
-fn next_link(link: &str) -> Option<&str> {
+pub(super) fn next_link(link: &str) -> Option<&str> {
     link.split(',').find_map(|part| {
         let (url, params) = part.split_once(';')?;
         let is_next = params
@@ -1009,7 +909,7 @@ fn next_link(link: &str) -> Option<&str> {
 
 /// Percent-encodes a path segment or query value (everything but RFC 3986 unreserved
 /// characters).
-fn encode(text: &str) -> String {
+pub(super) fn encode(text: &str) -> String {
     use std::fmt::Write as _;
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
@@ -1052,23 +952,7 @@ fn expect_json<T: DeserializeOwned>(request: &Request, reply: &Reply) -> Result<
 
 /// The error for a final non-2xx answer that the caller does not handle itself.
 fn status_error(request: &Request, reply: &Reply) -> ForgeError {
-    let what = request.what();
-    let message = error_message(&reply.body);
-    match reply.status {
-        401 => ForgeError::Unauthorized { what, message },
-        403 => ForgeError::Forbidden { what, message },
-        404 => ForgeError::NotFound { what },
-        status @ 500..=599 => ForgeError::Server {
-            what,
-            status,
-            attempts: 1,
-        },
-        status => ForgeError::Rejected {
-            what,
-            status,
-            message,
-        },
-    }
+    rest::status_error_of(reply.status, request.what(), error_message(&reply.body))
 }
 
 /// GitHub's `message`, plus the `errors` of a validation error (422), shortened.
@@ -1219,20 +1103,27 @@ impl Forge for GitHub {
         self.comments(repo, number, None, true).await
     }
 
-    async fn combined_status_relaxed(
-        &self,
-        repo: &RepoName,
-        sha: &str,
-    ) -> Result<CombinedStatus, ForgeError> {
-        self.statuses(repo, sha, true).await
+    async fn checks(&self, repo: &RepoName, sha: &str) -> Result<Vec<Check>, ForgeError> {
+        let status = self.statuses(repo, sha, false).await?;
+        let runs = self.runs(repo, sha, false).await?;
+        Ok(checks_of(&status.statuses, &runs))
     }
 
-    async fn check_runs_relaxed(
-        &self,
-        repo: &RepoName,
-        sha: &str,
-    ) -> Result<Vec<CheckRun>, ForgeError> {
-        self.runs(repo, sha, true).await
+    async fn checks_relaxed(&self, repo: &RepoName, sha: &str) -> Result<Vec<Check>, ForgeError> {
+        let status = self.statuses(repo, sha, true).await?;
+        let runs = self.runs(repo, sha, true).await?;
+        Ok(checks_of(&status.statuses, &runs))
+    }
+
+    fn repository(&self, url: &str, explicit: Option<ForgeKind>) -> Result<RepoName, String> {
+        let repo = RepoName::locate(url, explicit, None)?;
+        match repo.forge {
+            ForgeKind::GitHub => Ok(repo),
+            ForgeKind::GitLab => Err(format!(
+                "{} is a GitLab project: give autobump GitLab access (GITLAB_TOKEN)",
+                crate::repo::redact_url(url)
+            )),
+        }
     }
 
     fn answers_from_memory(&self) -> bool {
@@ -1267,18 +1158,6 @@ impl Forge for GitHub {
         let files: Vec<wire::DiffEntry> =
             self.all_items(RequestKind::ListFiles, path, None).await?;
         Ok(files.into_iter().map(ChangedFile::from).collect())
-    }
-
-    async fn combined_status(
-        &self,
-        repo: &RepoName,
-        sha: &str,
-    ) -> Result<CombinedStatus, ForgeError> {
-        self.statuses(repo, sha, false).await
-    }
-
-    async fn check_runs(&self, repo: &RepoName, sha: &str) -> Result<Vec<CheckRun>, ForgeError> {
-        self.runs(repo, sha, false).await
     }
 
     async fn mergeability(&self, repo: &RepoName, number: u64) -> Result<Mergeability, ForgeError> {
@@ -1366,6 +1245,87 @@ impl Forge for GitHub {
             detail: format!("unknown permission {:?}", answer.permission),
         })
     }
+}
+
+/// GitHub's own kinds of checks (what [`Forge::checks`] is made of).
+impl GitHub {
+    /// The combined commit status of `sha` (all contexts, all pages).
+    ///
+    /// # Errors
+    /// As every request ([`ForgeError`]).
+    pub async fn combined_status(
+        &self,
+        repo: &RepoName,
+        sha: &str,
+    ) -> Result<CombinedStatus, ForgeError> {
+        self.statuses(repo, sha, false).await
+    }
+
+    /// The check runs of `sha` (latest run of each name, as GitHub filters by default).
+    ///
+    /// # Errors
+    /// As every request ([`ForgeError`]).
+    pub async fn check_runs(
+        &self,
+        repo: &RepoName,
+        sha: &str,
+    ) -> Result<Vec<CheckRun>, ForgeError> {
+        self.runs(repo, sha, false).await
+    }
+
+    /// [`Self::combined_status`], or the last answer when webhooks prove it unchanged.
+    ///
+    /// # Errors
+    /// As every request ([`ForgeError`]).
+    pub async fn combined_status_relaxed(
+        &self,
+        repo: &RepoName,
+        sha: &str,
+    ) -> Result<CombinedStatus, ForgeError> {
+        self.statuses(repo, sha, true).await
+    }
+
+    /// [`Self::check_runs`], or the last answer when webhooks prove them unchanged.
+    ///
+    /// # Errors
+    /// As every request ([`ForgeError`]).
+    pub async fn check_runs_relaxed(
+        &self,
+        repo: &RepoName,
+        sha: &str,
+    ) -> Result<Vec<CheckRun>, ForgeError> {
+        self.runs(repo, sha, true).await
+    }
+}
+
+/// Commit statuses and check runs as the merge engine's checks.
+#[must_use]
+pub fn checks_of(statuses: &[CommitStatus], runs: &[CheckRun]) -> Vec<Check> {
+    let mut checks: Vec<Check> = statuses
+        .iter()
+        .map(|s| Check {
+            name: s.context.clone(),
+            state: match s.state {
+                StatusState::Success => CheckState::Success,
+                StatusState::Pending => CheckState::Pending,
+                _ => CheckState::Failure,
+            },
+        })
+        .collect();
+    checks.extend(runs.iter().map(|r| Check {
+        name: r.name.clone(),
+        state: match (r.status, r.conclusion) {
+            (
+                CheckStatus::Completed,
+                Some(
+                    CheckConclusion::Success | CheckConclusion::Neutral | CheckConclusion::Skipped,
+                ),
+            ) => CheckState::Success,
+            (CheckStatus::Completed, _) => CheckState::Failure,
+            _ => CheckState::Pending,
+        },
+    }));
+    checks
 }
 
 /// The reads behind [`Forge`]'s strict and relaxed methods.

@@ -1,10 +1,13 @@
-//! The forge adapter (does I/O: HTTPS to the GitHub REST API; the webhook helpers in
-//! [`webhook`] are pure).
+//! The forge adapters (do I/O: HTTPS to the GitHub REST API and GitLab's REST API v4;
+//! the webhook helpers in [`webhook`] and [`gitlab_webhook`] are pure).
 //!
 //! [`Forge`] is the narrow interface the executor and the observe step use: the bot's
-//! open PR, creating and editing it, labels, comments, changed files, commit statuses
-//! and check runs, mergeability, merging at an expected head SHA, and a user's
-//! permission. [`GitHub`] implements it with octocrab:
+//! open PR (a GitLab merge request), creating and editing it, labels, comments (notes),
+//! changed files, a commit's checks, mergeability, merging at an expected head SHA, and
+//! a user's permission. [`GitHub`] and [`GitLab`] implement it (the GitLab client, its
+//! mapping of pipelines, merges and roles: see its docs); [`Forges`] holds both and
+//! sends each call to the forge of its repository ([`RepoName::forge`]). The GitHub
+//! client, with octocrab:
 //!
 //! * **Auth**: a token, or a GitHub App (app id + PEM private key → installation token,
 //!   minted again when it is within [`GitHubConfig::token_refresh_margin`] of expiry by
@@ -26,7 +29,11 @@
 
 mod error;
 pub mod feed;
+mod forges;
 mod github;
+mod gitlab;
+pub mod gitlab_webhook;
+mod rest;
 mod stats;
 pub mod webhook;
 mod wire;
@@ -38,25 +45,42 @@ use chrono::{DateTime, Utc};
 
 pub use error::ForgeError;
 pub use feed::{DeliveredComment, WebhookFeed};
-pub use github::{GitHub, GitHubApp, GitHubAuth, GitHubConfig, RetryPolicy};
+pub use forges::Forges;
+pub use github::{GitHub, GitHubApp, GitHubAuth, GitHubConfig, RetryPolicy, checks_of};
+pub use gitlab::{GitLab, GitLabConfig, access_level_of, permission_of_access_level};
 pub use stats::{ForgeStats, ForgeStatsSnapshot, RequestKind};
 
-/// A GitHub repository, `owner/name`.
+pub use crate::policy::v1alpha1::ForgeKind;
+
+/// A repository on a forge: `owner/name` on GitHub; on GitLab the project's
+/// namespace (`group` or `group/subgroup/…`) and its path.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RepoName {
-    /// The user or organisation.
+    /// The user or organisation (GitHub); the group path (GitLab).
     pub owner: String,
-    /// The repository's name.
+    /// The repository's (project's) name.
     pub name: String,
+    /// The forge it is on.
+    pub forge: ForgeKind,
 }
 
 impl RepoName {
-    /// `owner/name`.
+    /// `owner/name` on GitHub.
     #[must_use]
     pub fn new(owner: impl Into<String>, name: impl Into<String>) -> Self {
         Self {
             owner: owner.into(),
             name: name.into(),
+            forge: ForgeKind::GitHub,
+        }
+    }
+
+    /// The GitLab project `namespace/name` (`namespace` may hold subgroups).
+    #[must_use]
+    pub fn gitlab(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            forge: ForgeKind::GitLab,
+            ..Self::new(namespace, name)
         }
     }
 
@@ -64,23 +88,139 @@ impl RepoName {
     /// `git@github.com:owner/name.git`). `None` if it is neither.
     #[must_use]
     pub fn parse(text: &str) -> Option<Self> {
-        let text = text.trim().trim_end_matches('/');
-        let text = text.strip_suffix(".git").unwrap_or(text);
-        let path = if let Some((_, rest)) = text.split_once("://") {
-            rest.split_once('/')?.1
-        } else if let Some((_, rest)) = text.split_once(':') {
-            rest
-        } else {
-            text
-        };
+        let (_, path) = split_remote(text);
         let (owner, name) = path.split_once('/')?;
-        let valid = |s: &str| {
-            !s.is_empty()
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        };
-        (valid(owner) && valid(name)).then(|| Self::new(owner, name))
+        (valid_segment(owner) && valid_segment(name)).then(|| Self::new(owner, name))
     }
+
+    /// The repository a policy's `source.repo` names, on the forge `explicit` names
+    /// (`source.forge`) or else the one its host tells (see [`forge_of`]).
+    /// `gitlab_base` is the controller's GitLab URL (`--gitlab-url`): its host is
+    /// GitLab, and its path (a self-managed GitLab under a relative URL root such as
+    /// `https://example.com/gitlab`) is not part of the project path.
+    ///
+    /// # Errors
+    /// Why the URL names no repository on that forge (said for people).
+    pub fn locate(
+        url: &str,
+        explicit: Option<ForgeKind>,
+        gitlab_base: Option<&str>,
+    ) -> Result<Self, String> {
+        let shown = crate::repo::redact_url(url);
+        let (host, path) = split_remote(url);
+        let base = gitlab_base.and_then(|b| url::Url::parse(b).ok());
+        let on_base = match (&base, host.as_deref()) {
+            (Some(base), Some(host)) => base
+                .host_str()
+                .is_some_and(|b| b.eq_ignore_ascii_case(host_name(host))),
+            _ => false,
+        };
+        let told = host.as_deref().and_then(forge_of_host);
+        if let (Some(explicit), Some(told)) = (explicit, told)
+            && explicit != told
+        {
+            return Err(format!(
+                "{shown} is on {}, but source.forge says {}",
+                told.as_str(),
+                explicit.as_str()
+            ));
+        }
+        let segments: Vec<&str> = path.split('/').collect();
+        let kind = explicit
+            .or(told)
+            .or(on_base.then_some(ForgeKind::GitLab))
+            .unwrap_or(if segments.len() > 2 {
+                ForgeKind::GitLab
+            } else {
+                ForgeKind::GitHub
+            });
+        match kind {
+            ForgeKind::GitHub => Self::parse(path)
+                .filter(|_| segments.len() == 2)
+                .ok_or_else(|| format!("{shown} is not a GitHub repository (OWNER/NAME)")),
+            ForgeKind::GitLab => {
+                let mut path = path;
+                if on_base
+                    && let Some(base) = &base
+                    && let Some(rest) = path.strip_prefix(base.path().trim_matches('/'))
+                    && rest.starts_with('/')
+                {
+                    path = rest.trim_start_matches('/');
+                }
+                match path.rsplit_once('/') {
+                    Some((namespace, name))
+                        if namespace.split('/').all(valid_segment) && valid_segment(name) =>
+                    {
+                        Ok(Self::gitlab(namespace, name))
+                    }
+                    _ => Err(format!(
+                        "{shown} is not a GitLab project (GROUP[/SUBGROUP...]/PROJECT)"
+                    )),
+                }
+            }
+        }
+    }
+}
+
+/// The forge a remote URL's host tells, when it tells one: `github.com` is GitHub;
+/// `gitlab.com` and hosts named `gitlab.*` are GitLab.
+#[must_use]
+pub fn forge_of(url: &str) -> Option<ForgeKind> {
+    split_remote(url).0.as_deref().and_then(forge_of_host)
+}
+
+fn forge_of_host(host: &str) -> Option<ForgeKind> {
+    let host = host_name(host).to_ascii_lowercase();
+    if host == "github.com" || host == "www.github.com" {
+        Some(ForgeKind::GitHub)
+    } else if host == "gitlab.com" || host.starts_with("gitlab.") {
+        Some(ForgeKind::GitLab)
+    } else {
+        None
+    }
+}
+
+/// The host (`HOST[:PORT]`, no user info) of a remote URL; `None` for a bare slug.
+#[must_use]
+pub fn remote_host(url: &str) -> Option<String> {
+    split_remote(url).0
+}
+
+/// `HOST` of `HOST[:PORT]`, lower-cased.
+#[must_use]
+pub fn remote_host_name(host: &str) -> String {
+    host_name(host).to_ascii_lowercase()
+}
+
+/// `HOST` of `HOST[:PORT]`.
+fn host_name(host: &str) -> &str {
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+fn valid_segment(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// The host (`HOST[:PORT]`, no user info) and the path of a remote URL
+/// (`scheme://[user@]host/path`, `user@host:path`) or a bare `owner/name` slug (no
+/// host), without a trailing `.git` and slashes.
+fn split_remote(text: &str) -> (Option<String>, &str) {
+    let text = text.trim().trim_end_matches('/');
+    let text = text.strip_suffix(".git").unwrap_or(text);
+    let (host, path) = if let Some((_, rest)) = text.split_once("://") {
+        match rest.split_once('/') {
+            Some((authority, path)) => (Some(authority), path),
+            None => (Some(rest), ""),
+        }
+    } else if let Some((authority, rest)) = text.split_once(':') {
+        (Some(authority), rest)
+    } else {
+        (None, text)
+    };
+    let host = host.map(|a| a.rsplit_once('@').map_or(a, |(_, h)| h).to_owned());
+    (host, path.trim_matches('/'))
 }
 
 impl fmt::Display for RepoName {
@@ -94,7 +234,7 @@ impl fmt::Display for RepoName {
 pub struct PullRequest {
     pub number: u64,
     pub title: String,
-    /// The description (`""` when GitHub has none).
+    /// The description (`""` when there is none).
     pub body: String,
     /// The author's login (`example-bot`, `my-app[bot]`).
     pub author: String,
@@ -107,7 +247,7 @@ pub struct PullRequest {
     pub head_sha: String,
     /// The branch it merges into.
     pub base_branch: String,
-    /// Label names, in GitHub's order.
+    /// Label names, in the forge's order.
     pub labels: Vec<String>,
     /// The web page of the PR.
     pub html_url: String,
@@ -252,7 +392,8 @@ pub struct CheckRun {
     pub details_url: Option<String>,
 }
 
-/// GitHub's `mergeable_state` of a PR.
+/// Why a PR can or cannot be merged: GitHub's `mergeable_state`, and GitLab's
+/// `detailed_merge_status` mapped onto it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MergeableState {
@@ -269,7 +410,7 @@ pub enum MergeableState {
     /// Conflicts.
     Dirty,
     Draft,
-    /// GitHub is still computing it (ask again shortly).
+    /// The forge is still computing it (ask again shortly).
     Unknown,
     #[serde(other)]
     Other,
@@ -280,7 +421,7 @@ pub enum MergeableState {
 pub struct Mergeability {
     /// The head commit these fields describe: merge at this SHA.
     pub head_sha: String,
-    /// `None` while GitHub computes it in the background.
+    /// `None` while the forge computes it in the background.
     pub mergeable: Option<bool>,
     pub state: MergeableState,
     pub open: bool,
@@ -330,12 +471,27 @@ pub struct Merged {
 }
 
 pub use crate::core::commands::Permission;
+pub use crate::core::merge::{Check, CheckState};
+
+/// The name of the check that stands for a GitLab pipeline as a whole (its jobs are
+/// checks of their own names).
+pub const PIPELINE_CHECK: &str = "pipeline";
 
 /// What autobump's controller needs from a code forge. Every method is one logical
 /// read or write; paginated reads return all pages. Reads may be answered from the
-/// conditional-request cache (the data is then what GitHub last sent, confirmed
+/// conditional-request cache (the data is then what the forge last sent, confirmed
 /// unchanged by a 304).
 pub trait Forge: Send + Sync {
+    /// The repository `url` (a policy's `source.repo`) names on this forge, on the
+    /// forge `explicit` names (`source.forge`) or its host tells
+    /// ([`RepoName::locate`]).
+    ///
+    /// # Errors
+    /// Why this forge cannot serve it (said for people: the policy is skipped).
+    fn repository(&self, url: &str, explicit: Option<ForgeKind>) -> Result<RepoName, String> {
+        RepoName::locate(url, explicit, None)
+    }
+
     /// The open PR whose head is `head_branch` in `repo` itself and whose author is
     /// `author` (a PR from anyone else on that branch is ignored). If there are
     /// several, the lowest-numbered one.
@@ -401,19 +557,14 @@ pub trait Forge: Send + Sync {
         number: u64,
     ) -> impl Future<Output = Result<Vec<ChangedFile>, ForgeError>> + Send;
 
-    /// The combined commit status of `sha` (all contexts, all pages).
-    fn combined_status(
+    /// Every check reported on `sha`, by name: GitHub's commit statuses and check
+    /// runs; GitLab's pipeline for `sha` (each of its jobs, and the pipeline as a
+    /// whole under [`PIPELINE_CHECK`]) and external commit statuses.
+    fn checks(
         &self,
         repo: &RepoName,
         sha: &str,
-    ) -> impl Future<Output = Result<CombinedStatus, ForgeError>> + Send;
-
-    /// The check runs of `sha` (latest run of each name, as GitHub filters by default).
-    fn check_runs(
-        &self,
-        repo: &RepoName,
-        sha: &str,
-    ) -> impl Future<Output = Result<Vec<CheckRun>, ForgeError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Check>, ForgeError>> + Send;
 
     /// Whether the PR can be merged, and at which head.
     fn mergeability(
@@ -423,7 +574,7 @@ pub trait Forge: Send + Sync {
     ) -> impl Future<Output = Result<Mergeability, ForgeError>> + Send;
 
     /// Merges the PR if and only if its head is still `expected_head_sha`
-    /// ([`ForgeError::HeadMoved`] otherwise; [`ForgeError::NotMergeable`] when GitHub
+    /// ([`ForgeError::HeadMoved`] otherwise; [`ForgeError::NotMergeable`] when the forge
     /// refuses for another reason).
     fn merge(
         &self,
@@ -433,7 +584,8 @@ pub trait Forge: Send + Sync {
         expected_head_sha: &str,
     ) -> impl Future<Output = Result<Merged, ForgeError>> + Send;
 
-    /// `user`'s role on `repo`; [`Permission::None`] for a user GitHub does not know.
+    /// `user`'s role on `repo` (GitLab: the access level, mapped); [`Permission::None`]
+    /// for a user the forge does not know.
     fn permission(
         &self,
         repo: &RepoName,
@@ -451,7 +603,7 @@ pub trait Forge: Send + Sync {
         async { Ok(None) }
     }
 
-    /// All of [`list_comments`](Self::list_comments), or the last answer when GitHub's
+    /// All of [`list_comments`](Self::list_comments), or the last answer when the forge's
     /// webhooks prove no comment was written or edited since (see [`feed`]). Only for
     /// reads whose staleness can make autobump wait, never act.
     fn list_comments_relaxed(
@@ -462,24 +614,14 @@ pub trait Forge: Send + Sync {
         self.list_comments(repo, number, None)
     }
 
-    /// [`combined_status`](Self::combined_status), or the last answer when webhooks
-    /// prove it unchanged; as for [`list_comments_relaxed`](Self::list_comments_relaxed).
-    fn combined_status_relaxed(
-        &self,
-        repo: &RepoName,
-        sha: &str,
-    ) -> impl Future<Output = Result<CombinedStatus, ForgeError>> + Send {
-        self.combined_status(repo, sha)
-    }
-
-    /// [`check_runs`](Self::check_runs), or the last answer when webhooks prove it
+    /// [`checks`](Self::checks), or the last answer when webhooks prove them
     /// unchanged; as for [`list_comments_relaxed`](Self::list_comments_relaxed).
-    fn check_runs_relaxed(
+    fn checks_relaxed(
         &self,
         repo: &RepoName,
         sha: &str,
-    ) -> impl Future<Output = Result<Vec<CheckRun>, ForgeError>> + Send {
-        self.check_runs(repo, sha)
+    ) -> impl Future<Output = Result<Vec<Check>, ForgeError>> + Send {
+        self.checks(repo, sha)
     }
 
     /// Whether the `*_relaxed` reads may answer from memory (a webhook feed is
@@ -525,6 +667,126 @@ mod tests {
             assert_eq!(RepoName::parse(bad), None, "{bad}");
         }
         assert_eq!(repo.to_string(), "example/infra");
+    }
+
+    #[test]
+    #[allow(clippy::too_many_lines)] // one table of cases
+    fn remotes_locate_their_forge_and_project() {
+        let gitlab = |ns: &str, name: &str| Ok(RepoName::gitlab(ns, name));
+        let github = |o: &str, name: &str| Ok(RepoName::new(o, name));
+        let cases = [
+            // gitlab.com, nested groups, https and scp-like ssh
+            (
+                "https://gitlab.com/group/project.git",
+                None,
+                None,
+                gitlab("group", "project"),
+            ),
+            (
+                "https://gitlab.com/group/sub/project",
+                None,
+                None,
+                gitlab("group/sub", "project"),
+            ),
+            (
+                "git@gitlab.com:group/sub/deep/project.git",
+                None,
+                None,
+                gitlab("group/sub/deep", "project"),
+            ),
+            (
+                "ssh://git@gitlab.example.com:2222/g/p.git",
+                None,
+                None,
+                gitlab("g", "p"),
+            ),
+            // a self-managed host that does not say GitLab: named, or the configured URL
+            (
+                "https://code.example.com/g/p.git",
+                Some(ForgeKind::GitLab),
+                None,
+                gitlab("g", "p"),
+            ),
+            (
+                "https://code.example.com/g/p.git",
+                None,
+                Some("https://code.example.com"),
+                gitlab("g", "p"),
+            ),
+            // a relative URL root is not part of the project path
+            (
+                "https://example.com/gitlab/g/sub/p.git",
+                None,
+                Some("https://example.com/gitlab/"),
+                gitlab("g/sub", "p"),
+            ),
+            // nested paths can only be GitLab
+            (
+                "https://code.example.com/a/b/c.git",
+                None,
+                None,
+                gitlab("a/b", "c"),
+            ),
+            // GitHub as before: github.com, and any other host with OWNER/NAME
+            (
+                "https://github.com/example/infra.git",
+                None,
+                None,
+                github("example", "infra"),
+            ),
+            (
+                "git@github.com:example/infra.git",
+                None,
+                None,
+                github("example", "infra"),
+            ),
+            (
+                "https://ghe.example.com/example/infra",
+                None,
+                None,
+                github("example", "infra"),
+            ),
+        ];
+        for (url, explicit, base, want) in cases {
+            assert_eq!(RepoName::locate(url, explicit, base), want, "{url}");
+        }
+        let errors = [
+            (
+                "https://gitlab.com/group/p.git",
+                Some(ForgeKind::GitHub),
+                "is on gitlab",
+            ),
+            (
+                "https://github.com/o/r.git",
+                Some(ForgeKind::GitLab),
+                "is on github",
+            ),
+            (
+                "https://code.example.com/a/b/c",
+                Some(ForgeKind::GitHub),
+                "not a GitHub repository",
+            ),
+            ("https://gitlab.com/project", None, "not a GitLab project"),
+            ("https://gitlab.com/a b/c", None, "not a GitLab project"),
+        ];
+        for (url, explicit, want) in errors {
+            let got = RepoName::locate(url, explicit, None).unwrap_err();
+            assert!(got.contains(want), "{url}: {got}");
+        }
+        assert_eq!(
+            RepoName::gitlab("group/sub", "p").to_string(),
+            "group/sub/p"
+        );
+        assert_eq!(
+            forge_of("https://gitlab.example.org/x/y"),
+            Some(ForgeKind::GitLab)
+        );
+        assert_eq!(forge_of("https://code.example.org/x/y"), None);
+        // user info never becomes part of the host
+        assert_eq!(
+            remote_host("https://oauth2:t0ken@gitlab.com/g/p").as_deref(),
+            Some("gitlab.com")
+        );
     }
 
     #[test]

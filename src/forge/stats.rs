@@ -38,11 +38,13 @@ pub enum RequestKind {
     Installation,
     /// `GET /app`: the App itself (GitHub App auth only).
     App,
+    /// `GET /projects/:id`: a GitLab project's merge settings (before a merge).
+    Project,
 }
 
 impl RequestKind {
     /// Every kind, in declaration order.
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 17] = [
         Self::FindPr,
         Self::CreatePr,
         Self::UpdatePr,
@@ -59,6 +61,7 @@ impl RequestKind {
         Self::InstallationToken,
         Self::Installation,
         Self::App,
+        Self::Project,
     ];
 
     /// Snake-case name, for logs and metric labels.
@@ -81,6 +84,7 @@ impl RequestKind {
             Self::InstallationToken => "installation_token",
             Self::Installation => "installation",
             Self::App => "app",
+            Self::Project => "project",
         }
     }
 

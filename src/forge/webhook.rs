@@ -73,6 +73,18 @@ fn decode_hex(hex: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// [`WebhookError::TooLarge`] for a body over [`MAX_WEBHOOK_BODY_BYTES`].
+pub(crate) fn within_limit(event: &str, body: &[u8]) -> Result<(), WebhookError> {
+    if body.len() > MAX_WEBHOOK_BODY_BYTES {
+        return Err(WebhookError::TooLarge {
+            event: event.to_owned(),
+            size: body.len(),
+            limit: MAX_WEBHOOK_BODY_BYTES,
+        });
+    }
+    Ok(())
+}
+
 /// A webhook body that cannot be used.
 #[derive(Debug, Error)]
 pub enum WebhookError {
@@ -316,13 +328,7 @@ mod payload {
 
 /// Parses the body of a delivery of `event` (the `X-GitHub-Event` header).
 pub fn parse_webhook(event: &str, body: &[u8]) -> Result<WebhookEvent, WebhookError> {
-    if body.len() > MAX_WEBHOOK_BODY_BYTES {
-        return Err(WebhookError::TooLarge {
-            event: event.to_owned(),
-            size: body.len(),
-            limit: MAX_WEBHOOK_BODY_BYTES,
-        });
-    }
+    within_limit(event, body)?;
     let invalid = |detail: String| WebhookError::InvalidPayload {
         event: event.to_owned(),
         detail,

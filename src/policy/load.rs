@@ -786,6 +786,12 @@ fn validate_delivery_and_schedule(spec: &AutobumpSpec, out: &mut Vec<(Path, Stri
                 .into(),
         ));
     }
+    if let Some(forge) = spec.source.forge
+        && let Err(why) =
+            crate::forge::RepoName::locate(spec.source.repo.as_str(), Some(forge), None)
+    {
+        out.push((root.key("source").key("forge"), why));
+    }
     let schedule = root.key("schedule");
     if spec.schedule.min_interval.is_zero() {
         out.push((

@@ -171,6 +171,28 @@ pub struct ImagePolicy {
     pub credentials: Option<CredentialsRef>,
 }
 
+/// A code forge autobump opens pull (merge) requests on.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum ForgeKind {
+    /// GitHub or GitHub Enterprise Server: pull requests.
+    #[serde(rename = "github")]
+    GitHub,
+    /// GitLab (gitlab.com or self-managed): merge requests.
+    #[serde(rename = "gitlab")]
+    GitLab,
+}
+
+impl ForgeKind {
+    /// The name the policy API uses.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::GitHub => "github",
+            Self::GitLab => "gitlab",
+        }
+    }
+}
+
 /// Where a policy's own credentials are: exactly one of `secret` and `file`.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -299,6 +321,13 @@ pub struct SourceSpec {
     /// controller's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<CredentialsRef>,
+    /// The forge hosting `repo`, for pull (merge) requests: `github` or `gitlab`.
+    /// Default: told by the host — `github.com` is GitHub; `gitlab.com`, a host named
+    /// `gitlab.*`, the controller's `--gitlab-url` host and paths with nested groups
+    /// (`group/subgroup/project`) are GitLab; any other host is GitHub (Enterprise
+    /// Server). Name it for a self-managed GitLab on a host that does not say so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forge: Option<ForgeKind>,
 }
 
 fn default_branch() -> BranchName {

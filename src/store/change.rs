@@ -373,6 +373,7 @@ pub(crate) mod tests {
             bake: "1h".into(),
             gate: None,
             web: Some("https://github.com/example/test-infra".into()),
+            forge: crate::policy::v1alpha1::ForgeKind::GitHub,
         };
         let mut s = PolicyState::default();
         let merge = Intent {

@@ -32,9 +32,8 @@ use autobump::controller::{Deps, ForgeAccess, ReconcileError, Report, reconcile_
 use autobump::core::plan::{Effect, HOLD_LABEL};
 use autobump::core::reference::ImageRef;
 use autobump::forge::{
-    ChangedFile, CheckRun, CombinedStatus, Comment, Forge, ForgeError, GitHub, GitHubAuth,
-    GitHubConfig, MergeMethod, Mergeability, Merged, NewPullRequest, Permission, PullRequest,
-    PullRequestEdit, RepoName,
+    ChangedFile, Check, Comment, Forge, ForgeError, GitHub, GitHubAuth, GitHubConfig, MergeMethod,
+    Mergeability, Merged, NewPullRequest, Permission, PullRequest, PullRequestEdit, RepoName,
 };
 use autobump::policy::v1alpha1::{Release, RewriteMode, WorkloadSpec};
 use autobump::policy::values::{BranchName, Glob};
@@ -348,18 +347,9 @@ impl<F: Forge> Forge for Crashing<F> {
         self.inner.pr_files(repo, number).await
     }
 
-    async fn combined_status(
-        &self,
-        repo: &RepoName,
-        sha: &str,
-    ) -> Result<CombinedStatus, ForgeError> {
-        self.faults.alive("combined_status").map_err(forge_crash)?;
-        self.inner.combined_status(repo, sha).await
-    }
-
-    async fn check_runs(&self, repo: &RepoName, sha: &str) -> Result<Vec<CheckRun>, ForgeError> {
-        self.faults.alive("check_runs").map_err(forge_crash)?;
-        self.inner.check_runs(repo, sha).await
+    async fn checks(&self, repo: &RepoName, sha: &str) -> Result<Vec<Check>, ForgeError> {
+        self.faults.alive("checks").map_err(forge_crash)?;
+        self.inner.checks(repo, sha).await
     }
 
     async fn mergeability(&self, repo: &RepoName, number: u64) -> Result<Mergeability, ForgeError> {

@@ -116,6 +116,7 @@ fn app_driver(
                 app_id: 4242,
                 private_key_pem: include_str!("../testdata/forge/app-key.pem").into(),
             }),
+            gitlab: None,
         },
         clock.clone() as Arc<dyn Clock>,
         RegistryClient::new(RegistryConfig::default(), clock.clone()).unwrap(),

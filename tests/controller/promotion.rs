@@ -14,7 +14,7 @@ use std::time::Duration;
 use autobump::alerts::{AlertsClient, AlertsConfig, read_gate};
 use autobump::controller::{Deps, ForgeAccess, Report, reconcile, reconcile_read};
 use autobump::core::gate::GateVerdict;
-use autobump::forge::{GitHub, RepoName};
+use autobump::forge::{Forges, RepoName};
 use autobump::policy::{self, Policy};
 use autobump::registry::RegistryClient;
 use autobump::repo::{Auth, GitRepo, Source};
@@ -99,7 +99,7 @@ fn source(p: &Policy) -> Source {
 fn staging_deps<'a>(
     w: &'a World,
     p: &Policy,
-) -> Deps<'a, RegistryClient, GitRepo, MemoryStore, GitHub> {
+) -> Deps<'a, RegistryClient, GitRepo, MemoryStore, Forges> {
     Deps {
         forge: None,
         resolver: &w.resolver,
@@ -113,7 +113,7 @@ fn staging_deps<'a>(
 fn production_deps<'a>(
     w: &'a World,
     p: &Policy,
-) -> Deps<'a, RegistryClient, GitRepo, MemoryStore, GitHub> {
+) -> Deps<'a, RegistryClient, GitRepo, MemoryStore, Forges> {
     Deps {
         forge: Some(ForgeAccess {
             forge: &w.forge,

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use autobump::controller::{Deps, ForgeAccess, reconcile};
 use autobump::core::gate::GateVerdict;
-use autobump::forge::GitHub;
+use autobump::forge::Forges;
 use autobump::policy;
 use autobump::registry::RegistryClient;
 use autobump::repo::GitRepo;
@@ -75,7 +75,7 @@ impl World {
     fn deps_on<'a>(
         &'a self,
         store: &'a SqliteStore,
-    ) -> Deps<'a, RegistryClient, GitRepo, SqliteStore, GitHub> {
+    ) -> Deps<'a, RegistryClient, GitRepo, SqliteStore, Forges> {
         let base = self.deps();
         let forge = base.forge.as_ref().unwrap();
         Deps {

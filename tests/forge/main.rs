@@ -6,6 +6,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod gitlab;
+
 use std::sync::Arc;
 use std::time::Duration;
 

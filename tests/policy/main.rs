@@ -92,6 +92,22 @@ fn example_policies_are_valid() {
     assert_ne!(staging.spec.source.include, production.spec.source.include);
 }
 
+/// A GitLab project in a nested group on a host that does not say GitLab: `check`
+/// accepts it and the project path is what the API is asked about.
+#[test]
+fn a_gitlab_policy_names_its_forge() {
+    let loaded =
+        policy::load_paths(&[root().join("tests/testdata/forge/shop-gitlab.yaml")]).unwrap();
+    assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+    let shop = &loaded.policies[0];
+    let forge = shop.spec.source.forge;
+    assert_eq!(forge, Some(autobump::forge::ForgeKind::GitLab));
+    assert_eq!(
+        autobump::forge::RepoName::locate(shop.spec.source.repo.as_str(), forge, None),
+        Ok(autobump::forge::RepoName::gitlab("acme/platform", "deploy"))
+    );
+}
+
 /// The example's schedule, as the planner will see it: Pacific working hours, the
 /// holiday freeze inclusive of its last day, one bump an hour.
 #[test]

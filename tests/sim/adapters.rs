@@ -15,9 +15,9 @@ use autobump::clock::Clock;
 use autobump::core::merge::CheckState;
 use autobump::core::reference::ImageRef;
 use autobump::forge::{
-    ChangedFile as ForgeFile, CheckConclusion, CheckRun, CheckStatus, CombinedStatus, Comment,
-    CommitStatus, FileStatus, Forge, ForgeError, MergeMethod, Mergeability, MergeableState, Merged,
-    NewPullRequest, Permission, PullRequest, PullRequestEdit, RepoName, StatusState,
+    ChangedFile as ForgeFile, Check, Comment, FileStatus, Forge, ForgeError, ForgeKind,
+    MergeMethod, Mergeability, MergeableState, Merged, NewPullRequest, PIPELINE_CHECK, Permission,
+    PullRequest, PullRequestEdit, RepoName, access_level_of, permission_of_access_level,
 };
 use autobump::notify::{Deliver, Delivered, Notification, NotifyError};
 use autobump::policy::v1alpha1::NotifySpec;
@@ -833,69 +833,56 @@ impl Forge for SimForge {
         }))
     }
 
-    fn combined_status(
+    fn checks(
         &self,
-        _repo: &RepoName,
+        repo: &RepoName,
         sha: &str,
-    ) -> impl Future<Output = Result<CombinedStatus, ForgeError>> + Send {
-        ready(call(&self.0, "forge.combined_status", false, |w| {
-            let statuses: Vec<CommitStatus> = read_checks(w, sha, true)
-                .into_iter()
-                .map(|(context, state)| CommitStatus {
-                    context,
-                    state: match state {
-                        CheckState::Success => StatusState::Success,
-                        CheckState::Pending => StatusState::Pending,
-                        CheckState::Failure => StatusState::Failure,
-                    },
-                    description: None,
-                    target_url: None,
-                })
-                .collect();
-            let state = if statuses.iter().any(|s| s.state == StatusState::Failure) {
-                StatusState::Failure
-            } else if statuses.is_empty()
-                || statuses.iter().any(|s| s.state == StatusState::Pending)
-            {
-                StatusState::Pending
-            } else {
-                StatusState::Success
-            };
-            Ok(CombinedStatus {
-                sha: sha.to_owned(),
-                state,
-                statuses,
-            })
-        }))
-    }
-
-    fn check_runs(
-        &self,
-        _repo: &RepoName,
-        sha: &str,
-    ) -> impl Future<Output = Result<Vec<CheckRun>, ForgeError>> + Send {
-        ready(call(&self.0, "forge.check_runs", false, |w| {
-            Ok(read_checks(w, sha, false)
-                .into_iter()
-                .enumerate()
-                .map(|(i, (name, state))| CheckRun {
-                    id: i as u64 + 1,
-                    name,
-                    head_sha: sha.to_owned(),
-                    status: if state == CheckState::Pending {
-                        CheckStatus::InProgress
-                    } else {
-                        CheckStatus::Completed
-                    },
-                    conclusion: match state {
-                        CheckState::Pending => None,
-                        CheckState::Success => Some(CheckConclusion::Success),
-                        CheckState::Failure => Some(CheckConclusion::Failure),
-                    },
-                    details_url: None,
-                })
-                .collect())
-        }))
+    ) -> impl Future<Output = Result<Vec<Check>, ForgeError>> + Send {
+        ready((|| {
+            let forge = lock(&self.0).scenario.forge;
+            assert_eq!(
+                repo.forge, forge,
+                "the engine sent {repo}'s call to the other forge"
+            );
+            let check = |(name, state)| Check { name, state };
+            match forge {
+                // GitHub: commit statuses, then check runs.
+                ForgeKind::GitHub => {
+                    let mut checks: Vec<Check> =
+                        call(&self.0, "forge.combined_status", false, |w| {
+                            Ok(read_checks(w, sha, true))
+                        })?
+                        .into_iter()
+                        .map(check)
+                        .collect();
+                    checks.extend(
+                        call(&self.0, "forge.check_runs", false, |w| {
+                            Ok(read_checks(w, sha, false))
+                        })?
+                        .into_iter()
+                        .map(check),
+                    );
+                    Ok(checks)
+                }
+                // GitLab: the head pipeline (its jobs are the check runs), then the
+                // commit's statuses (the jobs again, and the external statuses).
+                ForgeKind::GitLab => {
+                    let jobs = call(&self.0, "forge.pipelines", false, |w| {
+                        Ok(read_checks(w, sha, false))
+                    })?;
+                    let mut checks: Vec<Check> = pipeline_of(&jobs).into_iter().collect();
+                    checks.extend(jobs.into_iter().map(check));
+                    checks.extend(
+                        call(&self.0, "forge.statuses", false, |w| {
+                            Ok(read_checks(w, sha, true))
+                        })?
+                        .into_iter()
+                        .map(check),
+                    );
+                    Ok(checks)
+                }
+            }
+        })())
     }
 
     fn mergeability(
@@ -1003,10 +990,33 @@ impl Forge for SimForge {
         _repo: &RepoName,
         user: &str,
     ) -> impl Future<Output = Result<Permission, ForgeError>> + Send {
-        ready(call(&self.0, "forge.permission", false, |_| {
-            Ok(World::permission(user))
+        ready(call(&self.0, "forge.permission", false, |w| {
+            let permission = World::permission(user);
+            Ok(match w.scenario.forge {
+                ForgeKind::GitHub => permission,
+                // GitLab answers with the member's access level.
+                ForgeKind::GitLab => permission_of_access_level(access_level_of(permission)),
+            })
         }))
     }
+}
+
+/// The pipeline GitLab runs the `jobs` in, as a whole: failed if one failed, running
+/// while one runs, passed when all passed; none without jobs.
+fn pipeline_of(jobs: &[(String, CheckState)]) -> Option<Check> {
+    let state = if jobs.is_empty() {
+        return None;
+    } else if jobs.iter().any(|(_, s)| *s == CheckState::Failure) {
+        CheckState::Failure
+    } else if jobs.iter().any(|(_, s)| *s == CheckState::Pending) {
+        CheckState::Pending
+    } else {
+        CheckState::Success
+    };
+    Some(Check {
+        name: PIPELINE_CHECK.to_owned(),
+        state,
+    })
 }
 
 /// What merging `head` into main would give (`Err(path)` on a conflict).

@@ -151,6 +151,9 @@ struct Totals {
     /// Histories and rollbacks by tag scheme and by cluster (see `Outcome::shape`).
     schemes: [(u64, u64); 3],
     clusters: [(u64, u64); 3],
+    /// Histories and rollbacks on GitHub and on GitLab (by seed: see
+    /// `scenario::forge_of_seed`).
+    forges: [(u64, u64); 2],
     counts: BTreeMap<&'static str, u64>,
     /// Violations by invariant and message shape: how many, and one seed.
     failures: BTreeMap<String, (u64, u64)>,
@@ -247,6 +250,10 @@ impl Totals {
                 &self.clusters
             ),
             self.blind_rollbacks
+        );
+        let [(github, github_rb), (gitlab, gitlab_rb)] = self.forges;
+        println!(
+            "forges (histories/rollbacks): simulated GitHub {github}/{github_rb}, simulated GitLab {gitlab}/{gitlab_rb}"
         );
         let pct = |n: u64| 100.0 * n as f64 / self.reconciles.max(1) as f64;
         println!(
@@ -357,6 +364,10 @@ fn random_histories() {
             }
             t.failed(r.seed, v);
         }
+        let forge =
+            usize::from(scenario::forge_of_seed(r.seed) == autobump::forge::ForgeKind::GitLab);
+        t.forges[forge].0 += 1;
+        t.forges[forge].1 += u64::from(r.out.rollbacks);
         t.add(r.steps.len(), r.out);
     }
     t.print(base, first..first + n, secs, threads);

@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use std::sync::OnceLock;
 
 use autobump::core::commands::{Permission, Requirements};
+use autobump::forge::ForgeKind;
 use autobump::policy::v1alpha1::WorkloadKind;
 use autobump::policy::{self, Policy};
 use chrono::{DateTime, Datelike as _, NaiveDate, TimeDelta, Timelike as _, Utc};
@@ -192,6 +193,27 @@ pub struct Scenario {
     pub tags: TagScheme,
     /// The cluster, when the policy observes workloads.
     pub cluster: Option<ClusterScenario>,
+    /// The forge the repository is on: GitLab for odd seeds (a nested-group project on
+    /// a `gitlab.*` host), GitHub for even ones; decided by the seed alone, so every
+    /// other choice of a seed stays what it was.
+    pub forge: ForgeKind,
+}
+
+/// The forge of `seed`'s history (see [`Scenario::forge`]).
+pub fn forge_of_seed(seed: u64) -> ForgeKind {
+    if seed % 2 == 1 {
+        ForgeKind::GitLab
+    } else {
+        ForgeKind::GitHub
+    }
+}
+
+/// The repository URL a history on `forge` names.
+pub fn repo_url(forge: ForgeKind) -> &'static str {
+    match forge {
+        ForgeKind::GitHub => "https://github.com/sim/infra.git",
+        ForgeKind::GitLab => "https://gitlab.example.com/sim/platform/infra.git",
+    }
 }
 
 const ZONES: &[&str] = &[
@@ -417,7 +439,8 @@ impl Scenario {
         );
         let _ = writeln!(
             y,
-            "  source:\n    repo: https://github.com/sim/infra.git\n    include: [\"deploy/**/*.yaml\"]\n    exclude: [\"deploy/legacy/**\"]\n    mode: {}",
+            "  source:\n    repo: {}\n    include: [\"deploy/**/*.yaml\"]\n    exclude: [\"deploy/legacy/**\"]\n    mode: {}",
+            repo_url(forge_of_seed(seed)),
             if structured { "structured" } else { "text" }
         );
         if direct {
@@ -516,6 +539,7 @@ impl Scenario {
             autobump::policy::v1alpha1::PullRequestSpec::command_requirements,
         );
         Self {
+            forge: forge_of_seed(seed),
             bump_branch: format!("autobump-{name}"),
             rollback_branch: format!("autobump-rollback-{name}"),
             name,

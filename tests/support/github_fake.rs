@@ -979,60 +979,13 @@ impl State {
     }
 
     fn commit(&mut self, branch: &str, files: &[(&str, Option<&str>)], message: &str) -> String {
-        let git = &self.git;
-        let parent = self
-            .branch_sha(branch)
-            .or_else(|| self.branch_sha("main"))
-            .map(|sha| {
-                git.find_commit(git2::Oid::from_str(&sha).expect("sha"))
-                    .expect("parent commit")
-            });
-        let mut index = git2::Index::new().expect("in-memory index");
-        if let Some(parent) = &parent {
-            index
-                .read_tree(&parent.tree().expect("parent tree"))
-                .expect("read tree");
-        }
-        for (path, content) in files {
-            match content {
-                Some(content) => {
-                    let id = git.blob(content.as_bytes()).expect("write blob");
-                    index
-                        .add(&git2::IndexEntry {
-                            ctime: git2::IndexTime::new(0, 0),
-                            mtime: git2::IndexTime::new(0, 0),
-                            dev: 0,
-                            ino: 0,
-                            mode: 0o100_644,
-                            uid: 0,
-                            gid: 0,
-                            file_size: u32::try_from(content.len()).unwrap_or(u32::MAX),
-                            id,
-                            flags: 0,
-                            flags_extended: 0,
-                            path: path.as_bytes().to_vec(),
-                        })
-                        .expect("index add");
-                }
-                None => index.remove_path(Path::new(path)).expect("index remove"),
-            }
-        }
-        let tree = git
-            .find_tree(index.write_tree_to(git).expect("write tree"))
-            .expect("tree");
-        let when = git2::Time::new(self.clock.now().timestamp(), 0);
-        let who = git2::Signature::new("autobump test", "test@example.com", &when).expect("sig");
-        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
-        git.commit(
-            Some(&format!("refs/heads/{branch}")),
-            &who,
-            &who,
+        super::fake_git::commit(
+            &self.git,
+            branch,
+            files,
             message,
-            &tree,
-            &parents,
+            self.clock.now().timestamp(),
         )
-        .expect("commit")
-        .to_string()
     }
 
     fn oid(&self, sha: &str) -> Option<git2::Oid> {

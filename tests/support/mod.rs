@@ -19,9 +19,11 @@
 
 pub mod browser;
 pub mod cred_helper;
+pub mod fake_git;
 pub mod git;
 pub mod github;
 pub mod github_fake;
+pub mod gitlab_fake;
 pub mod http;
 pub mod image;
 pub mod process;
