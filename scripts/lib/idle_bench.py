@@ -66,12 +66,20 @@ def proc_stats(pid):
         fields = f.read().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
-    rss = 0
+    return cpu, memory(pid)["VmRSS"]
+
+
+def memory(pid):
+    """Resident memory in MiB: the whole (VmRSS), and its anonymous (heap, stacks) and
+    file-backed (the mapped binary and libraries) parts."""
+    out = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1]) / 1024
-    return cpu, rss
+            key = line.split(":", 1)[0]
+            if key in ("VmRSS", "RssAnon", "RssFile", "Threads"):
+                value = int(line.split()[1])
+                out[key] = value if key == "Threads" else value / 1024
+    return out
 
 
 def preload(binary, work, n, entries):
@@ -105,6 +113,8 @@ def main():
     ap.add_argument("--interval", default="10s")
     ap.add_argument("--history", type=int, default=0,
                     help="history entries pre-loaded per policy into the state database")
+    ap.add_argument("--perf", metavar="FILE",
+                    help="record a CPU profile of the idle period with `perf record` into FILE")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="autobump-idle.")
     procs = []
@@ -168,8 +178,17 @@ def main():
         if ready is None:
             sys.exit("autobump did not become ready within 300 s")
         cpu0, rss0 = proc_stats(ab.pid)
+        perf = None
+        if args.perf:
+            perf = subprocess.Popen(["perf", "record", "-q", "-F", "199", "--call-graph", "dwarf,16384",
+                                     "-o", args.perf, "-p", str(ab.pid)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(args.idle)
         cpu1, rss1 = proc_stats(ab.pid)
+        mem = memory(ab.pid)
+        if perf:
+            perf.send_signal(signal.SIGINT)
+            perf.wait(timeout=120)
         metrics = http("GET", f"http://{listen}/metrics")[2].decode()
         reconciles = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
                          if line.startswith("autobump_reconciles_total{") and 'result="ok"' in line)
@@ -180,7 +199,9 @@ def main():
         due = n * args.idle / seconds
         print(f"{n} policies, --interval {args.interval}: ready after {ready:.2f} s "
               f"(first pass over every policy, {cpu0:.2f} s CPU)")
-        print(f"resident memory: {rss0:.0f} MiB at ready, {rss1:.0f} MiB after {args.idle:.0f} s idle")
+        print(f"resident memory: {rss0:.0f} MiB at ready, {rss1:.0f} MiB after {args.idle:.0f} s idle "
+              f"({mem.get('RssAnon', 0):.0f} MiB anonymous, {mem.get('RssFile', 0):.0f} MiB file-backed; "
+              f"{mem.get('Threads', 0)} threads)")
         print(f"idle CPU: {cpu1 - cpu0:.2f} s over {args.idle:.0f} s = {per_hour:.0f} s per hour "
               f"({per_hour / 36:.1f}% of one core); {reconciles:.0f} reconciles ok, {errors:.0f} failed")
         if reconciles:

@@ -86,8 +86,9 @@ pub struct Standalone {
     store: SqliteStore,
     /// What `/webhooks/github` deliveries said (see [`WebhookFeed`]).
     feed: Arc<WebhookFeed>,
-    /// The last valid version of every policy seen.
-    last_good: BTreeMap<String, Policy>,
+    /// The last valid version of every policy seen (shared with the pass that runs
+    /// it: a tick hands out references, not a copy of every policy).
+    last_good: BTreeMap<String, Arc<Policy>>,
     /// Whether the policy files have loaded at least once.
     loaded_once: bool,
     /// The problems of the last load, to log only new ones.
@@ -201,7 +202,7 @@ impl Standalone {
             present.contains(name.as_str()) || broken.contains(p.origin.file.as_path())
         });
         for p in loaded.policies {
-            self.last_good.insert(p.name().to_owned(), p);
+            self.last_good.insert(p.name().to_owned(), Arc::new(p));
         }
         Ok(Some(loaded.diagnostics))
     }
@@ -225,7 +226,7 @@ impl Standalone {
             load_error: self.load_health.error(),
             ..Tick::default()
         };
-        let policies: Vec<Policy> = self.last_good.values().cloned().collect();
+        let policies: Vec<Arc<Policy>> = self.last_good.values().cloned().collect();
         self.engine.begin_pass();
         self.reconcile_all(policies, stop, &mut tick).await;
         Ok(tick)
@@ -238,8 +239,8 @@ impl Standalone {
     /// A policy promoting from another one of the pass starts only once its upstream
     /// finished: what the upstream proved in this pass is offered downstream in the
     /// same pass, not a tick later.
-    async fn reconcile_all(&self, policies: Vec<Policy>, stop: &AtomicBool, tick: &mut Tick) {
-        let mut waiting: std::collections::VecDeque<Policy> = policies.into();
+    async fn reconcile_all(&self, policies: Vec<Arc<Policy>>, stop: &AtomicBool, tick: &mut Tick) {
+        let mut waiting: std::collections::VecDeque<Arc<Policy>> = policies.into();
         let mut running = FuturesUnordered::new();
         let mut in_flight = BTreeSet::new();
         let mut stopping: Option<Deadline> = None;
@@ -279,7 +280,7 @@ impl Standalone {
     }
 
     /// One policy's turn through the engine, its state in the database.
-    async fn reconcile_one(&self, p: Policy) -> (String, PolicyOutcome) {
+    async fn reconcile_one(&self, p: Arc<Policy>) -> (String, PolicyOutcome) {
         let outcome = self.engine.run(&p, &self.store, self.engine.now()).await;
         (p.name().to_owned(), outcome)
     }
@@ -289,9 +290,9 @@ impl Standalone {
 /// flight, taken out of `waiting`. (Cycles never load; were one there, its first
 /// member would run once nothing is in flight, so the pass always ends.)
 fn next_ready(
-    waiting: &mut std::collections::VecDeque<Policy>,
+    waiting: &mut std::collections::VecDeque<Arc<Policy>>,
     in_flight: &BTreeSet<String>,
-) -> Option<Policy> {
+) -> Option<Arc<Policy>> {
     let pending = |name: &str| in_flight.contains(name) || waiting.iter().any(|q| q.name() == name);
     let at = waiting.iter().position(|p| {
         p.spec

@@ -32,8 +32,11 @@ static REPOSITORY: LazyLock<Regex> = LazyLock::new(|| {
     )
     .expect("valid regex")
 });
-static TAG: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[\w][\w.-]{0,127}$").expect("valid regex"));
+/// A tag: `[\w][\w.-]{0,127}`. The length is counted apart ([`TAG_MAX_CHARS`]): the
+/// bounded repetition of the Unicode class `\w` compiled to about 15 MB of automata.
+static TAG: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[\w][\w.-]*$").expect("valid regex"));
+/// The most characters a tag has.
+const TAG_MAX_CHARS: usize = 128;
 static DIGEST: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^sha256:[0-9a-f]{64}$").expect("valid regex"));
 
@@ -51,7 +54,7 @@ impl ImageRef {
         let (repository, tag) = match rest[slash..].rfind(':') {
             Some(i) => {
                 let tag = &rest[slash + i + 1..];
-                if !TAG.is_match(tag) {
+                if tag.chars().count() > TAG_MAX_CHARS || !TAG.is_match(tag) {
                     return None;
                 }
                 (&rest[..slash + i], Some(tag.to_owned()))
@@ -244,6 +247,24 @@ mod tests {
             "x:1:2",
         ] {
             assert_eq!(ImageRef::parse(text), None, "{text}");
+        }
+    }
+
+    /// A tag is a word character and up to 127 more word characters, dots and
+    /// dashes (the distribution reference grammar).
+    #[test]
+    fn tags_are_at_most_128_characters() {
+        let tag = |t: &str| ImageRef::parse(&format!("app:{t}")).and_then(|r| r.tag);
+        let longest = format!("v{}", "1.-_".repeat(31) + "abc");
+        assert_eq!(longest.chars().count(), 128);
+        assert_eq!(tag(&longest), Some(longest.clone()));
+        assert_eq!(tag(&format!("{longest}x")), None);
+        // Counted in characters, as the regex counts them.
+        let wide = "é".repeat(128);
+        assert_eq!(tag(&wide), Some(wide.clone()));
+        assert_eq!(tag(&format!("{wide}é")), None);
+        for bad in ["-v1", ".v1", "v1/x", "v 1", "v1:2"] {
+            assert_eq!(tag(bad), None, "{bad}");
         }
     }
 

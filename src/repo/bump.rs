@@ -1,8 +1,9 @@
 //! Building the bump commit inside the object database (does I/O: reads and writes
 //! git objects in the cache; no working tree), and its message (pure).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use git2::build::TreeUpdateBuilder;
@@ -41,6 +42,7 @@ fn select(
     tree: &Tree<'_>,
     prefix: &str,
     globs: (&[Glob], &[Glob]),
+    mut index: Option<&mut TreeIndex>,
     out: &mut Vec<Selected>,
 ) -> Result<(), git2::Error> {
     let (include, exclude) = globs;
@@ -54,18 +56,25 @@ fn select(
             .collect::<Option<Vec<_>>>()
     {
         for path in paths {
-            let Ok(entry) = tree.get_path(std::path::Path::new(path)) else {
+            let found = match index.as_deref_mut() {
+                Some(index) => index.get_path(repo, tree.id(), path),
+                None => tree
+                    .get_path(std::path::Path::new(path))
+                    .ok()
+                    .map(|e| (e.id(), e.filemode(), e.kind())),
+            };
+            let Some((blob, mode, kind)) = found else {
                 continue;
             };
-            if entry.kind() == Some(ObjectType::Blob)
-                && entry.filemode() != MODE_LINK
+            if kind == Some(ObjectType::Blob)
+                && mode != MODE_LINK
                 && !exclude.iter().any(|g| g.is_match(path))
                 && !out.iter().any(|s: &Selected| s.path == path)
             {
                 out.push(Selected {
                     path: path.to_owned(),
-                    blob: entry.id(),
-                    mode: entry.filemode(),
+                    blob,
+                    mode,
                 });
             }
         }
@@ -82,7 +91,7 @@ fn select(
                 let dir = format!("{path}/");
                 if include.iter().any(|g| g.may_match_under(&dir)) {
                     let sub = repo.find_tree(entry.id())?;
-                    select(repo, &sub, &dir, globs, out)?;
+                    select(repo, &sub, &dir, globs, None, out)?;
                 }
             }
             Some(ObjectType::Blob)
@@ -102,17 +111,126 @@ fn select(
     Ok(())
 }
 
+/// The entries of the directories that scans looked files up in, by tree id, so the
+/// next scan finds a file without reading its directory again. libgit2 caches no tree
+/// object over 4 KiB (its limit can only be raised by an unsafe call on a process-wide
+/// setting), so each scan of a policy whose file sits among 10,000 others inflated,
+/// hashed and parsed that directory again: a cost per scan that grew with the number
+/// of policies sharing the repository.
+///
+/// Trees are content-addressed, so an entry is never stale. A tree no lookup used
+/// during a whole pass is dropped ([`Self::begin`]), and the index holds at most
+/// [`TREE_INDEX_ENTRIES`] directory entries (beyond that it starts over).
+#[derive(Default)]
+pub(super) struct TreeIndex {
+    trees: HashMap<Oid, (u64, Arc<[DirEntry]>)>,
+    entries: usize,
+    pass: u64,
+}
+
+/// At most this many directory entries in a [`TreeIndex`] (about 70 bytes each).
+pub(super) const TREE_INDEX_ENTRIES: usize = 200_000;
+
+/// One entry of a directory, as [`TreeIndex`] keeps it.
+struct DirEntry {
+    name: Box<[u8]>,
+    id: Oid,
+    mode: i32,
+    kind: Option<ObjectType>,
+}
+
+impl TreeIndex {
+    /// Starts the lookups of pass `pass` (0: no passes; nothing ages out): the trees
+    /// no lookup used in the previous pass are dropped.
+    pub(super) fn begin(&mut self, pass: u64) {
+        if pass == self.pass {
+            return;
+        }
+        let previous = self.pass;
+        self.trees.retain(|_, (used, _)| *used >= previous);
+        self.entries = self.trees.values().map(|(_, dir)| dir.len()).sum();
+        self.pass = pass;
+    }
+
+    /// How many trees and directory entries it holds.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> (usize, usize) {
+        (self.trees.len(), self.entries)
+    }
+
+    /// Forgets every tree.
+    pub(super) fn clear(&mut self) {
+        self.trees.clear();
+        self.entries = 0;
+    }
+
+    /// What [`Tree::get_path`] finds at `path` (components separated by `/`) under the
+    /// tree `root`: the entry's id, mode and kind; `None` when there is nothing there
+    /// or a tree on the way cannot be read (as `get_path` failing).
+    fn get_path(
+        &mut self,
+        repo: &Repository,
+        root: Oid,
+        path: &str,
+    ) -> Option<(Oid, i32, Option<ObjectType>)> {
+        let mut tree = root;
+        let mut parts = path.split('/').peekable();
+        while let Some(name) = parts.next() {
+            let dir = self.dir(repo, tree)?;
+            let entry = dir
+                .binary_search_by(|e| e.name.as_ref().cmp(name.as_bytes()))
+                .ok()
+                .map(|i| &dir[i])?;
+            if parts.peek().is_none() {
+                return Some((entry.id, entry.mode, entry.kind));
+            }
+            if entry.kind != Some(ObjectType::Tree) {
+                return None;
+            }
+            tree = entry.id;
+        }
+        None
+    }
+
+    /// The entries of the tree `id`, sorted by name, read on first use.
+    fn dir(&mut self, repo: &Repository, id: Oid) -> Option<Arc<[DirEntry]>> {
+        if let Some((used, dir)) = self.trees.get_mut(&id) {
+            *used = self.pass;
+            return Some(Arc::clone(dir));
+        }
+        let tree = repo.find_tree(id).ok()?;
+        let mut entries: Vec<DirEntry> = tree
+            .iter()
+            .map(|e| DirEntry {
+                name: e.name_bytes().into(),
+                id: e.id(),
+                mode: e.filemode(),
+                kind: e.kind(),
+            })
+            .collect();
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        let dir: Arc<[DirEntry]> = entries.into();
+        if self.entries + dir.len() > TREE_INDEX_ENTRIES {
+            self.clear();
+        }
+        self.entries += dir.len();
+        self.trees.insert(id, (self.pass, Arc::clone(&dir)));
+        Some(dir)
+    }
+}
+
 /// The image references in the files of `tree` the globs select (UTF-8 text files
-/// only), by path.
+/// only), by path. Files named outright are looked up through `index`.
 pub(super) fn scan_tree(
     repo: &Repository,
     tree: &Tree<'_>,
     include: &[Glob],
     exclude: &[Glob],
     mode: RewriteMode,
+    index: &mut TreeIndex,
 ) -> Result<Vec<(String, Vec<Found>)>, git2::Error> {
     let mut files = Vec::new();
-    select(repo, tree, "", (include, exclude), &mut files)?;
+    select(repo, tree, "", (include, exclude), Some(index), &mut files)?;
     files.sort_by(|a, b| a.path.cmp(&b.path));
     let mut out = Vec::new();
     for file in files {
@@ -141,6 +259,7 @@ pub(super) fn rewrite_tree(
         base,
         "",
         (&request.include, &request.exclude),
+        None,
         &mut files,
     )?;
     files.sort_by(|a, b| a.path.cmp(&b.path));

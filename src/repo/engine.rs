@@ -12,7 +12,7 @@ use git2::{Oid, Repository};
 use sha2::{Digest as _, Sha256};
 
 use super::auth::redact_url;
-use super::bump::make_commit;
+use super::bump::{TreeIndex, make_commit};
 use super::diff::diff_commits;
 use super::error::{Failure, Phase, classify};
 use super::remote::{self, PushResult};
@@ -35,13 +35,22 @@ pub(super) struct Engine {
 
 /// One cache directory in use: the repository handle, kept open between operations
 /// (opening parses its config and packs, and libgit2's caches live in the handle),
-/// and the last fetch of each branch with the pass it was made in.
+/// and what operations remember ([`Memo`]).
 #[derive(Default)]
 pub(super) struct Slot {
     repo: Option<Repository>,
     /// The cache on disk as the last operation left it.
     stamp: Option<Stamp>,
+    memo: Memo,
+}
+
+/// What operations on one cache remember between each other.
+#[derive(Default)]
+pub(super) struct Memo {
+    /// The last fetch of each branch, with the pass it was made in.
     fetched: HashMap<String, (u64, Oid)>,
+    /// The directories scans looked files up in.
+    trees: TreeIndex,
 }
 
 impl Slot {
@@ -76,7 +85,7 @@ impl std::fmt::Debug for Slot {
         f.debug_struct("Slot")
             .field("open", &self.repo.is_some())
             .field("stamp", &self.stamp)
-            .field("fetched", &self.fetched)
+            .field("fetched", &self.memo.fetched)
             .finish()
     }
 }
@@ -120,12 +129,11 @@ impl Engine {
         self.with_slot(url, |repo, created, _| op(repo, created))
     }
 
-    /// [`Self::with_cache`], with the slot's record of fetches for `op` to read and
-    /// update.
+    /// [`Self::with_cache`], with what the slot remembers for `op` to read and update.
     fn with_slot<T>(
         &self,
         url: &RepoUrl,
-        mut op: impl FnMut(&Repository, bool, &mut HashMap<String, (u64, Oid)>) -> Result<T, Failure>,
+        mut op: impl FnMut(&Repository, bool, &mut Memo) -> Result<T, Failure>,
     ) -> Result<T, RepoError> {
         let path = self.cache_path(url);
         let slot = {
@@ -149,7 +157,7 @@ impl Engine {
             let opened = if let Some(repo) = held {
                 Ok((repo, false))
             } else {
-                slot.fetched.clear();
+                slot.memo.fetched.clear();
                 open_or_init(&path)
             };
             let (repo, created) = match opened {
@@ -162,7 +170,7 @@ impl Engine {
                     continue;
                 }
             };
-            match op(&repo, created, &mut slot.fetched) {
+            match op(&repo, created, &mut slot.memo) {
                 Ok(value) => {
                     slot.keep(repo, &path);
                     return Ok(value);
@@ -173,7 +181,8 @@ impl Engine {
                 }
                 Err(Failure::Corrupt(detail)) => {
                     drop(repo);
-                    slot.fetched.clear();
+                    slot.memo.fetched.clear();
+                    slot.memo.trees.clear();
                     last = detail;
                     Self::discard(&path, attempt, &last)?;
                     attempt += 1;
@@ -220,22 +229,25 @@ impl Engine {
     ) -> Result<super::Scanned, RepoError> {
         let url = redact_url(source.url.as_str());
         let pass = self.pass.load(Ordering::SeqCst);
-        self.with_slot(&source.url, |repo, _, fetched| {
+        self.with_slot(&source.url, |repo, _, memo| {
             // Within a pass, the branch is fetched once for every policy that reads it.
             let branch = source.branch.as_str();
-            let head = match fetched.get(branch) {
+            let head = match memo.fetched.get(branch) {
                 Some(&(at, head)) if pass != 0 && at == pass => head,
                 _ => {
                     let heads = remote::fetch(repo, &self.config, source, &[branch])?;
                     let head = base_head(&heads, source)?;
-                    fetched.insert(branch.to_owned(), (pass, head));
+                    memo.fetched.insert(branch.to_owned(), (pass, head));
                     head
                 }
             };
+            memo.trees.begin(pass);
             let files = repo
                 .find_commit(head)
                 .and_then(|c| c.tree())
-                .and_then(|tree| super::bump::scan_tree(repo, &tree, include, exclude, mode))
+                .and_then(|tree| {
+                    super::bump::scan_tree(repo, &tree, include, exclude, mode, &mut memo.trees)
+                })
                 .map_err(|e| classify(&e, Phase::Local, &url, false))?;
             Ok(super::Scanned {
                 head: head.to_string(),
@@ -292,9 +304,9 @@ impl Engine {
             };
             return Ok(not_pushed(request.target_branch(), head));
         };
-        self.with_slot(&source.url, |repo, _, fetched| {
+        self.with_slot(&source.url, |repo, _, memo| {
             // What this pass fetched is not what the remote has any more.
-            fetched.clear();
+            memo.fetched.clear();
             match &request.delivery {
                 Delivery::PullRequest { branch } => {
                     self.push_pr(repo, bump, prepared, branch, &url)

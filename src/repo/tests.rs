@@ -7,7 +7,7 @@ use chrono::TimeZone as _;
 use git2::build::TreeUpdateBuilder;
 use git2::{FileMode, Repository, Signature};
 
-use super::bump::{make_commit, rewrite_tree};
+use super::bump::{TreeIndex, make_commit, rewrite_tree, scan_tree};
 use super::*;
 use crate::core::rewrite::Target;
 
@@ -295,4 +295,104 @@ fn a_promoted_bump_message_cites_its_evidence_and_upstream() {
         m.ends_with("Autobump-Promoted-From: podinfo-staging\n"),
         "{m}"
     );
+}
+
+/// Files named outright are found through the tree index exactly as by walking the
+/// tree (links, directories, excluded and missing paths skipped), a changed directory
+/// is read anew under its new id, and a tree no scan used during a pass is dropped.
+#[test]
+fn scans_through_the_tree_index_find_what_the_tree_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = |tag: &str| format!("image: gcr.io/x/app:{tag}\n").into_bytes();
+    let (v1, v2) = (app("v1"), app("v2"));
+    let mut files: Vec<(String, Vec<u8>, FileMode)> = (0..300)
+        .map(|i| {
+            (
+                format!("apps/app{i}.yaml"),
+                app(&format!("v{i}")),
+                FileMode::Blob,
+            )
+        })
+        .collect();
+    files.push(("apps/web.yaml".into(), v1.clone(), FileMode::Blob));
+    files.push((
+        "apps/link.yaml".into(),
+        b"web.yaml".to_vec(),
+        FileMode::Link,
+    ));
+    files.push(("apps/sub/deep.yaml".into(), v1.clone(), FileMode::Blob));
+    let borrowed: Vec<(&str, &[u8], FileMode)> = files
+        .iter()
+        .map(|(p, b, m)| (p.as_str(), b.as_slice(), *m))
+        .collect();
+    let (repo, base) = repo_with(dir.path(), &borrowed);
+    let tree = repo.find_commit(base).unwrap().tree().unwrap();
+    let globs = |g: &[&str]| g.iter().map(|g| g.parse().unwrap()).collect::<Vec<Glob>>();
+    let include = globs(&[
+        "apps/web.yaml",
+        "apps/link.yaml",
+        "apps/sub",
+        "apps/sub/deep.yaml",
+        "apps/missing.yaml",
+        "apps/web.yaml/x",
+        "apps/app7.yaml",
+    ]);
+    let exclude = globs(&["apps/app7.yaml"]);
+    let mut index = TreeIndex::default();
+    index.begin(1);
+    let scan = |index: &mut TreeIndex, tree: &git2::Tree<'_>| {
+        scan_tree(
+            &repo,
+            tree,
+            &include,
+            &exclude,
+            RewriteMode::Structured,
+            index,
+        )
+        .unwrap()
+        .into_iter()
+        .map(|(path, found)| (path, found.len()))
+        .collect::<Vec<_>>()
+    };
+    let want = vec![
+        ("apps/sub/deep.yaml".to_owned(), 1),
+        ("apps/web.yaml".to_owned(), 1),
+    ];
+    assert_eq!(scan(&mut index, &tree), want);
+    assert_eq!(index.len(), (3, 305), "the root, apps/ and apps/sub/");
+    assert_eq!(
+        scan(&mut index, &tree),
+        want,
+        "the second scan reads the index"
+    );
+
+    // A new commit changes apps/web.yaml: apps/ has a new id and is read again.
+    let mut update = TreeUpdateBuilder::new();
+    update.upsert("apps/web.yaml", repo.blob(&v2).unwrap(), FileMode::Blob);
+    let changed = repo
+        .find_tree(update.create_updated(&repo, &tree).unwrap())
+        .unwrap();
+    index.begin(2);
+    let found = scan_tree(
+        &repo,
+        &changed,
+        &include,
+        &exclude,
+        RewriteMode::Structured,
+        &mut index,
+    )
+    .unwrap();
+    let web = found.iter().find(|(p, _)| p == "apps/web.yaml").unwrap();
+    assert_eq!(web.1[0].reference.tag.as_deref(), Some("v2"));
+    assert_eq!(
+        index.len().0,
+        5,
+        "both versions of the root and apps/, and apps/sub/"
+    );
+    // Pass 2 used only the new trees: the old root and apps/ go when pass 3 begins,
+    // and everything when pass 4 begins after a pass that scanned nothing.
+    index.begin(3);
+    assert_eq!(index.len(), (3, 305));
+    index.begin(4);
+    assert_eq!(index.len(), (0, 0));
 }
