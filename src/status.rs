@@ -48,11 +48,14 @@ pub struct StatusRow {
 /// One row per policy that has a definition or a state, sorted by name.
 #[must_use]
 pub fn rows(
-    policies: &[Policy],
+    policies: &[impl std::borrow::Borrow<Policy>],
     states: &BTreeMap<String, PolicyState>,
     now: DateTime<Utc>,
 ) -> Vec<StatusRow> {
-    let keyed: Vec<(String, &Policy)> = policies.iter().map(|p| (p.name().to_owned(), p)).collect();
+    let keyed: Vec<(String, &Policy)> = policies
+        .iter()
+        .map(|p| (p.borrow().name().to_owned(), p.borrow()))
+        .collect();
     rows_keyed(&keyed, states, now)
 }
 
@@ -344,7 +347,7 @@ mod tests {
             "1.1.0 -> 1.0.0 pushed as abc",
         );
         let states = BTreeMap::from([("web".to_owned(), s)]);
-        let rows = rows(&[], &states, now);
+        let rows = rows(&[] as &[Policy], &states, now);
         assert_eq!(rows.len(), 1);
         assert!(!rows[0].defined);
         let text = table(&rows, now);
@@ -384,7 +387,7 @@ mod tests {
             ..PolicyState::default()
         };
         let states = BTreeMap::from([("web".to_owned(), s)]);
-        let rows = rows(&[], &states, now);
+        let rows = rows(&[] as &[Policy], &states, now);
         let text = table(&rows, now);
         assert!(
             text.contains("requested by cli:bob 5m ago, pending: p99 doubled"),

@@ -29,7 +29,7 @@ pub(crate) fn load_one_policy(file: &std::path::Path) -> anyhow::Result<policy::
             policies.len()
         );
     }
-    Ok(policies.remove(0))
+    Ok(std::sync::Arc::unwrap_or_clone(policies.remove(0)))
 }
 
 pub(crate) fn resolve(args: &ResolveArgs) -> anyhow::Result<ExitCode> {

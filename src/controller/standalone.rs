@@ -196,13 +196,13 @@ impl Standalone {
             .map(|d| d.file.as_path())
             .collect();
         let present: std::collections::BTreeSet<&str> =
-            loaded.policies.iter().map(Policy::name).collect();
+            loaded.policies.iter().map(|p| p.name()).collect();
         // A policy no file defines any more is gone, unless its file is broken now.
         self.last_good.retain(|name, p| {
             present.contains(name.as_str()) || broken.contains(p.origin.file.as_path())
         });
         for p in loaded.policies {
-            self.last_good.insert(p.name().to_owned(), Arc::new(p));
+            self.last_good.insert(p.name().to_owned(), p);
         }
         Ok(Some(loaded.diagnostics))
     }

@@ -109,7 +109,7 @@ fn policies_now(paths: &[PathBuf], cache: &Mutex<PolicyCache>) -> BTreeMap<Strin
             .iter()
             .map(|d| d.file.as_path())
             .collect();
-        let present: BTreeSet<&str> = loaded.policies.iter().map(Policy::name).collect();
+        let present: BTreeSet<&str> = loaded.policies.iter().map(|p| p.name()).collect();
         let mut kept: BTreeMap<String, Policy> = std::mem::take(&mut cache.policies)
             .into_iter()
             .filter(|(name, p)| {
@@ -117,7 +117,7 @@ fn policies_now(paths: &[PathBuf], cache: &Mutex<PolicyCache>) -> BTreeMap<Strin
             })
             .collect();
         for p in loaded.policies {
-            kept.insert(p.name().to_owned(), p);
+            kept.insert(p.name().to_owned(), std::sync::Arc::unwrap_or_clone(p));
         }
         cache.policies = kept;
     }

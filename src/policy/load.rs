@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -158,8 +159,9 @@ impl Policy {
 /// Everything read from a set of paths.
 #[derive(Debug, Default)]
 pub struct Loaded {
-    /// The valid policies, in file order.
-    pub policies: Vec<Policy>,
+    /// The valid policies, in file order (shared with the [`LoadCache`] that parsed
+    /// them: a driver reloading every tick keeps one copy of each).
+    pub policies: Vec<Arc<Policy>>,
     /// Every problem found, in file order.
     pub diagnostics: Vec<Diagnostic>,
     /// The files read.
@@ -232,7 +234,7 @@ pub struct LoadCache {
 #[derive(Debug)]
 struct Parsed {
     text: String,
-    policies: Vec<Policy>,
+    policies: Vec<Arc<Policy>>,
     diagnostics: Vec<Diagnostic>,
 }
 
@@ -275,7 +277,7 @@ pub fn load_paths_cached(paths: &[PathBuf], cache: &mut LoadCache) -> Result<Loa
                             let (policies, diagnostics) = load_str(&file, &text);
                             Parsed {
                                 text,
-                                policies,
+                                policies: policies.into_iter().map(Arc::new).collect(),
                                 diagnostics,
                             }
                         }
@@ -942,7 +944,7 @@ impl<T: Copy + Ord> ImageIndex<T> {
 /// Checks between policies: unique names, and no two policies rewriting the same
 /// images in the same repository and branch (they would fight over every bump).
 /// Returns the index of the rejected (later) policy with each diagnostic.
-fn cross_check(policies: &[Policy]) -> Vec<(usize, Diagnostic)> {
+fn cross_check(policies: &[Arc<Policy>]) -> Vec<(usize, Diagnostic)> {
     let mut out = Vec::new();
     let mut names: HashMap<(Option<&str>, &str), &Policy> = HashMap::new();
     // The images of the policies so far, per repository and branch.
@@ -1013,18 +1015,22 @@ fn cross_check(policies: &[Policy]) -> Vec<(usize, Diagnostic)> {
 
 /// The policy named `name` in `p`'s namespace among `policies`, but `skip`.
 fn upstream_of<'a>(
-    policies: &'a [Policy],
+    policies: &'a [Arc<Policy>],
     p: &Policy,
     skip: &HashSet<usize>,
 ) -> Option<(usize, &'a Policy)> {
     let from = p.spec.promotion.as_ref()?.from.as_str();
-    policies.iter().enumerate().find(|(i, q)| {
-        !skip.contains(i) && q.name() == from && q.metadata.namespace == p.metadata.namespace
-    })
+    policies
+        .iter()
+        .enumerate()
+        .find(|(i, q)| {
+            !skip.contains(i) && q.name() == from && q.metadata.namespace == p.metadata.namespace
+        })
+        .map(|(i, q)| (i, q.as_ref()))
 }
 
 /// Whether `a` and `b` are in one promotion chain (one reaches the other upstream).
-fn same_chain(policies: &[Policy], a: &Policy, b: &Policy) -> bool {
+fn same_chain(policies: &[Arc<Policy>], a: &Policy, b: &Policy) -> bool {
     let reaches = |from: &Policy, to: &Policy| {
         let mut at = from;
         for _ in 0..policies.len() {
@@ -1041,7 +1047,10 @@ fn same_chain(policies: &[Policy], a: &Policy, b: &Policy) -> bool {
 
 /// `promotion.from` names a policy that exists (not rejected otherwise), not the
 /// policy itself, and the chain it starts has no cycle.
-fn promotion_check(policies: &[Policy], rejected: &HashSet<usize>) -> Vec<(usize, Diagnostic)> {
+fn promotion_check(
+    policies: &[Arc<Policy>],
+    rejected: &HashSet<usize>,
+) -> Vec<(usize, Diagnostic)> {
     let mut out = Vec::new();
     for (i, p) in policies.iter().enumerate() {
         let Some(promotion) = &p.spec.promotion else {

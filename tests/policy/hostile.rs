@@ -120,11 +120,7 @@ fn hostile_files_in_a_policy_folder_are_errors_naming_them_and_the_rest_loads() 
     // The library says the same (what `run` acts on): the good policy loads.
     let loaded = policy::load_paths(std::slice::from_ref(&p)).unwrap();
     assert_eq!(
-        loaded
-            .policies
-            .iter()
-            .map(policy::Policy::name)
-            .collect::<Vec<_>>(),
+        loaded.policies.iter().map(|p| p.name()).collect::<Vec<_>>(),
         ["good"]
     );
     assert_eq!(loaded.diagnostics.len(), 5);
