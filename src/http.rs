@@ -804,6 +804,10 @@ mod tests {
             let _ = parse_registry_notification(&body);
             let _ = parse_alertmanager_webhook(&body);
             let _ = parse_webhook(&event, &body);
+            let _ = crate::forge::gitlab_webhook::parse_gitlab_webhook(&event, &body);
+            for hook in ["Merge Request Hook", "Note Hook", "Pipeline Hook", "Job Hook"] {
+                let _ = crate::forge::gitlab_webhook::parse_gitlab_webhook(hook, &body);
+            }
         }
 
         /// JSON-shaped noise reaches deeper into the parsers than random bytes.
@@ -815,6 +819,15 @@ mod tests {
             let _ = parse_registry_notification(body.as_bytes());
             let _ = parse_alertmanager_webhook(body.as_bytes());
             let _ = parse_webhook(&event, body.as_bytes());
+        }
+
+        /// The same for GitLab's hooks, with the field names its bodies carry.
+        #[test]
+        fn gitlab_webhook_parser_survives_json_shaped_noise(
+            body in r#"\{("(object_kind|object_attributes|iid|state|action|source_branch|last_commit|id|note|noteable_type|merge_request|project|path_with_namespace|sha|user|username|author_id|status|builds)": ?(\[|\{|"[a-zA-Z:/.0-9 ]{0,12}"|-?[0-9]{1,20}|null|true|\]|\}),?){0,40}"#,
+            hook in "(Merge Request Hook|Note Hook|Pipeline Hook|Job Hook|Push Hook)",
+        ) {
+            let _ = crate::forge::gitlab_webhook::parse_gitlab_webhook(&hook, body.as_bytes());
         }
     }
 
