@@ -199,8 +199,8 @@ def main():
         due = n * args.idle / seconds
         print(f"{n} policies, --interval {args.interval}: ready after {ready:.2f} s "
               f"(first pass over every policy, {cpu0:.2f} s CPU)")
-        print(f"resident memory: {rss0:.0f} MiB at ready, {rss1:.0f} MiB after {args.idle:.0f} s idle "
-              f"({mem.get('RssAnon', 0):.0f} MiB anonymous, {mem.get('RssFile', 0):.0f} MiB file-backed; "
+        print(f"resident memory: {rss0:.1f} MiB at ready, {rss1:.1f} MiB after {args.idle:.0f} s idle "
+              f"({mem.get('RssAnon', 0):.1f} MiB anonymous, {mem.get('RssFile', 0):.1f} MiB file-backed; "
               f"{mem.get('Threads', 0)} threads)")
         print(f"idle CPU: {cpu1 - cpu0:.2f} s over {args.idle:.0f} s = {per_hour:.0f} s per hour "
               f"({per_hour / 36:.1f}% of one core); {reconciles:.0f} reconciles ok, {errors:.0f} failed")

@@ -12,6 +12,7 @@ use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::v1alpha1::{self, AutobumpSpec, FreezeSpec, ImagePolicy, NotifySpec, TagPolicy};
 use super::values::{DnsLabel, Duration};
@@ -230,10 +231,11 @@ pub struct LoadCache {
     files: HashMap<PathBuf, Parsed>,
 }
 
-/// One file's text and what it gave.
+/// One file's text (its SHA-256: a driver with 10,000 policies would otherwise keep
+/// every file's text) and what it gave.
 #[derive(Debug)]
 struct Parsed {
-    text: String,
+    digest: [u8; 32],
     policies: Vec<Arc<Policy>>,
     diagnostics: Vec<Diagnostic>,
 }
@@ -271,13 +273,20 @@ pub fn load_paths_cached(paths: &[PathBuf], cache: &mut LoadCache) -> Result<Loa
         for file in files {
             match read_policy_file(&file)? {
                 Ok(text) => {
+                    let digest: [u8; 32] = Sha256::digest(text.as_bytes()).into();
                     let parsed = match cache.files.remove(&file) {
-                        Some(parsed) if parsed.text == text => parsed,
+                        Some(parsed) if parsed.digest == digest => parsed,
                         _ => {
                             let (policies, diagnostics) = load_str(&file, &text);
+                            // Not `into_iter().map(Arc::new).collect()`: that reuses the
+                            // buffer of whole policies (capacity 4 after one push) to hold
+                            // pointers, and the cache would keep ~3.7 KiB per file for
+                            // the life of the driver.
+                            let mut shared = Vec::with_capacity(policies.len());
+                            shared.extend(policies.into_iter().map(Arc::new));
                             Parsed {
-                                text,
-                                policies: policies.into_iter().map(Arc::new).collect(),
+                                digest,
+                                policies: shared,
                                 diagnostics,
                             }
                         }
@@ -1115,4 +1124,30 @@ fn promotion_check(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A running driver keeps every parsed policy for its whole life, so what it
+    /// keeps is sized to what the files hold: the cache's list of a one-policy file
+    /// has room for one policy (not the four a first `push` reserves, which an
+    /// in-place `collect` into `Arc`s would keep), and a one-image list one image.
+    #[test]
+    fn the_cache_keeps_no_spare_capacity() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("a.yaml"),
+            "apiVersion: autobump.dev/v1alpha1\nkind: Autobump\nmetadata: {name: a}\nspec:\n  images:\n    - name: registry.example/app\n      tags: {semver: {}}\n  source:\n    repo: https://github.com/acme/infra.git\n    include: [apps/a.yaml]\n  directPush: {}\n",
+        )
+        .unwrap();
+        let mut cache = LoadCache::default();
+        let loaded = load_paths_cached(&[dir.path().to_owned()], &mut cache).unwrap();
+        let parsed = cache.files.values().next().unwrap();
+        assert_eq!(parsed.policies.capacity(), 1);
+        let spec = &loaded.policies[0].spec;
+        assert_eq!(spec.images.capacity(), 1);
+        assert_eq!(spec.source.include.capacity(), 1);
+    }
 }

@@ -831,6 +831,12 @@ impl<'de> SeqAccess<'de> for Items<'de, '_> {
             }
         }
     }
+
+    // The exact length: a `Vec` field is allocated once at its size, not grown to a
+    // power of two that a long-running driver would keep with every policy.
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.iter.len())
+    }
 }
 
 struct Entries<'de, 'p> {
@@ -865,6 +871,10 @@ impl<'de> MapAccess<'de> for Entries<'de, '_> {
             path: path.clone(),
         })
         .map_err(|e| e.stamp(node, &path))
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.iter.len())
     }
 }
 
