@@ -17,7 +17,7 @@
 //! ([`SHUTDOWN_GRACE`]); a cancelled reconcile is like a crash at that point, which
 //! the intents in the state make safe to resume.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -240,7 +240,7 @@ impl Standalone {
     /// finished: what the upstream proved in this pass is offered downstream in the
     /// same pass, not a tick later.
     async fn reconcile_all(&self, policies: Vec<Arc<Policy>>, stop: &AtomicBool, tick: &mut Tick) {
-        let mut waiting: std::collections::VecDeque<Arc<Policy>> = policies.into();
+        let mut waiting = PassQueue::new(policies);
         let mut running = FuturesUnordered::new();
         let mut in_flight = BTreeSet::new();
         let mut stopping: Option<Deadline> = None;
@@ -249,7 +249,7 @@ impl Standalone {
                 stopping = Some(Deadline::after(SHUTDOWN_GRACE));
             }
             while stopping.is_none() && running.len() < self.concurrency {
-                let Some(p) = next_ready(&mut waiting, &in_flight) else {
+                let Some(p) = waiting.next_ready(&in_flight) else {
                     break;
                 };
                 in_flight.insert(p.name().to_owned());
@@ -286,23 +286,97 @@ impl Standalone {
     }
 }
 
-/// The first of `waiting` whose upstream (`promotion.from`) is neither waiting nor in
-/// flight, taken out of `waiting`. (Cycles never load; were one there, its first
-/// member would run once nothing is in flight, so the pass always ends.)
-fn next_ready(
-    waiting: &mut std::collections::VecDeque<Arc<Policy>>,
-    in_flight: &BTreeSet<String>,
-) -> Option<Arc<Policy>> {
-    let pending = |name: &str| in_flight.contains(name) || waiting.iter().any(|q| q.name() == name);
-    let at = waiting.iter().position(|p| {
-        p.spec
-            .promotion
-            .as_ref()
-            .is_none_or(|pr| !pending(pr.from.as_str()))
-    });
-    match at {
-        Some(at) => waiting.remove(at),
-        None if in_flight.is_empty() => waiting.pop_front(),
-        None => None,
+/// The policies of a pass not yet started, in order, and their names: whether a
+/// policy's upstream is still waiting is a lookup, not a scan of the queue (a pass
+/// where thousands of policies promote stays linear in each step).
+struct PassQueue {
+    order: VecDeque<Arc<Policy>>,
+    names: HashSet<String>,
+}
+
+impl PassQueue {
+    fn new(policies: Vec<Arc<Policy>>) -> Self {
+        // Only a promoting policy asks; without one the pass keeps no names.
+        let names = if policies.iter().any(|p| p.spec.promotion.is_some()) {
+            policies.iter().map(|p| p.name().to_owned()).collect()
+        } else {
+            HashSet::new()
+        };
+        Self {
+            order: policies.into(),
+            names,
+        }
+    }
+
+    /// The first waiting policy whose upstream (`promotion.from`) is neither waiting
+    /// nor in flight, taken out of the queue. (Cycles never load; were one there, its
+    /// first member would run once nothing is in flight, so the pass always ends.)
+    fn next_ready(&mut self, in_flight: &BTreeSet<String>) -> Option<Arc<Policy>> {
+        let pending = |name: &str| in_flight.contains(name) || self.names.contains(name);
+        let at = self.order.iter().position(|p| {
+            p.spec
+                .promotion
+                .as_ref()
+                .is_none_or(|pr| !pending(pr.from.as_str()))
+        });
+        let next = match at {
+            Some(at) => self.order.remove(at),
+            None if in_flight.is_empty() => self.order.pop_front(),
+            None => None,
+        }?;
+        self.names.remove(next.name());
+        Some(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(name: &str, from: Option<&str>) -> Arc<Policy> {
+        let promotion = from.map_or(String::new(), |f| format!("  promotion: {{from: {f}}}\n"));
+        let text = format!(
+            "apiVersion: autobump.dev/v1alpha1\nkind: Autobump\nmetadata: {{name: {name}}}\nspec:\n  images:\n    - name: registry.example/app\n      tags: {{semver: {{}}}}\n  source:\n    repo: https://github.com/acme/infra.git\n    include: [apps/{name}.yaml]\n  directPush: {{}}\n{promotion}"
+        );
+        let (mut policies, problems) =
+            policy::load::load_str(std::path::Path::new("p.yaml"), &text);
+        assert!(problems.is_empty(), "{problems:?}");
+        Arc::new(policies.remove(0))
+    }
+
+    fn names(queue: &mut PassQueue, in_flight: &BTreeSet<String>) -> Option<String> {
+        queue.next_ready(in_flight).map(|p| p.name().to_owned())
+    }
+
+    /// A downstream listed before its upstream waits for it, and the rest of the
+    /// pass goes on meanwhile.
+    #[test]
+    fn a_downstream_starts_after_its_upstream_finished() {
+        let mut queue = PassQueue::new(vec![
+            policy("production", Some("staging")),
+            policy("staging", None),
+            policy("other", None),
+        ]);
+        let mut in_flight = BTreeSet::new();
+        assert_eq!(names(&mut queue, &in_flight).as_deref(), Some("staging"));
+        in_flight.insert("staging".to_owned());
+        assert_eq!(names(&mut queue, &in_flight).as_deref(), Some("other"));
+        assert_eq!(names(&mut queue, &in_flight), None, "staging still runs");
+        in_flight.clear();
+        assert_eq!(names(&mut queue, &in_flight).as_deref(), Some("production"));
+        assert_eq!(names(&mut queue, &in_flight), None);
+    }
+
+    /// An upstream that is not part of the pass blocks nothing; a cycle (which
+    /// `check` refuses) still ends the pass.
+    #[test]
+    fn a_missing_upstream_or_a_cycle_never_stalls_the_pass() {
+        let none = BTreeSet::new();
+        let mut queue = PassQueue::new(vec![policy("production", Some("gone"))]);
+        assert_eq!(names(&mut queue, &none).as_deref(), Some("production"));
+        let mut queue = PassQueue::new(vec![policy("a", Some("b")), policy("b", Some("a"))]);
+        assert_eq!(names(&mut queue, &none).as_deref(), Some("a"));
+        assert_eq!(names(&mut queue, &none).as_deref(), Some("b"));
+        assert_eq!(names(&mut queue, &none), None);
     }
 }
